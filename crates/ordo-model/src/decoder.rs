@@ -1,0 +1,419 @@
+//! The Llama-family decoder shared by Llama/SmolLM, Qwen2 and Qwen3, for training and KV-cached decoding.
+//!
+//! The three families differ only in switches read from `config.json` (q/k/v bias for Qwen2,
+//! per-head q/k RMSNorm and explicit `head_dim` for Qwen3), so one implementation serves all
+//! three, with weights named exactly as in HF.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::ops::{self, OpPath};
+use crate::params::ParamStore;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::kv_cache::KvCache;
+
+/// A linear projection with an HF-layout weight `[out, in]` and an optional bias.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(p: &ParamStore, prefix: &str, bias: bool) -> Result<Self> {
+        Ok(Linear {
+            weight: p.tensor(&format!("{prefix}.weight"))?,
+            bias: if bias {
+                Some(p.tensor(&format!("{prefix}.bias"))?)
+            } else {
+                None
+            },
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Cosine and sine tables of the rotary embedding, one row per position.
+#[derive(Debug, Clone)]
+struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTables {
+    /// Computed as transformers does it (f32 inverse frequencies and products).
+    fn new(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let mut inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
+        if let Some(s) = &cfg.rope_scaling {
+            // Llama 3.1 frequency-dependent scaling.
+            let old = s.original_max_position_embeddings as f64;
+            let low_wavelen = old / s.low_freq_factor;
+            let high_wavelen = old / s.high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f as f64;
+                let fv = *f as f64;
+                *f = if wavelen < high_wavelen {
+                    fv
+                } else if wavelen > low_wavelen {
+                    fv / s.factor
+                } else {
+                    let smooth = (old / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * fv / s.factor + smooth * fv
+                } as f32;
+            }
+        }
+        let n = cfg.max_position_embeddings;
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in 0..n {
+            for f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(RopeTables {
+            cos: Tensor::from_vec(cos, (n, half), device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (n, half), device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Tables gathered at per-row positions: two tensors `[batch, seq, head_dim / 2]`.
+    fn at(&self, positions: &[Vec<u32>], device: &Device) -> Result<(Tensor, Tensor)> {
+        let (b, t) = (positions.len(), positions[0].len());
+        let max = self.cos.dim(0)?;
+        if let Some(&p) = positions.iter().flatten().find(|&&p| p as usize >= max) {
+            return Err(ModelError::Input(format!(
+                "position {p} is beyond max_position_embeddings ({max}); use shorter sequences"
+            )));
+        }
+        let flat: Vec<u32> = positions.iter().flatten().copied().collect();
+        let idx = Tensor::from_vec(flat, b * t, device)?;
+        let half = self.cos.dim(1)?;
+        Ok((
+            self.cos.index_select(&idx, 0)?.reshape((b, t, half))?,
+            self.sin.index_select(&idx, 0)?.reshape((b, t, half))?,
+        ))
+    }
+}
+
+/// Per-layer keys and values of earlier positions, and which cached positions are real tokens.
+#[derive(Debug, Clone)]
+pub struct DecodeCache {
+    layers: Vec<KvCache>,
+    /// For each row, one flag per cached position: 1 for a real token, 0 for padding.
+    valid: Vec<Vec<u8>>,
+    /// For each row, the position id its next token gets.
+    next_position: Vec<u32>,
+}
+
+impl DecodeCache {
+    /// An empty cache for `batch` rows that grows in chunks of `capacity` positions.
+    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize) -> Self {
+        DecodeCache {
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| KvCache::new(2, capacity.max(1)))
+                .collect(),
+            valid: vec![Vec::new(); batch],
+            next_position: vec![0; batch],
+        }
+    }
+
+    /// Bookkeeping for one full-sequence pass that keeps no keys or values.
+    fn uncached(batch: usize) -> Self {
+        DecodeCache {
+            layers: Vec::new(),
+            valid: vec![Vec::new(); batch],
+            next_position: vec![0; batch],
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A Llama-family decoder built over a [`ParamStore`]'s tensors.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    cfg: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: RopeTables,
+    device: Device,
+}
+
+impl Decoder {
+    /// Builds the decoder over `params` (trainable parameters stay tracked by autograd).
+    pub fn new(cfg: &ModelConfig, params: &ParamStore) -> Result<Self> {
+        params.check_against(cfg, "building the decoder")?;
+        let embed = params.tensor("model.embed_tokens.weight")?;
+        let device = embed.device().clone();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                let a = format!("{p}.self_attn");
+                Ok(Layer {
+                    input_norm: params.tensor(&format!("{p}.input_layernorm.weight"))?,
+                    q: Linear::load(params, &format!("{a}.q_proj"), cfg.qkv_bias)?,
+                    k: Linear::load(params, &format!("{a}.k_proj"), cfg.qkv_bias)?,
+                    v: Linear::load(params, &format!("{a}.v_proj"), cfg.qkv_bias)?,
+                    o: Linear::load(params, &format!("{a}.o_proj"), cfg.o_bias)?,
+                    q_norm: if cfg.qk_norm {
+                        Some(params.tensor(&format!("{a}.q_norm.weight"))?)
+                    } else {
+                        None
+                    },
+                    k_norm: if cfg.qk_norm {
+                        Some(params.tensor(&format!("{a}.k_norm.weight"))?)
+                    } else {
+                        None
+                    },
+                    post_norm: params.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
+                    gate: Linear::load(params, &format!("{p}.mlp.gate_proj"), false)?,
+                    up: Linear::load(params, &format!("{p}.mlp.up_proj"), false)?,
+                    down: Linear::load(params, &format!("{p}.mlp.down_proj"), false)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rope = RopeTables::new(cfg, &device, embed.dtype())?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            params.tensor("lm_head.weight")?
+        };
+        Ok(Decoder {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: params.tensor("model.norm.weight")?,
+            lm_head,
+            rope,
+            device,
+        })
+    }
+
+    /// A decoder over the same weights that autograd does not track (for sampling and evaluation).
+    pub fn new_inference(cfg: &ModelConfig, params: &ParamStore) -> Result<Self> {
+        let mut frozen = params.clone();
+        frozen.freeze_where(|_| true);
+        Self::new(cfg, &frozen)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Logits at every position: `ids` [batch, seq] (u32), `mask` [batch, seq] (1 = token,
+    /// 0 = padding, left or right) -> [batch, seq, vocab]. Differentiable on [`OpPath::Differentiable`].
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
+        let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let valid = match mask {
+            Some(m) => {
+                let m = m.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+                if m.len() != rows.len() || m.iter().zip(&rows).any(|(a, b)| a.len() != b.len()) {
+                    return Err(ModelError::Input(
+                        "attention mask and ids differ in shape".into(),
+                    ));
+                }
+                m.into_iter()
+                    .map(|r| r.into_iter().map(|x| (x != 0) as u8).collect())
+                    .collect()
+            }
+            None => vec![vec![1u8; rows[0].len()]; rows.len()],
+        };
+        let mut cache = DecodeCache::uncached(rows.len());
+        self.run(&rows, &valid, &mut cache, false, path)
+    }
+
+    /// Appends `ids` (one chunk per row, equal lengths; `valid` marks padding) to the cache and
+    /// returns the logits of the chunk's last position, [batch, vocab]. Uses fused ops.
+    pub fn decode(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<u8>],
+        cache: &mut DecodeCache,
+    ) -> Result<Tensor> {
+        let logits = self.run(ids, valid, cache, true, OpPath::Fused)?;
+        Ok(logits.squeeze(1)?)
+    }
+
+    fn run(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<u8>],
+        cache: &mut DecodeCache,
+        last_only: bool,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) {
+            return Err(ModelError::Input(
+                "expected a non-empty batch of equal-length rows".into(),
+            ));
+        }
+        if cache.valid.len() != b {
+            return Err(ModelError::Input(format!(
+                "cache holds {} rows, batch has {b}",
+                cache.valid.len()
+            )));
+        }
+        let vocab = self.cfg.vocab_size as u32;
+        if let Some(&bad) = ids.iter().flatten().find(|&&i| i >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is out of the vocabulary (size {vocab})"
+            )));
+        }
+        // Positions count real tokens only, so a left-padded row sees the same positions as unpadded.
+        let mut positions = vec![vec![0u32; t]; b];
+        for r in 0..b {
+            for i in 0..t {
+                positions[r][i] = cache.next_position[r];
+                if valid[r][i] != 0 {
+                    cache.next_position[r] += 1;
+                }
+            }
+            cache.valid[r].extend_from_slice(&valid[r]);
+        }
+        let offset = cache.len() - t;
+        let total = cache.len();
+        // Additive attention bias [b, 1, t, total]: causal by cache index, padding keys masked.
+        let mut bias = vec![0f32; b * t * total];
+        for r in 0..b {
+            for i in 0..t {
+                for k in 0..total {
+                    if k > offset + i || cache.valid[r][k] == 0 {
+                        bias[(r * t + i) * total + k] = -1e9;
+                    }
+                }
+            }
+        }
+        let bias =
+            Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?;
+        let (cos, sin) = self.rope.at(&positions, &self.device)?;
+
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let idx = Tensor::from_vec(flat, b * t, &self.device)?;
+        let mut x = self
+            .embed
+            .index_select(&idx, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, path)?;
+            let attn =
+                self.attention(layer, &h, &cos, &sin, &bias, cache.layers.get_mut(l), path)?;
+            x = (x + attn)?;
+            let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, path)?;
+            let mlp = layer
+                .down
+                .forward(&(layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?)?;
+            x = (x + mlp)?;
+        }
+        if last_only {
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let x = ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, path)?;
+        Ok(ops::linear(&x, &self.lm_head, None)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        kv: Option<&mut KvCache>,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, t, _) = h.dims3()?;
+        let heads = |x: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            let x = x.reshape((b, t, n, c.head_dim))?;
+            let x = match norm {
+                Some(w) => ops::rms_norm(&x, w, c.rms_norm_eps, path)?,
+                None => x,
+            };
+            Ok(x.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(layer.q.forward(h)?, c.num_attention_heads, &layer.q_norm)?;
+        let k = heads(layer.k.forward(h)?, c.num_key_value_heads, &layer.k_norm)?;
+        let v = heads(layer.v.forward(h)?, c.num_key_value_heads, &None)?;
+        let q = ops::rope(&q, cos, sin, path)?;
+        let k = ops::rope(&k, cos, sin, path)?;
+        let (k, v) = match kv {
+            Some(kv) => kv.append(&k, &v)?,
+            None => (k, v),
+        };
+        let k = repeat_kv(&k, c.kv_groups())?;
+        let v = repeat_kv(&v, c.kv_groups())?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
+        let probs = ops::softmax_last_dim(&scores, path)?;
+        let out = probs.matmul(&v.contiguous()?)?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
+        layer.o.forward(&out)
+    }
+}
+
+/// Repeats each key/value head `n` times along the head axis (grouped-query attention).
+fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kvh, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kvh, n, t, hd))?
+        .reshape((b, kvh * n, t, hd))?)
+}
+
+/// A `[batch, seq]` u32 tensor from equal-length rows of token ids.
+pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    let t = rows.first().map_or(0, Vec::len);
+    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), t), device)?)
+}
+
+/// The logits of the last position of each row, [batch, vocab], from full-sequence logits.
+pub fn last_logits(logits: &Tensor) -> Result<Tensor> {
+    let t = logits.dim(1)?;
+    Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?)
+}

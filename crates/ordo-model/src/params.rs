@@ -1,0 +1,191 @@
+//! Named trainable parameters (HF names), with any subset frozen, and seeded initialisation.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The parameters of a model by HF name. Trainable ones are tracked by autograd, frozen ones are not.
+#[derive(Debug, Clone, Default)]
+pub struct ParamStore {
+    params: BTreeMap<String, Var>,
+    frozen: BTreeSet<String>,
+}
+
+impl ParamStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a parameter; it is converted to f32, the dtype ordo trains in.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) -> Result<()> {
+        let var = Var::from_tensor(&tensor.to_dtype(DType::F32)?.contiguous()?)?;
+        self.params.insert(name.into(), var);
+        Ok(())
+    }
+
+    /// The variable behind a parameter.
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.params.get(name)
+    }
+
+    /// The tensor to compute with: tracked by autograd unless the parameter is frozen.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let var = self
+            .params
+            .get(name)
+            .ok_or_else(|| ModelError::Weights(format!("parameter `{name}` is missing")))?;
+        Ok(if self.frozen.contains(name) {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        })
+    }
+
+    /// All parameters by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.params.iter()
+    }
+
+    /// Names of all parameters, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.params.keys().cloned().collect()
+    }
+
+    /// Number of parameters tensors.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Whether the store holds no parameter.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Freezes every parameter whose name satisfies `pred`; returns how many it froze.
+    pub fn freeze_where(&mut self, pred: impl Fn(&str) -> bool) -> usize {
+        let names: Vec<String> = self.params.keys().filter(|n| pred(n)).cloned().collect();
+        let n = names.len();
+        self.frozen.extend(names);
+        n
+    }
+
+    /// Makes every parameter trainable again.
+    pub fn unfreeze_all(&mut self) {
+        self.frozen.clear();
+    }
+
+    /// Whether a parameter is frozen.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.contains(name)
+    }
+
+    /// The trainable parameters, sorted by name.
+    pub fn trainable(&self) -> Vec<(&String, &Var)> {
+        self.params
+            .iter()
+            .filter(|(n, _)| !self.frozen.contains(*n))
+            .collect()
+    }
+
+    /// A deep copy: new storage, same values, same frozen set (for reference models).
+    pub fn deep_clone(&self) -> Result<Self> {
+        let mut params = BTreeMap::new();
+        for (n, v) in &self.params {
+            params.insert(n.clone(), Var::from_tensor(&v.as_tensor().copy()?)?);
+        }
+        Ok(ParamStore {
+            params,
+            frozen: self.frozen.clone(),
+        })
+    }
+
+    /// The same parameters converted to `dtype` (ordo trains in f32; f64 serves gradient checks).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let mut params = BTreeMap::new();
+        for (n, v) in &self.params {
+            params.insert(
+                n.clone(),
+                Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+            );
+        }
+        Ok(ParamStore {
+            params,
+            frozen: self.frozen.clone(),
+        })
+    }
+
+    /// Total number of scalar parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.params.values().map(|v| v.elem_count()).sum()
+    }
+
+    /// Checks that the store holds exactly the parameters `cfg` needs, with the right shapes.
+    pub fn check_against(&self, cfg: &ModelConfig, origin: &str) -> Result<()> {
+        let expected = cfg.parameter_shapes();
+        let mut problems = Vec::new();
+        for (name, shape) in &expected {
+            match self.params.get(name) {
+                None => problems.push(format!(
+                    "missing tensor `{name}` (expected shape {shape:?})"
+                )),
+                Some(v) if v.dims() != shape.as_slice() => problems.push(format!(
+                    "tensor `{name}` has shape {:?}, the config implies {shape:?}",
+                    v.dims()
+                )),
+                Some(_) => {}
+            }
+        }
+        let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+        for name in self.params.keys() {
+            if !known.contains(name.as_str()) {
+                problems.push(format!(
+                    "unexpected tensor `{name}` (not part of this architecture)"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::Weights(format!(
+                "{origin}: weights do not match config.json:\n  {}",
+                problems.join("\n  ")
+            )))
+        }
+    }
+
+    /// Fresh weights for `cfg`: N(0, std²) matrices (GPT-2 scaled for output projections),
+    /// unit norm weights, zero biases, all drawn from `seed`.
+    pub fn init(cfg: &ModelConfig, std: f64, seed: u64, device: &Device) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut store = ParamStore::new();
+        let out_std = std / (2.0 * cfg.num_hidden_layers as f64).sqrt();
+        for (name, shape) in cfg.parameter_shapes() {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with("norm.weight") {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                let s = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                    out_std
+                } else {
+                    std
+                };
+                (0..n).map(|_| (gaussian(&mut rng) * s) as f32).collect()
+            };
+            store.insert(name, Tensor::from_vec(data, shape, device)?)?;
+        }
+        Ok(store)
+    }
+}
+
+/// A standard normal draw (Box-Muller), so initialisation depends on nothing but the seed.
+fn gaussian(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}

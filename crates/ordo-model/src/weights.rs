@@ -1,0 +1,217 @@
+//! HF checkpoint directories: `config.json` + `model.safetensors` (or shards with an index), in and out.
+
+use crate::atomic;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::params::ParamStore;
+use crate::tokenizer::TextTokenizer;
+use candle_core::{DType, Device, Tensor};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Weight file name of a single-file checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Index file name of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// transformers' default maximum shard size (5 GB).
+pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
+
+/// Tensors read from safetensors files, with the dtype each was stored in.
+pub struct RawWeights {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub stored_dtypes: BTreeMap<String, usize>,
+}
+
+/// Reads every tensor of an HF directory's weight files (single or sharded).
+pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
+    let single = dir.join(SINGLE_FILE);
+    let index = dir.join(INDEX_FILE);
+    let files: Vec<PathBuf> = if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            ModelError::Weights(format!("{}: not valid JSON: {e}", index.display()))
+        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                ModelError::Weights(format!(
+                    "{}: expected an object field `weight_map`",
+                    index.display()
+                ))
+            })?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (name, file) in map {
+            let file = file.as_str().ok_or_else(|| {
+                ModelError::Weights(format!(
+                    "{}: weight_map[`{name}`]: expected a file name",
+                    index.display()
+                ))
+            })?;
+            let p = dir.join(file);
+            if !files.contains(&p) {
+                files.push(p);
+            }
+        }
+        files
+    } else if single.exists() {
+        vec![single]
+    } else {
+        return Err(ModelError::Weights(format!(
+            "{}: no {SINGLE_FILE} and no {INDEX_FILE}; expected an HF checkpoint directory",
+            dir.display()
+        )));
+    };
+    let mut raw = RawWeights {
+        tensors: BTreeMap::new(),
+        stored_dtypes: BTreeMap::new(),
+    };
+    for file in files {
+        read_safetensors_file(&file, device, &mut raw)?;
+    }
+    Ok(raw)
+}
+
+fn read_safetensors_file(path: &Path, device: &Device, raw: &mut RawWeights) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        ModelError::Weights(format!(
+            "{}: not a valid safetensors file (truncated or corrupt?): {e}",
+            path.display()
+        ))
+    })?;
+    for (name, view) in st.tensors() {
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(ModelError::Weights(format!(
+                    "{}: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16",
+                    path.display()
+                )))
+            }
+        };
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?
+            .to_dtype(DType::F32)?;
+        *raw.stored_dtypes
+            .entry(format!("{dtype:?}").to_lowercase())
+            .or_default() += t.elem_count();
+        if raw.tensors.insert(name.clone(), t).is_some() {
+            return Err(ModelError::Weights(format!(
+                "{}: tensor `{name}` appears twice",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Loads `config.json` and the weights of an HF directory into a checked [`ParamStore`].
+pub fn load_hf_params(
+    dir: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, ParamStore, BTreeMap<String, usize>)> {
+    if !dir.is_dir() {
+        return Err(ModelError::Weights(format!(
+            "{}: not a directory; expected an HF checkpoint directory",
+            dir.display()
+        )));
+    }
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let raw = read_safetensors_dir(dir, device)?;
+    let mut store = ParamStore::new();
+    for (name, t) in raw.tensors {
+        // Buffers some exporters include that are not parameters.
+        if name.ends_with("rotary_emb.inv_freq")
+            || (config.tie_word_embeddings && name == "lm_head.weight")
+        {
+            continue;
+        }
+        store.insert(name, t)?;
+    }
+    store.check_against(&config, &dir.display().to_string())?;
+    Ok((config, store, raw.stored_dtypes))
+}
+
+/// Writes an HF checkpoint directory atomically: config.json, weights (sharded above
+/// `max_shard_bytes`), and the tokenizer files when a tokenizer is given.
+pub fn save_hf_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    params: &ParamStore,
+    tokenizer: Option<&TextTokenizer>,
+    max_shard_bytes: usize,
+) -> Result<()> {
+    params.check_against(config, "saving")?;
+    let staging = atomic::staging_dir(dir)?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let p = staging.join(name);
+        std::fs::write(&p, bytes).map_err(|e| ModelError::io(&p, e))
+    };
+    let json_bytes = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialise");
+    write("config.json", &json_bytes(&config.to_hf_json()))?;
+    let mut gen =
+        json!({ "bos_token_id": config.bos_token_id, "pad_token_id": config.pad_token_id });
+    gen["eos_token_id"] = json!(config.eos_token_ids);
+    write("generation_config.json", &json_bytes(&gen))?;
+
+    // Group tensors into shards in name order, as transformers does.
+    let mut shards: Vec<Vec<(String, Vec<u8>, Vec<usize>)>> = vec![vec![]];
+    let mut shard_bytes = 0usize;
+    let mut total = 0usize;
+    for (name, var) in params.iter() {
+        let t = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
+        let bytes: Vec<u8> = t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        if shard_bytes > 0 && shard_bytes + bytes.len() > max_shard_bytes {
+            shards.push(vec![]);
+            shard_bytes = 0;
+        }
+        shard_bytes += bytes.len();
+        total += bytes.len();
+        shards.last_mut().expect("at least one shard").push((
+            name.clone(),
+            bytes,
+            var.dims().to_vec(),
+        ));
+    }
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = if n == 1 {
+            SINGLE_FILE.to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", i + 1)
+        };
+        let views = shard
+            .iter()
+            .map(|(name, bytes, shape)| {
+                weight_map.insert(name.clone(), json!(file));
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let path = staging.join(&file);
+        safetensors::serialize_to_file(views, metadata.clone(), &path)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
+    }
+    if n > 1 {
+        let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+        write(INDEX_FILE, &json_bytes(&index))?;
+    }
+    if let Some(tok) = tokenizer {
+        tok.save_to_dir(&staging)?;
+    }
+    atomic::commit_dir(&staging, dir)
+}
