@@ -354,9 +354,11 @@ fn tokenizer_from_metadata(
         (_, Some(re)) => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false}, byte_level(false)]}),
         ("default" | "gpt2", None) => byte_level(true),
-        (other, None) => return Err(format!(
+        (other, None) => {
+            return Err(format!(
             "GGUF pre-tokenizer `{other}` is not supported (known: smollm, gpt2, llama-bpe, qwen2)"
-        )),
+        ))
+        }
     };
     let vocab: serde_json::Map<String, Value> = tokens
         .iter()
