@@ -50,9 +50,6 @@ pub fn commit_dir(staging: &Path, target: &Path) -> Result<()> {
 
 /// `path` with `.<pid>.<suffix>` appended to its file name.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.{suffix}", std::process::id()))
 }

@@ -89,15 +89,8 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn bad(&self, field: &str, expected: &str) -> ModelError {
-        let got = self
-            .obj
-            .get(field)
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "nothing".into());
-        ModelError::Config(format!(
-            "{}: field `{field}`: expected {expected}, found {got}",
-            self.origin
-        ))
+        let got = self.obj.get(field).map(|v| v.to_string()).unwrap_or_else(|| "nothing".into());
+        ModelError::Config(format!("{}: field `{field}`: expected {expected}, found {got}", self.origin))
     }
     fn usize(&self, field: &str) -> Result<usize> {
         match self.obj.get(field).and_then(Value::as_u64) {
@@ -114,45 +107,28 @@ impl<'a> Fields<'a> {
     fn opt_f64(&self, field: &str) -> Result<Option<f64>> {
         match self.obj.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.bad(field, "a number")),
         }
     }
     fn opt_bool(&self, field: &str) -> Result<Option<bool>> {
         match self.obj.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "true or false")),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.bad(field, "true or false")),
         }
     }
     fn opt_str(&self, field: &str) -> Result<Option<&'a str>> {
         match self.obj.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "a string")),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.bad(field, "a string")),
         }
     }
     fn token_ids(&self, field: &str) -> Result<Vec<u32>> {
         match self.obj.get(field) {
             None | Some(Value::Null) => Ok(vec![]),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as u32)
-                        .ok_or_else(|| self.bad(field, "token ids"))
-                })
-                .collect(),
-            Some(v) => v
-                .as_u64()
-                .map(|x| vec![x as u32])
-                .ok_or_else(|| self.bad(field, "a token id")),
+            Some(Value::Array(a)) => {
+                a.iter().map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| self.bad(field, "token ids"))).collect()
+            }
+            Some(v) => v.as_u64().map(|x| vec![x as u32]).ok_or_else(|| self.bad(field, "a token id")),
         }
     }
 }
@@ -168,13 +144,9 @@ impl ModelConfig {
 
     /// Parses a `config.json` value; `origin` names the file in errors.
     pub fn from_json(value: &Value, origin: &str) -> Result<Self> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ModelError::Config(format!("{origin}: expected a JSON object")))?;
+        let obj = value.as_object().ok_or_else(|| ModelError::Config(format!("{origin}: expected a JSON object")))?;
         let f = Fields { obj, origin };
-        let model_type = f
-            .opt_str("model_type")?
-            .ok_or_else(|| f.bad("model_type", "a string"))?;
+        let model_type = f.opt_str("model_type")?.ok_or_else(|| f.bad("model_type", "a string"))?;
         let family = Family::from_model_type(model_type).ok_or_else(|| {
             ModelError::Unsupported(format!(
                 "{origin}: model_type `{model_type}` is not supported; ordo implements llama (SmolLM too), qwen2 and qwen3"
@@ -188,9 +160,7 @@ impl ModelConfig {
             }
         }
         if f.opt_bool("mlp_bias")? == Some(true) {
-            return Err(ModelError::Unsupported(format!(
-                "{origin}: mlp_bias = true is not supported"
-            )));
+            return Err(ModelError::Unsupported(format!("{origin}: mlp_bias = true is not supported")));
         }
         if f.opt_bool("use_sliding_window")? == Some(true) {
             return Err(ModelError::Unsupported(format!(
@@ -199,9 +169,7 @@ impl ModelConfig {
         }
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
-        let num_key_value_heads = f
-            .opt_usize("num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
+        let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_attention_heads % num_key_value_heads != 0 {
             return Err(ModelError::Config(format!(
                 "{origin}: num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({num_key_value_heads})"
@@ -211,32 +179,23 @@ impl ModelConfig {
             Some(h) => h,
             None => {
                 if hidden_size % num_attention_heads != 0 {
-                    return Err(f.bad(
-                        "head_dim",
-                        "a value, since hidden_size is not a multiple of num_attention_heads",
-                    ));
+                    return Err(
+                        f.bad("head_dim", "a value, since hidden_size is not a multiple of num_attention_heads")
+                    );
                 }
                 hidden_size / num_attention_heads
             }
         };
         if head_dim % 2 != 0 {
-            return Err(f.bad(
-                "head_dim",
-                "an even number (rotary embeddings rotate pairs)",
-            ));
+            return Err(f.bad("head_dim", "an even number (rotary embeddings rotate pairs)"));
         }
         // rope_theta: top level (older checkpoints) or under rope_parameters (transformers 5).
         let rope_params = obj.get("rope_parameters").and_then(Value::as_object);
-        let rope_scaling_obj = obj
-            .get("rope_scaling")
-            .and_then(Value::as_object)
-            .or(rope_params);
+        let rope_scaling_obj = obj.get("rope_scaling").and_then(Value::as_object).or(rope_params);
         let rope_theta = match f.opt_f64("rope_theta")? {
             Some(t) => t,
             None => match rope_params.and_then(|p| p.get("rope_theta")) {
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| f.bad("rope_parameters", "rope_theta as a number"))?,
+                Some(v) => v.as_f64().ok_or_else(|| f.bad("rope_parameters", "rope_theta as a number"))?,
                 None => 10_000.0,
             },
         };
@@ -244,10 +203,7 @@ impl ModelConfig {
             None => None,
             Some(s) => {
                 let sf = Fields { obj: s, origin };
-                let kind = sf
-                    .opt_str("rope_type")?
-                    .or(sf.opt_str("type")?)
-                    .unwrap_or("default");
+                let kind = sf.opt_str("rope_type")?.or(sf.opt_str("type")?).unwrap_or("default");
                 match kind {
                     "default" => None,
                     "llama3" => Some(Llama3RopeScaling {
@@ -346,10 +302,7 @@ impl ModelConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (h, hd, i) = (self.hidden_size, self.head_dim, self.intermediate_size);
         let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            vec![self.vocab_size, h],
-        )];
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let mut push = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
@@ -384,9 +337,6 @@ impl ModelConfig {
 
     /// Total number of parameters.
     pub fn parameter_count(&self) -> usize {
-        self.parameter_shapes()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }
 }

@@ -22,11 +22,7 @@ impl Linear {
     fn load(p: &ParamStore, prefix: &str, bias: bool) -> Result<Self> {
         Ok(Linear {
             weight: p.tensor(&format!("{prefix}.weight"))?,
-            bias: if bias {
-                Some(p.tensor(&format!("{prefix}.bias"))?)
-            } else {
-                None
-            },
+            bias: if bias { Some(p.tensor(&format!("{prefix}.bias"))?) } else { None },
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -60,9 +56,8 @@ impl RopeTables {
     /// Computed as transformers does it (f32 inverse frequencies and products).
     fn new(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let mut inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
-            .collect();
+        let mut inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32)).collect();
         if let Some(s) = &cfg.rope_scaling {
             // Llama 3.1 frequency-dependent scaling.
             let old = s.original_max_position_embeddings as f64;
@@ -76,8 +71,7 @@ impl RopeTables {
                 } else if wavelen > low_wavelen {
                     fv / s.factor
                 } else {
-                    let smooth = (old / wavelen - s.low_freq_factor)
-                        / (s.high_freq_factor - s.low_freq_factor);
+                    let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
                     (1.0 - smooth) * fv / s.factor + smooth * fv
                 } as f32;
             }
@@ -131,9 +125,7 @@ impl DecodeCache {
     /// An empty cache for `batch` rows that grows in chunks of `capacity` positions.
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize) -> Self {
         DecodeCache {
-            layers: (0..cfg.num_hidden_layers)
-                .map(|_| KvCache::new(2, capacity.max(1)))
-                .collect(),
+            layers: (0..cfg.num_hidden_layers).map(|_| KvCache::new(2, capacity.max(1))).collect(),
             valid: vec![Vec::new(); batch],
             next_position: vec![0; batch],
         }
@@ -141,11 +133,7 @@ impl DecodeCache {
 
     /// Bookkeeping for one full-sequence pass that keeps no keys or values.
     fn uncached(batch: usize) -> Self {
-        DecodeCache {
-            layers: Vec::new(),
-            valid: vec![Vec::new(); batch],
-            next_position: vec![0; batch],
-        }
+        DecodeCache { layers: Vec::new(), valid: vec![Vec::new(); batch], next_position: vec![0; batch] }
     }
 
     /// Number of cached positions.
@@ -187,16 +175,8 @@ impl Decoder {
                     k: Linear::load(params, &format!("{a}.k_proj"), cfg.qkv_bias)?,
                     v: Linear::load(params, &format!("{a}.v_proj"), cfg.qkv_bias)?,
                     o: Linear::load(params, &format!("{a}.o_proj"), cfg.o_bias)?,
-                    q_norm: if cfg.qk_norm {
-                        Some(params.tensor(&format!("{a}.q_norm.weight"))?)
-                    } else {
-                        None
-                    },
-                    k_norm: if cfg.qk_norm {
-                        Some(params.tensor(&format!("{a}.k_norm.weight"))?)
-                    } else {
-                        None
-                    },
+                    q_norm: if cfg.qk_norm { Some(params.tensor(&format!("{a}.q_norm.weight"))?) } else { None },
+                    k_norm: if cfg.qk_norm { Some(params.tensor(&format!("{a}.k_norm.weight"))?) } else { None },
                     post_norm: params.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
                     gate: Linear::load(params, &format!("{p}.mlp.gate_proj"), false)?,
                     up: Linear::load(params, &format!("{p}.mlp.up_proj"), false)?,
@@ -205,11 +185,7 @@ impl Decoder {
             })
             .collect::<Result<Vec<_>>>()?;
         let rope = RopeTables::new(cfg, &device, embed.dtype())?;
-        let lm_head = if cfg.tie_word_embeddings {
-            embed.clone()
-        } else {
-            params.tensor("lm_head.weight")?
-        };
+        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { params.tensor("lm_head.weight")? };
         Ok(Decoder {
             cfg: cfg.clone(),
             embed,
@@ -246,13 +222,9 @@ impl Decoder {
             Some(m) => {
                 let m = m.to_dtype(DType::U32)?.to_vec2::<u32>()?;
                 if m.len() != rows.len() || m.iter().zip(&rows).any(|(a, b)| a.len() != b.len()) {
-                    return Err(ModelError::Input(
-                        "attention mask and ids differ in shape".into(),
-                    ));
+                    return Err(ModelError::Input("attention mask and ids differ in shape".into()));
                 }
-                m.into_iter()
-                    .map(|r| r.into_iter().map(|x| (x != 0) as u8).collect())
-                    .collect()
+                m.into_iter().map(|r| r.into_iter().map(|x| (x != 0) as u8).collect()).collect()
             }
             None => vec![vec![1u8; rows[0].len()]; rows.len()],
         };
@@ -262,12 +234,7 @@ impl Decoder {
 
     /// Appends `ids` (one chunk per row, equal lengths; `valid` marks padding) to the cache and
     /// returns the logits of the chunk's last position, [batch, vocab]. Uses fused ops.
-    pub fn decode(
-        &self,
-        ids: &[Vec<u32>],
-        valid: &[Vec<u8>],
-        cache: &mut DecodeCache,
-    ) -> Result<Tensor> {
+    pub fn decode(&self, ids: &[Vec<u32>], valid: &[Vec<u8>], cache: &mut DecodeCache) -> Result<Tensor> {
         let logits = self.run(ids, valid, cache, true, OpPath::Fused)?;
         Ok(logits.squeeze(1)?)
     }
@@ -283,21 +250,14 @@ impl Decoder {
         let b = ids.len();
         let t = ids.first().map_or(0, Vec::len);
         if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) {
-            return Err(ModelError::Input(
-                "expected a non-empty batch of equal-length rows".into(),
-            ));
+            return Err(ModelError::Input("expected a non-empty batch of equal-length rows".into()));
         }
         if cache.valid.len() != b {
-            return Err(ModelError::Input(format!(
-                "cache holds {} rows, batch has {b}",
-                cache.valid.len()
-            )));
+            return Err(ModelError::Input(format!("cache holds {} rows, batch has {b}", cache.valid.len())));
         }
         let vocab = self.cfg.vocab_size as u32;
         if let Some(&bad) = ids.iter().flatten().find(|&&i| i >= vocab) {
-            return Err(ModelError::Input(format!(
-                "token id {bad} is out of the vocabulary (size {vocab})"
-            )));
+            return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab})")));
         }
         // Positions count real tokens only, so a left-padded row sees the same positions as unpadded.
         let mut positions = vec![vec![0u32; t]; b];
@@ -323,25 +283,18 @@ impl Decoder {
                 }
             }
         }
-        let bias =
-            Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?;
+        let bias = Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?;
         let (cos, sin) = self.rope.at(&positions, &self.device)?;
 
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let idx = Tensor::from_vec(flat, b * t, &self.device)?;
-        let mut x = self
-            .embed
-            .index_select(&idx, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, path)?;
-            let attn =
-                self.attention(layer, &h, &cos, &sin, &bias, cache.layers.get_mut(l), path)?;
+            let attn = self.attention(layer, &h, &cos, &sin, &bias, cache.layers.get_mut(l), path)?;
             x = (x + attn)?;
             let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, path)?;
-            let mlp = layer
-                .down
-                .forward(&(layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?)?;
+            let mlp = layer.down.forward(&(layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?)?;
             x = (x + mlp)?;
         }
         if last_only {
@@ -387,9 +340,7 @@ impl Decoder {
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
         let probs = ops::softmax_last_dim(&scores, path)?;
         let out = probs.matmul(&v.contiguous()?)?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
+        let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
         layer.o.forward(&out)
     }
 }
@@ -400,9 +351,7 @@ fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kvh, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kvh, n, t, hd))?
-        .reshape((b, kvh * n, t, hd))?)
+    Ok(x.unsqueeze(2)?.broadcast_as((b, kvh, n, t, hd))?.reshape((b, kvh * n, t, hd))?)
 }
 
 /// A `[batch, seq]` u32 tensor from equal-length rows of token ids.

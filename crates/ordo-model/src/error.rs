@@ -35,10 +35,7 @@ pub enum ModelError {
 impl ModelError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        ModelError::Io { path: path.display().to_string(), source }
     }
 }
 

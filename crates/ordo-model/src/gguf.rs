@@ -79,15 +79,11 @@ fn permute_heads(t: &Tensor, heads: usize, to_gguf: bool) -> Result<Tensor> {
     let rest: usize = dims[1..].iter().product();
     let half = rows / heads / 2;
     let (a, b) = if to_gguf { (2, half) } else { (half, 2) };
-    Ok(t.reshape((heads, a, b, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
+    Ok(t.reshape((heads, a, b, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
 }
 
 fn meta<'a>(md: &'a HashMap<String, GValue>, key: &str, origin: &str) -> Result<&'a GValue> {
-    md.get(key)
-        .ok_or_else(|| ModelError::Config(format!("{origin}: GGUF metadata `{key}` is missing")))
+    md.get(key).ok_or_else(|| ModelError::Config(format!("{origin}: GGUF metadata `{key}` is missing")))
 }
 
 fn meta_usize(md: &HashMap<String, GValue>, key: &str, origin: &str) -> Result<usize> {
@@ -95,16 +91,12 @@ fn meta_usize(md: &HashMap<String, GValue>, key: &str, origin: &str) -> Result<u
         .to_u64()
         .or_else(|_| meta(md, key, origin).and_then(|v| Ok(v.to_u32()? as u64)))
         .map(|v| v as usize)
-        .map_err(|_| {
-            ModelError::Config(format!(
-                "{origin}: GGUF metadata `{key}`: expected an integer"
-            ))
-        })
+        .map_err(|_| ModelError::Config(format!("{origin}: GGUF metadata `{key}`: expected an integer")))
 }
 
 fn meta_f64(md: &HashMap<String, GValue>, key: &str) -> Option<f64> {
-    md.get(key)
-        .and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
+    // An f32 field becomes the f64 with the same shortest decimal form (1e-5, not 9.99999974e-6).
+    md.get(key).and_then(|v| v.to_f32().map(|x| x.to_string().parse().unwrap_or(x as f64)).or_else(|_| v.to_f64()).ok())
 }
 
 /// Reads a GGUF model: config from metadata, tensors dequantised to f32 under HF names.
@@ -116,20 +108,18 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let md = &content.metadata;
     let arch = meta(md, "general.architecture", &origin)?
         .to_string()
-        .map_err(|_| {
-            ModelError::Config(format!("{origin}: general.architecture: expected a string"))
-        })?
+        .map_err(|_| ModelError::Config(format!("{origin}: general.architecture: expected a string")))?
         .clone();
     let family = Family::from_model_type(&arch).ok_or_else(|| {
-        ModelError::Unsupported(format!("{origin}: GGUF architecture `{arch}` is not supported; ordo imports llama, qwen2 and qwen3"))
+        ModelError::Unsupported(format!(
+            "{origin}: GGUF architecture `{arch}` is not supported; ordo imports llama, qwen2 and qwen3"
+        ))
     })?;
     let key = |k: &str| format!("{arch}.{k}");
     let embd = content
         .tensor_infos
         .get("token_embd.weight")
-        .ok_or_else(|| {
-            ModelError::Weights(format!("{origin}: tensor token_embd.weight is missing"))
-        })?;
+        .ok_or_else(|| ModelError::Weights(format!("{origin}: tensor token_embd.weight is missing")))?;
     let hidden = meta_usize(md, &key("embedding_length"), &origin)?;
     let heads = meta_usize(md, &key("attention.head_count"), &origin)?;
     let kv_heads = meta_usize(md, &key("attention.head_count_kv"), &origin).unwrap_or(heads);
@@ -166,11 +156,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             Some(h) => h,
             // llama.cpp sometimes stores precomputed rope frequencies; they are not parameters.
             None if name == "rope_freqs.weight" => continue,
-            None => {
-                return Err(ModelError::Weights(format!(
-                    "{origin}: unexpected tensor `{name}`"
-                )))
-            }
+            None => return Err(ModelError::Weights(format!("{origin}: unexpected tensor `{name}`"))),
         };
         let q = content
             .tensor(&mut file, name, device)
@@ -188,12 +174,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     }
     params.check_against(&config, &origin)?;
     let tokenizer = tokenizer_from_metadata(md);
-    Ok(GgufModel {
-        config,
-        params,
-        tokenizer,
-        stored_dtypes,
-    })
+    Ok(GgufModel { config, params, tokenizer, stored_dtypes })
 }
 
 /// The GGUF tensor types ordo can read, by their names on the command line.
@@ -223,8 +204,7 @@ pub fn save_gguf(
     let arch = config.family.model_type();
     let mut qtensors: Vec<(String, QTensor)> = Vec::new();
     for (name, var) in params.iter() {
-        let g = gguf_name(name)
-            .ok_or_else(|| ModelError::Weights(format!("no GGUF name for `{name}`")))?;
+        let g = gguf_name(name).ok_or_else(|| ModelError::Weights(format!("no GGUF name for `{name}`")))?;
         let mut t = var.as_tensor().clone();
         if config.family == Family::Llama {
             if name.contains("self_attn.q_proj.") {
@@ -233,53 +213,22 @@ pub fn save_gguf(
                 t = permute_heads(&t, config.num_key_value_heads, true)?;
             }
         }
-        let d = if t.rank() == 1 || t.dim(1)? % dtype.block_size() != 0 {
-            GgmlDType::F32
-        } else {
-            dtype
-        };
+        let d = if t.rank() == 1 || t.dim(1)? % dtype.block_size() != 0 { GgmlDType::F32 } else { dtype };
         qtensors.push((g, QTensor::quantize(&t, d)?));
     }
     let u32v = |x: usize| GValue::U32(x as u32);
     let mut md: Vec<(String, GValue)> = vec![
         ("general.architecture".into(), GValue::String(arch.into())),
-        (
-            format!("{arch}.context_length"),
-            u32v(config.max_position_embeddings),
-        ),
+        (format!("{arch}.context_length"), u32v(config.max_position_embeddings)),
         (format!("{arch}.embedding_length"), u32v(config.hidden_size)),
-        (
-            format!("{arch}.block_count"),
-            u32v(config.num_hidden_layers),
-        ),
-        (
-            format!("{arch}.feed_forward_length"),
-            u32v(config.intermediate_size),
-        ),
-        (
-            format!("{arch}.attention.head_count"),
-            u32v(config.num_attention_heads),
-        ),
-        (
-            format!("{arch}.attention.head_count_kv"),
-            u32v(config.num_key_value_heads),
-        ),
-        (
-            format!("{arch}.attention.key_length"),
-            u32v(config.head_dim),
-        ),
-        (
-            format!("{arch}.attention.value_length"),
-            u32v(config.head_dim),
-        ),
-        (
-            format!("{arch}.rope.freq_base"),
-            GValue::F32(config.rope_theta as f32),
-        ),
-        (
-            format!("{arch}.attention.layer_norm_rms_epsilon"),
-            GValue::F32(config.rms_norm_eps as f32),
-        ),
+        (format!("{arch}.block_count"), u32v(config.num_hidden_layers)),
+        (format!("{arch}.feed_forward_length"), u32v(config.intermediate_size)),
+        (format!("{arch}.attention.head_count"), u32v(config.num_attention_heads)),
+        (format!("{arch}.attention.head_count_kv"), u32v(config.num_key_value_heads)),
+        (format!("{arch}.attention.key_length"), u32v(config.head_dim)),
+        (format!("{arch}.attention.value_length"), u32v(config.head_dim)),
+        (format!("{arch}.rope.freq_base"), GValue::F32(config.rope_theta as f32)),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), GValue::F32(config.rms_norm_eps as f32)),
     ];
     if let Some(b) = config.bos_token_id {
         md.push(("tokenizer.ggml.bos_token_id".into(), GValue::U32(b)));
@@ -311,28 +260,20 @@ fn split_regex(pre: &str) -> Option<&'static str> {
 }
 
 /// Builds a `tokenizers` BPE tokenizer from llama.cpp's `tokenizer.ggml.*` metadata.
-fn tokenizer_from_metadata(
-    md: &HashMap<String, GValue>,
-) -> std::result::Result<TextTokenizer, String> {
+fn tokenizer_from_metadata(md: &HashMap<String, GValue>) -> std::result::Result<TextTokenizer, String> {
     let model = md
         .get("tokenizer.ggml.model")
         .and_then(|v| v.to_string().ok())
         .ok_or("the GGUF file has no tokenizer (tokenizer.ggml.model is missing)")?;
     if model != "gpt2" {
-        return Err(format!(
-            "GGUF tokenizer model `{model}` is not supported; ordo reads byte-level BPE (`gpt2`)"
-        ));
+        return Err(format!("GGUF tokenizer model `{model}` is not supported; ordo reads byte-level BPE (`gpt2`)"));
     }
     let strings = |k: &str| -> std::result::Result<Vec<String>, String> {
         md.get(k)
             .and_then(|v| v.to_vec().ok())
             .ok_or(format!("GGUF metadata `{k}` is missing"))?
             .iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|_| format!("GGUF metadata `{k}`: expected strings"))
-            })
+            .map(|v| v.to_string().cloned().map_err(|_| format!("GGUF metadata `{k}`: expected strings")))
             .collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
@@ -342,11 +283,7 @@ fn tokenizer_from_metadata(
         .and_then(|v| v.to_vec().ok())
         .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
         .unwrap_or_else(|| vec![1; tokens.len()]);
-    let pre = md
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .map(String::as_str)
-        .unwrap_or("default");
+    let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let pre_tokenizer = match (pre, split_regex(pre)) {
         ("smollm", _) => json!({"type": "Sequence", "pretokenizers": [
@@ -356,15 +293,11 @@ fn tokenizer_from_metadata(
         ("default" | "gpt2", None) => byte_level(true),
         (other, None) => {
             return Err(format!(
-            "GGUF pre-tokenizer `{other}` is not supported (known: smollm, gpt2, llama-bpe, qwen2)"
-        ))
+                "GGUF pre-tokenizer `{other}` is not supported (known: smollm, gpt2, llama-bpe, qwen2)"
+            ))
         }
     };
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
+    let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     // Control (3) and user-defined (4) tokens are matched whole before BPE, as llama.cpp does.
     let added: Vec<Value> = types
         .iter()
@@ -384,12 +317,7 @@ fn tokenizer_from_metadata(
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
             "vocab": vocab, "merges": merges},
     });
-    let tok_name = |k: &str| {
-        md.get(k)
-            .and_then(|v| v.to_u32().ok())
-            .and_then(|i| tokens.get(i as usize))
-            .cloned()
-    };
+    let tok_name = |k: &str| md.get(k).and_then(|v| v.to_u32().ok()).and_then(|i| tokens.get(i as usize)).cloned();
     let mut cfg = json!({ "model_max_length": 8192 });
     for (field, key) in [
         ("bos_token", "tokenizer.ggml.bos_token_id"),
@@ -401,10 +329,7 @@ fn tokenizer_from_metadata(
             cfg[field] = json!(t);
         }
     }
-    if let Some(t) = md
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.to_string().ok())
-    {
+    if let Some(t) = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
         cfg["chat_template"] = json!(t);
     }
     TextTokenizer::from_json(&tok_json, cfg).map_err(|e| e.to_string())
@@ -413,16 +338,12 @@ fn tokenizer_from_metadata(
 /// llama.cpp tokenizer metadata for a byte-level BPE tokenizer.
 fn tokenizer_to_metadata(tok: &TextTokenizer) -> Result<Vec<(String, GValue)>> {
     let v: Value = serde_json::from_str(
-        &tok.inner()
-            .to_string(false)
-            .map_err(|e| ModelError::Tokenizer(format!("cannot serialise tokenizer: {e}")))?,
+        &tok.inner().to_string(false).map_err(|e| ModelError::Tokenizer(format!("cannot serialise tokenizer: {e}")))?,
     )
     .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
     let model = &v["model"];
     if model["type"] != "BPE" {
-        return Err(ModelError::Unsupported(
-            "GGUF export writes byte-level BPE tokenizers only".into(),
-        ));
+        return Err(ModelError::Unsupported("GGUF export writes byte-level BPE tokenizers only".into()));
     }
     let mut tokens = vec![String::new(); tok.vocab_size()];
     let mut types = vec![1i32; tok.vocab_size()];
@@ -442,38 +363,21 @@ fn tokenizer_to_metadata(tok: &TextTokenizer) -> Result<Vec<(String, GValue)>> {
         .into_iter()
         .flatten()
         .map(|m| match m {
-            Value::Array(p) => GValue::String(format!(
-                "{} {}",
-                p[0].as_str().unwrap_or(""),
-                p[1].as_str().unwrap_or("")
-            )),
+            Value::Array(p) => {
+                GValue::String(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
+            }
             other => GValue::String(other.as_str().unwrap_or("").to_string()),
         })
         .collect();
     let mut md = vec![
-        (
-            "tokenizer.ggml.model".to_string(),
-            GValue::String("gpt2".into()),
-        ),
-        (
-            "tokenizer.ggml.pre".to_string(),
-            GValue::String("default".into()),
-        ),
-        (
-            "tokenizer.ggml.tokens".to_string(),
-            GValue::Array(tokens.into_iter().map(GValue::String).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type".to_string(),
-            GValue::Array(types.into_iter().map(GValue::I32).collect()),
-        ),
+        ("tokenizer.ggml.model".to_string(), GValue::String("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), GValue::String("default".into())),
+        ("tokenizer.ggml.tokens".to_string(), GValue::Array(tokens.into_iter().map(GValue::String).collect())),
+        ("tokenizer.ggml.token_type".to_string(), GValue::Array(types.into_iter().map(GValue::I32).collect())),
         ("tokenizer.ggml.merges".to_string(), GValue::Array(merges)),
     ];
     if let Some(t) = tok.chat_template() {
-        md.push((
-            "tokenizer.chat_template".to_string(),
-            GValue::String(t.to_string()),
-        ));
+        md.push(("tokenizer.chat_template".to_string(), GValue::String(t.to_string())));
     }
     Ok(md)
 }

@@ -59,17 +59,8 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     if path.is_dir() {
         let (config, params, stored_dtypes) = weights::load_hf_params(path, device)?;
         let tokenizer = tokenizer::TextTokenizer::from_dir(path)?;
-        let tokenizer_note = tokenizer
-            .is_none()
-            .then(|| format!("{} has no tokenizer.json", path.display()));
-        Ok(LoadedModel {
-            config,
-            params,
-            tokenizer,
-            tokenizer_note,
-            format: SourceFormat::HfDir,
-            stored_dtypes,
-        })
+        let tokenizer_note = tokenizer.is_none().then(|| format!("{} has no tokenizer.json", path.display()));
+        Ok(LoadedModel { config, params, tokenizer, tokenizer_note, format: SourceFormat::HfDir, stored_dtypes })
     } else {
         let g = gguf::load_gguf(path, device)?;
         let (tokenizer, tokenizer_note) = match g.tokenizer {
@@ -100,12 +91,6 @@ impl LoadedModel {
 
     /// Saves as an HF checkpoint directory (atomically).
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
-        weights::save_hf_dir(
-            dir,
-            &self.config,
-            &self.params,
-            self.tokenizer.as_ref(),
-            weights::DEFAULT_MAX_SHARD_BYTES,
-        )
+        weights::save_hf_dir(dir, &self.config, &self.params, self.tokenizer.as_ref(), weights::DEFAULT_MAX_SHARD_BYTES)
     }
 }

@@ -77,17 +77,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         None => y,
     };
     let mut out_dims = dims.to_vec();
-    *out_dims
-        .last_mut()
-        .expect("linear input has at least one dimension") = w.dim(0)?;
+    *out_dims.last_mut().expect("linear input has at least one dimension") = w.dim(0)?;
     y.reshape(out_dims)
 }
 
 /// Log-probability of each target token: `logits` [.., vocab], `targets` [..] (u32) -> [..].
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = log_softmax(&logits.contiguous()?)?;
-    logp.gather(&targets.contiguous()?.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)
+    logp.gather(&targets.contiguous()?.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)
 }
 
 /// Mean next-token cross-entropy of a batch, as transformers computes it with `labels = input_ids`.

@@ -34,15 +34,8 @@ impl ParamStore {
 
     /// The tensor to compute with: tracked by autograd unless the parameter is frozen.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        let var = self
-            .params
-            .get(name)
-            .ok_or_else(|| ModelError::Weights(format!("parameter `{name}` is missing")))?;
-        Ok(if self.frozen.contains(name) {
-            var.as_tensor().detach()
-        } else {
-            var.as_tensor().clone()
-        })
+        let var = self.params.get(name).ok_or_else(|| ModelError::Weights(format!("parameter `{name}` is missing")))?;
+        Ok(if self.frozen.contains(name) { var.as_tensor().detach() } else { var.as_tensor().clone() })
     }
 
     /// All parameters by name.
@@ -85,10 +78,7 @@ impl ParamStore {
 
     /// The trainable parameters, sorted by name.
     pub fn trainable(&self) -> Vec<(&String, &Var)> {
-        self.params
-            .iter()
-            .filter(|(n, _)| !self.frozen.contains(*n))
-            .collect()
+        self.params.iter().filter(|(n, _)| !self.frozen.contains(*n)).collect()
     }
 
     /// A deep copy: new storage, same values, same frozen set (for reference models).
@@ -97,25 +87,16 @@ impl ParamStore {
         for (n, v) in &self.params {
             params.insert(n.clone(), Var::from_tensor(&v.as_tensor().copy()?)?);
         }
-        Ok(ParamStore {
-            params,
-            frozen: self.frozen.clone(),
-        })
+        Ok(ParamStore { params, frozen: self.frozen.clone() })
     }
 
     /// The same parameters converted to `dtype` (ordo trains in f32; f64 serves gradient checks).
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         let mut params = BTreeMap::new();
         for (n, v) in &self.params {
-            params.insert(
-                n.clone(),
-                Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
-            );
+            params.insert(n.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?);
         }
-        Ok(ParamStore {
-            params,
-            frozen: self.frozen.clone(),
-        })
+        Ok(ParamStore { params, frozen: self.frozen.clone() })
     }
 
     /// Total number of scalar parameters.
@@ -129,22 +110,17 @@ impl ParamStore {
         let mut problems = Vec::new();
         for (name, shape) in &expected {
             match self.params.get(name) {
-                None => problems.push(format!(
-                    "missing tensor `{name}` (expected shape {shape:?})"
-                )),
-                Some(v) if v.dims() != shape.as_slice() => problems.push(format!(
-                    "tensor `{name}` has shape {:?}, the config implies {shape:?}",
-                    v.dims()
-                )),
+                None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
+                Some(v) if v.dims() != shape.as_slice() => {
+                    problems.push(format!("tensor `{name}` has shape {:?}, the config implies {shape:?}", v.dims()))
+                }
                 Some(_) => {}
             }
         }
         let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
         for name in self.params.keys() {
             if !known.contains(name.as_str()) {
-                problems.push(format!(
-                    "unexpected tensor `{name}` (not part of this architecture)"
-                ));
+                problems.push(format!("unexpected tensor `{name}` (not part of this architecture)"));
             }
         }
         if problems.is_empty() {
@@ -170,11 +146,8 @@ impl ParamStore {
             } else if name.ends_with(".bias") {
                 vec![0.0; n]
             } else {
-                let s = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
-                    out_std
-                } else {
-                    std
-                };
+                let s =
+                    if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { out_std } else { std };
                 (0..n).map(|_| (gaussian(&mut rng) * s) as f32).collect()
             };
             store.insert(name, Tensor::from_vec(data, shape, device)?)?;

@@ -25,28 +25,16 @@ pub struct SamplingParams {
 impl SamplingParams {
     /// Greedy decoding of up to `max_new_tokens` tokens.
     pub fn greedy(max_new_tokens: usize) -> Self {
-        SamplingParams {
-            max_new_tokens,
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            stop_tokens: vec![],
-            seed: 0,
-        }
+        SamplingParams { max_new_tokens, temperature: 0.0, top_k: None, top_p: None, stop_tokens: vec![], seed: 0 }
     }
 
     fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(ModelError::Input(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            )));
+            return Err(ModelError::Input(format!("temperature must be >= 0, got {}", self.temperature)));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                return Err(ModelError::Input(format!(
-                    "top_p must be in (0, 1], got {p}"
-                )));
+                return Err(ModelError::Input(format!("top_p must be in (0, 1], got {p}")));
             }
         }
         if self.top_k == Some(0) {
@@ -61,19 +49,13 @@ impl SamplingParams {
 /// Prompts of different lengths are left-padded; each row's positions count its own tokens,
 /// so a row's output does not depend on the other rows. Row `i` draws from its own random
 /// stream (seed, i), so results are reproducible.
-pub fn generate(
-    model: &Decoder,
-    prompts: &[Vec<u32>],
-    params: &SamplingParams,
-) -> Result<Vec<Vec<u32>>> {
+pub fn generate(model: &Decoder, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Vec<u32>>> {
     params.validate()?;
     if prompts.is_empty() {
         return Ok(vec![]);
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(ModelError::Input(format!(
-            "prompt {i} is empty; every prompt needs at least one token"
-        )));
+        return Err(ModelError::Input(format!("prompt {i} is empty; every prompt needs at least one token")));
     }
     let b = prompts.len();
     let width = prompts.iter().map(Vec::len).max().expect("non-empty batch");
@@ -128,11 +110,7 @@ pub fn sample_row(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -
         return argmax(logits);
     }
     let inv_t = 1.0 / params.temperature;
-    let mut cand: Vec<(u32, f64)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i as u32, l as f64 * inv_t))
-        .collect();
+    let mut cand: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l as f64 * inv_t)).collect();
     let by_logit_desc = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if let Some(k) = params.top_k.filter(|&k| k < cand.len()) {
         cand.select_nth_unstable_by(k - 1, by_logit_desc);

@@ -17,10 +17,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role and content.
     pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage {
-            role: role.to_string(),
-            content: content.to_string(),
-        }
+        ChatMessage { role: role.to_string(), content: content.to_string() }
     }
 }
 
@@ -34,9 +31,7 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .finish()
+        f.debug_struct("TextTokenizer").field("vocab_size", &self.vocab_size()).finish()
     }
 }
 
@@ -58,24 +53,15 @@ impl TextTokenizer {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&tok_path).map_err(|e| ModelError::io(&tok_path, e))?;
-        let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| {
-            ModelError::Tokenizer(format!(
-                "{}: not a valid tokenizer.json: {e}",
-                tok_path.display()
-            ))
-        })?;
+        let inner = tokenizers::Tokenizer::from_str(&text)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: not a valid tokenizer.json: {e}", tok_path.display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let config = if cfg_path.exists() {
-            let text =
-                std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| {
-                ModelError::Tokenizer(format!("{}: not valid JSON: {e}", cfg_path.display()))
-            })?;
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Tokenizer(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
             if !v.is_object() {
-                return Err(ModelError::Tokenizer(format!(
-                    "{}: expected a JSON object",
-                    cfg_path.display()
-                )));
+                return Err(ModelError::Tokenizer(format!("{}: expected a JSON object", cfg_path.display())));
             }
             v
         } else {
@@ -153,14 +139,11 @@ impl TextTokenizer {
     }
 
     /// Renders messages with the chat template, as transformers' `apply_chat_template` does.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template = self.chat_template().ok_or_else(|| {
             ModelError::Tokenizer(
-                "this tokenizer has no chat template (tokenizer_config.json has no `chat_template`); drop --chat".into(),
+                "this tokenizer has no chat template (tokenizer_config.json has no `chat_template`); drop --chat"
+                    .into(),
             )
         })?;
         render_chat_template(template, messages, add_generation_prompt, &self.config)
@@ -178,15 +161,9 @@ pub fn render_chat_template(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
     env.add_template("chat", template)
         .map_err(|e| ModelError::Tokenizer(format!("chat template does not parse: {e}")))?;
     let tmpl = env.get_template("chat").expect("template was just added");

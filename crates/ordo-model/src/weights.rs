@@ -30,25 +30,15 @@ pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
     let index = dir.join(INDEX_FILE);
     let files: Vec<PathBuf> = if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            ModelError::Weights(format!("{}: not valid JSON: {e}", index.display()))
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Weights(format!("{}: not valid JSON: {e}", index.display())))?;
+        let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| {
+            ModelError::Weights(format!("{}: expected an object field `weight_map`", index.display()))
         })?;
-        let map = v
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                ModelError::Weights(format!(
-                    "{}: expected an object field `weight_map`",
-                    index.display()
-                ))
-            })?;
         let mut files: Vec<PathBuf> = Vec::new();
         for (name, file) in map {
             let file = file.as_str().ok_or_else(|| {
-                ModelError::Weights(format!(
-                    "{}: weight_map[`{name}`]: expected a file name",
-                    index.display()
-                ))
+                ModelError::Weights(format!("{}: weight_map[`{name}`]: expected a file name", index.display()))
             })?;
             let p = dir.join(file);
             if !files.contains(&p) {
@@ -64,10 +54,7 @@ pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
             dir.display()
         )));
     };
-    let mut raw = RawWeights {
-        tensors: BTreeMap::new(),
-        stored_dtypes: BTreeMap::new(),
-    };
+    let mut raw = RawWeights { tensors: BTreeMap::new(), stored_dtypes: BTreeMap::new() };
     for file in files {
         read_safetensors_file(&file, device, &mut raw)?;
     }
@@ -77,10 +64,7 @@ pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
 fn read_safetensors_file(path: &Path, device: &Device, raw: &mut RawWeights) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        ModelError::Weights(format!(
-            "{}: not a valid safetensors file (truncated or corrupt?): {e}",
-            path.display()
-        ))
+        ModelError::Weights(format!("{}: not a valid safetensors file (truncated or corrupt?): {e}", path.display()))
     })?;
     for (name, view) in st.tensors() {
         let dtype = match view.dtype() {
@@ -94,26 +78,17 @@ fn read_safetensors_file(path: &Path, device: &Device, raw: &mut RawWeights) -> 
                 )))
             }
         };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?
-            .to_dtype(DType::F32)?;
-        *raw.stored_dtypes
-            .entry(format!("{dtype:?}").to_lowercase())
-            .or_default() += t.elem_count();
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?.to_dtype(DType::F32)?;
+        *raw.stored_dtypes.entry(format!("{dtype:?}").to_lowercase()).or_default() += t.elem_count();
         if raw.tensors.insert(name.clone(), t).is_some() {
-            return Err(ModelError::Weights(format!(
-                "{}: tensor `{name}` appears twice",
-                path.display()
-            )));
+            return Err(ModelError::Weights(format!("{}: tensor `{name}` appears twice", path.display())));
         }
     }
     Ok(())
 }
 
 /// Loads `config.json` and the weights of an HF directory into a checked [`ParamStore`].
-pub fn load_hf_params(
-    dir: &Path,
-    device: &Device,
-) -> Result<(ModelConfig, ParamStore, BTreeMap<String, usize>)> {
+pub fn load_hf_params(dir: &Path, device: &Device) -> Result<(ModelConfig, ParamStore, BTreeMap<String, usize>)> {
     if !dir.is_dir() {
         return Err(ModelError::Weights(format!(
             "{}: not a directory; expected an HF checkpoint directory",
@@ -125,15 +100,40 @@ pub fn load_hf_params(
     let mut store = ParamStore::new();
     for (name, t) in raw.tensors {
         // Buffers some exporters include that are not parameters.
-        if name.ends_with("rotary_emb.inv_freq")
-            || (config.tie_word_embeddings && name == "lm_head.weight")
-        {
+        if name.ends_with("rotary_emb.inv_freq") || (config.tie_word_embeddings && name == "lm_head.weight") {
             continue;
         }
         store.insert(name, t)?;
     }
     store.check_against(&config, &dir.display().to_string())?;
     Ok((config, store, raw.stored_dtypes))
+}
+
+/// A safetensors file (with transformers' `format: pt` metadata) of f32 tensors given as
+/// (name, little-endian bytes, shape).
+pub fn f32_safetensors_bytes(tensors: &[(String, Vec<u8>, Vec<usize>)]) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, bytes, shape)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize(views, metadata).map_err(|e| ModelError::Weights(format!("serialising safetensors: {e}")))
+}
+
+/// Little-endian f32 bytes of a tensor (converted to f32 first).
+pub fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// Writes f32 tensors to a safetensors file atomically.
+pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let encoded =
+        tensors.iter().map(|(n, t)| Ok((n.to_string(), f32_bytes(t)?, t.dims().to_vec()))).collect::<Result<Vec<_>>>()?;
+    atomic::write_file(path, &f32_safetensors_bytes(&encoded)?)
 }
 
 /// Writes an HF checkpoint directory atomically: config.json, weights (sharded above
@@ -153,8 +153,7 @@ pub fn save_hf_dir(
     };
     let json_bytes = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialise");
     write("config.json", &json_bytes(&config.to_hf_json()))?;
-    let mut gen =
-        json!({ "bos_token_id": config.bos_token_id, "pad_token_id": config.pad_token_id });
+    let mut gen = json!({ "bos_token_id": config.bos_token_id, "pad_token_id": config.pad_token_id });
     gen["eos_token_id"] = json!(config.eos_token_ids);
     write("generation_config.json", &json_bytes(&gen))?;
 
@@ -163,48 +162,23 @@ pub fn save_hf_dir(
     let mut shard_bytes = 0usize;
     let mut total = 0usize;
     for (name, var) in params.iter() {
-        let t = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
-        let bytes: Vec<u8> = t
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        let bytes = f32_bytes(var.as_tensor())?;
         if shard_bytes > 0 && shard_bytes + bytes.len() > max_shard_bytes {
             shards.push(vec![]);
             shard_bytes = 0;
         }
         shard_bytes += bytes.len();
         total += bytes.len();
-        shards.last_mut().expect("at least one shard").push((
-            name.clone(),
-            bytes,
-            var.dims().to_vec(),
-        ));
+        shards.last_mut().expect("at least one shard").push((name.clone(), bytes, var.dims().to_vec()));
     }
-    let metadata = Some(std::collections::HashMap::from([(
-        "format".to_string(),
-        "pt".to_string(),
-    )]));
     let n = shards.len();
     let mut weight_map = serde_json::Map::new();
     for (i, shard) in shards.iter().enumerate() {
-        let file = if n == 1 {
-            SINGLE_FILE.to_string()
-        } else {
-            format!("model-{:05}-of-{n:05}.safetensors", i + 1)
-        };
-        let views = shard
-            .iter()
-            .map(|(name, bytes, shape)| {
-                weight_map.insert(name.clone(), json!(file));
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let path = staging.join(&file);
-        safetensors::serialize_to_file(views, metadata.clone(), &path)
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
+        let file = if n == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", i + 1) };
+        for (name, _, _) in shard {
+            weight_map.insert(name.clone(), json!(file));
+        }
+        write(&file, &f32_safetensors_bytes(shard)?)?;
     }
     if n > 1 {
         let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });

@@ -32,10 +32,7 @@ fn missing_paths_and_files_are_named() {
     )
     .unwrap();
     let e = load_err(dir.path());
-    assert!(
-        e.contains("model.safetensors") && e.contains("expected an HF checkpoint directory"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors") && e.contains("expected an HF checkpoint directory"), "{e}");
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     let e = load_err(dir.path());
     assert!(e.contains("config.json"), "{e}");
@@ -49,10 +46,7 @@ fn truncated_safetensors_is_reported() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        e.contains("model.safetensors") && e.contains("truncated or corrupt"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
 }
 
 #[test]
@@ -60,15 +54,11 @@ fn shapes_that_do_not_match_the_config_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture("llama-tiny", dir.path());
     let cfg_path = dir.path().join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["intermediate_size"] = serde_json::json!(128);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = load_err(dir.path());
-    assert!(
-        e.contains("mlp.gate_proj.weight") && e.contains("[160, 64]") && e.contains("[128, 64]"),
-        "{e}"
-    );
+    assert!(e.contains("mlp.gate_proj.weight") && e.contains("[160, 64]") && e.contains("[128, 64]"), "{e}");
 }
 
 #[test]
@@ -76,35 +66,19 @@ fn config_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture("llama-tiny", dir.path());
     let cfg_path = dir.path().join("config.json");
-    let orig: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let orig: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     let cases: [(&str, serde_json::Value, &str); 4] = [
-        (
-            "model_type",
-            serde_json::json!("gpt2"),
-            "model_type `gpt2` is not supported",
-        ),
-        (
-            "hidden_size",
-            serde_json::json!("big"),
-            "field `hidden_size`: expected a positive integer",
-        ),
+        ("model_type", serde_json::json!("gpt2"), "model_type `gpt2` is not supported"),
+        ("hidden_size", serde_json::json!("big"), "field `hidden_size`: expected a positive integer"),
         ("hidden_act", serde_json::json!("gelu"), "hidden_act `gelu`"),
-        (
-            "num_key_value_heads",
-            serde_json::json!(3),
-            "multiple of num_key_value_heads",
-        ),
+        ("num_key_value_heads", serde_json::json!(3), "multiple of num_key_value_heads"),
     ];
     for (field, value, expected) in cases {
         let mut cfg = orig.clone();
         cfg[field] = value;
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
         let e = load_err(dir.path());
-        assert!(
-            e.contains(expected) && e.contains("config.json"),
-            "{field}: {e}"
-        );
+        assert!(e.contains(expected) && e.contains("config.json"), "{field}: {e}");
     }
 }
 
@@ -134,36 +108,20 @@ fn gguf_with_an_unknown_tensor_type_or_garbage_is_rejected() {
     let p = dir.path().join("weird.gguf");
     std::fs::write(&p, &b).unwrap();
     let e = load_err(&p);
-    assert!(
-        e.contains("weird.gguf") && e.contains("unknown dtype for tensor 99"),
-        "{e}"
-    );
+    assert!(e.contains("weird.gguf") && e.contains("unknown dtype for tensor 99"), "{e}");
 
     let p = dir.path().join("garbage.gguf");
     std::fs::write(&p, b"definitely not gguf").unwrap();
     let e = load_err(&p);
-    assert!(
-        e.contains("garbage.gguf") && e.contains("not a readable GGUF file"),
-        "{e}"
-    );
+    assert!(e.contains("garbage.gguf") && e.contains("not a readable GGUF file"), "{e}");
 }
 
 #[test]
 fn token_ids_outside_the_vocabulary_are_an_error() {
     let m = ordo_model::load(&hf_fixture("llama-tiny"), &Device::Cpu).unwrap();
     let dec = Decoder::new(&m.config, &m.params).unwrap();
-    let e = dec
-        .forward(
-            &ids_tensor(&[vec![1, 384]], &Device::Cpu).unwrap(),
-            None,
-            OpPath::Fused,
-        )
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("token id 384 is out of the vocabulary (size 384)"),
-        "{e}"
-    );
+    let e = dec.forward(&ids_tensor(&[vec![1, 384]], &Device::Cpu).unwrap(), None, OpPath::Fused).unwrap_err();
+    assert!(e.to_string().contains("token id 384 is out of the vocabulary (size 384)"), "{e}");
 }
 
 #[test]
@@ -171,25 +129,16 @@ fn chat_templates_render_as_jinja_with_python_methods() {
     let chatml = "{% for m in messages %}{% if m.role == 'system' and not m.content.strip() %}{{ raise_exception('empty system') }}{% endif %}\
 <|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
     let cfg = serde_json::json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>"});
-    let msgs = [
-        ChatMessage::new("system", "Be brief. "),
-        ChatMessage::new("user", "2+2?"),
-    ];
+    let msgs = [ChatMessage::new("system", "Be brief. "), ChatMessage::new("user", "2+2?")];
     let out = render_chat_template(chatml, &msgs, true, &cfg).unwrap();
-    assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
-    let with_bos = render_chat_template(
-        "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
-        &msgs,
-        false,
-        &cfg,
-    )
-    .unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let with_bos =
+        render_chat_template("{{ bos_token }}{{ messages[0].content }}{{ eos_token }}", &msgs, false, &cfg).unwrap();
     assert_eq!(with_bos, "<s>Be brief. </s>");
-    let e =
-        render_chat_template(chatml, &[ChatMessage::new("system", "  ")], true, &cfg).unwrap_err();
+    let e = render_chat_template(chatml, &[ChatMessage::new("system", "  ")], true, &cfg).unwrap_err();
     assert!(e.to_string().contains("empty system"), "{e}");
-    assert!(render_chat_template("{% for %}", &msgs, true, &cfg)
-        .unwrap_err()
-        .to_string()
-        .contains("does not parse"));
+    assert!(render_chat_template("{% for %}", &msgs, true, &cfg).unwrap_err().to_string().contains("does not parse"));
 }

@@ -14,24 +14,9 @@ fn load(name: &str) -> ordo_model::LoadedModel {
 fn assert_params_bit_equal(a: &ordo_model::ParamStore, b: &ordo_model::ParamStore) {
     assert_eq!(a.names(), b.names());
     for (name, va) in a.iter() {
-        let x = va
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let y = b
-            .var(name)
-            .unwrap()
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert!(
-            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
-            "{name} differs"
-        );
+        let x = va.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = b.var(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "{name} differs");
     }
 }
 
@@ -40,10 +25,7 @@ fn hf_save_load_round_trip_is_bit_exact_single_and_sharded() {
     for name in FAMILIES {
         let m = load(name);
         let dir = tempfile::tempdir().unwrap();
-        for (sub, shard) in [
-            ("single", weights::DEFAULT_MAX_SHARD_BYTES),
-            ("sharded", 100_000),
-        ] {
+        for (sub, shard) in [("single", weights::DEFAULT_MAX_SHARD_BYTES), ("sharded", 100_000)] {
             let out = dir.path().join(sub);
             weights::save_hf_dir(&out, &m.config, &m.params, None, shard).unwrap();
             assert_eq!(out.join(weights::INDEX_FILE).exists(), sub == "sharded");
@@ -52,10 +34,7 @@ fn hf_save_load_round_trip_is_bit_exact_single_and_sharded() {
             assert_params_bit_equal(&m.params, &back.params);
         }
         // No staging directories are left behind.
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 2, "{leftovers:?}");
     }
 }
@@ -67,19 +46,11 @@ fn kv_cache_decoding_equals_full_forward_at_every_step() {
         let r = reference(name);
         let rows = rows_u32(&r["input_ids"]);
         let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
-        let full = dec
-            .forward(
-                &ids_tensor(&rows, &Device::Cpu).unwrap(),
-                None,
-                OpPath::Differentiable,
-            )
-            .unwrap();
+        let full = dec.forward(&ids_tensor(&rows, &Device::Cpu).unwrap(), None, OpPath::Differentiable).unwrap();
         let mut cache = DecodeCache::new(&m.config, 2, 8);
         // A prefill of 5 tokens, then one token at a time (the cache grows past its first chunk).
         let prefill: Vec<Vec<u32>> = rows.iter().map(|r| r[..5].to_vec()).collect();
-        let mut logits = dec
-            .decode(&prefill, &vec![vec![1; 5]; 2], &mut cache)
-            .unwrap();
+        let mut logits = dec.decode(&prefill, &vec![vec![1; 5]; 2], &mut cache).unwrap();
         for t in 5..rows[0].len() {
             let want = full.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap();
             let err = max_abs_diff(&logits, &want);
@@ -98,13 +69,8 @@ fn padded_rows_equal_unpadded_rows_left_and_right() {
         let m = load(name);
         let dec = Decoder::new(&m.config, &m.params).unwrap();
         let row: Vec<u32> = vec![11, 200, 7, 99, 3, 150, 42];
-        let alone = dec
-            .forward(
-                &ids_tensor(&[row.clone()], &Device::Cpu).unwrap(),
-                None,
-                OpPath::Differentiable,
-            )
-            .unwrap();
+        let alone =
+            dec.forward(&ids_tensor(&[row.clone()], &Device::Cpu).unwrap(), None, OpPath::Differentiable).unwrap();
         let n = row.len();
         let mut left = vec![0u32; 4];
         left.extend(&row);
@@ -112,9 +78,7 @@ fn padded_rows_equal_unpadded_rows_left_and_right() {
         right.extend([0u32; 4]);
         let other: Vec<u32> = (0..n as u32 + 4).map(|i| (i * 37) % 384).collect();
         for (padded, offset) in [(left, 4usize), (right, 0usize)] {
-            let mask: Vec<u32> = (0..n + 4)
-                .map(|i| (i >= offset && i < offset + n) as u32)
-                .collect();
+            let mask: Vec<u32> = (0..n + 4).map(|i| (i >= offset && i < offset + n) as u32).collect();
             let ids = ids_tensor(&[other.clone(), padded], &Device::Cpu).unwrap();
             let mask = Tensor::new(vec![vec![1u32; n + 4], mask], &Device::Cpu).unwrap();
             for path in [OpPath::Differentiable, OpPath::Fused] {
@@ -132,12 +96,7 @@ fn generation_of_a_left_padded_batch_equals_each_row_alone() {
     let m = load("llama-tiny");
     let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
     let prompts = vec![vec![5u32, 17, 42], vec![9u32, 8, 7, 6, 5, 4, 3]];
-    let params = SamplingParams {
-        temperature: 0.9,
-        top_p: Some(0.95),
-        seed: 3,
-        ..SamplingParams::greedy(12)
-    };
+    let params = SamplingParams { temperature: 0.9, top_p: Some(0.95), seed: 3, ..SamplingParams::greedy(12) };
     let together = sampler::generate(&dec, &prompts, &params).unwrap();
     for (i, p) in prompts.iter().enumerate() {
         let alone = sampler::generate(&dec, std::slice::from_ref(p), &params).unwrap();
@@ -159,134 +118,44 @@ fn sampling_is_seeded_and_honours_its_knobs() {
     let m = load("qwen3-tiny");
     let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
     let prompts = vec![vec![1u32, 2, 3], vec![4u32, 5, 6]];
-    let t1 = SamplingParams {
-        temperature: 1.0,
-        seed: 7,
-        ..SamplingParams::greedy(20)
-    };
+    let t1 = SamplingParams { temperature: 1.0, seed: 7, ..SamplingParams::greedy(20) };
     let a = sampler::generate(&dec, &prompts, &t1).unwrap();
-    assert_eq!(
-        a,
-        sampler::generate(&dec, &prompts, &t1).unwrap(),
-        "same seed, same samples"
-    );
-    let other = sampler::generate(
-        &dec,
-        &prompts,
-        &SamplingParams {
-            seed: 8,
-            ..t1.clone()
-        },
-    )
-    .unwrap();
+    assert_eq!(a, sampler::generate(&dec, &prompts, &t1).unwrap(), "same seed, same samples");
+    let other = sampler::generate(&dec, &prompts, &SamplingParams { seed: 8, ..t1.clone() }).unwrap();
     assert_ne!(a, other, "a different seed should change 40 sampled tokens");
     let greedy = sampler::generate(&dec, &prompts, &SamplingParams::greedy(20)).unwrap();
-    assert_eq!(
-        greedy,
-        sampler::generate(
-            &dec,
-            &prompts,
-            &SamplingParams {
-                top_k: Some(1),
-                ..t1.clone()
-            }
-        )
-        .unwrap()
-    );
-    assert_eq!(
-        greedy,
-        sampler::generate(
-            &dec,
-            &prompts,
-            &SamplingParams {
-                top_p: Some(1e-6),
-                ..t1.clone()
-            }
-        )
-        .unwrap()
-    );
+    assert_eq!(greedy, sampler::generate(&dec, &prompts, &SamplingParams { top_k: Some(1), ..t1.clone() }).unwrap());
+    assert_eq!(greedy, sampler::generate(&dec, &prompts, &SamplingParams { top_p: Some(1e-6), ..t1.clone() }).unwrap());
     // Stop tokens end a row (the stop token is kept), other rows go on.
     let stop = a[0][3];
-    let stopped = sampler::generate(
-        &dec,
-        &prompts,
-        &SamplingParams {
-            stop_tokens: vec![stop],
-            ..t1.clone()
-        },
-    )
-    .unwrap();
+    let stopped = sampler::generate(&dec, &prompts, &SamplingParams { stop_tokens: vec![stop], ..t1.clone() }).unwrap();
     let first = a[0].iter().position(|&x| x == stop).unwrap();
     assert_eq!(stopped[0], a[0][..=first].to_vec());
     assert_eq!(stopped[0].len(), first + 1);
     // top_k = 5 only ever picks one of the 5 most likely tokens.
-    let k5 = SamplingParams {
-        top_k: Some(5),
-        ..t1.clone()
-    };
-    let out = sampler::generate(
-        &dec,
-        &prompts[..1],
-        &SamplingParams {
-            max_new_tokens: 1,
-            ..k5
-        },
-    )
-    .unwrap();
-    let logits = last_logits(
-        &dec.forward(
-            &ids_tensor(&prompts[..1], &Device::Cpu).unwrap(),
-            None,
-            OpPath::Fused,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let mut row: Vec<(usize, f32)> = logits
-        .get(0)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .collect();
+    let k5 = SamplingParams { top_k: Some(5), ..t1.clone() };
+    let out = sampler::generate(&dec, &prompts[..1], &SamplingParams { max_new_tokens: 1, ..k5 }).unwrap();
+    let logits =
+        last_logits(&dec.forward(&ids_tensor(&prompts[..1], &Device::Cpu).unwrap(), None, OpPath::Fused).unwrap())
+            .unwrap();
+    let mut row: Vec<(usize, f32)> = logits.get(0).unwrap().to_vec1::<f32>().unwrap().into_iter().enumerate().collect();
     row.sort_by(|x, y| y.1.total_cmp(&x.1));
     assert!(row[..5].iter().any(|(i, _)| *i as u32 == out[0][0]));
-    assert!(sampler::generate(
-        &dec,
-        &prompts,
-        &SamplingParams {
-            top_p: Some(1.5),
-            ..t1
-        }
-    )
-    .is_err());
+    assert!(sampler::generate(&dec, &prompts, &SamplingParams { top_p: Some(1.5), ..t1 }).is_err());
 }
 
 #[test]
 fn frozen_parameters_get_no_gradient_and_the_rest_do() {
     let mut m = load("llama-tiny");
-    let frozen = m
-        .params
-        .freeze_where(|n| n.contains("layers.0.") || n.contains("embed"));
+    let frozen = m.params.freeze_where(|n| n.contains("layers.0.") || n.contains("embed"));
     assert!(frozen > 5);
     let ids = ids_tensor(&[vec![1u32, 5, 9, 13, 2]], &Device::Cpu).unwrap();
     let dec = Decoder::new(&m.config, &m.params).unwrap();
-    let loss = ops::next_token_loss(
-        &dec.forward(&ids, None, OpPath::Differentiable).unwrap(),
-        &ids,
-        None,
-    )
-    .unwrap();
+    let loss = ops::next_token_loss(&dec.forward(&ids, None, OpPath::Differentiable).unwrap(), &ids, None).unwrap();
     let grads = loss.backward().unwrap();
     for (name, var) in m.params.iter() {
         let has = grads.get(var.as_tensor()).is_some();
-        assert_eq!(
-            has,
-            !m.params.is_frozen(name),
-            "{name}: frozen={} grad={has}",
-            m.params.is_frozen(name)
-        );
+        assert_eq!(has, !m.params.is_frozen(name), "{name}: frozen={} grad={has}", m.params.is_frozen(name));
     }
     assert_eq!(m.params.trainable().len(), m.params.len() - frozen);
 }
@@ -297,10 +166,7 @@ fn gguf_round_trip_for_every_supported_type() {
     for name in FAMILIES {
         let m = load(name);
         let ids = ids_tensor(&rows_u32(&reference(name)["input_ids"]), &Device::Cpu).unwrap();
-        let want = Decoder::new(&m.config, &m.params)
-            .unwrap()
-            .forward(&ids, None, OpPath::Fused)
-            .unwrap();
+        let want = Decoder::new(&m.config, &m.params).unwrap().forward(&ids, None, OpPath::Fused).unwrap();
         for (dtype, tol) in [
             (GgmlDType::F32, 1e-6),
             (GgmlDType::F16, 5e-3),
@@ -312,40 +178,19 @@ fn gguf_round_trip_for_every_supported_type() {
             gguf::save_gguf(&path, &m.config, &m.params, None, dtype).unwrap();
             let g = ordo_model::load(&path, &Device::Cpu).unwrap();
             assert_eq!(g.format, ordo_model::SourceFormat::Gguf);
-            assert_eq!(
-                g.config.parameter_shapes(),
-                m.config.parameter_shapes(),
-                "{name} {dtype:?}"
-            );
+            assert_eq!(g.config.parameter_shapes(), m.config.parameter_shapes(), "{name} {dtype:?}");
             // Each tensor equals the original passed through the same quantiser (so the Q/K permutation
             // was undone exactly), and F32 is bit-exact.
             for (pname, var) in m.params.iter() {
                 let orig = var.as_tensor();
-                let d = if orig.rank() == 1 {
-                    GgmlDType::F32
-                } else {
-                    dtype
-                };
-                let expected = QTensor::quantize(orig, d)
-                    .unwrap()
-                    .dequantize(&Device::Cpu)
-                    .unwrap();
+                let d = if orig.rank() == 1 { GgmlDType::F32 } else { dtype };
+                let expected = QTensor::quantize(orig, d).unwrap().dequantize(&Device::Cpu).unwrap();
                 let got = g.params.var(pname).unwrap().as_tensor();
-                assert_eq!(
-                    max_abs_diff(got, &expected),
-                    0.0,
-                    "{name} {dtype:?} {pname}"
-                );
+                assert_eq!(max_abs_diff(got, &expected), 0.0, "{name} {dtype:?} {pname}");
             }
-            let logits = Decoder::new(&g.config, &g.params)
-                .unwrap()
-                .forward(&ids, None, OpPath::Fused)
-                .unwrap();
+            let logits = Decoder::new(&g.config, &g.params).unwrap().forward(&ids, None, OpPath::Fused).unwrap();
             let err = max_abs_diff(&logits, &want) / max_abs(&want);
-            assert!(
-                err < tol,
-                "{name} {dtype:?}: logits differ by {err} of their scale"
-            );
+            assert!(err < tol, "{name} {dtype:?}: logits differ by {err} of their scale");
         }
     }
 }

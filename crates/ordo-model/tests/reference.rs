@@ -32,9 +32,7 @@ fn padded_logits_match_transformers_where_unmasked() {
         let ids = ids_tensor(&rows_u32(&r["padded_input_ids"]), &Device::Cpu).unwrap();
         let mask = &r["padded_attention_mask"];
         let dec = Decoder::new(&m.config, &m.params).unwrap();
-        let logits = dec
-            .forward(&ids, Some(mask), OpPath::Differentiable)
-            .unwrap();
+        let logits = dec.forward(&ids, Some(mask), OpPath::Differentiable).unwrap();
         let mask_rows = rows_u32(mask);
         let mut compared = 0;
         for (b, row) in mask_rows.iter().enumerate() {
@@ -81,18 +79,14 @@ fn loss_and_gradients_match_transformers() {
         let loss = ops::next_token_loss(&logits, &ids, None).unwrap();
         let loss_v = loss.to_scalar::<f32>().unwrap() as f64;
         let want = rj["loss"].as_f64().unwrap();
-        assert!(
-            (loss_v - want).abs() < 1e-5,
-            "{name}: loss {loss_v} vs {want}"
-        );
+        assert!((loss_v - want).abs() < 1e-5, "{name}: loss {loss_v} vs {want}");
 
         let grads = loss.backward().unwrap();
         let mut checked = 0;
         for (key, reference) in r.iter().filter(|(k, _)| k.starts_with("grad.")) {
             let pname = &key["grad.".len()..];
-            let g = grads
-                .get(m.params.var(pname).unwrap().as_tensor())
-                .unwrap_or_else(|| panic!("no grad for {pname}"));
+            let g =
+                grads.get(m.params.var(pname).unwrap().as_tensor()).unwrap_or_else(|| panic!("no grad for {pname}"));
             let rel = max_abs_diff(g, reference) / max_abs(reference);
             assert!(rel < 1e-4, "{name} {pname}: relative gradient error {rel}");
             checked += 1;
@@ -100,20 +94,9 @@ fn loss_and_gradients_match_transformers() {
         assert!(checked >= 10, "{name}: only {checked} reference gradients");
         for (pname, norm) in rj["grad_norms"].as_object().unwrap() {
             let g = grads.get(m.params.var(pname).unwrap().as_tensor()).unwrap();
-            let ours = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .sqrt()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap() as f64;
+            let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap() as f64;
             let want = norm.as_f64().unwrap();
-            assert!(
-                (ours - want).abs() / want.max(1e-12) < 1e-4,
-                "{name} {pname}: grad norm {ours} vs {want}"
-            );
+            assert!((ours - want).abs() / want.max(1e-12) < 1e-4, "{name} {pname}: grad norm {ours} vs {want}");
         }
     }
 }
@@ -128,12 +111,7 @@ fn gradients_agree_with_finite_differences() {
         let ids = ids_tensor(&rows_u32(&r["input_ids"]), &Device::Cpu).unwrap();
         let loss_of = |p: &ordo_model::ParamStore| -> Tensor {
             let dec = Decoder::new(&m.config, p).unwrap();
-            ops::next_token_loss(
-                &dec.forward(&ids, None, OpPath::Differentiable).unwrap(),
-                &ids,
-                None,
-            )
-            .unwrap()
+            ops::next_token_loss(&dec.forward(&ids, None, OpPath::Differentiable).unwrap(), &ids, None).unwrap()
         };
         let grads = loss_of(&params).backward().unwrap();
         let probes = [
@@ -146,34 +124,19 @@ fn gradients_agree_with_finite_differences() {
         ];
         for (pname, idx) in probes {
             let var = params.var(pname).unwrap();
-            let analytic = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap()[idx];
-            let orig = var
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
+            let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[idx];
+            let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             let eps = 1e-5;
             let mut at = |delta: f64| {
                 let mut v = orig.clone();
                 v[idx] += delta;
-                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
+                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
                 loss_of(&params).to_scalar::<f64>().unwrap()
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
             at(0.0);
             let err = (analytic - numeric).abs() / analytic.abs().max(1e-6);
-            assert!(
-                err < 1e-5,
-                "{name} {pname}[{idx}]: analytic {analytic} vs numeric {numeric}"
-            );
+            assert!(err < 1e-5, "{name} {pname}[{idx}]: analytic {analytic} vs numeric {numeric}");
         }
     }
 }

@@ -1,1 +1,242 @@
-fn main() {}
+//! The `ordo` command line: a thin layer over the ordo crates.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ordo_model::{decoder::ids_tensor, sampler, ChatMessage, Decoder, Device, OpPath, SamplingParams};
+use std::path::{Path, PathBuf};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ordo: run the same model through different post-training orders and measure the difference.
+#[derive(Parser)]
+#[command(name = "ordo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect models and compute their logits.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Generate a continuation with a model (greedy or sampled).
+    Generate(GenerateArgs),
+    /// Measure the engine's speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Architecture, sizes, parameter count and stored dtype of an HF directory or .gguf file.
+    Info { path: PathBuf },
+    /// Writes the logits of a token sequence as one f32 tensor `logits` [len(ids), vocab].
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids, e.g. 5,17,42.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Ids,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// HF checkpoint directory or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt text (needs the model's tokenizer).
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// The prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',')]
+    ids: Option<Vec<u32>>,
+    /// Wrap the prompt as one user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Greedy decoding (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    greedy: bool,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the completion as text or as token ids.
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training step and sampling speed of the bench model, against sgemm measured in the same run.
+    Engine {
+        /// Timed training steps (after one warm-up step).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = Device::Cpu;
+    match cli.command {
+        Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
+        Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
+        Command::Generate(args) => generate(args, &device),
+        Command::Bench(BenchCommand::Engine { steps }) => bench_engine(steps, &device),
+    }
+}
+
+fn model_info(path: &Path, device: &Device) -> Result<()> {
+    let m = ordo_model::load(path, device)?;
+    let c = &m.config;
+    println!("path:                 {}", path.display());
+    println!(
+        "format:               {}",
+        match m.format {
+            ordo_model::SourceFormat::HfDir => "HF checkpoint directory",
+            ordo_model::SourceFormat::Gguf => "GGUF",
+        }
+    );
+    println!("architecture:         {} ({})", c.family.architecture(), c.family.model_type());
+    println!("layers:               {}", c.num_hidden_layers);
+    println!("hidden size:          {}", c.hidden_size);
+    println!("intermediate size:    {}", c.intermediate_size);
+    println!(
+        "attention heads:      {} (kv heads {}, head_dim {})",
+        c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    );
+    println!("vocab size:           {}", c.vocab_size);
+    println!("max positions:        {}", c.max_position_embeddings);
+    println!("rope theta:           {}", c.rope_theta);
+    println!("rms norm eps:         {}", c.rms_norm_eps);
+    println!("tied embeddings:      {}", c.tie_word_embeddings);
+    println!("q/k/v bias, q/k norm: {}, {}", c.qkv_bias, c.qk_norm);
+    println!("parameters:           {} ({:.2}M)", m.params.parameter_count(), m.params.parameter_count() as f64 / 1e6);
+    let dtypes: Vec<String> = m.stored_dtypes.iter().map(|(d, n)| format!("{d} ({n} elements)")).collect();
+    println!("stored dtype:         {}", dtypes.join(", "));
+    println!("compute dtype:        f32");
+    match (&m.tokenizer, &m.tokenizer_note) {
+        (Some(t), _) => println!(
+            "tokenizer:            {} tokens{}",
+            t.vocab_size(),
+            if t.chat_template().is_some() { ", chat template" } else { "" }
+        ),
+        (None, note) => println!("tokenizer:            none ({})", note.as_deref().unwrap_or("")),
+    }
+    Ok(())
+}
+
+fn model_logits(path: &Path, ids: &[u32], out: &Path, device: &Device) -> Result<()> {
+    let m = ordo_model::load(path, device)?;
+    let dec = Decoder::new_inference(&m.config, &m.params)?;
+    let logits = dec.forward(&ids_tensor(&[ids.to_vec()], device)?, None, OpPath::Fused)?.squeeze(0)?;
+    ordo_model::weights::write_f32_safetensors(out, &[("logits", &logits)])?;
+    let (n, v) = logits.dims2()?;
+    println!("wrote logits [{n}, {v}] to {}", out.display());
+    Ok(())
+}
+
+fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
+    let m = ordo_model::load(&args.model, device)?;
+    let prompt_ids = match (&args.prompt, &args.ids) {
+        (Some(text), None) => {
+            let tok = m.require_tokenizer()?;
+            if args.chat {
+                let rendered = tok.apply_chat_template(&[ChatMessage::new("user", text)], true)?;
+                tok.encode(&rendered, false)?
+            } else {
+                tok.encode(text, true)?
+            }
+        }
+        (None, Some(ids)) => {
+            if args.chat {
+                bail!("--chat needs --prompt TEXT (a chat template renders text, not ids)");
+            }
+            ids.clone()
+        }
+        _ => bail!("give exactly one of --prompt TEXT or --ids LIST"),
+    };
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut stop_tokens = m.config.eos_token_ids.clone();
+    if let Some(tok) = &m.tokenizer {
+        for key in ["eos_token"] {
+            if let Some(id) = tok.special_token(key).and_then(|t| tok.token_id(&t)) {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+    }
+    let params = SamplingParams {
+        max_new_tokens: args.max_new_tokens,
+        temperature: if args.greedy { 0.0 } else { args.temperature.unwrap_or(0.0) },
+        top_k: args.top_k,
+        top_p: args.top_p,
+        stop_tokens,
+        seed: args.seed,
+    };
+    let dec = Decoder::new_inference(&m.config, &m.params)?;
+    let out = sampler::generate(&dec, &[prompt_ids], &params)?.remove(0);
+    match args.format {
+        OutputFormat::Ids => println!("{}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+        OutputFormat::Text => {
+            let tok = m.require_tokenizer().context("--format text needs a tokenizer; use --format ids")?;
+            println!("{}", tok.decode(&out, true)?);
+        }
+    }
+    Ok(())
+}
+
+fn bench_engine(steps: usize, device: &Device) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let b = ordo_train::bench::bench_engine(steps, device, &mut |msg| eprintln!("  {msg}"))?;
+    let frac = b.step_gflops / b.sgemm_gflops;
+    println!("ordo bench engine (d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {:?})", device);
+    println!("training step, batch {} x {} tokens (forward, backward, clip, AdamW):", b.batch, b.seq);
+    println!(
+        "  median step time     {:.1} ms  (over {} steps; min {:.1}, max {:.1})",
+        b.step_ms_median,
+        b.step_ms.len(),
+        b.step_ms.iter().cloned().fold(f64::INFINITY, f64::min),
+        b.step_ms.iter().cloned().fold(0.0, f64::max)
+    );
+    println!("  FLOPs per step       {:.2} GFLOP", b.step_flops / 1e9);
+    println!("  achieved             {:.1} GFLOP/s", b.step_gflops);
+    println!(
+        "  sgemm baseline       {:.1} GFLOP/s ({n} x {n} x {n} f32 matmul, same run)",
+        b.sgemm_gflops,
+        n = b.sgemm_n
+    );
+    println!("  ratio                {:.2} of sgemm", frac);
+    println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
+    println!("  throughput           {:.0} tokens/s", b.sample_tokens_per_s);
+    Ok(())
+}

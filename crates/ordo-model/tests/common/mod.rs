@@ -12,11 +12,7 @@ pub fn fixtures_dir() -> PathBuf {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
     let dir = root.join("shared/fixtures");
-    assert!(
-        dir.exists(),
-        "fixtures not found at {}; set ORDO_FIXTURES",
-        dir.display()
-    );
+    assert!(dir.exists(), "fixtures not found at {}; set ORDO_FIXTURES", dir.display());
     dir
 }
 
@@ -27,14 +23,12 @@ pub fn hf_fixture(name: &str) -> PathBuf {
 
 /// The reference tensors transformers computed for a fixture.
 pub fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(hf_fixture(name).join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
+    candle_core::safetensors::load(hf_fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap()
 }
 
 /// The reference.json of a fixture.
 pub fn reference_json(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(hf_fixture(name).join("reference.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(hf_fixture(name).join("reference.json")).unwrap()).unwrap()
 }
 
 /// Rows of an integer tensor as u32 ids.
@@ -51,28 +45,12 @@ pub fn rows_u32(t: &Tensor) -> Vec<Vec<u32>> {
 /// Largest absolute elementwise difference.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 /// Largest absolute value.
 pub fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 pub const FAMILIES: [&str; 2] = ["qwen3-tiny", "llama-tiny"];

@@ -1,0 +1,63 @@
+//! AdamW and clipping against values computed by hand.
+
+use candle_core::{Device, Tensor};
+use ordo_model::ParamStore;
+use ordo_train::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
+
+/// Loss = sum(c * w) + sum(c * n): constant gradients c for both parameters.
+fn grads(p: &ParamStore, c: &[f32]) -> candle_core::backprop::GradStore {
+    let c = Tensor::new(c, &Device::Cpu).unwrap();
+    let w = p.tensor("layer.weight").unwrap();
+    let n = p.tensor("model.norm.weight").unwrap();
+    ((&w * &c).unwrap().sum_all().unwrap() + (&n * &c).unwrap().sum_all().unwrap()).unwrap().backward().unwrap()
+}
+
+fn values(p: &ParamStore, name: &str) -> Vec<f32> {
+    p.var(name).unwrap().as_tensor().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn adamw_two_steps_match_hand_computation() {
+    let mut p = ParamStore::new();
+    p.insert("layer.weight", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+    p.insert("model.norm.weight", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 });
+    let g = [0.5f32, -1.0];
+    opt.step(&p, &grads(&p, &g), 0.1).unwrap();
+    // Step 1: m̂ = g, v̂ = g², update = g / |g| = sign(g); decayed weight: w (1 - lr wd) - lr sign(g).
+    let w1 = [1.0 * 0.999 - 0.1, -2.0 * 0.999 + 0.1];
+    let n1 = [1.0 - 0.1, -2.0 + 0.1];
+    for (a, b) in values(&p, "layer.weight").iter().zip(w1) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    for (a, b) in values(&p, "model.norm.weight").iter().zip(n1) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    opt.step(&p, &grads(&p, &g), 0.1).unwrap();
+    // Step 2 with the same gradient: m = 0.095 g / 0.05 ... bias correction makes the update sign(g) again.
+    let w2 = [w1[0] * 0.999 - 0.1, w1[1] * 0.999 + 0.1];
+    for (a, b) in values(&p, "layer.weight").iter().zip(w2) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    assert_eq!(opt.step, 2);
+    let (m, v) = &opt.moments["layer.weight"];
+    let m = m.to_vec1::<f32>().unwrap();
+    let v = v.to_vec1::<f32>().unwrap();
+    assert!((m[0] - 0.095).abs() < 1e-7 && (v[0] - 0.000_499_75).abs() < 1e-9, "{m:?} {v:?}");
+}
+
+#[test]
+fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
+    let mut p = ParamStore::new();
+    p.insert("layer.weight", Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap()).unwrap();
+    p.insert("model.norm.weight", Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap()).unwrap();
+    let mut g = grads(&p, &[3.0, 4.0]);
+    // Two parameters each with gradient (3, 4): global norm sqrt(50).
+    let before = clip_grad_norm(&p, &mut g, 1.0).unwrap();
+    assert!((before - 50f64.sqrt()).abs() < 1e-6);
+    assert!((grad_norm(&p, &g).unwrap() - 1.0).abs() < 1e-5);
+    // Frozen parameters take no part.
+    p.freeze_where(|n| n.contains("norm"));
+    let g = grads(&p, &[3.0, 4.0]);
+    assert!((grad_norm(&p, &g).unwrap() - 5.0).abs() < 1e-6);
+}

@@ -1,0 +1,81 @@
+//! The `ordo` binary end to end on the HF fixtures: outputs, exit codes and error messages.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hf").join(name);
+    assert!(p.exists(), "fixture {} missing", p.display());
+    p
+}
+
+fn ordo(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn reference(name: &str) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &candle_core::Device::Cpu).unwrap()
+}
+
+fn row(t: &candle_core::Tensor, i: usize) -> Vec<i64> {
+    t.get(i).unwrap().to_vec1::<i64>().unwrap()
+}
+
+#[test]
+fn model_info_describes_the_checkpoint() {
+    let (code, out, err) = ordo(&["model", "info", fixture("qwen3-tiny").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for want in ["Qwen3ForCausalLM", "head_dim 24", "parameters:           172624", "f32"] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+#[test]
+fn model_logits_writes_the_reference_logits() {
+    let name = "llama-tiny";
+    let r = reference(name);
+    let ids: Vec<String> = row(&r["input_ids"], 0).iter().map(|x| x.to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("logits.safetensors");
+    let (code, _, err) = ordo(&["model", "logits", "--model", fixture(name).to_str().unwrap(), "--ids", &ids.join(","),
+        "--out", out_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got = candle_core::safetensors::load(&out_file, &candle_core::Device::Cpu).unwrap();
+    let logits = &got["logits"];
+    assert_eq!(logits.dims(), &[20, 384]);
+    let want = r["logits"].get(0).unwrap();
+    let err = (logits - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(err < 1e-4, "max abs error {err}");
+}
+
+#[test]
+fn generate_greedy_ids_match_transformers() {
+    let name = "qwen3-tiny";
+    let r = reference(name);
+    let prompt = row(&r["generate_prompt"], 1);
+    let expected = row(&r["generate_output"], 1);
+    let ids: Vec<String> = prompt.iter().map(|x| x.to_string()).collect();
+    let (code, out, err) = ordo(&["generate", "--model", fixture(name).to_str().unwrap(), "--ids", &ids.join(","),
+        "--max-new-tokens", "16", "--greedy", "--format", "ids"]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<i64> = out.trim().split(',').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(got, expected[prompt.len()..].to_vec());
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_clear_message() {
+    let (code, _, err) = ordo(&["model", "info", "/no/such/model"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/model") && err.contains("no such file"), "{err}");
+    let m = fixture("llama-tiny");
+    let (code, _, err) = ordo(&["generate", "--model", m.to_str().unwrap(), "--ids", "1,400", "--format", "ids"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("token id 400 is out of the vocabulary"), "{err}");
+    let (code, _, err) = ordo(&["generate", "--model", m.to_str().unwrap(), "--prompt", "hello"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no usable tokenizer") && err.contains("--ids"), "{err}");
+    let (code, _, err) = ordo(&["generate", "--model", m.to_str().unwrap(), "--ids", "1", "--temperature", "1", "--top-p", "2", "--format", "ids"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("top_p must be in (0, 1]"), "{err}");
+}
