@@ -21,38 +21,36 @@ pub struct GgufModel {
     pub stored_dtypes: BTreeMap<String, usize>,
 }
 
-/// Translates an HF parameter name to its GGUF name (and back via [`hf_name`]).
+/// Translates an HF parameter name to its GGUF name.
 pub fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return Some(g.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let g = LAYER_NAMES.iter().find(|(h, _)| *h == tail)?.1;
-    Some(format!("blk.{layer}.{g}"))
+    translate(hf, true)
 }
 
 /// Translates a GGUF tensor name to its HF parameter name.
 pub fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = [
-        ("token_embd.weight", "model.embed_tokens.weight"),
-        ("output_norm.weight", "model.norm.weight"),
-        ("output.weight", "lm_head.weight"),
-    ];
-    if let Some((_, h)) = fixed.iter().find(|(g, _)| *g == gguf) {
-        return Some(h.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let h = LAYER_NAMES.iter().find(|(_, g)| *g == tail)?.0;
-    Some(format!("model.layers.{layer}.{h}"))
+    translate(gguf, false)
 }
 
+/// Name translation over the tables below, in either direction.
+fn translate(name: &str, to_gguf: bool) -> Option<String> {
+    let pick = |pair: &(&'static str, &'static str)| if to_gguf { (pair.0, pair.1) } else { (pair.1, pair.0) };
+    if let Some((_, to)) = GLOBAL_NAMES.iter().map(pick).find(|(from, _)| *from == name) {
+        return Some(to.to_string());
+    }
+    let (from_prefix, to_prefix) = if to_gguf { ("model.layers.", "blk") } else { ("blk.", "model.layers") };
+    let (layer, tail) = name.strip_prefix(from_prefix)?.split_once('.')?;
+    let (_, to) = LAYER_NAMES.iter().map(pick).find(|(from, _)| *from == tail)?;
+    Some(format!("{to_prefix}.{layer}.{to}"))
+}
+
+/// (HF name, GGUF name) of tensors outside the layers.
+const GLOBAL_NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// (HF name, GGUF name) of each layer's tensors, after `model.layers.N.` / `blk.N.`.
 const LAYER_NAMES: &[(&str, &str)] = &[
     ("input_layernorm.weight", "attn_norm.weight"),
     ("self_attn.q_proj.weight", "attn_q.weight"),

@@ -131,8 +131,10 @@ pub fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
 
 /// Writes f32 tensors to a safetensors file atomically.
 pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let encoded =
-        tensors.iter().map(|(n, t)| Ok((n.to_string(), f32_bytes(t)?, t.dims().to_vec()))).collect::<Result<Vec<_>>>()?;
+    let encoded = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.to_string(), f32_bytes(t)?, t.dims().to_vec())))
+        .collect::<Result<Vec<_>>>()?;
     atomic::write_file(path, &f32_safetensors_bytes(&encoded)?)
 }
 

@@ -11,7 +11,11 @@ fn fixture(name: &str) -> PathBuf {
 
 fn ordo(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ordo")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn reference(name: &str) -> std::collections::HashMap<String, candle_core::Tensor> {
@@ -38,8 +42,16 @@ fn model_logits_writes_the_reference_logits() {
     let ids: Vec<String> = row(&r["input_ids"], 0).iter().map(|x| x.to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("logits.safetensors");
-    let (code, _, err) = ordo(&["model", "logits", "--model", fixture(name).to_str().unwrap(), "--ids", &ids.join(","),
-        "--out", out_file.to_str().unwrap()]);
+    let (code, _, err) = ordo(&[
+        "model",
+        "logits",
+        "--model",
+        fixture(name).to_str().unwrap(),
+        "--ids",
+        &ids.join(","),
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     let got = candle_core::safetensors::load(&out_file, &candle_core::Device::Cpu).unwrap();
     let logits = &got["logits"];
@@ -56,8 +68,18 @@ fn generate_greedy_ids_match_transformers() {
     let prompt = row(&r["generate_prompt"], 1);
     let expected = row(&r["generate_output"], 1);
     let ids: Vec<String> = prompt.iter().map(|x| x.to_string()).collect();
-    let (code, out, err) = ordo(&["generate", "--model", fixture(name).to_str().unwrap(), "--ids", &ids.join(","),
-        "--max-new-tokens", "16", "--greedy", "--format", "ids"]);
+    let (code, out, err) = ordo(&[
+        "generate",
+        "--model",
+        fixture(name).to_str().unwrap(),
+        "--ids",
+        &ids.join(","),
+        "--max-new-tokens",
+        "16",
+        "--greedy",
+        "--format",
+        "ids",
+    ]);
     assert_eq!(code, 0, "{err}");
     let got: Vec<i64> = out.trim().split(',').map(|x| x.parse().unwrap()).collect();
     assert_eq!(got, expected[prompt.len()..].to_vec());
@@ -75,7 +97,19 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
     let (code, _, err) = ordo(&["generate", "--model", m.to_str().unwrap(), "--prompt", "hello"]);
     assert_eq!(code, 1);
     assert!(err.contains("no usable tokenizer") && err.contains("--ids"), "{err}");
-    let (code, _, err) = ordo(&["generate", "--model", m.to_str().unwrap(), "--ids", "1", "--temperature", "1", "--top-p", "2", "--format", "ids"]);
+    let (code, _, err) = ordo(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--ids",
+        "1",
+        "--temperature",
+        "1",
+        "--top-p",
+        "2",
+        "--format",
+        "ids",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("top_p must be in (0, 1]"), "{err}");
 }
