@@ -12,6 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "ordo", version, about)]
 struct Cli {
+    /// Where tensors live: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,8 +103,27 @@ fn main() {
     }
 }
 
+/// Parses `--device`.
+fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let index: usize = match s.strip_prefix("cuda:") {
+                Some(i) => i.parse().with_context(|| format!("--device {s}: expected cuda:N with N a GPU index"))?,
+                None => 0,
+            };
+            Device::new_cuda(index).with_context(|| {
+                format!(
+                    "--device {s}: no CUDA device (ordo must be built with `--features cuda` on a machine with CUDA)"
+                )
+            })
+        }
+        other => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let device = Device::Cpu;
+    let device = parse_device(&cli.device)?;
     match cli.command {
         Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
         Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
