@@ -1,4 +1,6 @@
-//! ordo's training side: optimisers and benchmarks now; the post-training stage algorithms build on them.
+//! ordo's training side: optimiser, schedules, the stage objectives, data formats, and the engine benchmark.
 
 pub mod bench;
+pub mod losses;
 pub mod optim;
+pub mod schedule;
