@@ -1,6 +1,6 @@
 //! `ordo bench engine`: training-step and sampling speed of the engine, against sgemm measured in the same run.
 
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig, Gradients};
 use candle_core::{Device, Result, Tensor};
 use ordo_model::decoder::ids_tensor;
 use ordo_model::{ops, sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams};
@@ -93,8 +93,8 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         let dec = Decoder::new(&cfg, &params).map_err(to_candle)?;
         let logits = dec.forward(&ids, None, OpPath::Differentiable).map_err(to_candle)?;
         let loss = ops::next_token_loss(&logits, &ids, None)?;
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&params, &mut grads, 1.0)?;
+        let mut grads = Gradients::from_backward(&params, &loss.backward()?);
+        grads.clip(1.0)?;
         opt.step(&params, &grads, 1e-3)?;
         device.synchronize()?;
         let ms = t.elapsed().as_secs_f64() * 1e3;

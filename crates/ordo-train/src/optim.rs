@@ -1,12 +1,63 @@
-//! AdamW with decoupled weight decay and global-norm gradient clipping, over a [`ParamStore`].
+//! AdamW with decoupled weight decay, global-norm clipping and gradient accumulation over a [`ParamStore`].
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use ordo_model::ParamStore;
 use std::collections::BTreeMap;
 
+/// Gradients of the trainable parameters by name; summed across micro-batches for accumulation.
+#[derive(Debug, Clone, Default)]
+pub struct Gradients {
+    pub by_name: BTreeMap<String, Tensor>,
+}
+
+impl Gradients {
+    /// The gradients of `params`' trainable parameters from a backward pass.
+    pub fn from_backward(params: &ParamStore, grads: &GradStore) -> Self {
+        let by_name = params
+            .trainable()
+            .into_iter()
+            .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
+            .collect();
+        Gradients { by_name }
+    }
+
+    /// Adds another micro-batch's gradients.
+    pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
+        for (name, g) in other.by_name {
+            let sum = match self.by_name.remove(&name) {
+                Some(prev) => (prev + g)?,
+                None => g,
+            };
+            self.by_name.insert(name, sum);
+        }
+        Ok(())
+    }
+
+    /// Global L2 norm.
+    pub fn norm(&self) -> Result<f64> {
+        let mut sq = 0f64;
+        for g in self.by_name.values() {
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        Ok(sq.sqrt())
+    }
+
+    /// Scales the gradients so their global norm is at most `max_norm`; returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.norm()?;
+        if norm > max_norm && norm > 0.0 {
+            let scale = max_norm / (norm + 1e-6);
+            for g in self.by_name.values_mut() {
+                *g = (&*g * scale)?;
+            }
+        }
+        Ok(norm)
+    }
+}
+
 /// AdamW hyper-parameters (the learning rate comes with each step, from a schedule).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
@@ -42,15 +93,14 @@ impl AdamW {
         AdamW { config, step: 0, moments: BTreeMap::new() }
     }
 
-    /// Updates every trainable parameter that has a gradient in `grads`.
-    pub fn step(&mut self, params: &ParamStore, grads: &GradStore, lr: f64) -> Result<()> {
+    /// Updates every trainable parameter that has a gradient.
+    pub fn step(&mut self, params: &ParamStore, grads: &Gradients, lr: f64) -> Result<()> {
         self.step += 1;
         let c = &self.config;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (name, var) in params.trainable() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let theta = var.as_tensor().detach();
+            let Some(g) = grads.by_name.get(name) else { continue };
             let (m, v) = match self.moments.get(name) {
                 Some((m, v)) => {
                     (((m * c.beta1)? + (g * (1.0 - c.beta1))?)?, ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?)
@@ -58,36 +108,11 @@ impl AdamW {
                 None => ((g * (1.0 - c.beta1))?, (g.sqr()? * (1.0 - c.beta2))?),
             };
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
+            let theta = var.as_tensor().detach();
             let decayed = if decays(name) { (&theta * (1.0 - lr * c.weight_decay))? } else { theta };
             var.set(&(decayed - (update * lr)?)?)?;
             self.moments.insert(name.clone(), (m, v));
         }
         Ok(())
     }
-}
-
-/// Global L2 norm of the gradients of the trainable parameters.
-pub fn grad_norm(params: &ParamStore, grads: &GradStore) -> Result<f64> {
-    let mut sq = 0f64;
-    for (_, var) in params.trainable() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        }
-    }
-    Ok(sq.sqrt())
-}
-
-/// Scales all gradients so their global norm is at most `max_norm`; returns the norm before clipping.
-pub fn clip_grad_norm(params: &ParamStore, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
-    let norm = grad_norm(params, grads)?;
-    if norm > max_norm && norm > 0.0 {
-        let scale = max_norm / (norm + 1e-6);
-        for (_, var) in params.trainable() {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                let scaled = (g * scale)?;
-                grads.insert(var.as_tensor(), scaled);
-            }
-        }
-    }
-    Ok(norm)
 }

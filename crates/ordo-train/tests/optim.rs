@@ -2,14 +2,15 @@
 
 use candle_core::{Device, Tensor};
 use ordo_model::ParamStore;
-use ordo_train::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
+use ordo_train::optim::{AdamW, AdamWConfig, Gradients};
 
 /// Loss = sum(c * w) + sum(c * n): constant gradients c for both parameters.
-fn grads(p: &ParamStore, c: &[f32]) -> candle_core::backprop::GradStore {
+fn grads(p: &ParamStore, c: &[f32]) -> Gradients {
     let c = Tensor::new(c, &Device::Cpu).unwrap();
     let w = p.tensor("layer.weight").unwrap();
     let n = p.tensor("model.norm.weight").unwrap();
-    ((&w * &c).unwrap().sum_all().unwrap() + (&n * &c).unwrap().sum_all().unwrap()).unwrap().backward().unwrap()
+    let loss = ((&w * &c).unwrap().sum_all().unwrap() + (&n * &c).unwrap().sum_all().unwrap()).unwrap();
+    Gradients::from_backward(p, &loss.backward().unwrap())
 }
 
 fn values(p: &ParamStore, name: &str) -> Vec<f32> {
@@ -53,11 +54,15 @@ fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
     p.insert("model.norm.weight", Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap()).unwrap();
     let mut g = grads(&p, &[3.0, 4.0]);
     // Two parameters each with gradient (3, 4): global norm sqrt(50).
-    let before = clip_grad_norm(&p, &mut g, 1.0).unwrap();
+    let before = g.clip(1.0).unwrap();
     assert!((before - 50f64.sqrt()).abs() < 1e-6);
-    assert!((grad_norm(&p, &g).unwrap() - 1.0).abs() < 1e-5);
+    assert!((g.norm().unwrap() - 1.0).abs() < 1e-5);
     // Frozen parameters take no part.
     p.freeze_where(|n| n.contains("norm"));
     let g = grads(&p, &[3.0, 4.0]);
-    assert!((grad_norm(&p, &g).unwrap() - 5.0).abs() < 1e-6);
+    assert!((g.norm().unwrap() - 5.0).abs() < 1e-6);
+    // Accumulating two micro-batches sums their gradients.
+    let mut acc = grads(&p, &[1.0, 2.0]);
+    acc.accumulate(grads(&p, &[0.5, 0.5])).unwrap();
+    assert_eq!(acc.by_name["layer.weight"].to_vec1::<f32>().unwrap(), vec![1.5, 2.5]);
 }
