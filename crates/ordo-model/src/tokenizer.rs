@@ -178,3 +178,51 @@ pub fn render_chat_template(
     tmpl.render(minijinja::Value::from_serialize(&ctx))
         .map_err(|e| ModelError::Tokenizer(format!("chat template failed to render: {e}")))
 }
+
+/// A character-level tokenizer as an ordinary `tokenizer.json`: one token per character of
+/// `alphabet` (ids after the `special` tokens, which come first and are matched whole).
+/// Text with a character outside the alphabet is an encoding error.
+pub fn char_tokenizer(alphabet: &str, special: &[&str], eos: Option<&str>, pad: Option<&str>) -> Result<TextTokenizer> {
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (i, s) in special.iter().enumerate() {
+        vocab.insert(s.to_string(), json!(i));
+        added.push(json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true}));
+    }
+    for c in alphabet.chars() {
+        let n = vocab.len();
+        if vocab.insert(c.to_string(), json!(n)).is_some() {
+            return Err(ModelError::Tokenizer(format!("character {c:?} appears twice in the alphabet")));
+        }
+    }
+    let tok_json = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(?s)."}, "behavior": "Isolated", "invert": false},
+        "post_processor": null,
+        "decoder": {"type": "Fuse"},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "\u{0}"},
+    });
+    let mut cfg = json!({"model_max_length": 4096});
+    if let Some(e) = eos {
+        cfg["eos_token"] = json!(e);
+    }
+    if let Some(p) = pad {
+        cfg["pad_token"] = json!(p);
+    }
+    let tok = TextTokenizer::from_json(&tok_json, cfg)?;
+    Ok(tok)
+}
+
+impl TextTokenizer {
+    /// Encodes text that must be fully covered by the vocabulary (e.g. a character tokenizer's alphabet).
+    pub fn encode_strict(&self, text: &str) -> Result<Vec<u32>> {
+        let enc =
+            self.inner.encode(text, false).map_err(|e| ModelError::Tokenizer(format!("cannot encode text: {e}")))?;
+        if let Some(pos) = enc.get_tokens().iter().position(|t| self.inner.token_to_id(t).is_none()) {
+            let bad = &enc.get_tokens()[pos];
+            return Err(ModelError::Tokenizer(format!("{bad:?} is not in the vocabulary (in {text:?})")));
+        }
+        Ok(enc.get_ids().to_vec())
+    }
+}

@@ -142,3 +142,27 @@ fn chat_templates_render_as_jinja_with_python_methods() {
     assert!(e.to_string().contains("empty system"), "{e}");
     assert!(render_chat_template("{% for %}", &msgs, true, &cfg).unwrap_err().to_string().contains("does not parse"));
 }
+
+#[test]
+fn char_tokenizer_round_trips_through_tokenizer_json() {
+    let tok = ordo_model::tokenizer::char_tokenizer(
+        "0123456789+*=;:{}ABQT\n",
+        &["<pad>", "<eos>"],
+        Some("<eos>"),
+        Some("<pad>"),
+    )
+    .unwrap();
+    assert_eq!(tok.vocab_size(), 2 + 22);
+    let ids = tok.encode_strict("Q:2+3;{2+3=5}A:5<eos>").unwrap();
+    assert_eq!(ids.len(), "Q:2+3;{2+3=5}A:5".len() + 1, "one id per character plus the special token");
+    assert_eq!(*ids.last().unwrap(), 1);
+    assert_eq!(tok.decode(&ids, false).unwrap(), "Q:2+3;{2+3=5}A:5<eos>");
+    assert_eq!(tok.decode(&ids, true).unwrap(), "Q:2+3;{2+3=5}A:5");
+    let dir = tempfile::tempdir().unwrap();
+    tok.save_to_dir(dir.path()).unwrap();
+    let back = ordo_model::TextTokenizer::from_dir(dir.path()).unwrap().unwrap();
+    assert_eq!(back.encode_strict("Q:2+3;{2+3=5}A:5<eos>").unwrap(), ids);
+    assert_eq!(back.special_token("eos_token").as_deref(), Some("<eos>"));
+    let e = tok.encode_strict("Q:2-3").unwrap_err().to_string();
+    assert!(e.contains("\"-\" is not in the vocabulary"), "{e}");
+}
