@@ -215,14 +215,26 @@ pub fn char_tokenizer(alphabet: &str, special: &[&str], eos: Option<&str>, pad: 
 }
 
 impl TextTokenizer {
-    /// Encodes text that must be fully covered by the vocabulary (e.g. a character tokenizer's alphabet).
+    /// Encodes text that must be fully covered by the vocabulary (e.g. a character tokenizer's
+    /// alphabet); an uncovered character is an error that names it.
     pub fn encode_strict(&self, text: &str) -> Result<Vec<u32>> {
-        let enc =
-            self.inner.encode(text, false).map_err(|e| ModelError::Tokenizer(format!("cannot encode text: {e}")))?;
-        if let Some(pos) = enc.get_tokens().iter().position(|t| self.inner.token_to_id(t).is_none()) {
-            let bad = &enc.get_tokens()[pos];
-            return Err(ModelError::Tokenizer(format!("{bad:?} is not in the vocabulary (in {text:?})")));
+        let uncovered = || {
+            let mut rest = text.to_string();
+            for t in self.inner.get_added_tokens_decoder().values() {
+                rest = rest.replace(&t.content, "");
+            }
+            rest.chars().find(|c| self.inner.token_to_id(&c.to_string()).is_none())
+        };
+        match self.inner.encode(text, false) {
+            Ok(enc) if !enc.get_tokens().iter().any(|t| self.inner.token_to_id(t).is_none()) => {
+                Ok(enc.get_ids().to_vec())
+            }
+            Ok(_) | Err(_) => match uncovered() {
+                Some(c) => {
+                    Err(ModelError::Tokenizer(format!("{:?} is not in the vocabulary (in {text:?})", c.to_string())))
+                }
+                None => Err(ModelError::Tokenizer(format!("cannot encode {text:?}"))),
+            },
         }
-        Ok(enc.get_ids().to_vec())
     }
 }
