@@ -79,6 +79,9 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// `Some(n)` for a sequence classifier (`XForSequenceClassification`, e.g. a reward model): the
+    /// output projection is `score.weight` [n, hidden] instead of the LM head.
+    pub score_labels: Option<usize>,
 }
 
 /// Reads fields of a JSON object and names the file and field in every error.
@@ -223,6 +226,13 @@ impl ModelConfig {
             }
         };
         let attention_bias = f.opt_bool("attention_bias")?.unwrap_or(false);
+        let classifier = obj
+            .get("architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.ends_with("ForSequenceClassification"));
+        let score_labels = if classifier { Some(f.opt_usize("num_labels")?.unwrap_or(1)) } else { None };
         let (qkv_bias, o_bias, qk_norm) = match family {
             Family::Llama => (attention_bias, attention_bias, false),
             Family::Qwen2 => (true, false, false),
@@ -248,13 +258,18 @@ impl ModelConfig {
             bos_token_id: f.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.token_ids("eos_token_id")?,
             pad_token_id: f.token_ids("pad_token_id")?.first().copied(),
+            score_labels,
         })
     }
 
     /// The `config.json` transformers reads for this model.
     pub fn to_hf_json(&self) -> Value {
+        let architecture = match self.score_labels {
+            Some(_) => self.family.architecture().replace("ForCausalLM", "ForSequenceClassification"),
+            None => self.family.architecture().to_string(),
+        };
         let mut v = json!({
-            "architectures": [self.family.architecture()],
+            "architectures": [architecture],
             "model_type": self.family.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -289,6 +304,9 @@ impl ModelConfig {
         }
         if self.family != Family::Llama {
             v["use_sliding_window"] = json!(false);
+        }
+        if let Some(n) = self.score_labels {
+            v["num_labels"] = json!(n);
         }
         v
     }
@@ -329,10 +347,17 @@ impl ModelConfig {
             push("mlp.down_proj.weight", vec![h, i]);
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
-        if !self.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h]));
+        match self.score_labels {
+            Some(n) => out.push(("score.weight".to_string(), vec![n, h])),
+            None if !self.tie_word_embeddings => out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h])),
+            None => {}
         }
         out
+    }
+
+    /// Width of the decoder's output: the vocabulary, or the number of score labels of a classifier.
+    pub fn output_size(&self) -> usize {
+        self.score_labels.unwrap_or(self.vocab_size)
     }
 
     /// Total number of parameters.

@@ -185,7 +185,11 @@ impl Decoder {
             })
             .collect::<Result<Vec<_>>>()?;
         let rope = RopeTables::new(cfg, &device, embed.dtype())?;
-        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { params.tensor("lm_head.weight")? };
+        let lm_head = match cfg.score_labels {
+            Some(_) => params.tensor("score.weight")?,
+            None if cfg.tie_word_embeddings => embed.clone(),
+            None => params.tensor("lm_head.weight")?,
+        };
         Ok(Decoder {
             cfg: cfg.clone(),
             embed,
@@ -215,7 +219,8 @@ impl Decoder {
     }
 
     /// Logits at every position: `ids` [batch, seq] (u32), `mask` [batch, seq] (1 = token,
-    /// 0 = padding, left or right) -> [batch, seq, vocab]. Differentiable on [`OpPath::Differentiable`].
+    /// 0 = padding, left or right) -> [batch, seq, vocab] (a classifier: [batch, seq, labels]).
+    /// Differentiable on [`OpPath::Differentiable`].
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
         let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let valid = match mask {

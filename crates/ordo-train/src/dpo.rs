@@ -1,0 +1,142 @@
+//! The `dpo` stage: direct preference optimisation (DPO, IPO, SimPO; optional length normalisation)
+//! against a frozen reference model.
+
+use crate::batch::{next_token_logps, scalar, sequence_logps, target_counts, Batch, Policy};
+use crate::data::TokenizedPair;
+use crate::error::Result;
+use crate::losses::{preference_loss, PreferenceBatch, PreferenceLoss, PreferenceLossConfig};
+use crate::optim::Gradients;
+use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use candle_core::Tensor;
+use ordo_model::{Decoder, OpPath};
+use std::time::Instant;
+
+/// Rows of a preference batch: every pair's prompt + chosen, then every pair's prompt + rejected,
+/// with the response tokens as targets.
+pub fn pair_rows(pairs: &[&TokenizedPair]) -> Vec<(Vec<u32>, Vec<u8>)> {
+    let row = |prompt: &[u32], resp: &[u32]| {
+        let mut ids = prompt.to_vec();
+        ids.extend(resp);
+        let mut mask = vec![0u8; prompt.len()];
+        mask.extend(vec![1u8; resp.len()]);
+        (ids, mask)
+    };
+    let mut rows: Vec<_> = pairs.iter().map(|p| row(&p.prompt, &p.chosen)).collect();
+    rows.extend(pairs.iter().map(|p| row(&p.prompt, &p.rejected)));
+    rows
+}
+
+/// Summed response log-probs of chosen and rejected responses under `dec`, and response lengths.
+fn response_logps(dec: &Decoder, batch: &Batch, n: usize, path: OpPath) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let (logps, _) = next_token_logps(dec, batch, path)?;
+    let seq = sequence_logps(&logps, batch)?;
+    let len = target_counts(batch)?;
+    Ok((seq.narrow(0, 0, n)?, seq.narrow(0, n, n)?, len.narrow(0, 0, n)?, len.narrow(0, n, n)?))
+}
+
+/// Trains `policy` on preference pairs against `reference` (unused for SimPO).
+pub fn train_dpo(
+    policy: &mut Policy,
+    reference: &Policy,
+    data: &[TokenizedPair],
+    optim: &OptimConfig,
+    loss_cfg: &PreferenceLossConfig,
+    seed: u64,
+    pad: u32,
+    logger: &mut StepLogger,
+) -> Result<Optimizer> {
+    optim.validate()?;
+    let device = policy.device();
+    let ref_dec = reference.inference_decoder()?;
+    let mut opt = Optimizer::new(optim);
+    let mut order = DataOrder::new(data.len(), seed);
+    for step in 0..optim.steps {
+        let started = Instant::now();
+        let idx = order.take(optim.batch_size);
+        let dec = policy.decoder()?;
+        let mut grads = Gradients::default();
+        let (mut loss_sum, mut margin, mut acc, mut lp_c, mut lp_r) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut tokens = 0;
+        for chunk in idx.chunks(optim.micro_batch_size) {
+            let pairs: Vec<&TokenizedPair> = chunk.iter().map(|&i| &data[i]).collect();
+            let rows = pair_rows(&pairs);
+            tokens += rows.iter().map(|(ids, _)| ids.len()).sum::<usize>();
+            let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+            let batch = Batch::new(&refs, pad, &device)?;
+            let n = pairs.len();
+            let (pc, pr, lc, lr) = response_logps(&dec, &batch, n, OpPath::Differentiable)?;
+            let (rc, rr) = if loss_cfg.loss == PreferenceLoss::Simpo {
+                (pc.zeros_like()?, pr.zeros_like()?)
+            } else {
+                let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
+                (rc, rr)
+            };
+            let b = PreferenceBatch {
+                policy_chosen: &pc,
+                policy_rejected: &pr,
+                ref_chosen: &rc,
+                ref_rejected: &rr,
+                chosen_len: &lc,
+                rejected_len: &lr,
+            };
+            let out = preference_loss(&b, loss_cfg)?;
+            let share = n as f64 / idx.len() as f64;
+            let loss = (out.loss.clone() * share)?;
+            loss_sum += scalar(&loss)?;
+            margin += out.margin()? * share;
+            acc += out.accuracy()? * share;
+            lp_c += scalar(&pc.mean_all()?)? * share;
+            lp_r += scalar(&pr.mean_all()?)? * share;
+            grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
+        }
+        let (grad_norm, lr) = opt.step(&policy.params, grads)?;
+        let secs = started.elapsed().as_secs_f64();
+        logger.log(
+            step,
+            metrics(&[
+                ("loss", loss_sum),
+                ("reward_margin", margin),
+                ("accuracy", acc),
+                ("logps_chosen", lp_c),
+                ("logps_rejected", lp_r),
+                ("lr", lr),
+                ("grad_norm", grad_norm),
+                ("tokens_per_s", tokens as f64 / secs),
+            ]),
+            &format!("loss {loss_sum:.4} margin {margin:.3} acc {acc:.2}"),
+        )?;
+    }
+    logger.finish();
+    Ok(opt)
+}
+
+/// Mean implicit-reward margin and pairwise accuracy of `policy` against `reference` on `pairs`
+/// (DPO's implicit reward `beta * (log pi - log ref)`), without training.
+pub fn evaluate_pairs(
+    policy: &Policy,
+    reference: &Policy,
+    pairs: &[TokenizedPair],
+    beta: f64,
+    pad: u32,
+) -> Result<(f64, f64)> {
+    let dec = policy.inference_decoder()?;
+    let ref_dec = reference.inference_decoder()?;
+    let refs: Vec<&TokenizedPair> = pairs.iter().collect();
+    let rows = pair_rows(&refs);
+    let rows: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let batch = Batch::new(&rows, pad, &policy.device())?;
+    let n = pairs.len();
+    let (pc, pr, lc, lr) = response_logps(&dec, &batch, n, OpPath::Fused)?;
+    let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
+    let cfg = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta, simpo_gamma: 0.0, length_normalize: false };
+    let b = PreferenceBatch {
+        policy_chosen: &pc,
+        policy_rejected: &pr,
+        ref_chosen: &rc,
+        ref_rejected: &rr,
+        chosen_len: &lc,
+        rejected_len: &lr,
+    };
+    let out = preference_loss(&b, &cfg)?;
+    Ok((out.margin()?, out.accuracy()?))
+}

@@ -1,0 +1,71 @@
+//! The language-modelling stages: `pretrain` (packed text, every token a target) and `sft`
+//! (prompt tokens masked out of the loss). Both minimise the mean next-token cross-entropy over
+//! the step's target tokens.
+
+use crate::batch::{next_token_logps, scalar, Batch, Policy};
+use crate::data::TokenizedSequence;
+use crate::error::{Result, TrainError};
+use crate::optim::Gradients;
+use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use ordo_model::OpPath;
+use std::time::Instant;
+
+/// Number of target tokens of a sequence (the first token is never a target).
+fn n_targets(s: &TokenizedSequence) -> usize {
+    s.loss_mask.iter().skip(1).filter(|&&m| m != 0).count()
+}
+
+/// Trains `policy` on `data` for `cfg.steps` optimiser steps; the order of examples is drawn from `seed`.
+///
+/// Each step's loss is the sum of the target tokens' negative log-likelihoods divided by the number
+/// of target tokens in the whole step, so accumulating micro-batches gives the big-batch gradient.
+pub fn train_lm(
+    policy: &mut Policy,
+    data: &[TokenizedSequence],
+    cfg: &OptimConfig,
+    seed: u64,
+    pad: u32,
+    logger: &mut StepLogger,
+) -> Result<Optimizer> {
+    cfg.validate()?;
+    if data.iter().all(|s| n_targets(s) == 0) {
+        return Err(TrainError::Config(
+            "the data has no target tokens (every completion is empty or truncated away)".into(),
+        ));
+    }
+    let device = policy.device();
+    let mut opt = Optimizer::new(cfg);
+    let mut order = DataOrder::new(data.len(), seed);
+    for step in 0..cfg.steps {
+        let started = Instant::now();
+        let idx = order.take(cfg.batch_size);
+        let total = idx.iter().map(|&i| n_targets(&data[i])).sum::<usize>().max(1);
+        let mut grads = Gradients::default();
+        let mut loss_sum = 0.0;
+        let dec = policy.decoder()?;
+        for chunk in idx.chunks(cfg.micro_batch_size) {
+            let rows: Vec<(&[u32], &[u8])> =
+                chunk.iter().map(|&i| (&data[i].ids[..], &data[i].loss_mask[..])).collect();
+            let batch = Batch::new(&rows, pad, &device)?;
+            let (logps, _) = next_token_logps(&dec, &batch, OpPath::Differentiable)?;
+            let loss = ((logps * &batch.targets)?.sum_all()?.neg()? / total as f64)?;
+            loss_sum += scalar(&loss)?;
+            grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
+        }
+        let (grad_norm, lr) = opt.step(&policy.params, grads)?;
+        let secs = started.elapsed().as_secs_f64();
+        let tokens: usize = idx.iter().map(|&i| data[i].ids.len()).sum();
+        logger.log(
+            step,
+            metrics(&[
+                ("loss", loss_sum),
+                ("lr", lr),
+                ("grad_norm", grad_norm),
+                ("tokens_per_s", tokens as f64 / secs),
+            ]),
+            &format!("loss {loss_sum:.4}"),
+        )?;
+    }
+    logger.finish();
+    Ok(opt)
+}

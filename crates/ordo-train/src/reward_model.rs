@@ -1,0 +1,127 @@
+//! The `reward_model` stage: a scalar head on the last token trained with the Bradley-Terry loss,
+//! saved as an HF `XForSequenceClassification` checkpoint and usable as a reward source in RL.
+
+use crate::batch::{scalar, Batch, Policy};
+use crate::data::TokenizedPair;
+use crate::error::Result;
+use crate::losses::bradley_terry_loss;
+use crate::optim::Gradients;
+use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use candle_core::{DType, Tensor};
+use ordo_model::{Decoder, OpPath, ParamStore};
+use std::time::Instant;
+
+/// A reward model initialised from a causal LM: its decoder weights, and a fresh `score` head
+/// [1, hidden] drawn N(0, std²) from `seed` (the LM head is dropped).
+pub fn reward_model_from(policy: &Policy, std: f64, seed: u64) -> Result<Policy> {
+    let mut config = policy.config.clone();
+    config.score_labels = Some(1);
+    config.tie_word_embeddings = false;
+    let mut params = ParamStore::new();
+    for (name, var) in policy.params.iter() {
+        if name != "lm_head.weight" {
+            params.insert(name.clone(), var.as_tensor().copy()?)?;
+        }
+    }
+    // The head is drawn as a 1-layer model's embedding would be, from its own seed.
+    let head_cfg = ordo_model::ModelConfig { vocab_size: 1, num_hidden_layers: 1, ..policy.config.clone() };
+    let fresh = ParamStore::init(&head_cfg, std, seed, &policy.device())?;
+    params.insert(
+        "score.weight",
+        fresh.var("model.embed_tokens.weight").expect("init makes embeddings").as_tensor().clone(),
+    )?;
+    params.check_against(&config, "reward model")?;
+    Ok(Policy { config, params })
+}
+
+/// The score of each row at its last real token, [batch].
+pub fn scores(dec: &Decoder, batch: &Batch, path: OpPath) -> Result<Tensor> {
+    let out = dec.forward(&batch.ids, Some(&batch.attention), path)?; // [b, t, 1]
+    let last = (batch.attention.to_dtype(DType::F32)?.sum(1)? - 1.0)?.to_dtype(DType::U32)?;
+    let idx = last.reshape((out.dim(0)?, 1, 1))?;
+    Ok(out.contiguous()?.gather(&idx, 1)?.flatten_all()?)
+}
+
+/// Rows of prompt + response for a list of (prompt, response) token lists.
+fn rows_of<'a>(items: impl Iterator<Item = (&'a [u32], &'a [u32])>) -> Vec<(Vec<u32>, Vec<u8>)> {
+    items
+        .map(|(p, r)| {
+            let mut ids = p.to_vec();
+            ids.extend(r);
+            let n = ids.len();
+            (ids, vec![1u8; n])
+        })
+        .collect()
+}
+
+/// Scores of chosen and rejected responses of `pairs`.
+fn pair_scores(dec: &Decoder, pairs: &[&TokenizedPair], pad: u32, path: OpPath) -> Result<(Tensor, Tensor)> {
+    let mut rows = rows_of(pairs.iter().map(|p| (&p.prompt[..], &p.chosen[..])));
+    rows.extend(rows_of(pairs.iter().map(|p| (&p.prompt[..], &p.rejected[..]))));
+    let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let device = dec.device().clone();
+    let s = scores(dec, &Batch::new(&refs, pad, &device)?, path)?;
+    let n = pairs.len();
+    Ok((s.narrow(0, 0, n)?, s.narrow(0, n, n)?))
+}
+
+/// Trains a reward model on preference pairs with the Bradley-Terry loss.
+pub fn train_reward_model(
+    rm: &mut Policy,
+    data: &[TokenizedPair],
+    optim: &OptimConfig,
+    seed: u64,
+    pad: u32,
+    logger: &mut StepLogger,
+) -> Result<Optimizer> {
+    optim.validate()?;
+    let mut opt = Optimizer::new(optim);
+    let mut order = DataOrder::new(data.len(), seed);
+    for step in 0..optim.steps {
+        let started = Instant::now();
+        let idx = order.take(optim.batch_size);
+        let dec = rm.decoder()?;
+        let mut grads = Gradients::default();
+        let (mut loss_sum, mut acc) = (0.0, 0.0);
+        for chunk in idx.chunks(optim.micro_batch_size) {
+            let pairs: Vec<&TokenizedPair> = chunk.iter().map(|&i| &data[i]).collect();
+            let (c, r) = pair_scores(&dec, &pairs, pad, OpPath::Differentiable)?;
+            let share = pairs.len() as f64 / idx.len() as f64;
+            let loss = (bradley_terry_loss(&c, &r)? * share)?;
+            loss_sum += scalar(&loss)?;
+            acc += scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)? * share;
+            grads.accumulate(Gradients::from_backward(&rm.params, &loss.backward()?))?;
+        }
+        let (grad_norm, lr) = opt.step(&rm.params, grads)?;
+        logger.log(
+            step,
+            metrics(&[
+                ("loss", loss_sum),
+                ("accuracy", acc),
+                ("lr", lr),
+                ("grad_norm", grad_norm),
+                ("steps_per_s", 1.0 / started.elapsed().as_secs_f64()),
+            ]),
+            &format!("loss {loss_sum:.4} acc {acc:.2}"),
+        )?;
+    }
+    logger.finish();
+    Ok(opt)
+}
+
+/// Share of pairs whose chosen response the reward model scores higher.
+pub fn pairwise_accuracy(rm: &Policy, pairs: &[TokenizedPair], pad: u32) -> Result<f64> {
+    let dec = rm.inference_decoder()?;
+    let refs: Vec<&TokenizedPair> = pairs.iter().collect();
+    let (c, r) = pair_scores(&dec, &refs, pad, OpPath::Fused)?;
+    scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)
+}
+
+/// Scores of (prompt, response) token lists, [n] as f64, for use as an RL reward.
+pub fn score_texts(dec: &Decoder, items: &[(&[u32], &[u32])], pad: u32) -> Result<Vec<f64>> {
+    let rows = rows_of(items.iter().copied());
+    let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let device = dec.device().clone();
+    let s = scores(dec, &Batch::new(&refs, pad, &device)?, OpPath::Fused)?;
+    Ok(s.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}

@@ -1,0 +1,149 @@
+//! Reward sources for RL stages. Each declares whether it sees the chain of thought (the think
+//! block) or only the output after it; a stage combines several with weights.
+
+use crate::batch::Policy;
+use crate::error::Result;
+use crate::reward_model::score_texts;
+use ordo_model::TextTokenizer;
+use serde_json::{Map, Value};
+
+/// An RL prompt: its text, its tokens, and the metadata rewards read (e.g. the true answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlPrompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Where the think block of a completion starts and ends (e.g. `<think>` / `</think>`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CotFormat {
+    pub open: String,
+    pub close: String,
+}
+
+impl Default for CotFormat {
+    fn default() -> Self {
+        CotFormat { open: "<think>".into(), close: "</think>".into() }
+    }
+}
+
+impl CotFormat {
+    /// What an output-only reward is shown: the text after the first closing delimiter, or nothing
+    /// when the think block never closes (DeepSeek-R1's convention).
+    pub fn output_only<'a>(&self, completion: &'a str) -> &'a str {
+        completion.find(&self.close).map_or("", |i| &completion[i + self.close.len()..])
+    }
+
+    /// The think block's content (between the delimiters), if there is one.
+    pub fn think_block<'a>(&self, completion: &'a str) -> Option<&'a str> {
+        let start = completion.find(&self.open)? + self.open.len();
+        let end = completion[start..].find(&self.close)? + start;
+        Some(&completion[start..end])
+    }
+
+    /// The view of `completion` a reward with `sees_cot` is shown.
+    pub fn view<'a>(&self, completion: &'a str, sees_cot: bool) -> &'a str {
+        if sees_cot {
+            completion
+        } else {
+            self.output_only(completion)
+        }
+    }
+}
+
+/// A reward source: scores completions of prompts.
+pub trait RewardSource: Send + Sync {
+    /// Name used in metrics.
+    fn name(&self) -> &str;
+    /// Whether the source is shown the think block (true) or only the output after it (false).
+    fn sees_cot(&self) -> bool;
+    /// One score per (prompt, shown text); `shown` is already cut to what this source may see.
+    fn score(&self, prompts: &[&RlPrompt], shown: &[&str]) -> Result<Vec<f64>>;
+}
+
+/// A reward computed by a function of the prompt and the shown text: verifiers, rule-based
+/// preferences, CoT monitors (as penalties, with a negative weight).
+pub struct FnReward {
+    pub name: String,
+    pub sees_cot: bool,
+    #[allow(clippy::type_complexity)]
+    pub f: Box<dyn Fn(&RlPrompt, &str) -> f64 + Send + Sync>,
+}
+
+impl FnReward {
+    /// A reward from a closure.
+    pub fn new(name: &str, sees_cot: bool, f: impl Fn(&RlPrompt, &str) -> f64 + Send + Sync + 'static) -> Self {
+        FnReward { name: name.into(), sees_cot, f: Box::new(f) }
+    }
+}
+
+impl RewardSource for FnReward {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn sees_cot(&self) -> bool {
+        self.sees_cot
+    }
+    fn score(&self, prompts: &[&RlPrompt], shown: &[&str]) -> Result<Vec<f64>> {
+        Ok(prompts.iter().zip(shown).map(|(p, s)| (self.f)(p, s)).collect())
+    }
+}
+
+/// A trained reward model as a reward: it scores the prompt followed by the shown text.
+pub struct RewardModelSource {
+    pub name: String,
+    pub sees_cot: bool,
+    pub model: Policy,
+    pub tokenizer: TextTokenizer,
+    pub pad: u32,
+}
+
+impl RewardSource for RewardModelSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn sees_cot(&self) -> bool {
+        self.sees_cot
+    }
+    fn score(&self, prompts: &[&RlPrompt], shown: &[&str]) -> Result<Vec<f64>> {
+        let dec = self.model.inference_decoder()?;
+        let encoded = shown.iter().map(|s| self.tokenizer.encode(s, false)).collect::<ordo_model::Result<Vec<_>>>()?;
+        let items: Vec<(&[u32], &[u32])> = prompts.iter().zip(&encoded).map(|(p, r)| (&p.ids[..], &r[..])).collect();
+        score_texts(&dec, &items, self.pad)
+    }
+}
+
+/// A reward source with its weight in the total reward.
+pub struct WeightedReward {
+    pub source: Box<dyn RewardSource>,
+    pub weight: f64,
+}
+
+/// Scores of a batch under a weighted set of sources.
+pub struct RewardScores {
+    /// `sum_i weight_i * score_i` per completion.
+    pub total: Vec<f64>,
+    /// Each source's raw (unweighted) scores, by source name.
+    pub by_source: Vec<(String, Vec<f64>)>,
+}
+
+/// Scores completions with every source, each shown the view its `sees_cot` allows.
+pub fn score_all(
+    rewards: &[WeightedReward],
+    cot: &CotFormat,
+    prompts: &[&RlPrompt],
+    completions: &[String],
+) -> Result<RewardScores> {
+    let mut total = vec![0.0; completions.len()];
+    let mut by_source = Vec::new();
+    for r in rewards {
+        let shown: Vec<&str> = completions.iter().map(|c| cot.view(c, r.source.sees_cot())).collect();
+        let s = r.source.score(prompts, &shown)?;
+        for (t, x) in total.iter_mut().zip(&s) {
+            *t += r.weight * x;
+        }
+        by_source.push((r.source.name().to_string(), s));
+    }
+    Ok(RewardScores { total, by_source })
+}

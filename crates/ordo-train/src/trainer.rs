@@ -1,0 +1,210 @@
+//! What every stage's loop shares: optimiser settings, seeded data order, and step logging
+//! (metrics JSONL plus a progress bar with ETA).
+
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamW, AdamWConfig, Gradients};
+use crate::schedule::{Decay, LrSchedule};
+use ordo_model::ParamStore;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Optimisation settings of a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Examples per optimiser step.
+    pub batch_size: usize,
+    /// Examples per forward/backward pass; `batch_size / micro_batch_size` passes are accumulated.
+    pub micro_batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub decay: Decay,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (0 disables clipping).
+    pub max_grad_norm: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            steps: 100,
+            batch_size: 16,
+            micro_batch_size: 16,
+            lr: 1e-4,
+            warmup_steps: 0,
+            decay: Decay::Constant,
+            min_lr_ratio: 0.1,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Checks the settings; errors say which one is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.micro_batch_size == 0 || self.batch_size % self.micro_batch_size != 0 {
+            return bad(format!(
+                "batch_size ({}) must be a positive multiple of micro_batch_size ({})",
+                self.batch_size, self.micro_batch_size
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr must be positive, got {}", self.lr));
+        }
+        Ok(())
+    }
+
+    /// The learning-rate schedule these settings describe.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            peak_lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            decay: self.decay,
+            min_ratio: self.min_lr_ratio,
+        }
+    }
+}
+
+/// AdamW driven by a schedule, with clipping: one call per optimiser step.
+pub struct Optimizer {
+    pub adamw: AdamW,
+    pub schedule: LrSchedule,
+    pub max_grad_norm: f64,
+}
+
+impl Optimizer {
+    /// A fresh optimiser for `cfg`.
+    pub fn new(cfg: &OptimConfig) -> Self {
+        Optimizer { adamw: AdamW::new(cfg.adamw.clone()), schedule: cfg.schedule(), max_grad_norm: cfg.max_grad_norm }
+    }
+
+    /// Clips and applies `grads`; returns (gradient norm before clipping, learning rate used).
+    pub fn step(&mut self, params: &ParamStore, mut grads: Gradients) -> Result<(f64, f64)> {
+        let norm = if self.max_grad_norm > 0.0 { grads.clip(self.max_grad_norm)? } else { grads.norm()? };
+        let lr = self.schedule.lr(self.adamw.step as usize);
+        self.adamw.step(params, &grads, lr)?;
+        Ok((norm, lr))
+    }
+}
+
+/// A seeded epoch-wise shuffle of example indices: the same seed gives the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataOrder {
+    pub seed: u64,
+    pub len: usize,
+    pub epoch: u64,
+    pub position: usize,
+    order: Vec<usize>,
+}
+
+impl DataOrder {
+    /// The order over `len` examples.
+    pub fn new(len: usize, seed: u64) -> Self {
+        let mut d = DataOrder { seed, len, epoch: 0, position: 0, order: Vec::new() };
+        d.shuffle();
+        d
+    }
+
+    fn shuffle(&mut self) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(self.epoch);
+        self.order = (0..self.len).collect();
+        self.order.shuffle(&mut rng);
+    }
+
+    /// The next `n` indices, starting a new shuffled epoch when one runs out.
+    pub fn take(&mut self, n: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n && self.len > 0 {
+            if self.position == self.len {
+                self.epoch += 1;
+                self.position = 0;
+                self.shuffle();
+            }
+            out.push(self.order[self.position]);
+            self.position += 1;
+        }
+        out
+    }
+}
+
+/// Writes one JSON object per step to a metrics file and shows a progress bar with ETA.
+pub struct StepLogger {
+    file: Option<(PathBuf, std::fs::File)>,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    /// Every step's metrics, in order.
+    pub history: Vec<Map<String, Value>>,
+}
+
+impl StepLogger {
+    /// A logger for `total_steps` steps of stage `label`; `metrics_path` (JSONL) is appended to.
+    pub fn new(label: &str, total_steps: usize, metrics_path: Option<&Path>, show_progress: bool) -> Result<Self> {
+        let file = match metrics_path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+                }
+                let f =
+                    std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| TrainError::io(p, e))?;
+                Some((p.to_path_buf(), f))
+            }
+            None => None,
+        };
+        let bar = if show_progress {
+            let b = indicatif::ProgressBar::new(total_steps as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} steps  {elapsed} < ETA {eta}  {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix(label.to_string());
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Ok(StepLogger { file, bar, started: Instant::now(), history: Vec::new() })
+    }
+
+    /// Records one step's metrics (a `step` and `seconds` field are added).
+    pub fn log(&mut self, step: usize, mut metrics: Map<String, Value>, summary: &str) -> Result<()> {
+        metrics.insert("step".into(), step.into());
+        metrics.insert("seconds".into(), self.started.elapsed().as_secs_f64().into());
+        if let Some((path, f)) = &mut self.file {
+            let line = serde_json::to_string(&metrics).expect("metrics serialise");
+            writeln!(f, "{line}").and_then(|_| f.flush()).map_err(|e| TrainError::io(path, e))?;
+        }
+        self.history.push(metrics);
+        self.bar.set_message(summary.to_string());
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Ends the progress bar.
+    pub fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+/// Builds a metrics object from (name, value) pairs.
+pub fn metrics(pairs: &[(&str, f64)]) -> Map<String, Value> {
+    pairs.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
+}
