@@ -232,7 +232,7 @@ fn qwen2_biases_are_wired_in_and_differentiable() {
         let var = params.var(name).unwrap();
         let analytic = grads.get(var.as_tensor()).unwrap().to_vec1::<f64>().unwrap()[idx];
         let orig = var.as_tensor().to_vec1::<f64>().unwrap();
-        let mut at = |d: f64| {
+        let at = |d: f64| {
             let mut v = orig.clone();
             v[idx] += d;
             var.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();

@@ -127,7 +127,7 @@ fn gradients_agree_with_finite_differences() {
             let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[idx];
             let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             let eps = 1e-5;
-            let mut at = |delta: f64| {
+            let at = |delta: f64| {
                 let mut v = orig.clone();
                 v[idx] += delta;
                 var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();

