@@ -78,6 +78,11 @@ impl Batch {
 /// logits they came from.
 pub fn next_token_logps(dec: &Decoder, batch: &Batch, path: OpPath) -> Result<(Tensor, Tensor)> {
     let logits = dec.forward(&batch.ids, Some(&batch.attention), path)?;
+    logps_from_logits(&logits, batch)
+}
+
+/// [`next_token_logps`] from logits already computed over the batch, [batch, len, vocab].
+pub fn logps_from_logits(logits: &Tensor, batch: &Batch) -> Result<(Tensor, Tensor)> {
     let t = logits.dim(1)?;
     let pred = logits.narrow(1, 0, t - 1)?;
     let next = batch.ids.narrow(1, 1, t - 1)?;

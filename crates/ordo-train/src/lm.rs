@@ -7,12 +7,45 @@ use crate::data::TokenizedSequence;
 use crate::error::{Result, TrainError};
 use crate::optim::Gradients;
 use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use candle_core::Tensor;
 use ordo_model::OpPath;
 use std::time::Instant;
 
 /// Number of target tokens of a sequence (the first token is never a target).
 fn n_targets(s: &TokenizedSequence) -> usize {
     s.loss_mask.iter().skip(1).filter(|&&m| m != 0).count()
+}
+
+/// Summed negative log-likelihood of the batch's target tokens divided by `total`; non-target
+/// positions (prompt, padding) contribute nothing.
+pub fn target_nll(logps: &Tensor, batch: &Batch, total: usize) -> Result<Tensor> {
+    Ok(((logps * &batch.targets)?.sum_all()?.neg()? / total as f64)?)
+}
+
+/// Gradients and loss of one optimiser step over examples `idx`, computed in micro-batches of
+/// `micro` examples. The loss is the step's summed target NLL over its number of target tokens, so
+/// any micro-batch size gives the same gradient.
+pub fn lm_gradients(
+    policy: &Policy,
+    data: &[TokenizedSequence],
+    idx: &[usize],
+    micro: usize,
+    pad: u32,
+) -> Result<(Gradients, f64)> {
+    let device = policy.device();
+    let total = idx.iter().map(|&i| n_targets(&data[i])).sum::<usize>().max(1);
+    let mut grads = Gradients::default();
+    let mut loss_sum = 0.0;
+    let dec = policy.decoder()?;
+    for chunk in idx.chunks(micro.max(1)) {
+        let rows: Vec<(&[u32], &[u8])> = chunk.iter().map(|&i| (&data[i].ids[..], &data[i].loss_mask[..])).collect();
+        let batch = Batch::new(&rows, pad, &device)?;
+        let (logps, _) = next_token_logps(&dec, &batch, OpPath::Differentiable)?;
+        let loss = target_nll(&logps, &batch, total)?;
+        loss_sum += scalar(&loss)?;
+        grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
+    }
+    Ok((grads, loss_sum))
 }
 
 /// Trains `policy` on `data` for `cfg.steps` optimiser steps; the order of examples is drawn from `seed`.
@@ -33,25 +66,12 @@ pub fn train_lm(
             "the data has no target tokens (every completion is empty or truncated away)".into(),
         ));
     }
-    let device = policy.device();
     let mut opt = Optimizer::new(cfg);
     let mut order = DataOrder::new(data.len(), seed);
     for step in 0..cfg.steps {
         let started = Instant::now();
         let idx = order.take(cfg.batch_size);
-        let total = idx.iter().map(|&i| n_targets(&data[i])).sum::<usize>().max(1);
-        let mut grads = Gradients::default();
-        let mut loss_sum = 0.0;
-        let dec = policy.decoder()?;
-        for chunk in idx.chunks(cfg.micro_batch_size) {
-            let rows: Vec<(&[u32], &[u8])> =
-                chunk.iter().map(|&i| (&data[i].ids[..], &data[i].loss_mask[..])).collect();
-            let batch = Batch::new(&rows, pad, &device)?;
-            let (logps, _) = next_token_logps(&dec, &batch, OpPath::Differentiable)?;
-            let loss = ((logps * &batch.targets)?.sum_all()?.neg()? / total as f64)?;
-            loss_sum += scalar(&loss)?;
-            grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
-        }
+        let (grads, loss_sum) = lm_gradients(policy, data, &idx, cfg.micro_batch_size, pad)?;
         let (grad_norm, lr) = opt.step(&policy.params, grads)?;
         let secs = started.elapsed().as_secs_f64();
         let tokens: usize = idx.iter().map(|&i| data[i].ids.len()).sum();
