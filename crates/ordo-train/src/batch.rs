@@ -27,6 +27,11 @@ impl Policy {
         Ok(Decoder::new_inference(&self.config, &self.params)?)
     }
 
+    /// A trainable deep copy (new storage).
+    pub fn clone_deep(&self) -> Result<Policy> {
+        Ok(Policy { config: self.config.clone(), params: self.params.deep_clone()? })
+    }
+
     /// A frozen deep copy, e.g. the reference model of DPO or GRPO.
     pub fn frozen_copy(&self) -> Result<Policy> {
         let mut params = self.params.deep_clone()?;

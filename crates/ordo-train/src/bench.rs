@@ -1,6 +1,14 @@
 //! `ordo bench engine`: training-step and sampling speed of the engine, against sgemm measured in the same run.
 
+use crate::batch::Policy;
+use crate::data::{TokenizedPair, TokenizedSequence};
+use crate::dpo::train_dpo;
+use crate::grpo::{train_grpo, GrpoConfig, PromptSet};
+use crate::lm::train_lm;
+use crate::losses::{AdvantageEstimator, ClipConfig, LossAggregation, PreferenceLoss, PreferenceLossConfig};
 use crate::optim::{AdamW, AdamWConfig, Gradients};
+use crate::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
+use crate::trainer::{OptimConfig, StepLogger};
 use candle_core::{Device, Result, Tensor};
 use ordo_model::decoder::ids_tensor;
 use ordo_model::{ops, sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams};
@@ -132,6 +140,97 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         sample_new_tokens,
         sample_tokens_per_s: produced as f64 / secs,
     })
+}
+
+/// Seconds per step of each stage on the bench model (medians, after one warm-up step).
+#[derive(Debug, Clone)]
+pub struct StagesBench {
+    pub steps: usize,
+    /// SFT: 16 sequences x 128 tokens.
+    pub sft_s: f64,
+    /// DPO: 8 pairs x 128 tokens per side, reference forward included.
+    pub dpo_s: f64,
+    /// GRPO: 8 prompts x 8 samples x 64 new tokens (sampling, rewards, reference, update).
+    pub grpo_s: f64,
+}
+
+/// Per-step seconds (after the first) from a logger's cumulative `seconds` field.
+fn step_seconds(log: &StepLogger) -> Vec<f64> {
+    let t: Vec<f64> = log.history.iter().map(|m| m["seconds"].as_f64().unwrap_or(0.0)).collect();
+    t.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// Times `steps` steps (plus one warm-up) of SFT, DPO and GRPO on the bench model.
+pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str)) -> crate::Result<StagesBench> {
+    let cfg = bench_config();
+    let policy = Policy { config: cfg.clone(), params: ParamStore::init(&cfg, 0.02, 0, device)? };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(2..cfg.vocab_size as u32)).collect() };
+    let optim = |batch: usize| OptimConfig {
+        steps: steps + 1,
+        batch_size: batch,
+        micro_batch_size: batch,
+        lr: 1e-4,
+        ..Default::default()
+    };
+
+    progress("sft");
+    let sft: Vec<TokenizedSequence> = (0..16)
+        .map(|_| {
+            let ids = tokens(128);
+            let mut loss_mask = vec![0u8; 32];
+            loss_mask.extend(vec![1u8; 96]);
+            TokenizedSequence { ids, loss_mask }
+        })
+        .collect();
+    let mut log = StepLogger::new("sft", steps + 1, None, false)?;
+    train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log)?;
+    let sft_s = median(&step_seconds(&log));
+
+    progress("dpo");
+    let pairs: Vec<TokenizedPair> =
+        (0..8).map(|_| TokenizedPair { prompt: tokens(64), chosen: tokens(64), rejected: tokens(64) }).collect();
+    let loss = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
+    let mut log = StepLogger::new("dpo", steps + 1, None, false)?;
+    let reference = policy.frozen_copy()?;
+    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log)?;
+    let dpo_s = median(&step_seconds(&log));
+
+    progress("grpo");
+    // A tokenizer with one character per id, so completions decode to text the reward can read.
+    let alphabet: String = (0..cfg.vocab_size as u32 - 2).filter_map(|i| char::from_u32(0x100 + i)).collect();
+    let tok = ordo_model::tokenizer::char_tokenizer(&alphabet, &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>"))?;
+    let prompts: Vec<RlPrompt> = (0..8)
+        .map(|_| {
+            let ids = tokens(16);
+            RlPrompt { text: tok.decode(&ids, false).unwrap_or_default(), ids, metadata: Default::default() }
+        })
+        .collect();
+    let reward =
+        FnReward::new("chars_below_u200", true, |_, s: &str| s.chars().filter(|&c| (c as u32) < 0x200).count() as f64);
+    let sets = [PromptSet {
+        name: "bench".into(),
+        prompts,
+        proportion: 1.0,
+        rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0 }],
+    }];
+    let grpo = GrpoConfig {
+        optim: optim(8),
+        group_size: 8,
+        max_new_tokens: 64,
+        temperature: 1.0,
+        top_p: None,
+        top_k: None,
+        stop_tokens: vec![],
+        inner_epochs: 1,
+        clip: ClipConfig { eps_low: 0.2, eps_high: 0.2, kl_coef: 0.02, aggregation: LossAggregation::SequenceMean },
+        advantage: AdvantageEstimator::Grpo { scale_by_std: true },
+        cot: CotFormat::default(),
+    };
+    let mut log = StepLogger::new("grpo", steps + 1, None, false)?;
+    train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log)?;
+    let grpo_s = median(&step_seconds(&log));
+    Ok(StagesBench { steps, sft_s, dpo_s, grpo_s })
 }
 
 fn to_candle(e: ordo_model::ModelError) -> candle_core::Error {

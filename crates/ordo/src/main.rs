@@ -93,6 +93,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Seconds per step of SFT, DPO and GRPO on the bench model.
+    Stages {
+        /// Timed steps of each stage (after one warm-up step).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+    },
 }
 
 fn main() {
@@ -129,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
         Command::Generate(args) => generate(args, &device),
         Command::Bench(BenchCommand::Engine { steps }) => bench_engine(steps, &device),
+        Command::Bench(BenchCommand::Stages { steps }) => bench_stages(steps, &device),
     }
 }
 
@@ -260,5 +267,18 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
     println!("  ratio                {:.2} of sgemm", frac);
     println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
     println!("  throughput           {:.0} tokens/s", b.sample_tokens_per_s);
+    Ok(())
+}
+
+fn bench_stages(steps: usize, device: &Device) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let b = ordo_train::bench::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"))?;
+    println!("ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {device:?})");
+    println!("median seconds per step over {} steps, after one warm-up step:", b.steps);
+    println!("  sft   16 x 128 tokens                          {:.3} s", b.sft_s);
+    println!("  dpo   8 pairs x 128 tokens per side            {:.3} s", b.dpo_s);
+    println!("  grpo  8 prompts x 8 samples x 64 new tokens    {:.3} s", b.grpo_s);
     Ok(())
 }
