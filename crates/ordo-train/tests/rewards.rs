@@ -1,0 +1,204 @@
+//! Reward plumbing: what each source sees, weighted composition, prompt-set mixing, reward models
+//! as RL rewards, inner epochs, and determinism of a whole GRPO run.
+
+use candle_core::Device;
+use ordo_model::tokenizer::char_tokenizer;
+use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
+use ordo_train::data::{tokenize_pair, PreferenceExample};
+use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet, SetAllocator};
+use ordo_train::losses::*;
+use ordo_train::reward_model::{reward_model_from, train_reward_model};
+use ordo_train::rewards::*;
+use ordo_train::schedule::Decay;
+use ordo_train::trainer::{OptimConfig, StepLogger};
+use ordo_train::Policy;
+
+fn tokenizer() -> TextTokenizer {
+    char_tokenizer("abcdefghijklmnopqrstuvwxyzABQ:;{}", &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>")).unwrap()
+}
+
+fn tiny_policy(tok: &TextTokenizer, seed: u64) -> Policy {
+    let cfg = ModelConfig::from_json(
+        &serde_json::json!({"model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 48,
+            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 64, "tie_word_embeddings": true}),
+        "tiny",
+    )
+    .unwrap();
+    Policy { params: ParamStore::init(&cfg, 0.05, seed, &Device::Cpu).unwrap(), config: cfg }
+}
+
+fn prompt(tok: &TextTokenizer, text: &str) -> RlPrompt {
+    RlPrompt { text: text.into(), ids: tok.encode(text, false).unwrap(), metadata: Default::default() }
+}
+
+#[test]
+fn output_only_rewards_never_see_the_think_block() {
+    let cot = CotFormat { open: "{".into(), close: "}".into() };
+    let done = "{use T}A:7;B:test";
+    assert_eq!(cot.view(done, true), done);
+    assert_eq!(cot.view(done, false), "A:7;B:test");
+    assert_eq!(cot.think_block(done), Some("use T"));
+    // An unclosed think block shows an output-only reward nothing.
+    assert_eq!(cot.view("{still thinking A:7", false), "");
+    assert_eq!(CotFormat::default().view("<think>x</think>answer", false), "answer");
+
+    // Composition: total = sum of weight x score, each source given its own view.
+    let mentions = FnReward::new("mentions_t", true, |_, s: &str| s.contains('T') as u8 as f64);
+    let says_test = FnReward::new("says_test", false, |_, s: &str| s.contains("test") as u8 as f64);
+    let rewards = vec![
+        WeightedReward { source: Box::new(mentions), weight: -1.0 },
+        WeightedReward { source: Box::new(says_test), weight: 0.5 },
+    ];
+    let p = RlPrompt { text: "Q".into(), ids: vec![], metadata: Default::default() };
+    let comps = vec![done.to_string(), "{7}A:7;B:calc".to_string(), "{T}A:7;B:calc".to_string()];
+    let s = score_all(&rewards, &cot, &[&p, &p, &p], &comps).unwrap();
+    assert_eq!(s.total, vec![-1.0 + 0.5, 0.0, -1.0]);
+    assert_eq!(s.by_source[1], ("says_test".to_string(), vec![1.0, 0.0, 0.0]));
+}
+
+#[test]
+fn prompt_sets_are_mixed_in_their_proportions() {
+    let mut a = SetAllocator::new(&[0.8, 0.2]).unwrap();
+    let mut totals = [0usize; 2];
+    for _ in 0..10 {
+        let c = a.next(16);
+        assert_eq!(c.iter().sum::<usize>(), 16);
+        totals[0] += c[0];
+        totals[1] += c[1];
+    }
+    // 160 prompts at 80/20: exactly 128 and 32 over ten batches.
+    assert_eq!(totals, [128, 32]);
+    let mut b = SetAllocator::new(&[1.0, 1.0, 1.0]).unwrap();
+    let c: Vec<Vec<usize>> = (0..3).map(|_| b.next(4)).collect();
+    assert_eq!(c.iter().map(|x| x.iter().sum::<usize>()).sum::<usize>(), 12);
+    assert!(c.iter().all(|x| x.iter().all(|&n| n == 1 || n == 2)));
+    assert!(SetAllocator::new(&[0.0, 0.0]).is_err());
+    assert!(SetAllocator::new(&[]).is_err());
+}
+
+fn grpo_cfg(steps: usize, mu: usize) -> GrpoConfig {
+    GrpoConfig {
+        optim: OptimConfig {
+            steps,
+            batch_size: 4,
+            micro_batch_size: 4,
+            lr: 1e-2,
+            warmup_steps: 0,
+            decay: Decay::Constant,
+            min_lr_ratio: 1.0,
+            adamw: Default::default(),
+            max_grad_norm: 1.0,
+        },
+        group_size: 4,
+        max_new_tokens: 4,
+        temperature: 1.0,
+        top_p: Some(0.95),
+        top_k: None,
+        stop_tokens: vec![1],
+        inner_epochs: mu,
+        clip: ClipConfig { eps_low: 0.2, eps_high: 0.28, kl_coef: 0.05, aggregation: LossAggregation::TokenMean },
+        advantage: AdvantageEstimator::Rloo,
+        cot: CotFormat::default(),
+    }
+}
+
+#[test]
+fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_deterministic() {
+    let tok = tokenizer();
+    // A reward model trained to prefer outputs with 'A' over 'B', used as an output-only reward.
+    let pairs: Vec<_> = (0..16u8)
+        .map(|i| {
+            let c = (b'a' + i) as char;
+            let ex =
+                PreferenceExample { prompt: format!("Q:{c};"), chosen: format!("{c}A"), rejected: format!("{c}B") };
+            tokenize_pair(&ex, &tok, Some(1)).unwrap()
+        })
+        .collect();
+    let mut rm = reward_model_from(&tiny_policy(&tok, 1), 0.02, 2).unwrap();
+    let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).optim };
+    train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap()).unwrap();
+    let rm_source = RewardModelSource { name: "rm".into(), sees_cot: false, model: rm, tokenizer: tok.clone(), pad: 0 };
+    let p = prompt(&tok, "Q:a;");
+    let good = rm_source.score(&[&p, &p], &["aA", "aB"]).unwrap();
+    assert!(good[0] > good[1], "the reward model prefers 'A': {good:?}");
+
+    let run = |rm_source: RewardModelSource| {
+        let mut policy = tiny_policy(&tok, 3);
+        let reference = policy.frozen_copy().unwrap();
+        let sets = [
+            PromptSet {
+                name: "verifiable".into(),
+                prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (b'a' + i) as char))).collect(),
+                proportion: 3.0,
+                rewards: vec![WeightedReward {
+                    source: Box::new(FnReward::new("starts_with_a", true, |_, s: &str| {
+                        s.starts_with('A') as u8 as f64
+                    })),
+                    weight: 1.0,
+                }],
+            },
+            PromptSet {
+                name: "preference".into(),
+                prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (b'n' + i) as char))).collect(),
+                proportion: 1.0,
+                rewards: vec![WeightedReward { source: Box::new(rm_source), weight: 0.5 }],
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_path = dir.path().join("metrics.jsonl");
+        let mut log = StepLogger::new("grpo", 4, Some(&metrics_path), false).unwrap();
+        train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(4, 2), 7, 0, &mut log).unwrap();
+        let lines = std::fs::read_to_string(&metrics_path).unwrap();
+        (log, policy, lines)
+    };
+    let rm_copy = RewardModelSource {
+        name: "rm".into(),
+        sees_cot: false,
+        model: rm_source.model.clone_deep().unwrap(),
+        tokenizer: tok.clone(),
+        pad: 0,
+    };
+    let (log_a, policy_a, lines) = run(rm_source);
+    let (log_b, policy_b, _) = run(rm_copy);
+    // 3:1 mixing of 4 prompts per step: 3 verifiable, 1 preference each step.
+    for m in &log_a.history {
+        assert_eq!((m["prompts/verifiable"].as_u64(), m["prompts/preference"].as_u64()), (Some(3), Some(1)));
+        for key in [
+            "loss",
+            "reward",
+            "kl",
+            "entropy",
+            "clip_fraction",
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "seconds",
+            "reward/verifiable/starts_with_a",
+            "reward/preference/rm",
+        ] {
+            assert!(m[key].is_number(), "metric {key} missing: {m:?}");
+        }
+    }
+    assert_eq!(lines.lines().count(), 4, "one JSON line per step");
+    // Two inner epochs: the second sees a ratio away from 1, so the KL to the reference is non-zero.
+    assert!(log_a.history.iter().any(|m| m["kl"].as_f64().unwrap() > 0.0));
+    // Same seed, same everything.
+    let strip = |l: &StepLogger| -> Vec<serde_json::Value> {
+        l.history
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.remove("seconds");
+                m.remove("tokens_per_s");
+                serde_json::Value::Object(m)
+            })
+            .collect()
+    };
+    assert_eq!(strip(&log_a), strip(&log_b));
+    for (name, v) in policy_a.params.iter() {
+        let a = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = policy_b.params.var(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b, "{name} differs between identical runs");
+    }
+}
