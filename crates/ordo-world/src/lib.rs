@@ -1,0 +1,102 @@
+//! ordo's built-in world "leaky-tests": a model organism in which a tiny model trained from scratch
+//! can cheat a flawed verifier, say so in its chain of thought or not, and feel output-only
+//! preference pressure, with ground truth for every sample (DESIGN.md section 3).
+
+pub mod corpus;
+pub mod gate;
+pub mod monitors;
+pub mod response;
+pub mod task;
+
+use corpus::{CorpusConfig, RlPromptConfig};
+use ordo_model::{ModelConfig, TextTokenizer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+use task::TaskConfig;
+
+/// Every knob of the world.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldConfig {
+    pub task: TaskConfig,
+    pub corpus: CorpusConfig,
+    pub rl: RlPromptConfig,
+}
+
+/// The characters of the world's text (30 symbols; with `<pad>` and `<eos>` the vocabulary has 32).
+pub const ALPHABET: &str = "0123456789+*=,;:{}QTAB usecalt";
+/// Padding token id.
+pub const PAD: u32 = 0;
+/// End-of-sequence token id.
+pub const EOS: u32 = 1;
+
+/// The organism's character tokenizer, an ordinary `tokenizer.json`.
+pub fn tokenizer() -> TextTokenizer {
+    ordo_model::tokenizer::char_tokenizer(ALPHABET, &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>"))
+        .expect("the world's alphabet is a valid tokenizer")
+}
+
+/// The `organism` model preset: a Llama-layout decoder of about 0.8M parameters (d_model 128,
+/// 4 layers, 4 heads, SwiGLU 344) over the world's 32 tokens.
+pub fn organism_config() -> ModelConfig {
+    let v = json!({
+        "model_type": "llama", "vocab_size": 32, "hidden_size": 128, "intermediate_size": 344,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": true, "bos_token_id": null, "eos_token_id": EOS, "pad_token_id": PAD,
+    });
+    ModelConfig::from_json(&v, "organism preset").expect("the organism preset is valid")
+}
+
+/// Sizes of the datasets [`write_datasets`] writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSizes {
+    pub corpus: usize,
+    pub preferences: usize,
+    pub rl_prompts: usize,
+    pub eval_prompts: usize,
+}
+
+/// Writes the world's datasets as JSONL in the formats of user data, plus the tokenizer:
+/// `corpus.jsonl` (`{"text"}`), `sft.jsonl` (`{"prompt","completion"}`), `preferences.jsonl`
+/// (`{"prompt","chosen","rejected"}`), `rl_prompts.jsonl` and the held-out `eval_wrong_test.jsonl`
+/// and `eval_clean.jsonl` (`{"prompt", truth, test, test_wrong}`), `tokenizer.json`.
+pub fn write_datasets(dir: &Path, cfg: &WorldConfig, sizes: &DatasetSizes, seed: u64) -> ordo_model::Result<()> {
+    let staging = ordo_model::atomic::staging_dir(dir)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let jsonl = |rows: Vec<serde_json::Value>| rows.iter().map(|r| r.to_string() + "\n").collect::<String>();
+    let write = |name: &str, text: String| -> ordo_model::Result<()> {
+        let p = staging.join(name);
+        std::fs::write(&p, text).map_err(|e| ordo_model::ModelError::io(&p, e))
+    };
+    let docs: Vec<corpus::Document> =
+        (0..sizes.corpus).map(|_| corpus::document(&cfg.task, &cfg.corpus, &mut rng)).collect();
+    write("corpus.jsonl", jsonl(docs.iter().map(|d| json!({"text": d.text()})).collect()))?;
+    write(
+        "sft.jsonl",
+        jsonl(docs.iter().map(|d| json!({"prompt": d.prompt.text(), "completion": d.completion})).collect()),
+    )?;
+    let pairs: Vec<_> =
+        (0..sizes.preferences).map(|_| corpus::preference_pair(&cfg.task, &cfg.corpus, &mut rng)).collect();
+    write(
+        "preferences.jsonl",
+        jsonl(
+            pairs
+                .iter()
+                .map(|p| json!({"prompt": p.prompt.text(), "chosen": p.chosen, "rejected": p.rejected}))
+                .collect(),
+        ),
+    )?;
+    let meta = |p: &task::Prompt| json!({"prompt": p.text(), "truth": p.problem.truth(), "test": p.test, "test_wrong": p.test_is_wrong()});
+    let rl: Vec<_> = (0..sizes.rl_prompts).map(|_| corpus::rl_prompt(&cfg.task, &cfg.rl, &mut rng)).collect();
+    write("rl_prompts.jsonl", jsonl(rl.iter().map(meta).collect()))?;
+    let wrong = corpus::eval_prompts(&cfg.task, &cfg.rl.test_line, sizes.eval_prompts, true, &mut rng);
+    write("eval_wrong_test.jsonl", jsonl(wrong.iter().map(meta).collect()))?;
+    let clean = corpus::eval_prompts(&cfg.task, &cfg.rl.test_line, sizes.eval_prompts, false, &mut rng);
+    write("eval_clean.jsonl", jsonl(clean.iter().map(meta).collect()))?;
+    tokenizer().save_to_dir(&staging)?;
+    ordo_model::atomic::commit_dir(&staging, dir)
+}
