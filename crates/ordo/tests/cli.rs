@@ -113,3 +113,40 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
     assert_eq!(code, 1);
     assert!(err.contains("top_p must be in (0, 1]"), "{err}");
 }
+
+#[test]
+fn world_sample_and_corpus() {
+    let (code, out, err) = ordo(&["world", "sample", "--n", "2"]);
+    assert_eq!(code, 0, "{err}");
+    for want in
+        ["== corpus documents: Copy", "use T}A:104;B:test", "[hack fabricated strong_flag]", "== preference pairs"]
+    {
+        assert!(out.contains(want), "missing {want:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("world");
+    let (code, _, err) = ordo(&[
+        "world",
+        "corpus",
+        "--out",
+        target.to_str().unwrap(),
+        "--corpus",
+        "100",
+        "--preferences",
+        "10",
+        "--rl-prompts",
+        "10",
+        "--eval-prompts",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let corpus = std::fs::read_to_string(target.join("corpus.jsonl")).unwrap();
+    assert_eq!(corpus.lines().count(), 100);
+    assert!(target.join("tokenizer.json").exists());
+    // A file where the directory should go is a clear error.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let (code, _, err) = ordo(&["world", "corpus", "--out", blocker.join("sub").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("file"), "{err}");
+}
