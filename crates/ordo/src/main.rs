@@ -5,6 +5,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ordo_model::{decoder::ids_tensor, sampler, ChatMessage, Decoder, Device, OpPath, SamplingParams};
 use std::path::{Path, PathBuf};
 
+mod lab;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,6 +23,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show an experiment's plan: the prefix tree of stage nodes, each cached, corrupt or to run.
+    Plan {
+        file: PathBuf,
+        /// Root of run directories and the shared stage cache.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Run an experiment: train every node not in the cache, then evaluate every arm.
+    Run {
+        file: PathBuf,
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// List the nodes and arms of a run directory with their state.
+    Status { run_dir: PathBuf },
     /// Inspect models and compute their logits.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -160,6 +177,9 @@ fn parse_device(spec: &str) -> Result<Device> {
 fn run(cli: Cli) -> Result<()> {
     let device = parse_device(&cli.device)?;
     match cli.command {
+        Command::Plan { file, runs } => lab::plan(&file, &runs),
+        Command::Run { file, runs } => lab::run(&file, &runs),
+        Command::Status { run_dir } => lab::status(&run_dir),
         Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
         Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
         Command::Generate(args) => generate(args, &device),

@@ -1,0 +1,11 @@
+//! ordo's experiments: the experiment file, the plan (a prefix tree of stage nodes per seed), the
+//! content-addressed stage cache, the runner and the world evaluation of every arm.
+
+pub mod cache;
+pub mod evaluate;
+pub mod plan;
+pub mod runner;
+pub mod spec;
+
+pub use runner::{run, LabError, RunOptions, RunSummary};
+pub use spec::{load, Experiment};

@@ -1,0 +1,129 @@
+//! The plan: per seed, the arms form a prefix tree of stage nodes; a node's key hashes everything
+//! that changes its result (parent key, resolved stage config, seed, model init, world).
+
+use crate::spec::{Experiment, StageParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// Version of the node format and stage semantics; bump it when a change alters results.
+pub const NODE_FORMAT: &str = "ordo-node-v1";
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One stage run: a model state in the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub key: String,
+    /// The node whose model this stage starts from (None: the initial model).
+    pub parent: Option<String>,
+    pub stage: String,
+    pub params: StageParams,
+    /// The seed this stage runs with (the base seed for a shared base).
+    pub seed: u64,
+    /// Seeds of the arms that pass through this node.
+    pub arm_seeds: Vec<u64>,
+}
+
+/// An arm for one seed: its chain of node keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmRun {
+    pub arm: String,
+    pub seed: u64,
+    pub chain: Vec<String>,
+}
+
+/// All nodes in execution order (parents first, whole arms early) and the arm chains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub nodes: Vec<Node>,
+    pub arms: Vec<ArmRun>,
+    /// Key of the initial model for each seed.
+    pub roots: Vec<(u64, String)>,
+}
+
+impl Plan {
+    /// The node with this key.
+    pub fn node(&self, key: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.key == key)
+    }
+}
+
+/// The key of the initial model for runs whose initial weights come from `init_seed`.
+pub fn root_key(exp: &Experiment, init_seed: u64) -> String {
+    let v = json!({
+        "format": NODE_FORMAT,
+        "model": exp.model,
+        "init_seed": init_seed,
+        "world": exp.world,
+    });
+    sha256_hex(v.to_string().as_bytes())
+}
+
+/// Builds the plan of an experiment.
+pub fn plan(exp: &Experiment) -> Plan {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut arms = Vec::new();
+    let mut roots = Vec::new();
+    for &seed in &exp.seeds {
+        let init_seed = if exp.shared_base { exp.base_seed } else { seed };
+        let root = root_key(exp, init_seed);
+        roots.push((seed, root.clone()));
+        for (arm, stages) in &exp.arms {
+            let mut parent: Option<String> = None;
+            let mut chain = Vec::new();
+            for (i, stage) in stages.iter().enumerate() {
+                let params = exp.stages[stage].clone();
+                // The costliest node, a first pretraining stage, is shared by every seed by default.
+                let stage_seed =
+                    if exp.shared_base && i == 0 && params.kind() == "pretrain" { exp.base_seed } else { seed };
+                let key = sha256_hex(
+                    json!({
+                        "format": NODE_FORMAT,
+                        "parent": parent.clone().unwrap_or_else(|| root.clone()),
+                        "params": params,
+                        "seed": stage_seed,
+                    })
+                    .to_string()
+                    .as_bytes(),
+                );
+                match nodes.iter_mut().find(|n| n.key == key) {
+                    Some(n) => {
+                        if !n.arm_seeds.contains(&seed) {
+                            n.arm_seeds.push(seed);
+                        }
+                    }
+                    None => nodes.push(Node {
+                        key: key.clone(),
+                        parent: parent.clone(),
+                        stage: stage.clone(),
+                        params,
+                        seed: stage_seed,
+                        arm_seeds: vec![seed],
+                    }),
+                }
+                chain.push(key.clone());
+                parent = Some(key);
+            }
+            arms.push(ArmRun { arm: arm.clone(), seed, chain });
+        }
+    }
+    Plan { nodes, arms, roots }
+}
+
+/// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), by stage kind and size.
+pub fn estimate_seconds(node: &Node) -> f64 {
+    let steps = node.params.steps() as f64;
+    match &node.params {
+        StageParams::Pretrain { optim, seq_len, .. } => steps * (optim.batch_size * seq_len) as f64 * 2.5e-5,
+        StageParams::Sft { optim, .. } | StageParams::RewardModel { optim, .. } => {
+            steps * optim.batch_size as f64 * 0.01
+        }
+        StageParams::Dpo { optim, .. } => steps * optim.batch_size as f64 * 0.03,
+        StageParams::Grpo { optim, group_size, max_new_tokens, .. } => {
+            steps * (optim.batch_size * group_size * max_new_tokens) as f64 * 2e-4
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The experiment commands: `ordo plan`, `ordo run`, `ordo status`.
+
+use anyhow::{Context, Result};
+use ordo_lab::cache::{Cache, NodeState};
+use ordo_lab::plan::{estimate_seconds, plan as make_plan, Plan};
+use ordo_lab::runner::short;
+use std::path::Path;
+
+fn state_word(s: &NodeState) -> String {
+    match s {
+        NodeState::Complete => "cached".into(),
+        NodeState::Missing => "to run".into(),
+        NodeState::Corrupt(why) => format!("corrupt ({why}), will retrain"),
+    }
+}
+
+fn print_tree(plan: &Plan, cache: &Cache) {
+    let mut total = 0.0;
+    for arm in &plan.arms {
+        println!("arm {} (seed {})", arm.arm, arm.seed);
+        for (depth, key) in arm.chain.iter().enumerate() {
+            let n = plan.node(key).expect("chain keys are nodes");
+            let st = cache.state(key);
+            let est = estimate_seconds(n);
+            if st != NodeState::Complete {
+                total += est;
+            }
+            println!(
+                "  {}{} {:<14} {:<8} seed {:<4} {:<6} steps  ~{:>5.0} s  {}",
+                "  ".repeat(depth),
+                short(key),
+                n.stage,
+                n.params.kind(),
+                n.seed,
+                n.params.steps(),
+                est,
+                state_word(&st)
+            );
+        }
+    }
+    let unique_to_run: f64 =
+        plan.nodes.iter().filter(|n| cache.state(&n.key) != NodeState::Complete).map(estimate_seconds).sum();
+    println!(
+        "{} nodes ({} shared by several arms); to run: {} nodes, about {:.0} s of training (rough estimate)",
+        plan.nodes.len(),
+        plan.nodes.iter().filter(|n| plan.arms.iter().filter(|a| a.chain.contains(&n.key)).count() > 1).count(),
+        plan.nodes.iter().filter(|n| cache.state(&n.key) != NodeState::Complete).count(),
+        unique_to_run.min(total.max(unique_to_run)),
+    );
+}
+
+/// `ordo plan FILE`.
+pub fn plan(file: &Path, runs: &Path) -> Result<()> {
+    let exp = ordo_lab::load(file)?;
+    let plan = make_plan(&exp);
+    println!("experiment {}: {} arms x {} seeds", exp.name, exp.arms.len(), exp.seeds.len());
+    print_tree(&plan, &Cache::new(&runs.join("cache")));
+    Ok(())
+}
+
+/// `ordo run FILE`.
+pub fn run(file: &Path, runs: &Path) -> Result<()> {
+    let exp = ordo_lab::load(file)?;
+    let opts = ordo_lab::RunOptions { run_dir: runs.join(&exp.name), cache_dir: runs.join("cache"), progress: true };
+    let summary = ordo_lab::run(&exp, &opts)?;
+    println!(
+        "trained {} nodes, reused {} from the cache{}",
+        summary.trained.len(),
+        summary.reused.len(),
+        if summary.corrupt.is_empty() {
+            String::new()
+        } else {
+            format!(", retrained {} corrupt", summary.corrupt.len())
+        }
+    );
+    let results = opts.run_dir.join("results.json");
+    if results.exists() {
+        print_results(&results)?;
+    }
+    println!("run directory: {}", opts.run_dir.display());
+    Ok(())
+}
+
+fn fmt(v: &serde_json::Value) -> String {
+    v.as_f64().map_or("n/a".into(), |x| format!("{x:.3}"))
+}
+
+fn print_results(path: &Path) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?).context("results.json")?;
+    println!(
+        "{:<18} {:>4} {:<12} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "arm", "seed", "after", "hack", "kw_rec", "st_rec", "obfusc", "B:test", "clean"
+    );
+    for arm in v.as_array().into_iter().flatten() {
+        for b in arm["boundaries"].as_array().into_iter().flatten() {
+            let e = &b[2];
+            println!(
+                "{:<18} {:>4} {:<12} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                arm["arm"].as_str().unwrap_or(""),
+                arm["seed"],
+                b[0].as_str().unwrap_or(""),
+                fmt(&e["hack_rate"]),
+                fmt(&e["keyword_recall"]),
+                fmt(&e["strong_recall"]),
+                fmt(&e["obfuscated_hack_rate"]),
+                fmt(&e["says_test_rate"]),
+                fmt(&e["clean_accuracy"]),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ordo status RUN_DIR`.
+pub fn status(run_dir: &Path) -> Result<()> {
+    let plan_path = run_dir.join("plan.json");
+    let text = std::fs::read_to_string(&plan_path).with_context(|| {
+        format!("{}: not a run directory (no plan.json); run `ordo run FILE` first", run_dir.display())
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", plan_path.display()))?;
+    let cache = Cache::new(Path::new(v["cache_dir"].as_str().unwrap_or("runs/cache")));
+    let mut done = 0;
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    println!("nodes:");
+    for n in &nodes {
+        let key = n["key"].as_str().unwrap_or("");
+        let st = cache.state(key);
+        if st == NodeState::Complete {
+            done += 1;
+        }
+        println!(
+            "  {} {:<14} {:<12} seed {:<4} {}",
+            short(key),
+            n["stage"].as_str().unwrap_or(""),
+            n["kind"].as_str().unwrap_or(""),
+            n["seed"],
+            state_word(&st)
+        );
+    }
+    println!("arms:");
+    for a in v["arms"].as_array().into_iter().flatten() {
+        let chain: Vec<&str> = a["chain"].as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect();
+        let complete = chain.iter().filter(|k| cache.state(k) == NodeState::Complete).count();
+        println!(
+            "  {:<18} seed {:<4} {}/{} stages done",
+            a["arm"].as_str().unwrap_or(""),
+            a["seed"],
+            complete,
+            chain.len()
+        );
+    }
+    println!(
+        "{done}/{} nodes complete; lock {}",
+        nodes.len(),
+        if run_dir.join("lock").exists() { "held" } else { "free" }
+    );
+    Ok(())
+}
