@@ -1,0 +1,197 @@
+//! Experiments: shared prefixes train once, the cache is reused and checked, edits rerun exactly
+//! their subtree, and a bad spec reports every problem.
+
+use ordo_lab::cache::{Cache, NodeState, RunLock};
+use ordo_lab::plan::plan;
+use ordo_lab::{RunOptions, RunSummary};
+use std::path::Path;
+
+const TINY: &str = r#"
+[experiment]
+name = "tiny"
+seeds = [1, 2]
+world = "leaky-tests"
+
+[model]
+init = "scratch"
+preset = "organism"
+
+[stages]
+pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len = 48 }
+sft      = { kind = "sft", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
+pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
+rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
+
+[arms]
+a = ["pretrain", "sft"]
+b = ["pretrain", "pref", "rlvf"]
+c = ["pretrain", "rlvf", "pref"]
+
+[eval]
+wrong_test_prompts = 2
+clean_prompts = 2
+"#;
+
+fn run_text(text: &str, dir: &Path) -> RunSummary {
+    let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap();
+    let opts =
+        RunOptions { run_dir: dir.join("runs").join(&exp.name), cache_dir: dir.join("runs/cache"), progress: false };
+    ordo_lab::run(&exp, &opts).unwrap()
+}
+
+fn stages_of(text: &str, dir: &Path, keys: &[String]) -> Vec<String> {
+    let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap();
+    let p = plan(&exp);
+    let mut s: Vec<String> = keys.iter().map(|k| p.node(k).unwrap().stage.clone()).collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn shared_prefixes_train_once_reruns_reuse_and_edits_rerun_their_subtree() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_text(TINY, dir.path());
+    // One shared base for both seeds; per seed: a.sft, b.pref, b.rlvf, c.rlvf, c.pref.
+    let stages = stages_of(TINY, dir.path(), &first.trained);
+    assert_eq!(stages.iter().filter(|s| *s == "pretrain").count(), 1, "the shared prefix trains once: {stages:?}");
+    assert_eq!(first.trained.len(), 1 + 2 * 5);
+    assert!(first.reused.is_empty());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/tiny/results.json")).unwrap()).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 3 * 2, "every arm x seed is evaluated");
+
+    // A second run trains nothing.
+    let second = run_text(TINY, dir.path());
+    assert!(second.trained.is_empty(), "second run trained {:?}", second.trained);
+    assert_eq!(second.reused.len(), first.trained.len());
+
+    // Editing one stage reruns exactly that stage's nodes and their descendants.
+    let edited = TINY.replace(
+        r#"pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }"#,
+        r#"pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 2e-3 }"#,
+    );
+    assert_ne!(edited, TINY);
+    let third = run_text(&edited, dir.path());
+    let rerun = stages_of(&edited, dir.path(), &third.trained);
+    // Per seed: b.pref, b.rlvf (below pref), c.pref; not pretrain, a.sft or c.rlvf.
+    assert_eq!(rerun, vec!["pref", "pref", "pref", "pref", "rlvf", "rlvf"], "{rerun:?}");
+
+    // A corrupted node is detected by its checksum, retrained, and comes back bit-identical.
+    let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
+    let p = plan(&exp);
+    let cache = Cache::new(&dir.path().join("runs/cache"));
+    let victim = p.arms.iter().find(|a| a.arm == "a" && a.seed == 1).unwrap().chain[1].clone();
+    let weights = cache.dir(&victim).join("model/model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let mut bad = original.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    std::fs::write(&weights, &bad).unwrap();
+    assert!(matches!(cache.state(&victim), NodeState::Corrupt(ref why) if why.contains("checksum")));
+    let fourth = run_text(TINY, dir.path());
+    assert_eq!(fourth.corrupt, vec![victim.clone()]);
+    assert_eq!(fourth.trained, vec![victim.clone()]);
+    assert_eq!(std::fs::read(&weights).unwrap(), original, "retraining is deterministic");
+    assert_eq!(cache.state(&victim), NodeState::Complete);
+}
+
+#[test]
+fn one_base_per_seed_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = TINY.replace("world = \"leaky-tests\"", "world = \"leaky-tests\"\nshared_base = false");
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let p = plan(&exp);
+    assert_eq!(p.nodes.iter().filter(|n| n.stage == "pretrain").count(), 2);
+    assert_eq!(p.nodes.len(), 2 * 6);
+}
+
+#[test]
+fn a_run_directory_has_one_runner_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = RunLock::acquire(dir.path()).unwrap();
+    let err = RunLock::acquire(dir.path()).unwrap_err();
+    assert!(err.contains("in use by another ordo run") && err.contains(&std::process::id().to_string()), "{err}");
+    drop(lock);
+    assert!(RunLock::acquire(dir.path()).is_ok());
+    // A lock left by a process that no longer exists is taken over.
+    std::fs::write(dir.path().join("lock"), "999999999\n").unwrap();
+    assert!(RunLock::acquire(dir.path()).is_ok());
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    match ordo_lab::spec::parse(text, "bad.toml", dir.path()) {
+        Ok(_) => panic!("the spec should have been rejected"),
+        Err(e) => e.problems,
+    }
+}
+
+#[test]
+fn a_spec_with_several_errors_reports_them_all_with_paths() {
+    let text = TINY
+        .replace("steps = 2, batch_size = 4, seq_len = 48", "steps = \"two\", batch_size = 4, seq_len = 48")
+        .replace(
+            r#"rewards = [{ name = "verifier" }]"#,
+            r#"rewards = [{ name = "verifier" }, { name = "verifier", weight = "high" }]"#,
+        )
+        .replace(r#"c = ["pretrain", "rlvf", "pref"]"#, r#"c = ["pretrain", "rlfv", "pref"]"#);
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(
+        p.iter().any(|m| m == "stages.pretrain.steps: expected a positive integer, found the string \"two\""),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter().any(|m| m == "stages.rlvf.rewards[1].weight: expected a number, found the string \"high\""),
+        "{p:#?}"
+    );
+    assert!(p.iter().any(|m| m.starts_with("arms.c[1]: unknown stage \"rlfv\"")), "{p:#?}");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let cases = [
+        (TINY.replace(r#"a = ["pretrain", "sft"]"#, "a = []"), "arms.a: an arm needs at least one stage"),
+        (TINY.replace("lr = 1e-3 }\npref", "lr = 1e-3, colour = 1 }\npref"), "stages.sft.colour: unknown key"),
+        (
+            TINY.replace(r#"kind = "sft""#, r#"kind = "sft", data = "missing.jsonl""#),
+            "stages.sft.data: cannot read data file",
+        ),
+        (TINY.replace(r#"kind = "dpo""#, r#"kind = "dop""#), "stages.pref.kind: unknown stage kind \"dop\""),
+        (TINY.replace("seeds = [1, 2]", "seeds = [1, 1]"), "experiment.seeds: seeds must be distinct"),
+        (TINY.replace("seeds = [1, 2]", "seeds = \"1\""), "experiment.seeds: expected a non-empty list of integers"),
+        (TINY.replace("preset = \"organism\"", "preset = \"huge\""), "model.preset: unknown preset \"huge\""),
+        (
+            TINY.replace(r#"{ name = "verifier" }"#, r#"{ name = "vibes" }"#),
+            "stages.rlvf.rewards[0].name: unknown reward \"vibes\"",
+        ),
+        (TINY.replace("[eval]", "[evaluation]"), "evaluation: unknown key"),
+        ("not toml [".to_string(), "not valid TOML"),
+    ];
+    for (text, want) in cases {
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains(want)), "expected {want:?} in {p:#?}");
+    }
+    // A file data source that exists is accepted and its content is part of the node key.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sft.jsonl"), "{\"prompt\": \"Q:1+2;{\", \"completion\": \"1+2=3}A:3;B:calc\"}\n")
+        .unwrap();
+    let with_file = TINY.replace(r#"kind = "sft""#, r#"kind = "sft", data = "sft.jsonl""#);
+    let k1 = plan(&ordo_lab::spec::parse(&with_file, "x.toml", dir.path()).unwrap())
+        .nodes
+        .iter()
+        .find(|n| n.stage == "sft")
+        .unwrap()
+        .key
+        .clone();
+    std::fs::write(dir.path().join("sft.jsonl"), "{\"prompt\": \"Q:1+3;{\", \"completion\": \"1+3=4}A:4;B:calc\"}\n")
+        .unwrap();
+    let k2 = plan(&ordo_lab::spec::parse(&with_file, "x.toml", dir.path()).unwrap())
+        .nodes
+        .iter()
+        .find(|n| n.stage == "sft")
+        .unwrap()
+        .key
+        .clone();
+    assert_ne!(k1, k2, "changing a data file changes the node key");
+}
