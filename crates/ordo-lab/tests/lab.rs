@@ -195,3 +195,20 @@ fn bad_input_is_named() {
         .clone();
     assert_ne!(k1, k2, "changing a data file changes the node key");
 }
+
+#[test]
+fn the_documented_example_and_the_shipped_examples_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/experiments.md")).unwrap();
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let exp = ordo_lab::spec::parse(&doc[start..end], "docs/experiments.md", &root).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(exp.stages.len(), 7);
+    assert_eq!(exp.seeds, vec![1, 2, 3]);
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            ordo_lab::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
