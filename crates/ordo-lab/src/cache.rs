@@ -172,3 +172,51 @@ impl Drop for RunLock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Keys that the plans of the run directories under `runs_root` refer to.
+pub fn referenced_keys(runs_root: &Path) -> std::io::Result<std::collections::BTreeSet<String>> {
+    let mut keys = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(runs_root)? {
+        let plan = entry?.path().join("plan.json");
+        let Ok(text) = std::fs::read_to_string(&plan) else { continue };
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", plan.display())))?;
+        for n in v["nodes"].as_array().into_iter().flatten() {
+            if let Some(k) = n["key"].as_str() {
+                keys.insert(k.to_string());
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Cache nodes (and leftover staging directories) that no run directory under `runs_root` refers to.
+pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let keep = referenced_keys(runs_root)?;
+    let Ok(rd) = std::fs::read_dir(&cache.root) else { return Ok(vec![]) };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let key = name.trim_start_matches('.').split('.').next().unwrap_or("").to_string();
+            !keep.contains(&key) || name.starts_with('.')
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Run directories under `runs_root` whose lock is held by a live process.
+pub fn active_runs(runs_root: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(runs_root) else { return vec![] };
+    rd.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|d| {
+            std::fs::read_to_string(d.join("lock"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod evaluate;
 pub mod plan;
+pub mod resume;
 pub mod runner;
 pub mod spec;
 

@@ -10,7 +10,7 @@ use ordo_train::data::*;
 use ordo_train::grpo::{parse_aggregation, train_grpo, GrpoConfig, PromptSet};
 use ordo_train::losses::{ClipConfig, PreferenceLossConfig};
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
-use ordo_train::trainer::StepLogger;
+use ordo_train::trainer::{Checkpointing, LoopState, StepLogger};
 use ordo_train::Policy;
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier};
 use ordo_world::task::Prompt;
@@ -75,26 +75,36 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     let cache = Cache::new(&opts.cache_dir);
     write_plan(exp, &plan, opts)?;
     let mut summary = RunSummary::default();
-    for (i, node) in plan.nodes.iter().enumerate() {
-        match cache.state(&node.key) {
-            NodeState::Complete => {
-                summary.reused.push(node.key.clone());
+    let mut results = Vec::new();
+    let total = plan.nodes.len();
+    // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
+    for arm in &plan.arms {
+        for key in &arm.chain {
+            if summary.trained.contains(key) || summary.reused.contains(key) {
                 continue;
             }
-            NodeState::Corrupt(why) => {
-                eprintln!("cache node {} ({}) is corrupt: {why}; retraining it", short(&node.key), node.stage);
-                summary.corrupt.push(node.key.clone());
+            let node = plan.node(key).expect("chain keys are plan nodes");
+            match cache.state(key) {
+                NodeState::Complete => {
+                    summary.reused.push(key.clone());
+                    continue;
+                }
+                NodeState::Corrupt(why) => {
+                    eprintln!("cache node {} ({}) is corrupt: {why}; retraining it", short(key), node.stage);
+                    summary.corrupt.push(key.clone());
+                }
+                NodeState::Missing => {}
             }
-            NodeState::Missing => {}
+            let done = summary.trained.len() + summary.reused.len() + 1;
+            let label = format!("[{done}/{total}] {} {} seed {}", arm.arm, node.stage, arm.seed);
+            run_node(exp, &cache, node, &label, opts.progress)?;
+            summary.trained.push(key.clone());
         }
-        let label = format!("[{}/{}] {} (seed {})", i + 1, plan.nodes.len(), node.stage, node.seed);
-        run_node(exp, &cache, node, &label, opts.progress)?;
-        summary.trained.push(node.key.clone());
-    }
-    if exp.world.is_some() {
-        let results = evaluate_arms(exp, &plan, &cache)?;
-        let text = serde_json::to_vec_pretty(&results).expect("results serialise");
-        ordo_model::atomic::write_file(&opts.run_dir.join("results.json"), &text)?;
+        if exp.world.is_some() {
+            results.push(evaluate_arm(exp, &plan, &cache, arm)?);
+            let text = serde_json::to_vec_pretty(&results).expect("results serialise");
+            ordo_model::atomic::write_file(&opts.run_dir.join("results.json"), &text)?;
+        }
     }
     Ok(summary)
 }
@@ -222,6 +232,27 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         .or_else(|| tok.special_token("eos_token").and_then(|t| tok.token_id(&t)));
     let pad = policy.config.pad_token_id.or(eos).unwrap_or(0);
     let err = stage_err(node);
+    // Step checkpoints: continue a stage that a killed run left behind, and save as this one goes.
+    let rdir = crate::resume::resume_dir(&cache.root, &node.key);
+    let (saved_params, resume_state) = match crate::resume::load(&rdir) {
+        Ok(Some((p, s))) => {
+            eprintln!("{label}: resuming at step {} from a step checkpoint", s.step);
+            (Some(p), Some(s))
+        }
+        Ok(None) => (None, None),
+        Err(why) => {
+            eprintln!("{label}: the step checkpoint is unreadable ({why}); starting the stage over");
+            (None, None)
+        }
+    };
+    let mut save = |p: &ParamStore, s: &LoopState| -> ordo_train::Result<()> { Ok(crate::resume::save(&rdir, p, s)?) };
+    let mut ck = Checkpointing { every: exp.checkpoint_every, resume: resume_state, save: &mut save };
+    let apply = |params: &ParamStore| -> Result<(), LabError> {
+        match &saved_params {
+            Some(p) => crate::resume::apply(params, p).map_err(LabError::Other),
+            None => Ok(()),
+        }
+    };
     match &node.params {
         StageParams::Pretrain { data, seq_len, optim } => {
             let texts = match data {
@@ -234,7 +265,9 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 }
             };
             let seqs = pack_texts(&texts, &tok, eos, *seq_len).map_err(|e| err(e.into()))?;
-            ordo_train::lm::train_lm(&mut policy, &seqs, optim, node.seed, pad, &mut logger).map_err(&err)?;
+            apply(&policy.params)?;
+            ordo_train::lm::train_lm(&mut policy, &seqs, optim, node.seed, pad, &mut logger, Some(&mut ck))
+                .map_err(&err)?;
         }
         StageParams::Sft { data, max_len, optim } => {
             let examples = match data {
@@ -256,13 +289,24 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 .map(|e| tokenize_sft(e, &tok, eos, *max_len))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&err)?;
-            ordo_train::lm::train_lm(&mut policy, &seqs, optim, node.seed, pad, &mut logger).map_err(&err)?;
+            apply(&policy.params)?;
+            ordo_train::lm::train_lm(&mut policy, &seqs, optim, node.seed, pad, &mut logger, Some(&mut ck))
+                .map_err(&err)?;
         }
         StageParams::RewardModel { data, init_std, optim } => {
             let pairs = preference_data(data, world.as_ref(), &tok, eos, &mut rng).map_err(&err)?;
             let mut rm = ordo_train::reward_model::reward_model_from(&policy, *init_std, node.seed).map_err(&err)?;
-            ordo_train::reward_model::train_reward_model(&mut rm, &pairs, optim, node.seed, pad, &mut logger)
-                .map_err(&err)?;
+            apply(&rm.params)?;
+            ordo_train::reward_model::train_reward_model(
+                &mut rm,
+                &pairs,
+                optim,
+                node.seed,
+                pad,
+                &mut logger,
+                Some(&mut ck),
+            )
+            .map_err(&err)?;
             ordo_model::weights::save_hf_dir(&staging.join("rm"), &rm.config, &rm.params, Some(&tok), usize::MAX)?;
         }
         StageParams::Dpo { data, loss, beta, simpo_gamma, length_normalize, optim } => {
@@ -274,8 +318,19 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 simpo_gamma: *simpo_gamma,
                 length_normalize: *length_normalize,
             };
-            ordo_train::dpo::train_dpo(&mut policy, &reference, &pairs, optim, &cfg, node.seed, pad, &mut logger)
-                .map_err(&err)?;
+            apply(&policy.params)?;
+            ordo_train::dpo::train_dpo(
+                &mut policy,
+                &reference,
+                &pairs,
+                optim,
+                &cfg,
+                node.seed,
+                pad,
+                &mut logger,
+                Some(&mut ck),
+            )
+            .map_err(&err)?;
         }
         StageParams::Grpo {
             sets,
@@ -294,7 +349,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             optim,
         } => {
             let w = world.as_ref().expect("validated: RL prompts come from the world");
-            if *gate {
+            if *gate && saved_params.is_none() {
                 let dec = policy.inference_decoder().map_err(&err)?;
                 let gate_cfg = ordo_world::gate::GateConfig { seed: node.seed, ..Default::default() };
                 if let Err(e) = ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
@@ -319,6 +374,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: s.proportion, rewards });
             }
             let reference = policy.frozen_copy().map_err(&err)?;
+            apply(&policy.params)?;
             let cfg = GrpoConfig {
                 optim: optim.clone(),
                 group_size: *group_size,
@@ -337,7 +393,8 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 advantage: *advantage,
                 cot: CotFormat { open: "{".into(), close: "}".into() },
             };
-            train_grpo(&mut policy, &reference, &prompt_sets, &tok, &cfg, node.seed, pad, &mut logger).map_err(&err)?;
+            train_grpo(&mut policy, &reference, &prompt_sets, &tok, &cfg, node.seed, pad, &mut logger, Some(&mut ck))
+                .map_err(&err)?;
         }
     }
     ordo_model::weights::save_hf_dir(&staging.join("model"), &policy.config, &policy.params, Some(&tok), usize::MAX)?;
@@ -352,7 +409,9 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         "seconds": started.elapsed().as_secs_f64(),
         "final_metrics": logger.history.last(),
     });
+    drop(ck);
     cache.commit(&node.key, &staging, manifest)?;
+    crate::resume::remove(&cache.root, &node.key)?;
     Ok(())
 }
 
@@ -387,28 +446,24 @@ pub struct ArmResult {
     pub boundaries: Vec<(String, String, WorldEval)>,
 }
 
-/// Evaluates every arm at every stage boundary on prompts fixed by the arm's seed (cached per node).
-pub fn evaluate_arms(exp: &Experiment, plan: &Plan, cache: &Cache) -> Result<Vec<ArmResult>, LabError> {
+/// Evaluates one arm-seed at every stage boundary on prompts fixed by its seed (cached per node).
+pub fn evaluate_arm(exp: &Experiment, plan: &Plan, cache: &Cache, arm: &ArmRun) -> Result<ArmResult, LabError> {
     let world = exp.world.as_ref().expect("world experiments only");
-    let mut out = Vec::new();
-    for ArmRun { arm, seed, chain } in &plan.arms {
-        let mut boundaries = Vec::new();
-        for key in chain {
-            let node = plan.node(key).expect("chain keys are plan nodes");
-            let eval_key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world}).to_string().as_bytes());
-            let path = cache.dir(key).join(format!("eval-{}.json", &eval_key[..16]));
-            let eval: WorldEval = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                Some(e) => e,
-                None => {
-                    let (policy, _) = load_node_model(cache, key)?;
-                    let e = evaluate_world(&policy, world, &exp.eval, *seed)?;
-                    ordo_model::atomic::write_file(&path, &serde_json::to_vec_pretty(&e).expect("evals serialise"))?;
-                    e
-                }
-            };
-            boundaries.push((node.stage.clone(), key.clone(), eval));
-        }
-        out.push(ArmResult { arm: arm.clone(), seed: *seed, boundaries });
+    let mut boundaries = Vec::new();
+    for key in &arm.chain {
+        let node = plan.node(key).expect("chain keys are plan nodes");
+        let eval_key = sha256_hex(json!({"eval": exp.eval, "seed": arm.seed, "world": world}).to_string().as_bytes());
+        let path = cache.dir(key).join(format!("eval-{}.json", &eval_key[..16]));
+        let eval: WorldEval = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(e) => e,
+            None => {
+                let (policy, _) = load_node_model(cache, key)?;
+                let e = evaluate_world(&policy, world, &exp.eval, arm.seed)?;
+                ordo_model::atomic::write_file(&path, &serde_json::to_vec_pretty(&e).expect("evals serialise"))?;
+                e
+            }
+        };
+        boundaries.push((node.stage.clone(), key.clone(), eval));
     }
-    Ok(out)
+    Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries })
 }

@@ -150,6 +150,8 @@ pub struct Experiment {
     pub base_seed: u64,
     /// One base for every seed (true) or one per seed.
     pub shared_base: bool,
+    /// Optimiser steps between step checkpoints of a stage in progress (0: none). Not part of node keys.
+    pub checkpoint_every: usize,
     pub world: Option<ordo_world::WorldConfig>,
     pub model: ModelInit,
     pub stages: BTreeMap<String, StageParams>,
@@ -299,6 +301,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     let exp = top.table(&mut errs, "experiment");
     let (mut name, mut seeds, mut base_seed, mut shared_base, mut world_name) =
         (String::from("experiment"), vec![1u64], 0u64, true, None);
+    let mut checkpoint_every = 25;
     match exp {
         None => errs.push("experiment: missing (expected a table with name and seeds)".into()),
         Some(t) => {
@@ -339,6 +342,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             }
             base_seed = r.seed(&mut errs, "base_seed", 0);
             shared_base = r.boolean(&mut errs, "shared_base", true);
+            checkpoint_every = r.seed(&mut errs, "checkpoint_every", 25) as usize;
             world_name = r.string(&mut errs, "world");
             r.finish(&mut errs);
         }
@@ -471,7 +475,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     };
     top.finish(&mut errs);
     if errs.is_empty() {
-        Ok(Experiment { name, seeds, base_seed, shared_base, world, model, stages, arms, eval })
+        Ok(Experiment { name, seeds, base_seed, shared_base, checkpoint_every, world, model, stages, arms, eval })
     } else {
         Err(SpecError { file: file.into(), problems: errs })
     }

@@ -212,3 +212,19 @@ fn the_documented_example_and_the_shipped_examples_parse() {
         }
     }
 }
+
+#[test]
+fn gc_finds_nodes_no_run_refers_to_and_respects_running_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    run_text(TINY, dir.path());
+    let cache = Cache::new(&runs.join("cache"));
+    assert!(ordo_lab::cache::unreferenced(&cache, &runs).unwrap().is_empty(), "every node of the run is referenced");
+    // A node from an edited experiment that was then dropped is unreferenced once the run directory is gone.
+    let orphan = cache.root.join("f".repeat(64));
+    std::fs::create_dir_all(&orphan).unwrap();
+    assert_eq!(ordo_lab::cache::unreferenced(&cache, &runs).unwrap(), vec![orphan]);
+    assert!(ordo_lab::cache::active_runs(&runs).is_empty());
+    let _lock = RunLock::acquire(&runs.join("tiny")).unwrap();
+    assert_eq!(ordo_lab::cache::active_runs(&runs), vec![runs.join("tiny")]);
+}

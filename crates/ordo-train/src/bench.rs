@@ -184,7 +184,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         })
         .collect();
     let mut log = StepLogger::new("sft", steps + 1, None, false)?;
-    train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log)?;
+    train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log, None)?;
     let sft_s = median(&step_seconds(&log));
 
     progress("dpo");
@@ -193,7 +193,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let loss = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
     let mut log = StepLogger::new("dpo", steps + 1, None, false)?;
     let reference = policy.frozen_copy()?;
-    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log)?;
+    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
 
     progress("grpo");
@@ -228,7 +228,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         cot: CotFormat::default(),
     };
     let mut log = StepLogger::new("grpo", steps + 1, None, false)?;
-    train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log)?;
+    train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log, None)?;
     let grpo_s = median(&step_seconds(&log));
     Ok(StagesBench { steps, sft_s, dpo_s, grpo_s })
 }

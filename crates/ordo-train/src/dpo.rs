@@ -6,7 +6,7 @@ use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::{preference_loss, PreferenceBatch, PreferenceLoss, PreferenceLossConfig};
 use crate::optim::Gradients;
-use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{metrics, start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::{Decoder, OpPath};
 use std::time::Instant;
@@ -44,15 +44,16 @@ pub fn train_dpo(
     seed: u64,
     pad: u32,
     logger: &mut StepLogger,
+    mut ckpt: Option<&mut Checkpointing>,
 ) -> Result<Optimizer> {
     optim.validate()?;
     let device = policy.device();
     let ref_dec = reference.inference_decoder()?;
-    let mut opt = Optimizer::new(optim);
-    let mut order = DataOrder::new(data.len(), seed);
-    for step in 0..optim.steps {
+    let (mut opt, mut orders, _, start) =
+        start_state(optim, vec![DataOrder::new(data.len(), seed)], &mut ckpt, logger)?;
+    for step in start..optim.steps {
         let started = Instant::now();
-        let idx = order.take(optim.batch_size);
+        let idx = orders[0].take(optim.batch_size);
         let dec = policy.decoder()?;
         let mut grads = Gradients::default();
         let (mut loss_sum, mut margin, mut acc, mut lp_c, mut lp_r) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -105,6 +106,15 @@ pub fn train_dpo(
             ]),
             &format!("loss {loss_sum:.4} margin {margin:.3} acc {acc:.2}"),
         )?;
+        if let Some(c) = ckpt.as_mut() {
+            c.maybe_save(&policy.params, step + 1, optim.steps, || LoopState {
+                step: step + 1,
+                adamw: opt.adamw.clone(),
+                orders: orders.clone(),
+                carry: vec![],
+                history: logger.history.clone(),
+            })?;
+        }
     }
     logger.finish();
     Ok(opt)

@@ -10,7 +10,7 @@ use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
 use crate::rewards::{score_all, CotFormat, RlPrompt, WeightedReward};
-use crate::trainer::{DataOrder, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::{sampler, OpPath, SamplingParams, TextTokenizer};
 use serde_json::{json, Map, Value};
@@ -49,7 +49,8 @@ pub struct PromptSet {
 #[derive(Debug, Clone)]
 pub struct SetAllocator {
     shares: Vec<f64>,
-    carry: Vec<f64>,
+    /// Fractional quotas carried to the next batch (saved with step checkpoints).
+    pub carry: Vec<f64>,
 }
 
 impl SetAllocator {
@@ -102,6 +103,7 @@ pub fn train_grpo(
     seed: u64,
     pad: u32,
     logger: &mut StepLogger,
+    mut ckpt: Option<&mut Checkpointing>,
 ) -> Result<Optimizer> {
     cfg.optim.validate()?;
     if cfg.group_size < 2 {
@@ -116,14 +118,17 @@ pub fn train_grpo(
     let device = policy.device();
     let mut optim_cfg = cfg.optim.clone();
     optim_cfg.steps = cfg.optim.steps * cfg.inner_epochs;
-    let mut opt = Optimizer::new(&optim_cfg);
     let mut alloc = SetAllocator::new(&sets.iter().map(|s| s.proportion).collect::<Vec<_>>())?;
-    let mut orders: Vec<DataOrder> =
+    let fresh: Vec<DataOrder> =
         sets.iter().enumerate().map(|(i, s)| DataOrder::new(s.prompts.len(), seed.wrapping_add(i as u64))).collect();
+    let (mut opt, mut orders, carry, start) = start_state(&optim_cfg, fresh, &mut ckpt, logger)?;
+    if !carry.is_empty() {
+        alloc.carry = carry;
+    }
     let ref_dec = reference.inference_decoder()?;
     let g = cfg.group_size;
 
-    for step in 0..cfg.optim.steps {
+    for step in start..cfg.optim.steps {
         let started = Instant::now();
         // 1. Prompts from each set, each repeated G times (groups are contiguous).
         let counts = alloc.next(cfg.optim.batch_size);
@@ -222,6 +227,15 @@ pub fn train_grpo(
             metrics.insert(k.into(), Value::from(v));
         }
         logger.log(step, metrics, &format!("reward {mean_reward:.3} kl {kl:.4}"))?;
+        if let Some(c) = ckpt.as_mut() {
+            c.maybe_save(&policy.params, step + 1, cfg.optim.steps, || LoopState {
+                step: step + 1,
+                adamw: opt.adamw.clone(),
+                orders: orders.clone(),
+                carry: alloc.carry.clone(),
+                history: logger.history.clone(),
+            })?;
+        }
     }
     logger.finish();
     Ok(opt)

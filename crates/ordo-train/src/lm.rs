@@ -6,7 +6,7 @@ use crate::batch::{next_token_logps, scalar, Batch, Policy};
 use crate::data::TokenizedSequence;
 use crate::error::{Result, TrainError};
 use crate::optim::Gradients;
-use crate::trainer::{metrics, DataOrder, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{metrics, start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::OpPath;
 use std::time::Instant;
@@ -59,6 +59,7 @@ pub fn train_lm(
     seed: u64,
     pad: u32,
     logger: &mut StepLogger,
+    mut ckpt: Option<&mut Checkpointing>,
 ) -> Result<Optimizer> {
     cfg.validate()?;
     if data.iter().all(|s| n_targets(s) == 0) {
@@ -66,11 +67,10 @@ pub fn train_lm(
             "the data has no target tokens (every completion is empty or truncated away)".into(),
         ));
     }
-    let mut opt = Optimizer::new(cfg);
-    let mut order = DataOrder::new(data.len(), seed);
-    for step in 0..cfg.steps {
+    let (mut opt, mut orders, _, start) = start_state(cfg, vec![DataOrder::new(data.len(), seed)], &mut ckpt, logger)?;
+    for step in start..cfg.steps {
         let started = Instant::now();
-        let idx = order.take(cfg.batch_size);
+        let idx = orders[0].take(cfg.batch_size);
         let (grads, loss_sum) = lm_gradients(policy, data, &idx, cfg.micro_batch_size, pad)?;
         let (grad_norm, lr) = opt.step(&policy.params, grads)?;
         let secs = started.elapsed().as_secs_f64();
@@ -85,6 +85,15 @@ pub fn train_lm(
             ]),
             &format!("loss {loss_sum:.4}"),
         )?;
+        if let Some(c) = ckpt.as_mut() {
+            c.maybe_save(&policy.params, step + 1, cfg.steps, || LoopState {
+                step: step + 1,
+                adamw: opt.adamw.clone(),
+                orders: orders.clone(),
+                carry: vec![],
+                history: logger.history.clone(),
+            })?;
+        }
     }
     logger.finish();
     Ok(opt)

@@ -198,6 +198,21 @@ impl StepLogger {
         Ok(())
     }
 
+    /// Continues from a saved history: the metrics file is rewritten to hold exactly those steps.
+    pub fn restore(&mut self, history: Vec<Map<String, Value>>) -> Result<()> {
+        if let Some((path, f)) = &mut self.file {
+            let text: String =
+                history.iter().map(|m| serde_json::to_string(m).expect("metrics serialise") + "\n").collect();
+            *f = std::fs::File::create(&*path).map_err(|e| TrainError::io(path, e))?;
+            f.write_all(text.as_bytes()).and_then(|_| f.flush()).map_err(|e| TrainError::io(path, e))?;
+        }
+        self.bar.set_position(history.len() as u64);
+        let offset = history.last().and_then(|m| m["seconds"].as_f64()).unwrap_or(0.0);
+        self.started = Instant::now() - std::time::Duration::from_secs_f64(offset);
+        self.history = history;
+        Ok(())
+    }
+
     /// Ends the progress bar.
     pub fn finish(&self) {
         self.bar.finish();
@@ -207,4 +222,63 @@ impl StepLogger {
 /// Builds a metrics object from (name, value) pairs.
 pub fn metrics(pairs: &[(&str, f64)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
+}
+
+/// The state of a stage loop after `step` optimiser steps: with the parameters, enough to continue
+/// exactly as an uninterrupted run would (every random draw derives from the seed and the step).
+#[derive(Debug, Clone)]
+pub struct LoopState {
+    /// Optimiser steps taken (the loop continues at this step).
+    pub step: usize,
+    pub adamw: AdamW,
+    /// Data orders (one per dataset or prompt set).
+    pub orders: Vec<DataOrder>,
+    /// Fractional quotas of GRPO's prompt-set allocator.
+    pub carry: Vec<f64>,
+    /// Metrics of the steps taken so far.
+    pub history: Vec<Map<String, Value>>,
+}
+
+/// Saves a stage's loop state every `every` steps and, when `resume` is set, continues from it
+/// (the caller has already put the saved parameters into the model).
+pub struct Checkpointing<'a> {
+    pub every: usize,
+    pub resume: Option<LoopState>,
+    #[allow(clippy::type_complexity)]
+    pub save: &'a mut dyn FnMut(&ParamStore, &LoopState) -> Result<()>,
+}
+
+impl Checkpointing<'_> {
+    /// Saves after `done` steps when one is due (not after the last step: the stage's result is saved then).
+    pub fn maybe_save(
+        &mut self,
+        params: &ParamStore,
+        done: usize,
+        total: usize,
+        state: impl FnOnce() -> LoopState,
+    ) -> Result<()> {
+        if self.every > 0 && done % self.every == 0 && done < total {
+            let s = state();
+            (self.save)(params, &s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a stage loop starts: a fresh optimiser and data orders, or a resumed state.
+pub fn start_state(
+    cfg: &OptimConfig,
+    fresh_orders: Vec<DataOrder>,
+    ckpt: &mut Option<&mut Checkpointing>,
+    logger: &mut StepLogger,
+) -> Result<(Optimizer, Vec<DataOrder>, Vec<f64>, usize)> {
+    let mut opt = Optimizer::new(cfg);
+    match ckpt.as_mut().and_then(|c| c.resume.take()) {
+        Some(s) => {
+            opt.adamw = s.adamw;
+            logger.restore(s.history)?;
+            Ok((opt, s.orders, s.carry, s.step))
+        }
+        None => Ok((opt, fresh_orders, Vec::new(), 0)),
+    }
 }

@@ -117,7 +117,8 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         .collect();
     let mut rm = reward_model_from(&tiny_policy(&tok, 1), 0.02, 2).unwrap();
     let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).optim };
-    train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap()).unwrap();
+    train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap(), None)
+        .unwrap();
     let rm_source = RewardModelSource { name: "rm".into(), sees_cot: false, model: rm, tokenizer: tok.clone(), pad: 0 };
     let p = prompt(&tok, "Q:a;");
     let good = rm_source.score(&[&p, &p], &["aA", "aB"]).unwrap();
@@ -148,7 +149,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         let dir = tempfile::tempdir().unwrap();
         let metrics_path = dir.path().join("metrics.jsonl");
         let mut log = StepLogger::new("grpo", 4, Some(&metrics_path), false).unwrap();
-        train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(4, 2), 7, 0, &mut log).unwrap();
+        train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(4, 2), 7, 0, &mut log, None).unwrap();
         let lines = std::fs::read_to_string(&metrics_path).unwrap();
         (log, policy, lines)
     };

@@ -99,7 +99,7 @@ fn sft_memorises_eight_examples_and_prompt_tokens_get_no_gradient() {
 
     let mut policy = tiny_policy(&tok, 1);
     let mut log = quiet(150);
-    train_lm(&mut policy, &data, &optim(150, 8, 1e-2), 0, PAD, &mut log).unwrap();
+    train_lm(&mut policy, &data, &optim(150, 8, 1e-2), 0, PAD, &mut log, None).unwrap();
     let first = log.history[0]["loss"].as_f64().unwrap();
     let final_loss = last(&log, "loss");
     assert!(first > 2.5, "initial loss {first} should be near ln(vocab)");
@@ -162,14 +162,14 @@ fn dpo_raises_margin_and_accuracy_on_held_out_pairs() {
         p.params = policy.params.deep_clone().unwrap();
         let cfg = PreferenceLossConfig { loss, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
         let mut log = quiet(40);
-        train_dpo(&mut p, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log).unwrap();
+        train_dpo(&mut p, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log, None).unwrap();
         let (margin, acc) = evaluate_pairs(&p, &reference, &held_out, 0.1, PAD).unwrap();
         assert!(margin > 0.1 && acc > 0.9, "{loss:?}: held-out margin {margin}, accuracy {acc}");
     }
     // SimPO needs no reference and learns too.
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Simpo, beta: 2.0, simpo_gamma: 0.5, length_normalize: true };
     let mut log = quiet(40);
-    train_dpo(&mut policy, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log).unwrap();
+    train_dpo(&mut policy, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log, None).unwrap();
     let (_, acc) = evaluate_pairs(&policy, &reference, &held_out, 0.1, PAD).unwrap();
     assert!(acc > 0.9, "SimPO held-out accuracy {acc}");
 }
@@ -183,7 +183,7 @@ fn reward_model_separates_separable_pairs() {
     let mut rm = reward_model_from(&base, 0.02, 9).unwrap();
     assert!(rm.params.var("score.weight").is_some() && rm.params.var("lm_head.weight").is_none());
     let mut log = quiet(60);
-    train_reward_model(&mut rm, &train, &optim(60, 8, 3e-3), 0, PAD, &mut log).unwrap();
+    train_reward_model(&mut rm, &train, &optim(60, 8, 3e-3), 0, PAD, &mut log, None).unwrap();
     let acc = pairwise_accuracy(&rm, &held_out, PAD).unwrap();
     assert!(acc > 0.9, "held-out pairwise accuracy {acc}");
     // It saves as an HF sequence classifier and reloads with the same scores.
@@ -238,7 +238,7 @@ fn run_grpo(kl_coef: f64, steps: usize) -> (StepLogger, Policy) {
         rewards: vec![WeightedReward { source: Box::new(FnReward::new("share_of_a", true, a_share)), weight: 1.0 }],
     }];
     let mut log = quiet(steps);
-    train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(steps, kl_coef), 0, PAD, &mut log).unwrap();
+    train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(steps, kl_coef), 0, PAD, &mut log, None).unwrap();
     (log, policy)
 }
 

@@ -156,3 +156,39 @@ pub fn status(run_dir: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// `ordo gc`: removes cache nodes no run directory refers to (asks unless `yes`).
+pub fn gc(runs: &Path, yes: bool) -> Result<()> {
+    let active = ordo_lab::cache::active_runs(runs);
+    if let Some(d) = active.first() {
+        anyhow::bail!(
+            "{} is being run right now (its lock is held); run `ordo gc` when no run is in progress",
+            d.display()
+        );
+    }
+    let cache = Cache::new(&runs.join("cache"));
+    let doomed = ordo_lab::cache::unreferenced(&cache, runs).with_context(|| format!("reading {}", runs.display()))?;
+    if doomed.is_empty() {
+        println!("nothing to remove: every cache node is referenced by a run directory under {}", runs.display());
+        return Ok(());
+    }
+    for p in &doomed {
+        println!("  {}", p.display());
+    }
+    if !yes {
+        use std::io::{BufRead, Write};
+        print!("remove these {} cache entries? [y/N] ", doomed.len());
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing removed");
+            return Ok(());
+        }
+    }
+    for p in &doomed {
+        std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    println!("removed {} cache entries", doomed.len());
+    Ok(())
+}

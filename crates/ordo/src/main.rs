@@ -38,6 +38,14 @@ enum Command {
     },
     /// List the nodes and arms of a run directory with their state.
     Status { run_dir: PathBuf },
+    /// Remove cache nodes that no run directory's plan refers to.
+    Gc {
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Inspect models and compute their logits.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -180,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan { file, runs } => lab::plan(&file, &runs),
         Command::Run { file, runs } => lab::run(&file, &runs),
         Command::Status { run_dir } => lab::status(&run_dir),
+        Command::Gc { runs, yes } => lab::gc(&runs, yes),
         Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
         Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
         Command::Generate(args) => generate(args, &device),
