@@ -203,7 +203,7 @@ fn the_documented_example_and_the_shipped_examples_parse() {
     let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
     let end = start + doc[start..].find("```").unwrap();
     let exp = ordo_lab::spec::parse(&doc[start..end], "docs/experiments.md", &root).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(exp.stages.len(), 7);
+    assert_eq!(exp.stages.len(), 6);
     assert_eq!(exp.seeds, vec![1, 2, 3]);
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         let path = entry.unwrap().path();
