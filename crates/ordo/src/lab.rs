@@ -6,11 +6,15 @@ use ordo_lab::plan::{estimate_seconds, plan as make_plan, Plan};
 use ordo_lab::runner::short;
 use std::path::Path;
 
-fn state_word(s: &NodeState) -> String {
-    match s {
+/// A node's state in words: cached, partial (a step checkpoint exists), corrupt or to run.
+fn state_word(cache: &Cache, key: &str) -> String {
+    match cache.state(key) {
         NodeState::Complete => "cached".into(),
-        NodeState::Missing => "to run".into(),
         NodeState::Corrupt(why) => format!("corrupt ({why}), will retrain"),
+        NodeState::Missing => match ordo_lab::resume::load(&ordo_lab::resume::resume_dir(&cache.root, key)) {
+            Ok(Some((_, s))) => format!("partial (resumes at step {})", s.step),
+            _ => "to run".into(),
+        },
     }
 }
 
@@ -34,7 +38,7 @@ fn print_tree(plan: &Plan, cache: &Cache) {
                 n.seed,
                 n.params.steps(),
                 est,
-                state_word(&st)
+                state_word(cache, key)
             );
         }
     }
@@ -134,7 +138,7 @@ pub fn status(run_dir: &Path) -> Result<()> {
             n["stage"].as_str().unwrap_or(""),
             n["kind"].as_str().unwrap_or(""),
             n["seed"],
-            state_word(&st)
+            state_word(&cache, key)
         );
     }
     println!("arms:");
