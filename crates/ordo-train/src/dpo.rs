@@ -6,7 +6,7 @@ use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::{preference_loss, PreferenceBatch, PreferenceLoss, PreferenceLossConfig};
 use crate::optim::Gradients;
-use crate::trainer::{metrics, start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::{Decoder, OpPath};
 use std::time::Instant;
@@ -32,6 +32,20 @@ fn response_logps(dec: &Decoder, batch: &Batch, n: usize, path: OpPath) -> Resul
     let seq = sequence_logps(&logps, batch)?;
     let len = target_counts(batch)?;
     Ok((seq.narrow(0, 0, n)?, seq.narrow(0, n, n)?, len.narrow(0, 0, n)?, len.narrow(0, n, n)?))
+}
+
+/// The preference loss of [policy chosen, policy rejected, reference chosen, reference rejected,
+/// chosen lengths, rejected lengths].
+fn pair_loss(t: [&Tensor; 6], cfg: &PreferenceLossConfig) -> Result<crate::losses::PreferenceOutput> {
+    let b = PreferenceBatch {
+        policy_chosen: t[0],
+        policy_rejected: t[1],
+        ref_chosen: t[2],
+        ref_rejected: t[3],
+        chosen_len: t[4],
+        rejected_len: t[5],
+    };
+    Ok(preference_loss(&b, cfg)?)
 }
 
 /// Trains `policy` on preference pairs against `reference` (unused for SimPO).
@@ -72,15 +86,7 @@ pub fn train_dpo(
                 let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
                 (rc, rr)
             };
-            let b = PreferenceBatch {
-                policy_chosen: &pc,
-                policy_rejected: &pr,
-                ref_chosen: &rc,
-                ref_rejected: &rr,
-                chosen_len: &lc,
-                rejected_len: &lr,
-            };
-            let out = preference_loss(&b, loss_cfg)?;
+            let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], loss_cfg)?;
             let share = n as f64 / idx.len() as f64;
             let loss = (out.loss.clone() * share)?;
             loss_sum += scalar(&loss)?;
@@ -92,8 +98,14 @@ pub fn train_dpo(
         }
         let (grad_norm, lr) = opt.step(&policy.params, grads)?;
         let secs = started.elapsed().as_secs_f64();
-        logger.log(
-            step,
+        end_step(
+            logger,
+            &mut ckpt,
+            &policy.params,
+            &opt,
+            &orders,
+            &[],
+            (step, optim.steps),
             metrics(&[
                 ("loss", loss_sum),
                 ("reward_margin", margin),
@@ -106,15 +118,6 @@ pub fn train_dpo(
             ]),
             &format!("loss {loss_sum:.4} margin {margin:.3} acc {acc:.2}"),
         )?;
-        if let Some(c) = ckpt.as_mut() {
-            c.maybe_save(&policy.params, step + 1, optim.steps, || LoopState {
-                step: step + 1,
-                adamw: opt.adamw.clone(),
-                orders: orders.clone(),
-                carry: vec![],
-                history: logger.history.clone(),
-            })?;
-        }
     }
     logger.finish();
     Ok(opt)
@@ -139,14 +142,6 @@ pub fn evaluate_pairs(
     let (pc, pr, lc, lr) = response_logps(&dec, &batch, n, OpPath::Fused)?;
     let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta, simpo_gamma: 0.0, length_normalize: false };
-    let b = PreferenceBatch {
-        policy_chosen: &pc,
-        policy_rejected: &pr,
-        ref_chosen: &rc,
-        ref_rejected: &rr,
-        chosen_len: &lc,
-        rejected_len: &lr,
-    };
-    let out = preference_loss(&b, &cfg)?;
+    let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], &cfg)?;
     Ok((out.margin()?, out.accuracy()?))
 }

@@ -10,7 +10,7 @@ use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
 use crate::rewards::{score_all, CotFormat, RlPrompt, WeightedReward};
-use crate::trainer::{start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{end_step, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::{sampler, OpPath, SamplingParams, TextTokenizer};
 use serde_json::{json, Map, Value};
@@ -226,16 +226,17 @@ pub fn train_grpo(
         ] {
             metrics.insert(k.into(), Value::from(v));
         }
-        logger.log(step, metrics, &format!("reward {mean_reward:.3} kl {kl:.4}"))?;
-        if let Some(c) = ckpt.as_mut() {
-            c.maybe_save(&policy.params, step + 1, cfg.optim.steps, || LoopState {
-                step: step + 1,
-                adamw: opt.adamw.clone(),
-                orders: orders.clone(),
-                carry: alloc.carry.clone(),
-                history: logger.history.clone(),
-            })?;
-        }
+        end_step(
+            logger,
+            &mut ckpt,
+            &policy.params,
+            &opt,
+            &orders,
+            &alloc.carry,
+            (step, cfg.optim.steps),
+            metrics,
+            &format!("reward {mean_reward:.3} kl {kl:.4}"),
+        )?;
     }
     logger.finish();
     Ok(opt)

@@ -6,7 +6,7 @@ use crate::batch::{next_token_logps, scalar, Batch, Policy};
 use crate::data::TokenizedSequence;
 use crate::error::{Result, TrainError};
 use crate::optim::Gradients;
-use crate::trainer::{metrics, start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::OpPath;
 use std::time::Instant;
@@ -75,8 +75,14 @@ pub fn train_lm(
         let (grad_norm, lr) = opt.step(&policy.params, grads)?;
         let secs = started.elapsed().as_secs_f64();
         let tokens: usize = idx.iter().map(|&i| data[i].ids.len()).sum();
-        logger.log(
-            step,
+        end_step(
+            logger,
+            &mut ckpt,
+            &policy.params,
+            &opt,
+            &orders,
+            &[],
+            (step, cfg.steps),
             metrics(&[
                 ("loss", loss_sum),
                 ("lr", lr),
@@ -85,15 +91,6 @@ pub fn train_lm(
             ]),
             &format!("loss {loss_sum:.4}"),
         )?;
-        if let Some(c) = ckpt.as_mut() {
-            c.maybe_save(&policy.params, step + 1, cfg.steps, || LoopState {
-                step: step + 1,
-                adamw: opt.adamw.clone(),
-                orders: orders.clone(),
-                carry: vec![],
-                history: logger.history.clone(),
-            })?;
-        }
     }
     logger.finish();
     Ok(opt)

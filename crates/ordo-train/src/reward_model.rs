@@ -6,7 +6,7 @@ use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::bradley_terry_loss;
 use crate::optim::Gradients;
-use crate::trainer::{metrics, start_state, Checkpointing, DataOrder, LoopState, OptimConfig, Optimizer, StepLogger};
+use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::{DType, Tensor};
 use ordo_model::{Decoder, OpPath, ParamStore};
 use std::time::Instant;
@@ -94,8 +94,14 @@ pub fn train_reward_model(
             grads.accumulate(Gradients::from_backward(&rm.params, &loss.backward()?))?;
         }
         let (grad_norm, lr) = opt.step(&rm.params, grads)?;
-        logger.log(
-            step,
+        end_step(
+            logger,
+            &mut ckpt,
+            &rm.params,
+            &opt,
+            &orders,
+            &[],
+            (step, optim.steps),
             metrics(&[
                 ("loss", loss_sum),
                 ("accuracy", acc),
@@ -105,15 +111,6 @@ pub fn train_reward_model(
             ]),
             &format!("loss {loss_sum:.4} acc {acc:.2}"),
         )?;
-        if let Some(c) = ckpt.as_mut() {
-            c.maybe_save(&rm.params, step + 1, optim.steps, || LoopState {
-                step: step + 1,
-                adamw: opt.adamw.clone(),
-                orders: orders.clone(),
-                carry: vec![],
-                history: logger.history.clone(),
-            })?;
-        }
     }
     logger.finish();
     Ok(opt)

@@ -282,3 +282,29 @@ pub fn start_state(
         None => Ok((opt, fresh_orders, Vec::new(), 0)),
     }
 }
+
+/// Ends an optimiser step: logs its metrics and saves a step checkpoint when one is due.
+#[allow(clippy::too_many_arguments)]
+pub fn end_step(
+    logger: &mut StepLogger,
+    ckpt: &mut Option<&mut Checkpointing>,
+    params: &ParamStore,
+    opt: &Optimizer,
+    orders: &[DataOrder],
+    carry: &[f64],
+    (step, total): (usize, usize),
+    metrics: Map<String, Value>,
+    summary: &str,
+) -> Result<()> {
+    logger.log(step, metrics, summary)?;
+    if let Some(c) = ckpt.as_mut() {
+        c.maybe_save(params, step + 1, total, || LoopState {
+            step: step + 1,
+            adamw: opt.adamw.clone(),
+            orders: orders.to_vec(),
+            carry: carry.to_vec(),
+            history: logger.history.clone(),
+        })?;
+    }
+    Ok(())
+}

@@ -1,8 +1,6 @@
 //! A stage resumed from a mid-stage checkpoint ends exactly where an uninterrupted run does.
 
-use candle_core::Device;
-use ordo_model::tokenizer::char_tokenizer;
-use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
+use ordo_model::{ParamStore, TextTokenizer};
 use ordo_train::data::{tokenize_sft, SftExample};
 use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet};
 use ordo_train::lm::train_lm;
@@ -11,30 +9,11 @@ use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
 use ordo_train::trainer::{Checkpointing, LoopState, OptimConfig, StepLogger};
 use ordo_train::Policy;
 
-fn tokenizer() -> TextTokenizer {
-    char_tokenizer("abcdefghijklmnopqrstuvwxyzABQ:;{}", &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>")).unwrap()
-}
+mod common;
+use common::{tokenizer, without_timing};
 
 fn policy(tok: &TextTokenizer) -> Policy {
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({"model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
-            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-            "max_position_embeddings": 64, "tie_word_embeddings": true}),
-        "tiny",
-    )
-    .unwrap();
-    Policy { params: ParamStore::init(&cfg, 0.05, 11, &Device::Cpu).unwrap(), config: cfg }
-}
-
-fn without_timing(h: &[serde_json::Map<String, serde_json::Value>]) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    h.iter()
-        .map(|m| {
-            let mut m = m.clone();
-            m.remove("seconds");
-            m.remove("tokens_per_s");
-            m
-        })
-        .collect()
+    common::tiny_policy(tok, 32, 11)
 }
 
 fn bits(p: &ParamStore) -> Vec<(String, Vec<u32>)> {

@@ -1,9 +1,7 @@
 //! Reward plumbing: what each source sees, weighted composition, prompt-set mixing, reward models
 //! as RL rewards, inner epochs, and determinism of a whole GRPO run.
 
-use candle_core::Device;
-use ordo_model::tokenizer::char_tokenizer;
-use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
+use ordo_model::TextTokenizer;
 use ordo_train::data::{tokenize_pair, PreferenceExample};
 use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet, SetAllocator};
 use ordo_train::losses::*;
@@ -13,19 +11,11 @@ use ordo_train::schedule::Decay;
 use ordo_train::trainer::{OptimConfig, StepLogger};
 use ordo_train::Policy;
 
-fn tokenizer() -> TextTokenizer {
-    char_tokenizer("abcdefghijklmnopqrstuvwxyzABQ:;{}", &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>")).unwrap()
-}
+mod common;
+use common::tokenizer;
 
 fn tiny_policy(tok: &TextTokenizer, seed: u64) -> Policy {
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({"model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 48,
-            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 64, "tie_word_embeddings": true}),
-        "tiny",
-    )
-    .unwrap();
-    Policy { params: ParamStore::init(&cfg, 0.05, seed, &Device::Cpu).unwrap(), config: cfg }
+    common::tiny_policy(tok, 48, seed)
 }
 
 fn prompt(tok: &TextTokenizer, text: &str) -> RlPrompt {

@@ -2,7 +2,7 @@
 
 use candle_core::Device;
 use ordo_model::tokenizer::char_tokenizer;
-use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
+use ordo_model::TextTokenizer;
 use ordo_train::batch::{logps_from_logits, Batch};
 use ordo_train::data::*;
 use ordo_train::dpo::{evaluate_pairs, train_dpo};
@@ -15,23 +15,11 @@ use ordo_train::schedule::Decay;
 use ordo_train::trainer::{OptimConfig, StepLogger};
 use ordo_train::Policy;
 
-const PAD: u32 = 0;
-const EOS: u32 = 1;
-
-fn tokenizer() -> TextTokenizer {
-    char_tokenizer("abcdefghijklmnopqrstuvwxyzABQ:;{}", &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>")).unwrap()
-}
+mod common;
+use common::{tokenizer, EOS, PAD};
 
 fn tiny_policy(tok: &TextTokenizer, seed: u64) -> Policy {
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({"model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 48,
-            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 64, "tie_word_embeddings": true, "eos_token_id": EOS, "pad_token_id": PAD}),
-        "tiny",
-    )
-    .unwrap();
-    let params = ParamStore::init(&cfg, 0.05, seed, &Device::Cpu).unwrap();
-    Policy { config: cfg, params }
+    common::tiny_policy(tok, 48, seed)
 }
 
 fn optim(steps: usize, batch: usize, lr: f64) -> OptimConfig {
