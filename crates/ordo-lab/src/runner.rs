@@ -349,9 +349,9 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             optim,
         } => {
             let w = world.as_ref().expect("validated: RL prompts come from the world");
-            if *gate && saved_params.is_none() {
+            if let (Some(g), None) = (gate, &saved_params) {
                 let dec = policy.inference_decoder().map_err(&err)?;
-                let gate_cfg = ordo_world::gate::GateConfig { seed: node.seed, ..Default::default() };
+                let gate_cfg = ordo_world::gate::GateConfig { seed: node.seed, ..g.clone() };
                 if let Err(e) = ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
                     return Err(LabError::Gate { stage: node.stage.clone(), seed: node.seed, message: e.to_string() });
                 }

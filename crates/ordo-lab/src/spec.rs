@@ -104,7 +104,8 @@ pub enum StageParams {
         kl_coef: f64,
         advantage: AdvantageEstimator,
         aggregation: String,
-        gate: bool,
+        /// The readiness gate run on the start model (world experiments), or None.
+        gate: Option<ordo_world::gate::GateConfig>,
         optim: OptimConfig,
     },
 }
@@ -740,7 +741,20 @@ fn parse_stage(
                 kl_coef: r.number(errs, "kl_coef", 0.02),
                 advantage,
                 aggregation,
-                gate: r.boolean(errs, "gate", has_world),
+                gate: {
+                    let on = r.boolean(errs, "gate", has_world);
+                    let d = ordo_world::gate::GateConfig::default();
+                    let g = ordo_world::gate::GateConfig {
+                        min_clean_accuracy: r.number(errs, "gate_min_clean_accuracy", d.min_clean_accuracy),
+                        max_silent_hack_rate: r.number(errs, "gate_max_silent_hack_rate", d.max_silent_hack_rate),
+                        prompts: r.count(errs, "gate_prompts", Some(d.prompts)),
+                        seed: 0,
+                    };
+                    if on && !has_world {
+                        errs.push(format!("{path}.gate: the readiness gate needs a world"));
+                    }
+                    on.then_some(g)
+                },
                 optim: optim(&mut r, errs, 16, 1e-4),
             }
         }

@@ -228,3 +228,26 @@ fn gc_finds_nodes_no_run_refers_to_and_respects_running_runs() {
     let _lock = RunLock::acquire(&runs.join("tiny")).unwrap();
     assert_eq!(ordo_lab::cache::active_runs(&runs), vec![runs.join("tiny")]);
 }
+
+#[test]
+fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = TINY.replace("gate = false", "gate = true, gate_prompts = 4, gate_min_clean_accuracy = 0.5");
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let opts =
+        RunOptions { run_dir: dir.path().join("runs/tiny"), cache_dir: dir.path().join("runs/cache"), progress: false };
+    let err = ordo_lab::run(&exp, &opts).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "stage `rlvf` (seed 1): the base model is not ready for RL: clean accuracy 0.000 is below 0.500"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("pretrain longer"), "{err}");
+    // What finished before the gate stays cached; the refused node was not committed.
+    let p = plan(&exp);
+    let cache = Cache::new(&dir.path().join("runs/cache"));
+    let rlvf = p.nodes.iter().find(|n| n.stage == "rlvf").unwrap();
+    assert_eq!(cache.state(&rlvf.key), NodeState::Missing);
+    assert_eq!(cache.state(&p.nodes[0].key), NodeState::Complete);
+}
