@@ -251,3 +251,14 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     assert_eq!(cache.state(&rlvf.key), NodeState::Missing);
     assert_eq!(cache.state(&p.nodes[0].key), NodeState::Complete);
 }
+
+#[test]
+fn arms_keep_their_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = TINY
+        .replace("a = [\"pretrain\", \"sft\"]\n", "")
+        .replace("[arms]\n", "[arms]\nz_last_name_first = [\"pretrain\", \"sft\"]\n");
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let names: Vec<&str> = exp.arms.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["z_last_name_first", "b", "c"]);
+}
