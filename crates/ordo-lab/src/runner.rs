@@ -253,6 +253,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             None => Ok(()),
         }
     };
+    let mut gate_report = None;
     match &node.params {
         StageParams::Pretrain { data, seq_len, optim } => {
             let texts = match data {
@@ -352,8 +353,21 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             if let (Some(g), None) = (gate, &saved_params) {
                 let dec = policy.inference_decoder().map_err(&err)?;
                 let gate_cfg = ordo_world::gate::GateConfig { seed: node.seed, ..g.clone() };
-                if let Err(e) = ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
-                    return Err(LabError::Gate { stage: node.stage.clone(), seed: node.seed, message: e.to_string() });
+                match ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
+                    Ok(report) => {
+                        eprintln!(
+                            "{label}: readiness gate passed: clean accuracy {:.3}, silent hack rate {:.3} (greedy, {} held-out prompts each)",
+                            report.clean_accuracy, report.silent_hack_rate, report.prompts
+                        );
+                        gate_report = Some(report);
+                    }
+                    Err(e) => {
+                        return Err(LabError::Gate {
+                            stage: node.stage.clone(),
+                            seed: node.seed,
+                            message: e.to_string(),
+                        })
+                    }
                 }
             }
             let mut prompt_sets = Vec::new();
@@ -408,6 +422,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         "experiment": exp.name,
         "seconds": started.elapsed().as_secs_f64(),
         "final_metrics": logger.history.last(),
+        "readiness_gate": gate_report,
     });
     drop(ck);
     cache.commit(&node.key, &staging, manifest)?;
