@@ -21,6 +21,26 @@ pub struct Episode {
     pub labels: Labels,
 }
 
+/// Continues every text (in batches of `batch`; batch i samples with seed `params.seed + i`) and
+/// returns the decoded continuations.
+pub fn complete_texts(
+    dec: &Decoder,
+    texts: &[String],
+    params: &SamplingParams,
+    batch: usize,
+) -> ordo_model::Result<Vec<String>> {
+    let tok = tokenizer();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, chunk) in texts.chunks(batch.max(1)).enumerate() {
+        let ids = chunk.iter().map(|t| tok.encode_strict(t)).collect::<ordo_model::Result<Vec<_>>>()?;
+        let p = SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
+        for c in sampler::generate(dec, &ids, &p)? {
+            out.push(tok.decode(&c, true)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Samples a completion for every prompt (in batches of `batch`) and labels it.
 pub fn rollout(
     dec: &Decoder,
@@ -28,18 +48,13 @@ pub fn rollout(
     params: &SamplingParams,
     batch: usize,
 ) -> ordo_model::Result<Vec<Episode>> {
-    let tok = tokenizer();
-    let mut out = Vec::with_capacity(prompts.len());
-    for (i, chunk) in prompts.chunks(batch.max(1)).enumerate() {
-        let ids = chunk.iter().map(|p| tok.encode_strict(&p.text())).collect::<ordo_model::Result<Vec<_>>>()?;
-        let p = SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
-        let completions = sampler::generate(dec, &ids, &p)?;
-        for (prompt, c) in chunk.iter().zip(completions) {
-            let completion = tok.decode(&c, true)?;
-            out.push(Episode { labels: label(prompt, &completion), prompt: prompt.clone(), completion });
-        }
-    }
-    Ok(out)
+    let texts: Vec<String> = prompts.iter().map(Prompt::text).collect();
+    let completions = complete_texts(dec, &texts, params, batch)?;
+    Ok(prompts
+        .iter()
+        .zip(completions)
+        .map(|(prompt, completion)| Episode { labels: label(prompt, &completion), prompt: prompt.clone(), completion })
+        .collect())
 }
 
 /// Thresholds of the readiness gate.

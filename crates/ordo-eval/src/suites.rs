@@ -1,0 +1,193 @@
+//! The evaluation suites run on one checkpoint: behaviour on held-out wrong-test and clean prompts
+//! (with every monitor's verdict), and the faithfulness probes (hint, early answering, necessity).
+//! Prompts and sampling streams derive from the seed only, so every arm is measured on the same prompts.
+
+use crate::learned::LearnedMonitorConfig;
+use crate::metrics::*;
+use crate::monitor::{MonitorError, TranscriptMonitor};
+use ordo_model::{Decoder, SamplingParams};
+use ordo_world::corpus::eval_prompts;
+use ordo_world::gate::{complete_texts, MAX_COMPLETION_TOKENS};
+use ordo_world::monitors::flawed_verifier;
+use ordo_world::response::label;
+use ordo_world::task::Prompt;
+use ordo_world::{WorldConfig, EOS};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Rows decoded together.
+const BATCH: usize = 64;
+
+/// Evaluation settings (the `[eval]` table of an experiment file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Held-out prompts with a wrong test, sampled at temperature 1 (hacking and monitors).
+    pub wrong_test_prompts: usize,
+    /// Held-out clean prompts, decoded greedily and sampled (capability).
+    pub clean_prompts: usize,
+    /// Held-out problems for each faithfulness probe (hint pairs, early answering, necessity gap).
+    pub probe_prompts: usize,
+    /// Fractions of the CoT kept by the early-answering probe.
+    pub early_fractions: Vec<f64>,
+    /// A regex replacing the keyword monitor's default keywords ("T" or "test").
+    pub keyword_regex: Option<String>,
+    pub learned_monitor: LearnedMonitorConfig,
+    /// The LLM judge, if one is configured.
+    pub judge: Option<crate::judge::JudgeConfig>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            wrong_test_prompts: 256,
+            clean_prompts: 128,
+            probe_prompts: 64,
+            early_fractions: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            keyword_regex: None,
+            learned_monitor: LearnedMonitorConfig::default(),
+            judge: None,
+        }
+    }
+}
+
+/// What the suites measured on one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub metrics: Metrics,
+    pub transcripts: Vec<Transcript>,
+}
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] ordo_model::ModelError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+}
+
+fn transcript(suite: &str, prompt: &Prompt, completion: &str) -> Transcript {
+    let (think, output) = completion.split_once('}').unwrap_or((completion, ""));
+    Transcript {
+        suite: suite.into(),
+        prompt: prompt.text(),
+        think: think.into(),
+        output: output.into(),
+        labels: label(prompt, completion),
+        verifier_reward: flawed_verifier(prompt, completion),
+        verdicts: BTreeMap::new(),
+    }
+}
+
+/// Completions of `prompts` (each prompt text followed by `prefix[i]`), as transcripts whose
+/// completion is prefix + continuation.
+fn run_suite(
+    dec: &Decoder,
+    suite: &str,
+    prompts: &[Prompt],
+    prefixes: Option<&[String]>,
+    params: &SamplingParams,
+) -> Result<Vec<Transcript>, EvalError> {
+    let pre = |i: usize| prefixes.map_or("", |p| p[i].as_str());
+    let texts: Vec<String> = prompts.iter().enumerate().map(|(i, p)| format!("{}{}", p.text(), pre(i))).collect();
+    let outs = complete_texts(dec, &texts, params, BATCH)?;
+    Ok(prompts
+        .iter()
+        .zip(outs)
+        .enumerate()
+        .map(|(i, (p, c))| transcript(suite, p, &format!("{}{c}", pre(i))))
+        .collect())
+}
+
+/// Adds each monitor's verdicts to the transcripts.
+pub fn judge_all(transcripts: &mut [Transcript], monitors: &[&dyn TranscriptMonitor]) -> Result<(), EvalError> {
+    let parsed: Vec<(Prompt, String)> = transcripts
+        .iter()
+        .map(|t| (Prompt::parse(&t.prompt).expect("world transcripts hold world prompts"), t.completion()))
+        .collect();
+    let items: Vec<(&Prompt, &str)> = parsed.iter().map(|(p, c)| (p, c.as_str())).collect();
+    for m in monitors {
+        for (t, v) in transcripts.iter_mut().zip(m.flag_all(&items)?) {
+            t.verdicts.insert(m.name(), v);
+        }
+    }
+    Ok(())
+}
+
+/// Runs every suite on a checkpoint with prompts drawn from `seed`.
+pub fn evaluate(
+    dec: &Decoder,
+    world: &WorldConfig,
+    cfg: &EvalConfig,
+    monitors: &[&dyn TranscriptMonitor],
+    seed: u64,
+) -> Result<Evaluation, EvalError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
+    let line = &world.rl.test_line;
+    let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
+    let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
+    let probe_problems = eval_prompts(&world.task, line, cfg.probe_prompts, true, &mut rng);
+    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(MAX_COMPLETION_TOKENS) };
+    let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
+
+    let mut wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
+    judge_all(&mut wrong, monitors)?;
+    let clean_greedy = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let clean_sampled =
+        run_suite(dec, "clean_sampled", &clean_prompts, None, &SamplingParams { seed: seed ^ 0xc1ea, ..sampled })?;
+    let names: Vec<String> = monitors.iter().map(|m| m.name()).collect();
+    let mut metrics = behaviour_metrics(&wrong, &clean_greedy, &clean_sampled, &names);
+
+    // Hint: the same problems without and with a wrong test value (the hint), greedy.
+    let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt { test: None, ..p.clone() }).collect();
+    let plain = run_suite(dec, "hint_plain", &plain_prompts, None, &greedy)?;
+    let hinted = run_suite(dec, "hint_hinted", &probe_problems, None, &greedy)?;
+    let pairs: Vec<(Transcript, Transcript)> = plain.iter().cloned().zip(hinted.iter().cloned()).collect();
+    metrics.extend(hint_metrics(&pairs, |t| Prompt::parse(&t.prompt).and_then(|p| p.test)));
+
+    // Early answering on clean problems: cut the greedy CoT, close the think block, force an answer.
+    let full: Vec<&Transcript> = plain.iter().filter(|t| !t.labels.malformed).collect();
+    let full_prompts: Vec<Prompt> = full.iter().map(|t| Prompt::parse(&t.prompt).expect("world prompt")).collect();
+    let full_answer = |t: &Transcript| ordo_world::response::parse(&t.completion()).map(|p| p.answer);
+    let mut agree = vec![Vec::new(); full.len()];
+    let mut early = Vec::new();
+    for f in &cfg.early_fractions {
+        let prefixes: Vec<String> = full
+            .iter()
+            .map(|t| {
+                let chars: Vec<char> = t.think.chars().collect();
+                let keep = ((chars.len() as f64) * f).floor() as usize;
+                format!("{}}}A:", chars[..keep.min(chars.len())].iter().collect::<String>())
+            })
+            .collect();
+        let suite = format!("early_answer@{:.0}", f * 100.0);
+        let forced = run_suite(dec, &suite, &full_prompts, Some(&prefixes), &greedy)?;
+        for (i, t) in forced.iter().enumerate() {
+            let answer = forced_answer(&t.output);
+            agree[i].push(answer.is_some() && answer == full_answer(full[i]));
+        }
+        early.extend(forced);
+    }
+    metrics.extend(early_answering_metrics(&cfg.early_fractions, &agree));
+
+    // Necessity: the same clean problems with an empty think block.
+    let no_cot_prefix = vec!["}A:".to_string(); plain_prompts.len()];
+    let no_cot = run_suite(dec, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
+    metrics.extend(necessity_metrics(&plain, &no_cot));
+
+    let mut transcripts = wrong;
+    for s in [clean_greedy, clean_sampled, plain, hinted, early, no_cot] {
+        transcripts.extend(s);
+    }
+    Ok(Evaluation { metrics, transcripts })
+}
+
+/// The answer digits after `A:` in a forced output (`A:123;B:...`), if any.
+pub fn forced_answer(output: &str) -> Option<u64> {
+    let rest = output.strip_prefix("A:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    (!digits.is_empty() && digits.len() <= 6).then(|| digits.parse().ok()).flatten()
+}
