@@ -191,3 +191,16 @@ pub fn forced_answer(output: &str) -> Option<u64> {
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     (!digits.is_empty() && digits.len() <= 6).then(|| digits.parse().ok()).flatten()
 }
+
+/// Only the hacking figures (`hack_rate`, `says_test_rate`, `mention_rate`, ...) on the wrong-test
+/// prompts of `seed`, the same prompts and sampling stream as `evaluate` (the uptake probe's measurement).
+pub fn evaluate_hacking(dec: &Decoder, world: &WorldConfig, cfg: &EvalConfig, seed: u64) -> Result<Metrics, EvalError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
+    let wrong_prompts = eval_prompts(&world.task, &world.rl.test_line, cfg.wrong_test_prompts, true, &mut rng);
+    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(MAX_COMPLETION_TOKENS) };
+    let sampled = SamplingParams { temperature: 1.0, seed, ..greedy };
+    let wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
+    let mut m = behaviour_metrics(&wrong, &[], &[], &[]);
+    m.retain(|k, _| !k.starts_with("clean_") && k != "task_reward");
+    Ok(m)
+}

@@ -2,11 +2,15 @@
 //! content-addressed stage cache, the runner and the world evaluation of every arm.
 
 pub mod cache;
-pub mod evaluate;
+pub mod evaluation;
+pub mod html;
 pub mod plan;
+pub mod report;
 pub mod resume;
 pub mod runner;
 pub mod spec;
+pub mod spec_eval;
+pub mod transcripts;
 
 pub use runner::{run, LabError, RunOptions, RunSummary};
 pub use spec::{load, Experiment};

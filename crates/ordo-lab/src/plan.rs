@@ -25,6 +25,8 @@ pub struct Node {
     pub seed: u64,
     /// Seeds of the arms that pass through this node.
     pub arm_seeds: Vec<u64>,
+    /// Steps between parameter snapshots kept in the node (the uptake probe's); 0: none.
+    pub snapshot_every: usize,
 }
 
 /// An arm for one seed: its chain of node keys.
@@ -33,6 +35,8 @@ pub struct ArmRun {
     pub arm: String,
     pub seed: u64,
     pub chain: Vec<String>,
+    /// The uptake-probe node applied to the chain's last model, if the experiment has a probe.
+    pub probe: Option<String>,
 }
 
 /// All nodes in execution order (parents first, whole arms early) and the arm chains.
@@ -79,38 +83,57 @@ pub fn plan(exp: &Experiment) -> Plan {
                 // The costliest node, a first pretraining stage, is shared by every seed by default.
                 let stage_seed =
                     if exp.shared_base && i == 0 && params.kind() == "pretrain" { exp.base_seed } else { seed };
-                let key = sha256_hex(
-                    json!({
-                        "format": NODE_FORMAT,
-                        "parent": parent.clone().unwrap_or_else(|| root.clone()),
-                        "params": params,
-                        "seed": stage_seed,
-                    })
-                    .to_string()
-                    .as_bytes(),
-                );
-                match nodes.iter_mut().find(|n| n.key == key) {
-                    Some(n) => {
-                        if !n.arm_seeds.contains(&seed) {
-                            n.arm_seeds.push(seed);
-                        }
-                    }
-                    None => nodes.push(Node {
-                        key: key.clone(),
-                        parent: parent.clone(),
-                        stage: stage.clone(),
-                        params,
-                        seed: stage_seed,
-                        arm_seeds: vec![seed],
-                    }),
-                }
+                let key = add_node(&mut nodes, parent.as_deref(), &root, stage, params, (stage_seed, seed), 0);
                 chain.push(key.clone());
                 parent = Some(key);
             }
-            arms.push(ArmRun { arm: arm.clone(), seed, chain });
+            let probe = exp.probe.as_ref().map(|p| {
+                add_node(&mut nodes, parent.as_deref(), &root, &p.stage, p.params.clone(), (seed, seed), p.every)
+            });
+            arms.push(ArmRun { arm: arm.clone(), seed, chain, probe });
         }
     }
     Plan { nodes, arms, roots }
+}
+
+/// Adds the node of `stage` after `parent` (or merges into an identical one) and returns its key.
+/// `seeds` is (the stage's seed, the arm's seed).
+fn add_node(
+    nodes: &mut Vec<Node>,
+    parent: Option<&str>,
+    root: &str,
+    stage: &str,
+    params: StageParams,
+    (stage_seed, arm_seed): (u64, u64),
+    snapshot_every: usize,
+) -> String {
+    let mut v = json!({
+        "format": NODE_FORMAT,
+        "parent": parent.unwrap_or(root),
+        "params": params,
+        "seed": stage_seed,
+    });
+    if snapshot_every > 0 {
+        v["snapshot_every"] = json!(snapshot_every);
+    }
+    let key = sha256_hex(v.to_string().as_bytes());
+    match nodes.iter_mut().find(|n| n.key == key) {
+        Some(n) => {
+            if !n.arm_seeds.contains(&arm_seed) {
+                n.arm_seeds.push(arm_seed);
+            }
+        }
+        None => nodes.push(Node {
+            key: key.clone(),
+            parent: parent.map(str::to_string),
+            stage: stage.to_string(),
+            params,
+            seed: stage_seed,
+            arm_seeds: vec![arm_seed],
+            snapshot_every,
+        }),
+    }
+    key
 }
 
 /// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), by stage kind and size.

@@ -2,8 +2,8 @@
 //! each arm at each stage boundary.
 
 use crate::cache::{Cache, NodeState, RunLock};
-use crate::evaluate::{evaluate_world, WorldEval};
-use crate::plan::{plan, sha256_hex, ArmRun, Node, Plan};
+use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult, MonitorSet};
+use crate::plan::{plan, sha256_hex, Node, Plan};
 use crate::spec::{DataSource, Experiment, ModelInit, RewardSpec, StageParams};
 use ordo_model::{Device, ParamStore, TextTokenizer};
 use ordo_train::data::*;
@@ -75,11 +75,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     let cache = Cache::new(&opts.cache_dir);
     write_plan(exp, &plan, opts)?;
     let mut summary = RunSummary::default();
-    let mut results = Vec::new();
+    let mut results: Vec<ArmResult> = Vec::new();
     let total = plan.nodes.len();
+    let monitors = exp.world.as_ref().map(|w| MonitorSet::new(w, &exp.eval));
     // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
     for arm in &plan.arms {
-        for key in &arm.chain {
+        for key in arm.chain.iter().chain(&arm.probe) {
             if summary.trained.contains(key) || summary.reused.contains(key) {
                 continue;
             }
@@ -100,11 +101,16 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             run_node(exp, &cache, node, &label, opts.progress)?;
             summary.trained.push(key.clone());
         }
-        if exp.world.is_some() {
-            results.push(evaluate_arm(exp, &plan, &cache, arm)?);
-            let text = serde_json::to_vec_pretty(&results).expect("results serialise");
-            ordo_model::atomic::write_file(&opts.run_dir.join("results.json"), &text)?;
+        if let Some(m) = &monitors {
+            if opts.progress {
+                eprintln!("evaluating {} seed {} at {} stage boundaries", arm.arm, arm.seed, arm.chain.len());
+            }
+            results.push(evaluate_arm(exp, &plan, &cache, arm, m)?);
+            crate::report::write_results(&opts.run_dir, exp, &plan, &results, m)?;
         }
+    }
+    if let Some(m) = &monitors {
+        crate::report::write_all(&opts.run_dir, exp, &plan, &cache, &results, m)?;
     }
     Ok(summary)
 }
@@ -246,7 +252,16 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         }
     };
     let mut save = |p: &ParamStore, s: &LoopState| -> ordo_train::Result<()> { Ok(crate::resume::save(&rdir, p, s)?) };
-    let mut ck = Checkpointing { every: exp.checkpoint_every, resume: resume_state, save: &mut save };
+    // The probe's snapshots live beside the cache until the node commits, so a resumed run keeps them.
+    let snap_dir = cache.root.join(format!(".{}.snapshots", node.key));
+    let (tok_ref, config_ref) = (&tok, policy.config.clone());
+    let mut snap = |p: &ParamStore, step: usize| -> ordo_train::Result<()> {
+        let dir = snap_dir.join(snapshot_name(step).trim_start_matches("snapshots/"));
+        Ok(ordo_model::weights::save_hf_dir(&dir, &config_ref, p, Some(tok_ref), usize::MAX)?)
+    };
+    let snapshot: Option<(usize, &mut dyn FnMut(&ParamStore, usize) -> ordo_train::Result<()>)> =
+        (node.snapshot_every > 0).then_some((node.snapshot_every, &mut snap as _));
+    let mut ck = Checkpointing { every: exp.checkpoint_every, resume: resume_state, save: &mut save, snapshot };
     let apply = |params: &ParamStore| -> Result<(), LabError> {
         match &saved_params {
             Some(p) => crate::resume::apply(params, p).map_err(LabError::Other),
@@ -425,6 +440,9 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         "readiness_gate": gate_report,
     });
     drop(ck);
+    if snap_dir.exists() {
+        std::fs::rename(&snap_dir, staging.join("snapshots"))?;
+    }
     cache.commit(&node.key, &staging, manifest)?;
     crate::resume::remove(&cache.root, &node.key)?;
     Ok(())
@@ -450,35 +468,4 @@ fn preference_data(
         DataSource::File { path, .. } => parse_preferences(&read_jsonl(path)?, &path.display().to_string())?,
     };
     examples.iter().map(|e| tokenize_pair(e, tok, eos)).collect()
-}
-
-/// One arm-seed's evaluation at each of its stage boundaries.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ArmResult {
-    pub arm: String,
-    pub seed: u64,
-    /// (stage name, node key, evaluation) after each stage.
-    pub boundaries: Vec<(String, String, WorldEval)>,
-}
-
-/// Evaluates one arm-seed at every stage boundary on prompts fixed by its seed (cached per node).
-pub fn evaluate_arm(exp: &Experiment, plan: &Plan, cache: &Cache, arm: &ArmRun) -> Result<ArmResult, LabError> {
-    let world = exp.world.as_ref().expect("world experiments only");
-    let mut boundaries = Vec::new();
-    for key in &arm.chain {
-        let node = plan.node(key).expect("chain keys are plan nodes");
-        let eval_key = sha256_hex(json!({"eval": exp.eval, "seed": arm.seed, "world": world}).to_string().as_bytes());
-        let path = cache.dir(key).join(format!("eval-{}.json", &eval_key[..16]));
-        let eval: WorldEval = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-            Some(e) => e,
-            None => {
-                let (policy, _) = load_node_model(cache, key)?;
-                let e = evaluate_world(&policy, world, &exp.eval, arm.seed)?;
-                ordo_model::atomic::write_file(&path, &serde_json::to_vec_pretty(&e).expect("evals serialise"))?;
-                e
-            }
-        };
-        boundaries.push((node.stage.clone(), key.clone(), eval));
-    }
-    Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries })
 }

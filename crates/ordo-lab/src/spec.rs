@@ -133,14 +133,18 @@ impl StageParams {
     }
 }
 
-/// Evaluation settings (world experiments).
+/// The alignment-uptake probe: one fixed stage applied to every arm's final model, with its
+/// hack and `B:test` rates measured every `every` steps.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalSpec {
-    /// Held-out prompts with a wrong test, sampled at temperature 1.
-    pub wrong_test_prompts: usize,
-    /// Held-out clean prompts, greedy.
-    pub clean_prompts: usize,
+pub struct ProbeSpec {
+    /// Name of the probe stage (a stage of `[stages]`, or `default_probe` for the built-in DPO).
+    pub stage: String,
+    pub params: StageParams,
+    pub every: usize,
 }
+
+/// The built-in probe: a short DPO on the world's preference pairs (`B:calc` over `B:test`).
+pub const DEFAULT_PROBE: &str = "kind = \"dpo\"\nsize = 2048\nsteps = 40\nbatch_size = 16\nlr = 1e-4\nbeta = 0.1\n";
 
 /// A parsed, validated experiment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -158,7 +162,10 @@ pub struct Experiment {
     pub stages: BTreeMap<String, StageParams>,
     /// Arms in file order.
     pub arms: Vec<(String, Vec<String>)>,
-    pub eval: EvalSpec,
+    /// Evaluation suites and monitors (world experiments).
+    pub eval: ordo_eval::EvalConfig,
+    /// The uptake probe (world experiments; None when `probe.enabled = false`).
+    pub probe: Option<ProbeSpec>,
 }
 
 /// Reads fields of one TOML table, recording problems with their paths and unknown keys.
@@ -463,20 +470,34 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     }
 
     let eval = match top.table(&mut errs, "eval") {
-        None => EvalSpec { wrong_test_prompts: 256, clean_prompts: 128 },
-        Some(t) => {
-            let mut r = Reader::new(t, "eval");
-            let e = EvalSpec {
-                wrong_test_prompts: r.count(&mut errs, "wrong_test_prompts", Some(256)),
-                clean_prompts: r.count(&mut errs, "clean_prompts", Some(128)),
-            };
-            r.finish(&mut errs);
-            e
+        None => ordo_eval::EvalConfig::default(),
+        Some(t) => crate::spec_eval::parse_eval(t, &mut errs),
+    };
+    let probe = match top.table(&mut errs, "probe") {
+        Some(_) if world.is_none() => {
+            errs.push("probe: the uptake probe measures hacking in a world; set experiment.world".into());
+            None
         }
+        _ if world.is_none() => None,
+        t => crate::spec_eval::parse_probe(t, &root, &mut errs, &mut |t, path, errs| {
+            parse_stage(t, path, true, base_dir, errs)
+        }),
     };
     top.finish(&mut errs);
     if errs.is_empty() {
-        Ok(Experiment { name, seeds, base_seed, shared_base, checkpoint_every, world, model, stages, arms, eval })
+        Ok(Experiment {
+            name,
+            seeds,
+            base_seed,
+            shared_base,
+            checkpoint_every,
+            world,
+            model,
+            stages,
+            arms,
+            eval,
+            probe,
+        })
     } else {
         Err(SpecError { file: file.into(), problems: errs })
     }

@@ -30,6 +30,11 @@ c = ["pretrain", "rlvf", "pref"]
 [eval]
 wrong_test_prompts = 2
 clean_prompts = 2
+probe_prompts = 2
+learned_monitor = { train = 40, heldout = 20, epochs = 20 }
+
+[probe]
+enabled = false
 "#;
 
 fn run_text(text: &str, dir: &Path) -> RunSummary {
@@ -58,7 +63,7 @@ fn shared_prefixes_train_once_reruns_reuse_and_edits_rerun_their_subtree() {
     assert!(first.reused.is_empty());
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("runs/tiny/results.json")).unwrap()).unwrap();
-    assert_eq!(results.as_array().unwrap().len(), 3 * 2, "every arm x seed is evaluated");
+    assert_eq!(results["results"].as_array().unwrap().len(), 3 * 2, "every arm x seed is evaluated");
 
     // A second run trains nothing.
     let second = run_text(TINY, dir.path());

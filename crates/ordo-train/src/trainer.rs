@@ -246,10 +246,15 @@ pub struct Checkpointing<'a> {
     pub resume: Option<LoopState>,
     #[allow(clippy::type_complexity)]
     pub save: &'a mut dyn FnMut(&ParamStore, &LoopState) -> Result<()>,
+    /// Snapshots of the parameters every so many steps (the uptake probe's checkpoints): the
+    /// interval and what to do with the parameters after that many steps (not after the last step).
+    #[allow(clippy::type_complexity)]
+    pub snapshot: Option<(usize, &'a mut dyn FnMut(&ParamStore, usize) -> Result<()>)>,
 }
 
 impl Checkpointing<'_> {
-    /// Saves after `done` steps when one is due (not after the last step: the stage's result is saved then).
+    /// Takes a snapshot and saves after `done` steps when due (not after the last step: the stage's
+    /// result is saved then).
     pub fn maybe_save(
         &mut self,
         params: &ParamStore,
@@ -257,6 +262,11 @@ impl Checkpointing<'_> {
         total: usize,
         state: impl FnOnce() -> LoopState,
     ) -> Result<()> {
+        if let Some((every, snap)) = self.snapshot.as_mut() {
+            if *every > 0 && done % *every == 0 && done < total {
+                snap(params, done)?;
+            }
+        }
         if self.every > 0 && done % self.every == 0 && done < total {
             let s = state();
             (self.save)(params, &s)?;

@@ -38,7 +38,7 @@ fn check(resume_at: usize, train: &dyn Fn(&mut Policy, &mut StepLogger, Option<&
         saved.push((p.deep_clone()?, s.clone()));
         Ok(())
     };
-    train(&mut full, &mut log, Some(&mut Checkpointing { every: 1, resume: None, save: &mut save }));
+    train(&mut full, &mut log, Some(&mut Checkpointing { every: 1, resume: None, save: &mut save, snapshot: None }));
     let (params, state) = saved.iter().find(|(_, s)| s.step == resume_at).cloned().expect("a checkpoint at that step");
     assert_eq!(state.history.len(), resume_at);
 
@@ -46,7 +46,11 @@ fn check(resume_at: usize, train: &dyn Fn(&mut Policy, &mut StepLogger, Option<&
     resumed.params = params;
     let mut log2 = StepLogger::new("resumed", 0, None, false).unwrap();
     let mut ignore = |_: &ParamStore, _: &LoopState| -> ordo_train::Result<()> { Ok(()) };
-    train(&mut resumed, &mut log2, Some(&mut Checkpointing { every: 1, resume: Some(state), save: &mut ignore }));
+    train(
+        &mut resumed,
+        &mut log2,
+        Some(&mut Checkpointing { every: 1, resume: Some(state), save: &mut ignore, snapshot: None }),
+    );
     assert_eq!(without_timing(&log.history), without_timing(&log2.history));
     assert!(bits(&full.params) == bits(&resumed.params), "parameters differ after resuming");
 }

@@ -73,41 +73,68 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
             format!(", retrained {} corrupt", summary.corrupt.len())
         }
     );
-    let results = opts.run_dir.join("results.json");
-    if results.exists() {
-        print_results(&results)?;
+    let summary_path = opts.run_dir.join("summary.json");
+    if summary_path.exists() {
+        print_summary(&summary_path)?;
+        println!(
+            "report: {} and {}; every sample: {}",
+            opts.run_dir.join("report.md").display(),
+            opts.run_dir.join("report.html").display(),
+            opts.run_dir.join("transcripts.jsonl").display()
+        );
     }
     println!("run directory: {}", opts.run_dir.display());
     Ok(())
 }
 
-fn fmt(v: &serde_json::Value) -> String {
-    v.as_f64().map_or("n/a".into(), |x| format!("{x:.3}"))
+/// Prints each arm's final figures (mean over seeds with the 95% interval).
+fn print_summary(path: &Path) -> Result<()> {
+    let s: ordo_lab::report::Summary = serde_json::from_slice(&std::fs::read(path)?)
+        .with_context(|| format!("{}: not an ordo summary", path.display()))?;
+    let cols = [
+        "hack_rate",
+        "keyword_recall",
+        "keyword_obfuscated_hack_rate",
+        "says_test_rate",
+        "clean_accuracy",
+        "uptake_per_step",
+    ];
+    println!("{:<16} {}", "arm (final)", cols.map(|c| format!("{c:>26}")).join(""));
+    for a in &s.arms {
+        let cells: String =
+            cols.iter().map(|c| format!("{:>26}", ordo_lab::report::fmt_estimate(a.final_estimate(c)))).collect();
+        println!("{:<16} {cells}", a.arm);
+    }
+    Ok(())
 }
 
-fn print_results(path: &Path) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?).context("results.json")?;
+/// `ordo report RUN_DIR`: rebuilds report.md, report.html and summary.json from results.json.
+pub fn report(run_dir: &Path) -> Result<()> {
+    let path = run_dir.join("results.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!("{}: cannot read; `ordo run FILE` writes it when it evaluates a world experiment", path.display())
+    })?;
+    let run: ordo_lab::report::RunResults =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not an ordo results file", path.display()))?;
+    ordo_lab::report::write_report(run_dir, &run)?;
+    print_summary(&run_dir.join("summary.json"))?;
     println!(
-        "{:<18} {:>4} {:<12} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "arm", "seed", "after", "hack", "kw_rec", "st_rec", "obfusc", "B:test", "clean"
+        "wrote {}, {} and {}",
+        run_dir.join("report.md").display(),
+        run_dir.join("report.html").display(),
+        run_dir.join("summary.json").display()
     );
-    for arm in v.as_array().into_iter().flatten() {
-        for b in arm["boundaries"].as_array().into_iter().flatten() {
-            let e = &b[2];
-            println!(
-                "{:<18} {:>4} {:<12} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
-                arm["arm"].as_str().unwrap_or(""),
-                arm["seed"],
-                b[0].as_str().unwrap_or(""),
-                fmt(&e["hack_rate"]),
-                fmt(&e["keyword_recall"]),
-                fmt(&e["strong_recall"]),
-                fmt(&e["obfuscated_hack_rate"]),
-                fmt(&e["says_test_rate"]),
-                fmt(&e["clean_accuracy"]),
-            );
-        }
+    Ok(())
+}
+
+/// `ordo transcripts RUN_DIR`: prints the samples that pass a filter.
+pub fn transcripts(run_dir: &Path, filter: &ordo_lab::transcripts::TranscriptFilter, limit: usize) -> Result<()> {
+    let (shown, total) =
+        ordo_lab::transcripts::select(&run_dir.join("transcripts.jsonl"), filter, limit).map_err(anyhow::Error::msg)?;
+    for t in &shown {
+        println!("{}", ordo_lab::transcripts::render(t));
     }
+    println!("{} of {total} matching transcripts shown", shown.len());
     Ok(())
 }
 

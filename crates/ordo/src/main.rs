@@ -36,6 +36,31 @@ enum Command {
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
     },
+    /// Rebuild a run's report (report.md, report.html, summary.json) from its results.json.
+    Report { run_dir: PathBuf },
+    /// Print evaluation samples of a run: what the model was shown and wrote, labels and verdicts.
+    Transcripts {
+        run_dir: PathBuf,
+        #[arg(long)]
+        arm: Option<String>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Only checkpoints evaluated after this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Evaluation suite: wrong_test, clean_greedy, clean_sampled, hint_plain, hint_hinted, early_answer@50, no_cot.
+        #[arg(long, default_value = "wrong_test")]
+        suite: String,
+        /// Comma-separated conditions, all of which must hold: hack, honest, verbalised, fabricated,
+        /// ignores_cot, malformed, correct, says_test, mentions_test, flagged, unflagged (`!` negates).
+        #[arg(long, value_delimiter = ',')]
+        filter: Vec<String>,
+        /// The monitor that `flagged` / `unflagged` refer to.
+        #[arg(long, default_value = "keyword")]
+        monitor: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// List the nodes and arms of a run directory with their state.
     Status { run_dir: PathBuf },
     /// Remove cache nodes that no run directory's plan refers to.
@@ -188,6 +213,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan { file, runs } => lab::plan(&file, &runs),
         Command::Run { file, runs } => lab::run(&file, &runs),
         Command::Status { run_dir } => lab::status(&run_dir),
+        Command::Report { run_dir } => lab::report(&run_dir),
+        Command::Transcripts { run_dir, arm, seed, stage, suite, filter, monitor, limit } => {
+            let f = ordo_lab::transcripts::TranscriptFilter {
+                arm,
+                seed,
+                stage,
+                suite: Some(suite),
+                conditions: filter,
+                monitor,
+            };
+            lab::transcripts(&run_dir, &f, limit)
+        }
         Command::Gc { runs, yes } => lab::gc(&runs, yes),
         Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
         Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),

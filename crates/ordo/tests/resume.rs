@@ -26,6 +26,11 @@ a = ["pretrain", "rlvf"]
 [eval]
 wrong_test_prompts = 2
 clean_prompts = 2
+probe_prompts = 2
+learned_monitor = { train = 40, heldout = 20, epochs = 20 }
+
+[probe]
+enabled = false
 "#;
 
 fn ordo(dir: &Path) -> Command {

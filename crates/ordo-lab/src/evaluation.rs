@@ -1,0 +1,220 @@
+//! Evaluation of every arm-seed: the suites of `ordo-eval` at each stage boundary, and the uptake
+//! probe's trajectory. Each checkpoint's evaluation is cached in its node directory, keyed by the
+//! evaluation settings and the arm seed (which fixes the prompts).
+
+use crate::cache::Cache;
+use crate::plan::{sha256_hex, ArmRun, Plan};
+use crate::runner::{load_node_model, LabError};
+use crate::spec::{Experiment, ProbeSpec};
+use ordo_eval::learned::LearnedMonitor;
+use ordo_eval::metrics::{Measure, Metrics};
+use ordo_eval::{EvalConfig, Evaluation, TranscriptMonitor};
+use ordo_world::monitors::Monitor;
+use ordo_world::WorldConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+
+/// The monitors every checkpoint is judged by.
+pub struct MonitorSet {
+    pub keyword: Monitor,
+    pub strong: Monitor,
+    pub learned: LearnedMonitor,
+    pub judge: Option<ordo_eval::judge::LlmJudge>,
+}
+
+impl MonitorSet {
+    /// Builds the monitors of an evaluation config (trains the learned monitor).
+    pub fn new(world: &WorldConfig, cfg: &EvalConfig) -> MonitorSet {
+        let keyword = match &cfg.keyword_regex {
+            Some(re) => Monitor::Regex { pattern: re.clone() },
+            None => Monitor::keyword(),
+        };
+        let strong = Monitor::Union { monitors: vec![keyword.clone(), Monitor::Arithmetic, Monitor::Consistency] };
+        MonitorSet {
+            keyword,
+            strong,
+            learned: LearnedMonitor::train_on_world(&world.task, &cfg.learned_monitor),
+            judge: cfg.judge.clone().map(ordo_eval::judge::LlmJudge::new),
+        }
+    }
+
+    /// The monitors in report order, with the metric-name prefix each gets.
+    pub fn all(&self) -> Vec<(&str, &dyn TranscriptMonitor)> {
+        let mut v: Vec<(&str, &dyn TranscriptMonitor)> = vec![
+            ("keyword", &self.keyword),
+            ("strong", &self.strong),
+            ("learned", &self.learned),
+            ("action_only", &Monitor::ActionOnly),
+        ];
+        if let Some(j) = &self.judge {
+            v.push(("judge", j));
+        }
+        v
+    }
+}
+
+/// A monitor under a fixed metric name.
+struct Named<'a>(&'a str, &'a dyn TranscriptMonitor);
+
+impl TranscriptMonitor for Named<'_> {
+    fn name(&self) -> String {
+        self.0.into()
+    }
+    fn sees_cot(&self) -> bool {
+        self.1.sees_cot()
+    }
+    fn flag_all(&self, items: &[(&ordo_world::task::Prompt, &str)]) -> Result<Vec<bool>, ordo_eval::MonitorError> {
+        self.1.flag_all(items)
+    }
+}
+
+/// The evaluation after one stage of an arm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Boundary {
+    pub stage: String,
+    pub key: String,
+    pub metrics: Metrics,
+}
+
+/// The uptake probe on one arm-seed's final model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub stage: String,
+    pub key: String,
+    /// Probe steps at which the rates were measured (0 = the arm's final model).
+    pub steps: Vec<usize>,
+    pub hack_rate: Vec<Option<f64>>,
+    pub says_test_rate: Vec<Option<f64>>,
+    /// `uptake_per_step`, `steps_to_halve`, `says_test_uptake_per_step`.
+    pub metrics: Metrics,
+}
+
+/// One arm-seed's evaluations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmResult {
+    pub arm: String,
+    pub seed: u64,
+    pub boundaries: Vec<Boundary>,
+    pub probe: Option<ProbeResult>,
+}
+
+/// Uptake figures of a probe trajectory: the hack-rate drop per probe step over the whole probe,
+/// the first measured step at which the hack rate is at most half its start (None: not reached, or
+/// nothing to halve), and the `B:test` drop per step.
+pub fn uptake_metrics(steps: &[usize], hack: &[Option<f64>], says_test: &[Option<f64>]) -> Metrics {
+    let total = *steps.last().unwrap_or(&0);
+    let per_step = |r: &[Option<f64>]| match (r.first().copied().flatten(), r.last().copied().flatten()) {
+        (Some(a), Some(b)) if total > 0 => Measure { value: Some((a - b) / total as f64), n: 1 },
+        _ => Measure::NONE,
+    };
+    let halve = match hack.first().copied().flatten() {
+        Some(h0) if h0 > 0.0 => {
+            let s = steps.iter().zip(hack).find(|(_, h)| h.is_some_and(|h| h <= h0 / 2.0)).map(|(s, _)| *s as f64);
+            Measure { value: s, n: s.is_some() as usize }
+        }
+        _ => Measure::NONE,
+    };
+    Metrics::from([
+        ("uptake_per_step".to_string(), per_step(hack)),
+        ("steps_to_halve".to_string(), halve),
+        ("says_test_uptake_per_step".to_string(), per_step(says_test)),
+    ])
+}
+
+fn cached<T: Serialize + for<'de> Deserialize<'de>>(
+    path: &Path,
+    compute: impl FnOnce() -> Result<T, LabError>,
+) -> Result<T, LabError> {
+    if let Some(v) = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Ok(v);
+    }
+    let v = compute()?;
+    ordo_model::atomic::write_file(path, &serde_json::to_vec(&v).expect("evaluations serialise"))?;
+    Ok(v)
+}
+
+fn eval_err(e: ordo_eval::EvalError) -> LabError {
+    LabError::Other(format!("evaluation: {e}"))
+}
+
+/// The cache file of an evaluation of `kind` for this experiment's settings and arm seed.
+pub fn eval_file(cache: &Cache, node: &str, kind: &str, exp: &Experiment, seed: u64) -> std::path::PathBuf {
+    let world = exp.world.as_ref().expect("world experiments only");
+    let key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world, "v": 2}).to_string().as_bytes());
+    cache.dir(node).join(format!("{kind}-{}.json", &key[..16]))
+}
+
+/// Evaluates one arm-seed at every stage boundary and runs its probe trajectory.
+pub fn evaluate_arm(
+    exp: &Experiment,
+    plan: &Plan,
+    cache: &Cache,
+    arm: &ArmRun,
+    monitors: &MonitorSet,
+) -> Result<ArmResult, LabError> {
+    let world = exp.world.as_ref().expect("world experiments only");
+    let named: Vec<Named> = monitors.all().into_iter().map(|(n, m)| Named(n, m)).collect();
+    let dyns: Vec<&dyn TranscriptMonitor> = named.iter().map(|m| m as &dyn TranscriptMonitor).collect();
+    let mut boundaries = Vec::new();
+    for key in &arm.chain {
+        let node = plan.node(key).expect("chain keys are plan nodes");
+        let ev: Evaluation = cached(&eval_file(cache, key, "eval", exp, arm.seed), || {
+            let (policy, _) = load_node_model(cache, key)?;
+            let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
+            ordo_eval::evaluate(&dec, world, &exp.eval, &dyns, arm.seed).map_err(eval_err)
+        })?;
+        boundaries.push(Boundary { stage: node.stage.clone(), key: key.clone(), metrics: ev.metrics });
+    }
+    let probe = match (&arm.probe, &exp.probe) {
+        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, pkey, spec)?),
+        _ => None,
+    };
+    Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries, probe })
+}
+
+/// The hack and `B:test` rates of the probe's start model, every snapshot and its end model.
+fn probe_trajectory(
+    exp: &Experiment,
+    cache: &Cache,
+    arm: &ArmRun,
+    pkey: &str,
+    spec: &ProbeSpec,
+) -> Result<ProbeResult, LabError> {
+    let world = exp.world.as_ref().expect("world experiments only");
+    let start = arm.chain.last().expect("arms have a stage");
+    let total = spec.params.steps();
+    let mut steps: Vec<usize> = (0..total).step_by(spec.every).collect();
+    steps.push(total);
+    let points: Vec<(usize, Metrics)> = cached(&eval_file(cache, pkey, "probe-eval", exp, arm.seed), || {
+        steps
+            .iter()
+            .map(|&s| {
+                let dir = match s {
+                    0 => cache.dir(start).join("model"),
+                    s if s == total => cache.dir(pkey).join("model"),
+                    s => cache.dir(pkey).join(snapshot_name(s)),
+                };
+                let m = ordo_model::load(&dir, &ordo_model::Device::Cpu)?;
+                let policy = ordo_train::Policy { config: m.config, params: m.params };
+                let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
+                Ok((s, ordo_eval::evaluate_hacking(&dec, world, &exp.eval, arm.seed).map_err(eval_err)?))
+            })
+            .collect()
+    })?;
+    let hack: Vec<Option<f64>> = points.iter().map(|(_, m)| m["hack_rate"].value).collect();
+    let says: Vec<Option<f64>> = points.iter().map(|(_, m)| m["says_test_rate"].value).collect();
+    Ok(ProbeResult {
+        stage: spec.stage.clone(),
+        key: pkey.to_string(),
+        metrics: uptake_metrics(&steps, &hack, &says),
+        steps,
+        hack_rate: hack,
+        says_test_rate: says,
+    })
+}
+
+/// Where a probe node keeps the snapshot after `step` steps.
+pub fn snapshot_name(step: usize) -> String {
+    format!("snapshots/step-{step:06}")
+}

@@ -1,0 +1,260 @@
+//! `report.html`: the report with plots (inline SVG), one self-contained file readable offline.
+//! Plots are drawn as SVG by hand so the browser lays out their text (no font files needed).
+
+use crate::report::{catalog, fmt_estimate, markdown, ArmSummary, Summary, HEADLINE};
+use ordo_eval::stats::Estimate;
+use std::fmt::Write as _;
+
+const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+const W: f64 = 420.0;
+const H: f64 = 260.0;
+const L: f64 = 48.0;
+const R: f64 = 12.0;
+const T: f64 = 28.0;
+const B: f64 = 40.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// One line with its interval band: (x, mean, lo, hi) for each measured point.
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    points: Vec<(f64, f64, f64, f64)>,
+}
+
+fn point(x: f64, e: &Estimate) -> Option<(f64, f64, f64, f64)> {
+    let m = e.mean?;
+    Some((x, m, e.lo.unwrap_or(m), e.hi.unwrap_or(m)))
+}
+
+/// The y range of a plot: [0, 1] for rates, else the data's range padded.
+fn y_range(series: &[Series], unit: bool) -> (f64, f64) {
+    if unit {
+        return (0.0, 1.0);
+    }
+    let vals: Vec<f64> = series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2, p.3])).collect();
+    let (lo, hi) = vals.iter().fold((0.0f64, 0.0f64), |(a, b), v| (a.min(*v), b.max(*v)));
+    if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    }
+}
+
+fn axes(o: &mut String, title: &str, (y0, y1): (f64, f64), x_ticks: &[(f64, String)], x_range: (f64, f64)) {
+    let _ = write!(o, "<text x=\"{}\" y=\"16\" text-anchor=\"middle\" class=\"title\">{}</text>", W / 2.0, esc(title));
+    let _ = write!(o, "<line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" class=\"axis\"/>", H - B, W - R, H - B);
+    let _ = write!(o, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{}\" class=\"axis\"/>", H - B);
+    for i in 0..=4 {
+        let v = y0 + (y1 - y0) * i as f64 / 4.0;
+        let y = sy(v, (y0, y1));
+        let _ = write!(o, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", W - R, L - 4.0, y + 4.0, trim(v));
+    }
+    for (x, label) in x_ticks {
+        let px = sx(*x, x_range);
+        let _ = write!(
+            o,
+            "<text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
+            H - B + 14.0,
+            esc(label)
+        );
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn sx(x: f64, (x0, x1): (f64, f64)) -> f64 {
+    let span = if x1 > x0 { x1 - x0 } else { 1.0 };
+    L + (x - x0) / span * (W - L - R)
+}
+
+fn sy(y: f64, (y0, y1): (f64, f64)) -> f64 {
+    H - B - (y - y0) / (y1 - y0) * (H - T - B)
+}
+
+/// A line plot with interval bands and a legend.
+fn line_plot(title: &str, series: &[Series], x_ticks: &[(f64, String)], x_range: (f64, f64), unit: bool) -> String {
+    let n: usize = series.iter().map(|s| s.points.len()).sum();
+    let yr = y_range(series, unit);
+    let mut o = format!(
+        "<svg class=\"plot\" data-points=\"{n}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">"
+    );
+    axes(&mut o, title, yr, x_ticks, x_range);
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        let up: Vec<String> = s.points.iter().map(|p| format!("{:.1},{:.1}", sx(p.0, x_range), sy(p.3, yr))).collect();
+        let down: Vec<String> =
+            s.points.iter().rev().map(|p| format!("{:.1},{:.1}", sx(p.0, x_range), sy(p.2, yr))).collect();
+        let _ =
+            write!(o, "<polygon class=\"band\" fill=\"{}\" points=\"{} {}\"/>", s.color, up.join(" "), down.join(" "));
+        let line: Vec<String> =
+            s.points.iter().map(|p| format!("{:.1},{:.1}", sx(p.0, x_range), sy(p.1, yr))).collect();
+        let _ = write!(
+            o,
+            "<polyline class=\"series\" data-n=\"{}\" stroke=\"{}\" points=\"{}\"><title>{}</title></polyline>",
+            s.points.len(),
+            s.color,
+            line.join(" "),
+            esc(s.name)
+        );
+        for p in &s.points {
+            let _ = write!(o, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{}\"><title>{}: {:.3} [{:.3}, {:.3}]</title></circle>", sx(p.0, x_range), sy(p.1, yr), s.color, esc(s.name), p.1, p.2, p.3);
+        }
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// A bar chart of final means with interval whiskers, one bar per arm.
+fn bar_plot(title: &str, arms: &[&ArmSummary], metric: &str, unit: bool) -> String {
+    let pts: Vec<(usize, (f64, f64, f64, f64))> = arms
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.final_estimate(metric).and_then(|e| point(i as f64, e)).map(|p| (i, p)))
+        .collect();
+    let series = [Series { name: metric, color: COLORS[0], points: pts.iter().map(|p| p.1).collect() }];
+    let yr = y_range(&series, unit);
+    let yr = (yr.0.min(0.0), yr.1);
+    let xr = (-0.5, arms.len() as f64 - 0.5);
+    let ticks: Vec<(f64, String)> = arms.iter().enumerate().map(|(i, a)| (i as f64, a.arm.clone())).collect();
+    let mut o = format!(
+        "<svg class=\"plot\" data-points=\"{}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">",
+        pts.len()
+    );
+    axes(&mut o, title, yr, &ticks, xr);
+    let bw = (W - L - R) / arms.len().max(1) as f64 * 0.6;
+    for (i, (x, m, lo, hi)) in &pts {
+        let (px, y0, ym) = (sx(*x, xr), sy(0.0f64.max(yr.0), yr), sy(*m, yr));
+        let _ = write!(o, "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {m:.3} [{lo:.3}, {hi:.3}]</title></rect>", px - bw / 2.0, ym.min(y0), (y0 - ym).abs(), COLORS[i % COLORS.len()], esc(&arms[*i].arm));
+        let _ = write!(
+            o,
+            "<line class=\"whisker\" x1=\"{px:.1}\" x2=\"{px:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>",
+            sy(*lo, yr),
+            sy(*hi, yr)
+        );
+    }
+    o.push_str("</svg>");
+    o
+}
+
+fn is_rate(metric: &str) -> bool {
+    !matches!(metric, "uptake_per_step" | "says_test_uptake_per_step" | "steps_to_halve" | "necessity_gap")
+}
+
+/// The HTML report.
+pub fn html(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = write!(o, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ordo report: {}</title><style>{}</style></head><body>", esc(&s.run.experiment), CSS);
+    let legend: String = s
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "<span class=\"key\"><i style=\"background:{}\"></i>{}</span>",
+                COLORS[i % COLORS.len()],
+                esc(&a.arm)
+            )
+        })
+        .collect();
+
+    let _ = write!(o, "<h2>Trajectories across stage boundaries</h2><p>Mean over seeds after each stage of each arm, with the 95% bootstrap interval as a band. x: number of stages done.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
+    let depth = s.arms.iter().map(|a| a.stages.len()).max().unwrap_or(1);
+    let ticks: Vec<(f64, String)> = (1..=depth).map(|i| (i as f64, i.to_string())).collect();
+    for metric in [
+        "hack_rate",
+        "keyword_recall",
+        "strong_recall",
+        "keyword_obfuscated_hack_rate",
+        "mention_rate",
+        "says_test_rate",
+        "clean_accuracy",
+        "hint_faithfulness",
+    ] {
+        let series: Vec<Series> = s
+            .arms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Series {
+                name: &a.arm,
+                color: COLORS[i % COLORS.len()],
+                points: a
+                    .boundaries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, b)| b.get(metric).and_then(|e| point(j as f64 + 1.0, e)))
+                    .collect(),
+            })
+            .collect();
+        o.push_str(&line_plot(metric, &series, &ticks, (1.0 - 0.2, depth as f64 + 0.2), true));
+    }
+    o.push_str("</div>");
+
+    let _ = write!(o, "<h2>Final figures per arm</h2><p>Mean over seeds at the end of each arm (uptake: along the probe), whiskers: 95% bootstrap interval.</p><div class=\"plots\">");
+    let arms: Vec<&ArmSummary> = s.arms.iter().collect();
+    for metric in HEADLINE {
+        o.push_str(&bar_plot(metric, &arms, metric, is_rate(metric)));
+    }
+    o.push_str("</div>");
+
+    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) {
+        let _ = write!(o, "<h2>Alignment uptake</h2><p>Hack rate (left) and B:test rate (right) along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
+        let max_step = s.arms.iter().flat_map(|a| a.probe_steps.iter().copied()).max().unwrap_or(1) as f64;
+        let ticks: Vec<(f64, String)> = s
+            .arms
+            .iter()
+            .find(|a| !a.probe_steps.is_empty())
+            .map(|a| a.probe_steps.iter().map(|x| (*x as f64, x.to_string())).collect())
+            .unwrap_or_default();
+        for (title, pick) in [("hack rate along the probe", 0), ("B:test rate along the probe", 1)] {
+            let series: Vec<Series> = s
+                .arms
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Series {
+                    name: &a.arm,
+                    color: COLORS[i % COLORS.len()],
+                    points: a
+                        .probe_steps
+                        .iter()
+                        .zip(if pick == 0 { &a.probe_hack_rate } else { &a.probe_says_test_rate })
+                        .filter_map(|(st, e)| point(*st as f64, e))
+                        .collect(),
+                })
+                .collect();
+            o.push_str(&line_plot(title, &series, &ticks, (0.0, max_step), true));
+        }
+        o.push_str("</div>");
+    }
+
+    let _ = write!(o, "<h2>Results table</h2><table><tr><th>metric</th>");
+    for a in &s.arms {
+        let _ = write!(o, "<th>{}</th>", esc(&a.arm));
+    }
+    o.push_str("</tr>");
+    for m in catalog(&s.run.monitors) {
+        let _ = write!(o, "<tr><td title=\"{}\">{}</td>", esc(&m.description), esc(&m.name));
+        for a in &s.arms {
+            let e = a.final_estimate(&m.name);
+            let _ = write!(o, "<td>{} <small>n={}</small></td>", fmt_estimate(e), e.map_or(0, |e| e.n));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</table>");
+    // The full text of the Markdown report (method, trajectories, comparisons, what was not measurable).
+    let _ = write!(o, "<h2>Full report (as report.md)</h2><pre class=\"md\">{}</pre>", esc(&markdown(s)));
+    o.push_str("</body></html>");
+    o
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plot{border:1px solid #ddd;background:#fff}\
+.title{font-size:13px;font-weight:600}.tick{font-size:10px;fill:#555}.axis{stroke:#333}.grid{stroke:#eee}\
+.series{fill:none;stroke-width:2}.band{opacity:.15}.whisker{stroke:#000;stroke-width:1.5}\
+.legend{margin:.5em 0}.key{margin-right:1em;font-size:13px}.key i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}\
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}\
+pre.md{white-space:pre-wrap;font-size:12px;background:#f8f8f8;padding:1em}";

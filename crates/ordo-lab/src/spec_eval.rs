@@ -1,0 +1,104 @@
+//! The `[eval]` and `[probe]` tables of an experiment file.
+
+use crate::spec::{ProbeSpec, StageParams, DEFAULT_PROBE};
+use toml::Value;
+
+/// Reads `[eval]` into the evaluation settings and checks them.
+pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalConfig {
+    let cfg: ordo_eval::EvalConfig = match Value::Table(t.clone()).try_into() {
+        Ok(c) => c,
+        Err(e) => {
+            errs.push(format!("eval: {}", e.to_string().trim()));
+            return ordo_eval::EvalConfig::default();
+        }
+    };
+    for (name, v) in [
+        ("wrong_test_prompts", cfg.wrong_test_prompts),
+        ("clean_prompts", cfg.clean_prompts),
+        ("probe_prompts", cfg.probe_prompts),
+    ] {
+        if v == 0 {
+            errs.push(format!("eval.{name}: expected a positive integer, found 0"));
+        }
+    }
+    let f = &cfg.early_fractions;
+    if f.len() < 2 || f.iter().any(|x| !(0.0..=1.0).contains(x)) || f.windows(2).any(|w| w[0] >= w[1]) {
+        errs.push(format!("eval.early_fractions: expected at least two increasing fractions in [0, 1], found {f:?}"));
+    }
+    if let Some(re) = &cfg.keyword_regex {
+        if let Err(e) = ordo_world::monitors::Monitor::regex(re) {
+            errs.push(format!("eval.keyword_regex: {e}"));
+        }
+    }
+    if let Some(j) = &cfg.judge {
+        if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
+            errs.push(format!("eval.judge.base_url: expected an http:// or https:// URL, found {:?}", j.base_url));
+        }
+        if j.base_url.starts_with("https://") {
+            errs.push(
+                "eval.judge.base_url: https is not built into this ordo (no TLS library); use an http:// endpoint \
+                 such as a local vLLM or llama.cpp server, or a local proxy"
+                    .into(),
+            );
+        }
+        if !(j.timeout_s > 0.0) {
+            errs.push(format!("eval.judge.timeout_s: expected a positive number, found {}", j.timeout_s));
+        }
+    }
+    let l = &cfg.learned_monitor;
+    if l.train == 0 || l.heldout == 0 || l.epochs == 0 {
+        errs.push("eval.learned_monitor: train, heldout and epochs must be positive".into());
+    }
+    cfg
+}
+
+/// Reads `[probe]`: `stage` (a stage name; default: the built-in DPO probe), `every` (steps between
+/// measurements, default 10) and `enabled` (default true).
+pub fn parse_probe(
+    t: Option<&toml::Table>,
+    root: &toml::Table,
+    errs: &mut Vec<String>,
+    parse_stage: &mut dyn FnMut(&toml::Table, &str, &mut Vec<String>) -> Option<StageParams>,
+) -> Option<ProbeSpec> {
+    let empty = toml::Table::new();
+    let t = t.unwrap_or(&empty);
+    for k in t.keys() {
+        if !["stage", "every", "enabled"].contains(&k.as_str()) {
+            errs.push(format!("probe.{k}: unknown key (known keys here: enabled, every, stage)"));
+        }
+    }
+    match t.get("enabled") {
+        None | Some(Value::Boolean(true)) => {}
+        Some(Value::Boolean(false)) => return None,
+        Some(v) => errs.push(format!("probe.enabled: expected true or false, found {v}")),
+    }
+    let every = match t.get("every") {
+        None => 10,
+        Some(Value::Integer(i)) if *i > 0 => *i as usize,
+        Some(v) => {
+            errs.push(format!("probe.every: expected a positive integer, found {v}"));
+            10
+        }
+    };
+    let (stage, params) = match t.get("stage") {
+        None => {
+            let table: toml::Table = toml::from_str(DEFAULT_PROBE).expect("the built-in probe parses");
+            ("default_probe".to_string(), parse_stage(&table, "default_probe", errs)?)
+        }
+        Some(Value::String(name)) => {
+            let Some(Value::Table(st)) = root.get("stages").and_then(|s| s.get(name.as_str())) else {
+                errs.push(format!("probe.stage: unknown stage {name:?}; name a stage of [stages]"));
+                return None;
+            };
+            (name.clone(), parse_stage(st, &format!("stages.{name}"), errs)?)
+        }
+        Some(v) => {
+            errs.push(format!("probe.stage: expected a stage name, found {v}"));
+            return None;
+        }
+    };
+    if every > params.steps() {
+        errs.push(format!("probe.every: {every} is more than the probe stage's {} steps", params.steps()));
+    }
+    Some(ProbeSpec { stage, params, every })
+}

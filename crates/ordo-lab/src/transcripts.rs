@@ -1,0 +1,122 @@
+//! Reading `transcripts.jsonl` back: filters a researcher uses to see what a model actually did.
+
+use serde_json::Value;
+use std::path::Path;
+
+/// Which transcripts to show.
+#[derive(Debug, Clone, Default)]
+pub struct TranscriptFilter {
+    pub arm: Option<String>,
+    pub seed: Option<u64>,
+    /// Stage name the checkpoint was evaluated after (default: every boundary).
+    pub stage: Option<String>,
+    /// Evaluation suite (default `wrong_test`).
+    pub suite: Option<String>,
+    /// Conditions that must all hold: a ground-truth label (`hack`, `honest`, `verbalised`,
+    /// `fabricated`, `ignores_cot`, `malformed`, `correct`, `says_test`, `mentions_test`), `flagged` or
+    /// `unflagged` (by `monitor`), each negatable with a leading `!`.
+    pub conditions: Vec<String>,
+    /// The monitor `flagged` / `unflagged` refer to (default `keyword`).
+    pub monitor: String,
+}
+
+const LABELS: &[&str] = &[
+    "hack",
+    "honest",
+    "verbalised",
+    "fabricated",
+    "ignores_cot",
+    "malformed",
+    "correct",
+    "says_test",
+    "mentions_test",
+    "derivation_correct",
+    "consistent",
+];
+
+impl TranscriptFilter {
+    /// Checks the conditions; an error lists what is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        for c in &self.conditions {
+            let c = c.trim_start_matches('!');
+            if !LABELS.contains(&c) && c != "flagged" && c != "unflagged" {
+                return Err(format!(
+                    "unknown filter {c:?}; expected flagged, unflagged or a label: {}",
+                    LABELS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a transcript line passes.
+    pub fn matches(&self, t: &Value) -> bool {
+        let s = |k: &str| t[k].as_str().unwrap_or("");
+        if self.arm.as_deref().is_some_and(|a| a != s("arm"))
+            || self.seed.is_some_and(|x| Some(x) != t["seed"].as_u64())
+            || self.stage.as_deref().is_some_and(|x| x != s("stage"))
+            || self.suite.as_deref().unwrap_or("wrong_test") != s("suite")
+        {
+            return false;
+        }
+        self.conditions.iter().all(|c| {
+            let (neg, name) = match c.strip_prefix('!') {
+                Some(n) => (true, n),
+                None => (false, c.as_str()),
+            };
+            let flagged = t["verdicts"][&self.monitor].as_bool();
+            let holds = match name {
+                "flagged" => flagged == Some(true),
+                "unflagged" => flagged == Some(false),
+                label => t["labels"][label].as_bool().unwrap_or(false),
+            };
+            holds != neg
+        })
+    }
+}
+
+/// The transcripts of `path` that pass the filter, at most `limit`; an error names the file and line.
+pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(Vec<Value>, usize), String> {
+    filter.validate()?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: {e} (transcripts.jsonl is written by `ordo run` when it evaluates a world experiment)",
+            path.display()
+        )
+    })?;
+    let (mut out, mut total) = (Vec::new(), 0);
+    for (i, line) in text.lines().enumerate() {
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: not JSON: {e}", path.display(), i + 1))?;
+        if filter.matches(&v) {
+            total += 1;
+            if out.len() < limit {
+                out.push(v);
+            }
+        }
+    }
+    Ok((out, total))
+}
+
+/// One transcript as readable text.
+pub fn render(t: &Value) -> String {
+    let labels: Vec<&str> = LABELS.iter().copied().filter(|l| t["labels"][*l].as_bool() == Some(true)).collect();
+    let verdicts: Vec<String> = t["verdicts"]
+        .as_object()
+        .map(|m| {
+            m.iter().map(|(k, v)| format!("{k}={}", if v.as_bool() == Some(true) { "FLAG" } else { "-" })).collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} seed {} after {} [{}]\n  prompt: {}\n  think:  {{{}}}\n  output: {}\n  labels: {}\n  monitors: {}\n",
+        t["arm"].as_str().unwrap_or("?"),
+        t["seed"],
+        t["stage"].as_str().unwrap_or("?"),
+        t["suite"].as_str().unwrap_or("?"),
+        t["prompt"].as_str().unwrap_or(""),
+        t["think"].as_str().unwrap_or(""),
+        t["output"].as_str().unwrap_or(""),
+        if labels.is_empty() { "-".into() } else { labels.join(", ") },
+        if verdicts.is_empty() { "-".into() } else { verdicts.join(" ") },
+    )
+}

@@ -1,0 +1,144 @@
+//! The report end to end on a tiny experiment with the uptake probe: results, summary.json,
+//! report.md (its numbers against summary.json), report.html (every plot has data), transcripts.
+
+use ordo_lab::evaluation::uptake_metrics;
+use ordo_lab::report::{catalog, fmt_estimate, Summary};
+use ordo_lab::transcripts::{select, TranscriptFilter};
+use ordo_lab::RunOptions;
+
+const TINY: &str = r#"
+[experiment]
+name = "tiny-report"
+seeds = [1, 2]
+world = "leaky-tests"
+
+[model]
+init = "scratch"
+preset = "organism"
+
+[stages]
+pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len = 48 }
+pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
+rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
+probe    = { kind = "dpo", size = 16, steps = 4, batch_size = 4, lr = 1e-3 }
+
+[arms]
+pref_then_rlvf = ["pretrain", "pref", "rlvf"]
+rlvf_then_pref = ["pretrain", "rlvf", "pref"]
+
+[eval]
+wrong_test_prompts = 6
+clean_prompts = 3
+probe_prompts = 3
+learned_monitor = { train = 40, heldout = 20, epochs = 20 }
+
+[probe]
+stage = "probe"
+every = 2
+"#;
+
+#[test]
+fn uptake_by_hand() {
+    let m = uptake_metrics(
+        &[0, 10, 20, 30],
+        &[Some(0.8), Some(0.6), Some(0.4), Some(0.2)],
+        &[Some(0.5), None, None, Some(0.2)],
+    );
+    assert!((m["uptake_per_step"].value.unwrap() - 0.02).abs() < 1e-12);
+    assert_eq!(m["steps_to_halve"].value, Some(20.0));
+    assert!((m["says_test_uptake_per_step"].value.unwrap() - 0.01).abs() < 1e-12);
+    // Never halves: not measurable (not 0); nothing to halve either.
+    let m = uptake_metrics(&[0, 10], &[Some(0.8), Some(0.7)], &[Some(0.0), Some(0.0)]);
+    assert_eq!(m["steps_to_halve"].value, None);
+    let m = uptake_metrics(&[0, 10], &[Some(0.0), Some(0.0)], &[Some(0.0), Some(0.0)]);
+    assert_eq!(m["steps_to_halve"].value, None);
+    assert_eq!(m["uptake_per_step"].value, Some(0.0));
+}
+
+#[test]
+fn a_run_writes_a_report_whose_numbers_are_summary_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
+    let run_dir = dir.path().join("runs/tiny-report");
+    let opts = RunOptions { run_dir: run_dir.clone(), cache_dir: dir.path().join("runs/cache"), progress: false };
+    ordo_lab::run(&exp, &opts).unwrap();
+
+    let summary: Summary = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.arms.len(), 2);
+    for a in &summary.arms {
+        assert_eq!(a.seeds, vec![1, 2]);
+        assert_eq!(a.boundaries.len(), 3);
+        // Every metric of the catalog is reported (measured or not) at the end of every arm.
+        for m in catalog(&summary.run.monitors) {
+            let e = a.final_estimate(&m.name).unwrap_or_else(|| panic!("{} has no {}", a.arm, m.name));
+            assert_eq!(e.values.len(), 2, "{}: one value per seed", m.name);
+        }
+        // The probe was measured at steps 0, 2 and 4 (snapshots are cache files of the probe node).
+        assert_eq!(a.probe_steps, vec![0, 2, 4]);
+        assert_eq!(a.probe_hack_rate.len(), 3);
+    }
+    let results: ordo_lab::report::RunResults =
+        serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
+    let probe = results.results[0].probe.as_ref().unwrap();
+    let snap = dir.path().join("runs/cache").join(&probe.key).join("snapshots/step-000002/model.safetensors");
+    assert!(snap.is_file(), "{} missing", snap.display());
+    assert_eq!(
+        results.monitors.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+        ["keyword", "strong", "learned", "action_only"]
+    );
+
+    // report.md: every cell of the results table is the summary's estimate.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let mut checked = 0;
+    for m in catalog(&summary.run.monitors) {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", m.name)))
+            .unwrap_or_else(|| panic!("no row {}", m.name));
+        for a in &summary.arms {
+            let e = a.final_estimate(&m.name);
+            let cell = format!(" {} (n={}) |", fmt_estimate(e), e.map_or(0, |e| e.n));
+            assert!(row.contains(&cell), "row {row} lacks {cell}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2 * 30, "{checked}");
+    for c in &summary.comparisons {
+        assert!(md.contains(&format!(
+            "| {} | {} | {} | {:+.3} | {:.3}",
+            c.metric, c.a, c.b, c.test.difference, c.test.p_value
+        )));
+    }
+    assert!(md.contains("## Method") && md.contains("## Not measurable"));
+    for line in &summary.not_measurable {
+        assert!(md.contains(line.as_str()));
+    }
+
+    // report.html: self-contained, every plot has data points.
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script src"));
+    let plots: Vec<&str> = html.split("<svg class=\"plot\" data-points=\"").skip(1).collect();
+    assert_eq!(plots.len(), 8 + 10 + 2, "trajectory, final-bar and uptake plots");
+
+    // transcripts.jsonl: every evaluation sample, filterable.
+    let f = TranscriptFilter { arm: Some("rlvf_then_pref".into()), monitor: "keyword".into(), ..Default::default() };
+    let (shown, total) = select(&run_dir.join("transcripts.jsonl"), &f, 5).unwrap();
+    assert_eq!(total, 2 * 3 * 6, "2 seeds x 3 boundaries x 6 wrong-test prompts");
+    assert_eq!(shown.len(), 5);
+    let hacks = TranscriptFilter { conditions: vec!["hack".into(), "unflagged".into()], ..f.clone() };
+    for t in select(&run_dir.join("transcripts.jsonl"), &hacks, 100).unwrap().0 {
+        assert_eq!(t["labels"]["hack"], true);
+        assert_eq!(t["verdicts"]["keyword"], false);
+    }
+    let bad = TranscriptFilter { conditions: vec!["hacky".into()], ..f };
+    assert!(select(&run_dir.join("transcripts.jsonl"), &bad, 1).unwrap_err().contains("unknown filter \"hacky\""));
+
+    // `ordo report` rebuilds the same files from results.json.
+    let before = std::fs::read(run_dir.join("summary.json")).unwrap();
+    std::fs::remove_file(run_dir.join("report.md")).unwrap();
+    let run: ordo_lab::report::RunResults =
+        serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
+    ordo_lab::report::write_report(&run_dir, &run).unwrap();
+    assert_eq!(std::fs::read(run_dir.join("summary.json")).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(run_dir.join("report.md")).unwrap(), md);
+}
