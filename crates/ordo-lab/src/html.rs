@@ -80,6 +80,9 @@ fn sy(y: f64, (y0, y1): (f64, f64)) -> f64 {
 /// A line plot with interval bands and a legend.
 fn line_plot(title: &str, series: &[Series], x_ticks: &[(f64, String)], x_range: (f64, f64), unit: bool) -> String {
     let n: usize = series.iter().map(|s| s.points.len()).sum();
+    if n == 0 {
+        return empty_plot(title);
+    }
     let yr = y_range(series, unit);
     let mut o = format!(
         "<svg class=\"plot\" data-points=\"{n}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">"
@@ -116,6 +119,9 @@ fn bar_plot(title: &str, arms: &[&ArmSummary], metric: &str, unit: bool) -> Stri
         .enumerate()
         .filter_map(|(i, a)| a.final_estimate(metric).and_then(|e| point(i as f64, e)).map(|p| (i, p)))
         .collect();
+    if pts.is_empty() {
+        return empty_plot(title);
+    }
     let series = [Series { name: metric, color: COLORS[0], points: pts.iter().map(|p| p.1).collect() }];
     let yr = y_range(&series, unit);
     let yr = (yr.0.min(0.0), yr.1);
@@ -141,13 +147,38 @@ fn bar_plot(title: &str, arms: &[&ArmSummary], metric: &str, unit: bool) -> Stri
     o
 }
 
+/// In place of a plot whose figure no arm and seed could measure.
+fn empty_plot(title: &str) -> String {
+    format!(
+        "<svg class=\"plot-empty\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\"><text x=\"{}\" y=\"16\" text-anchor=\"middle\" class=\"title\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">not measurable on any arm and seed (see the report's list)</text></svg>",
+        W / 2.0,
+        esc(title),
+        W / 2.0,
+        H / 2.0
+    )
+}
+
 fn is_rate(metric: &str) -> bool {
     !matches!(metric, "uptake_per_step" | "says_test_uptake_per_step" | "steps_to_halve" | "necessity_gap")
 }
 
+/// The figures plotted across stage boundaries.
+const TRAJECTORIES: &[&str] = &[
+    "hack_rate",
+    "keyword_recall",
+    "strong_recall",
+    "keyword_obfuscated_hack_rate",
+    "mention_rate",
+    "says_test_rate",
+    "clean_accuracy",
+    "hint_faithfulness",
+];
+
 /// The HTML report.
 pub fn html(s: &Summary) -> String {
     let mut o = String::new();
+    let known: Vec<String> = catalog(&s.run.monitors).into_iter().map(|m| m.name).collect();
+    let shown = |m: &&&str| known.iter().any(|k| k == **m);
     let _ = write!(o, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ordo report: {}</title><style>{}</style></head><body>", esc(&s.run.experiment), CSS);
     let legend: String = s
         .arms
@@ -196,7 +227,7 @@ pub fn html(s: &Summary) -> String {
 
     let _ = write!(o, "<h2>Final figures per arm</h2><p>Mean over seeds at the end of each arm (uptake: along the probe), whiskers: 95% bootstrap interval.</p><div class=\"plots\">");
     let arms: Vec<&ArmSummary> = s.arms.iter().collect();
-    for metric in HEADLINE {
+    for metric in HEADLINE.iter().filter(shown) {
         o.push_str(&bar_plot(metric, &arms, metric, is_rate(metric)));
     }
     o.push_str("</div>");
@@ -247,9 +278,17 @@ pub fn html(s: &Summary) -> String {
     o.push_str("</table>");
     // The full text of the Markdown report (method, trajectories, comparisons, what was not measurable).
     let _ = write!(o, "<h2>Full report (as report.md)</h2><pre class=\"md\">{}</pre>", esc(&markdown(s)));
+    // A self-check a headless browser can read back (`scripts/check-report-html.sh`): how many plots
+    // have marks with a rendered, non-empty extent.
+    o.push_str(CHECK_SCRIPT);
     o.push_str("</body></html>");
     o
 }
+
+const CHECK_SCRIPT: &str = "<script>(function(){var p=document.querySelectorAll('svg.plot'),ok=0;\
+p.forEach(function(s){var m=s.querySelectorAll('circle,rect.bar'),d=false;\
+m.forEach(function(e){var b=e.getBBox();if(b.width>0||b.height>0)d=true;});if(d)ok++;});\
+document.body.setAttribute('data-check','plots='+p.length+' with-data='+ok);})();</script>";
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plot{border:1px solid #ddd;background:#fff}\

@@ -118,7 +118,12 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script src"));
     let plots: Vec<&str> = html.split("<svg class=\"plot\" data-points=\"").skip(1).collect();
-    assert_eq!(plots.len(), 8 + 10 + 2, "trajectory, final-bar and uptake plots");
+    let empty = html.matches("<svg class=\"plot-empty\"").count();
+    assert_eq!(plots.len() + empty, 8 + 10 + 2, "trajectory, final-bar and uptake plots");
+    for p in &plots {
+        let n: usize = p[..p.find('"').unwrap()].parse().unwrap();
+        assert!(n > 0, "a drawn plot has points");
+    }
 
     // transcripts.jsonl: every evaluation sample, filterable.
     let f = TranscriptFilter { arm: Some("rlvf_then_pref".into()), monitor: "keyword".into(), ..Default::default() };
@@ -141,4 +146,110 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     ordo_lab::report::write_report(&run_dir, &run).unwrap();
     assert_eq!(std::fs::read(run_dir.join("summary.json")).unwrap(), before);
     assert_eq!(std::fs::read_to_string(run_dir.join("report.md")).unwrap(), md);
+}
+
+/// Results of two arms x 3 seeds with known figures: arm `a` hacks 0.8/0.9/1.0, arm `b` 0.1/0.2/0.3;
+/// keyword recall is not measurable for `b` seed 3; hint faithfulness for no seed of `b`.
+fn synthetic() -> ordo_lab::report::RunResults {
+    use ordo_eval::metrics::{Measure, Metrics};
+    use ordo_lab::evaluation::{ArmResult, Boundary, ProbeResult};
+    let monitors = vec![("keyword".to_string(), true), ("action_only".to_string(), false)];
+    let names: Vec<String> = catalog(&monitors).into_iter().map(|m| m.name).collect();
+    let mut results = Vec::new();
+    for (arm, base) in [("a", 0.7), ("b", 0.0)] {
+        for seed in 1..=3u64 {
+            let hack = base + 0.1 * seed as f64;
+            let metrics: Metrics = names
+                .iter()
+                .map(|n| {
+                    let v = match n.as_str() {
+                        "hack_rate" => Some(hack),
+                        "keyword_recall" if arm == "b" && seed == 3 => None,
+                        "hint_faithfulness" if arm == "b" => None,
+                        _ => Some(0.5),
+                    };
+                    (n.clone(), Measure { value: v, n: 10 })
+                })
+                .collect();
+            let probe_metrics = uptake_metrics(
+                &[0, 5, 10],
+                &[Some(hack), Some(hack * 0.6), Some(hack * 0.4)],
+                &[Some(0.2), Some(0.1), Some(0.0)],
+            );
+            results.push(ArmResult {
+                arm: arm.into(),
+                seed,
+                boundaries: vec![
+                    Boundary { stage: "pretrain".into(), key: "k0".into(), metrics: metrics.clone() },
+                    Boundary { stage: "rl".into(), key: format!("k{arm}{seed}"), metrics },
+                ],
+                probe: Some(ProbeResult {
+                    stage: "probe".into(),
+                    key: "p".into(),
+                    steps: vec![0, 5, 10],
+                    hack_rate: vec![Some(hack), Some(hack * 0.6), Some(hack * 0.4)],
+                    says_test_rate: vec![Some(0.2), Some(0.1), Some(0.0)],
+                    metrics: probe_metrics,
+                }),
+            });
+        }
+    }
+    ordo_lab::report::RunResults {
+        experiment: "synthetic".into(),
+        seeds: vec![1, 2, 3],
+        shared_base: true,
+        base_seed: 0,
+        arms: vec![
+            ("a".into(), vec!["pretrain".into(), "rl".into()]),
+            ("b".into(), vec!["pretrain".into(), "rl".into()]),
+        ],
+        stages: serde_json::json!({"pretrain": {"kind": "pretrain", "optim": {"steps": 10}}, "rl": {"kind": "grpo", "optim": {"steps": 5}}}),
+        world: serde_json::json!({}),
+        eval: serde_json::to_value(ordo_eval::EvalConfig::default()).unwrap(),
+        probe: serde_json::json!({"stage": "probe", "every": 5, "params": {"optim": {"steps": 10}}}),
+        monitors,
+        learned_monitor_heldout: serde_json::json!(null),
+        results,
+    }
+}
+
+#[test]
+fn summary_of_known_results() {
+    let s = ordo_lab::report::summarize(&synthetic());
+    let a = &s.arms[0];
+    let hack = a.final_estimate("hack_rate").unwrap();
+    assert!((hack.mean.unwrap() - 0.9).abs() < 1e-12);
+    assert_eq!(hack.n, 3);
+    assert!(hack.lo.unwrap() >= 0.8 - 1e-12 && hack.hi.unwrap() <= 1.0 + 1e-12 && hack.lo < hack.hi);
+    let b = &s.arms[1];
+    assert_eq!(b.final_estimate("keyword_recall").unwrap().n, 2);
+    assert_eq!(b.final_estimate("keyword_recall").unwrap().values, vec![Some(0.5), Some(0.5), None]);
+    assert_eq!(b.final_estimate("hint_faithfulness").unwrap().mean, None);
+    assert!(s.not_measurable.iter().any(|l| l == "b / after rl / hint_faithfulness: no answer switched to the hint"));
+    assert!(!s.not_measurable.iter().any(|l| l.contains("keyword_recall")), "measured on 2 of 3 seeds");
+    // Uptake: hack x 0.6 after 5 steps, x 0.4 after 10: halves at step 10; per step = 0.6 h0 / 10.
+    assert_eq!(a.uptake["steps_to_halve"].mean, Some(10.0));
+    assert!((a.uptake["uptake_per_step"].mean.unwrap() - 0.6 * 0.9 / 10.0).abs() < 1e-12);
+    // a vs b on hack rate: fully separated 3 vs 3, exact p = 0.1, difference 0.7.
+    let c = s.comparisons.iter().find(|c| c.metric == "hack_rate").unwrap();
+    assert!((c.test.difference - 0.7).abs() < 1e-12 && (c.test.p_value - 0.1).abs() < 1e-12 && c.test.exact);
+    let md = ordo_lab::report::markdown(&s);
+    assert!(md.contains("| hack_rate | 0.900 ["), "{md}");
+    assert!(md.contains("n/m (n=0)"));
+}
+
+/// Renders report.html in Debian's Chromium and checks every plot has rendered marks
+/// (needs chromium: `apt-get install chromium`; CI installs it).
+#[test]
+#[ignore]
+fn report_html_renders_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.html");
+    std::fs::write(&path, ordo_lab::html::html(&ordo_lab::report::summarize(&synthetic()))).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/check-report-html.sh");
+    let out = std::process::Command::new("bash").arg(script).arg(&path).output().expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // Without the strong monitor: 7 trajectories, 9 final bars, 2 uptake curves.
+    assert!(stdout.contains("18 plots, 18 with data"), "{stdout}");
 }
