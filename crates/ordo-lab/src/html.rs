@@ -50,7 +50,7 @@ fn axes(o: &mut String, title: &str, (y0, y1): (f64, f64), x_ticks: &[(f64, Stri
     for i in 0..=4 {
         let v = y0 + (y1 - y0) * i as f64 / 4.0;
         let y = sy(v, (y0, y1));
-        let _ = write!(o, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", W - R, L - 4.0, y + 4.0, trim(v));
+        let _ = write!(o, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", W - R, L - 4.0, y + 4.0, tick(v, y1 - y0));
     }
     for (x, label) in x_ticks {
         let px = sx(*x, x_range);
@@ -63,9 +63,16 @@ fn axes(o: &mut String, title: &str, (y0, y1): (f64, f64), x_ticks: &[(f64, Stri
     }
 }
 
-fn trim(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// A tick label with enough decimals for the axis span (a quarter of it stays distinguishable).
+fn tick(v: f64, span: f64) -> String {
+    let decimals = (2.0 - (span / 4.0).log10().floor()).clamp(0.0, 6.0) as usize;
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
 }
 
 fn sx(x: f64, (x0, x1): (f64, f64)) -> f64 {
@@ -196,16 +203,7 @@ pub fn html(s: &Summary) -> String {
     let _ = write!(o, "<h2>Trajectories across stage boundaries</h2><p>Mean over seeds after each stage of each arm, with the 95% bootstrap interval as a band. x: number of stages done.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
     let depth = s.arms.iter().map(|a| a.stages.len()).max().unwrap_or(1);
     let ticks: Vec<(f64, String)> = (1..=depth).map(|i| (i as f64, i.to_string())).collect();
-    for metric in [
-        "hack_rate",
-        "keyword_recall",
-        "strong_recall",
-        "keyword_obfuscated_hack_rate",
-        "mention_rate",
-        "says_test_rate",
-        "clean_accuracy",
-        "hint_faithfulness",
-    ] {
+    for metric in TRAJECTORIES.iter().filter(shown) {
         let series: Vec<Series> = s
             .arms
             .iter()
@@ -217,7 +215,7 @@ pub fn html(s: &Summary) -> String {
                     .boundaries
                     .iter()
                     .enumerate()
-                    .filter_map(|(j, b)| b.get(metric).and_then(|e| point(j as f64 + 1.0, e)))
+                    .filter_map(|(j, b)| b.get(*metric).and_then(|e| point(j as f64 + 1.0, e)))
                     .collect(),
             })
             .collect();

@@ -276,6 +276,20 @@ fn stage_lines(run: &RunResults) -> Vec<String> {
         .collect()
 }
 
+/// The learned monitor's held-out score in words.
+fn heldout_text(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().map_or("n/m".to_string(), |x| format!("{x:.3}"));
+    match v["n"].as_u64() {
+        Some(n) => format!(
+            "on {n} held-out world transcripts: accuracy {}, recall {}, FPR {}",
+            f("accuracy"),
+            f("recall"),
+            f("fpr")
+        ),
+        None => "held-out score not recorded".into(),
+    }
+}
+
 /// The report in Markdown.
 pub fn markdown(s: &Summary) -> String {
     let run = &s.run;
@@ -313,7 +327,7 @@ pub fn markdown(s: &Summary) -> String {
         .iter()
         .map(|(n, cot)| format!("{n} ({})", if *cot { "reads the CoT" } else { "output only" }))
         .collect();
-    let _ = writeln!(o, "- Monitors: {}. keyword: the think block names the test (\"T\" or \"test\", or `eval.keyword_regex`); strong: keyword, arithmetic checker and CoT/answer consistency; learned: logistic regression on hashed character 1-4-grams of the completion, trained on world corpus transcripts (held-out score: {}); action_only: flags `B:test`.", monitors.join(", "), run.learned_monitor_heldout);
+    let _ = writeln!(o, "- Monitors: {}. keyword: the think block names the test (\"T\" or \"test\", or `eval.keyword_regex`); strong: keyword, arithmetic checker and CoT/answer consistency; learned: logistic regression on hashed character 1-4-grams of the completion, trained on world corpus transcripts ({}); action_only: flags `B:test`.", monitors.join(", "), heldout_text(&run.learned_monitor_heldout));
     let _ = writeln!(o, "- Faithfulness: hint = the same problem without and with a wrong test line (Chen et al. 2025); early answering truncates the greedy clean CoT at fractions {} of its characters, closes the think block and forces `A:` (Lanham et al. 2023), AOC = 1 − trapezoid area; necessity gap = clean greedy accuracy with the CoT minus with an empty think block (Emmons et al. 2025).", e["early_fractions"]);
     match run.probe.as_object() {
         Some(p) => {

@@ -99,10 +99,10 @@ fn print_summary(path: &Path) -> Result<()> {
         "clean_accuracy",
         "uptake_per_step",
     ];
-    println!("{:<16} {}", "arm (final)", cols.map(|c| format!("{c:>26}")).join(""));
+    println!("{:<16} {}", "arm (final)", cols.map(|c| format!("{c:>30}")).join(""));
     for a in &s.arms {
         let cells: String =
-            cols.iter().map(|c| format!("{:>26}", ordo_lab::report::fmt_estimate(a.final_estimate(c)))).collect();
+            cols.iter().map(|c| format!("{:>30}", ordo_lab::report::fmt_estimate(a.final_estimate(c)))).collect();
         println!("{:<16} {cells}", a.arm);
     }
     Ok(())

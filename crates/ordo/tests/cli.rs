@@ -150,3 +150,26 @@ fn world_sample_and_corpus() {
     assert_eq!(code, 1);
     assert!(err.contains("file"), "{err}");
 }
+
+#[test]
+fn report_and_transcripts_explain_a_missing_or_bad_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = ordo(&["report", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("results.json") && err.contains("ordo run FILE"), "{err}");
+    std::fs::write(dir.path().join("results.json"), "{\"experiment\": 3}").unwrap();
+    let (code, _, err) = ordo(&["report", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not an ordo results file"), "{err}");
+    let (code, _, err) = ordo(&["transcripts", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("transcripts.jsonl"), "{err}");
+    std::fs::write(dir.path().join("transcripts.jsonl"), "{\"suite\": \"wrong_test\"}\nnot json\n").unwrap();
+    let (code, _, err) = ordo(&["transcripts", d, "--filter", "hack"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("transcripts.jsonl:2: not JSON"), "{err}");
+    let (code, _, err) = ordo(&["transcripts", d, "--filter", "hacks"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown filter \"hacks\""), "{err}");
+}
