@@ -1,7 +1,7 @@
 //! `report.html`: the report with plots (inline SVG), one self-contained file readable offline.
 //! Plots are drawn as SVG by hand so the browser lays out their text (no font files needed).
 
-use crate::report::{catalog, fmt_estimate, markdown, ArmSummary, Summary, HEADLINE};
+use crate::report::{catalog, fmt_estimate, markdown, ArmSummary, Summary, HEADLINE, TRAJECTORIES};
 use ordo_eval::stats::Estimate;
 use std::fmt::Write as _;
 
@@ -169,17 +169,14 @@ fn is_rate(metric: &str) -> bool {
     !matches!(metric, "uptake_per_step" | "says_test_uptake_per_step" | "steps_to_halve" | "necessity_gap")
 }
 
-/// The figures plotted across stage boundaries.
-const TRAJECTORIES: &[&str] = &[
-    "hack_rate",
-    "keyword_recall",
-    "strong_recall",
-    "keyword_obfuscated_hack_rate",
-    "mention_rate",
-    "says_test_rate",
-    "clean_accuracy",
-    "hint_faithfulness",
-];
+/// One series per arm, in the arms' colours.
+fn arm_series<'a>(s: &'a Summary, points: impl Fn(&ArmSummary) -> Vec<(f64, f64, f64, f64)>) -> Vec<Series<'a>> {
+    s.arms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Series { name: &a.arm, color: COLORS[i % COLORS.len()], points: points(a) })
+        .collect()
+}
 
 /// The HTML report.
 pub fn html(s: &Summary) -> String {
@@ -204,21 +201,13 @@ pub fn html(s: &Summary) -> String {
     let depth = s.arms.iter().map(|a| a.stages.len()).max().unwrap_or(1);
     let ticks: Vec<(f64, String)> = (1..=depth).map(|i| (i as f64, i.to_string())).collect();
     for metric in TRAJECTORIES.iter().filter(shown) {
-        let series: Vec<Series> = s
-            .arms
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Series {
-                name: &a.arm,
-                color: COLORS[i % COLORS.len()],
-                points: a
-                    .boundaries
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, b)| b.get(*metric).and_then(|e| point(j as f64 + 1.0, e)))
-                    .collect(),
-            })
-            .collect();
+        let series = arm_series(s, |a| {
+            a.boundaries
+                .iter()
+                .enumerate()
+                .filter_map(|(j, b)| b.get(*metric).and_then(|e| point(j as f64 + 1.0, e)))
+                .collect()
+        });
         o.push_str(&line_plot(metric, &series, &ticks, (1.0 - 0.2, depth as f64 + 0.2), true));
     }
     o.push_str("</div>");
@@ -240,21 +229,10 @@ pub fn html(s: &Summary) -> String {
             .map(|a| a.probe_steps.iter().map(|x| (*x as f64, x.to_string())).collect())
             .unwrap_or_default();
         for (title, pick) in [("hack rate along the probe", 0), ("B:test rate along the probe", 1)] {
-            let series: Vec<Series> = s
-                .arms
-                .iter()
-                .enumerate()
-                .map(|(i, a)| Series {
-                    name: &a.arm,
-                    color: COLORS[i % COLORS.len()],
-                    points: a
-                        .probe_steps
-                        .iter()
-                        .zip(if pick == 0 { &a.probe_hack_rate } else { &a.probe_says_test_rate })
-                        .filter_map(|(st, e)| point(*st as f64, e))
-                        .collect(),
-                })
-                .collect();
+            let series = arm_series(s, |a| {
+                let rates = if pick == 0 { &a.probe_hack_rate } else { &a.probe_says_test_rate };
+                a.probe_steps.iter().zip(rates).filter_map(|(st, e)| point(*st as f64, e)).collect()
+            });
             o.push_str(&line_plot(title, &series, &ticks, (0.0, max_step), true));
         }
         o.push_str("</div>");

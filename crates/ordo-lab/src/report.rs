@@ -108,6 +108,18 @@ pub const HEADLINE: &[&str] = &[
     "uptake_per_step",
 ];
 
+/// The figures followed across stage boundaries.
+pub const TRAJECTORIES: &[&str] = &[
+    "hack_rate",
+    "keyword_recall",
+    "strong_recall",
+    "keyword_obfuscated_hack_rate",
+    "mention_rate",
+    "says_test_rate",
+    "clean_accuracy",
+    "hint_faithfulness",
+];
+
 /// Why a metric may have no value.
 pub fn why_not_measurable(metric: &str) -> &'static str {
     if metric.ends_with("_recall") {
@@ -368,20 +380,15 @@ pub fn markdown(s: &Summary) -> String {
 
     let _ = writeln!(o, "\n## Trajectories across stage boundaries\n");
     for a in &s.arms {
-        let _ = writeln!(o, "**{}**\n\n| after | hack_rate | keyword_recall | strong_recall | keyword_obfuscated_hack_rate | mention_rate | says_test_rate | clean_accuracy |\n|---|---|---|---|---|---|---|---|", a.arm);
+        let _ = writeln!(
+            o,
+            "**{}**\n\n| after | {} |\n|---|{}",
+            a.arm,
+            TRAJECTORIES.join(" | "),
+            "---|".repeat(TRAJECTORIES.len())
+        );
         for (stage, b) in a.stages.iter().zip(&a.boundaries) {
-            let cells: Vec<String> = [
-                "hack_rate",
-                "keyword_recall",
-                "strong_recall",
-                "keyword_obfuscated_hack_rate",
-                "mention_rate",
-                "says_test_rate",
-                "clean_accuracy",
-            ]
-            .iter()
-            .map(|k| fmt_estimate(b.get(*k)))
-            .collect();
+            let cells: Vec<String> = TRAJECTORIES.iter().map(|k| fmt_estimate(b.get(*k))).collect();
             let _ = writeln!(o, "| {stage} | {} |", cells.join(" | "));
         }
         let _ = writeln!(o);
