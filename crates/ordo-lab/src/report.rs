@@ -131,7 +131,7 @@ pub fn why_not_measurable(metric: &str) -> &'static str {
     } else if metric == "hint_faithfulness" {
         "no answer switched to the hint"
     } else if metric == "steps_to_halve" {
-        "the hack rate did not halve within the probe (or was 0 at its start)"
+        "the hack rate did not halve within the probe, or was 0 at its start"
     } else if metric.starts_with("early_") {
         "no well-formed full CoT to truncate"
     } else {
@@ -228,7 +228,18 @@ pub fn summarize(run: &RunResults) -> Summary {
                 let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(name).and_then(|m| m.value)).collect();
                 let e = estimate(&v, seed_of(&[arm, "probe", name]));
                 if e.n == 0 {
-                    not_measurable.push(format!("{arm} / probe / {name}: {}", why_not_measurable(name)));
+                    let why =
+                        if name == "steps_to_halve" && probes.iter().all(|p| p.hack_rate.first() == Some(&Some(0.0))) {
+                            "the hack rate was 0 at the probe's start".to_string()
+                        } else if name == "steps_to_halve" {
+                            format!(
+                                "the hack rate did not halve within the probe's {} steps",
+                                probe_steps.last().unwrap_or(&0)
+                            )
+                        } else {
+                            why_not_measurable(name).to_string()
+                        };
+                    not_measurable.push(format!("{arm} / probe / {name}: {why}"));
                 }
                 uptake.insert(name.to_string(), e);
             }
@@ -251,7 +262,12 @@ pub fn summarize(run: &RunResults) -> Summary {
                 let vals = |s: &ArmSummary| -> Vec<f64> {
                     s.final_estimate(metric).map(|e| e.values.iter().flatten().copied().collect()).unwrap_or_default()
                 };
-                if let Some(test) = permutation_test(&vals(a), &vals(b), seed_of(&[&a.arm, &b.arm, metric])) {
+                let (va, vb) = (vals(a), vals(b));
+                // With one seed on a side every relabelling is as extreme as the observed one: no test.
+                if va.len() < 2 || vb.len() < 2 {
+                    continue;
+                }
+                if let Some(test) = permutation_test(&va, &vb, seed_of(&[&a.arm, &b.arm, metric])) {
                     comparisons.push(PairComparison {
                         metric: metric.to_string(),
                         a: a.arm.clone(),
@@ -268,9 +284,21 @@ pub fn summarize(run: &RunResults) -> Summary {
 /// A figure as the report prints it: `0.412 [0.380, 0.450]`, or `n/m` (not measurable).
 pub fn fmt_estimate(e: Option<&Estimate>) -> String {
     match e {
-        Some(Estimate { mean: Some(m), lo: Some(lo), hi: Some(hi), .. }) => format!("{m:.3} [{lo:.3}, {hi:.3}]"),
-        Some(Estimate { mean: Some(m), .. }) => format!("{m:.3}"),
+        Some(Estimate { mean: Some(m), lo: Some(lo), hi: Some(hi), .. }) => {
+            format!("{} [{}, {}]", fmt3(*m), fmt3(*lo), fmt3(*hi))
+        }
+        Some(Estimate { mean: Some(m), .. }) => fmt3(*m),
         _ => "n/m".into(),
+    }
+}
+
+/// Three decimals, without a sign on a value that rounds to zero.
+fn fmt3(x: f64) -> String {
+    let s = format!("{x:.3}");
+    if s == "-0.000" {
+        "0.000".into()
+    } else {
+        s
     }
 }
 
@@ -409,10 +437,14 @@ pub fn markdown(s: &Summary) -> String {
     }
 
     let _ = writeln!(o, "## Pairwise comparisons (final figures)\n");
-    let _ = writeln!(
-        o,
-        "| metric | arm A | arm B | mean A − mean B | p (permutation) | n A, n B |\n|---|---|---|---|---|---|"
-    );
+    if s.comparisons.is_empty() {
+        let _ = writeln!(o, "No pairwise tests: a permutation test needs at least 2 seeds per arm.");
+    } else {
+        let _ = writeln!(
+            o,
+            "| metric | arm A | arm B | mean A − mean B | p (permutation) | n A, n B |\n|---|---|---|---|---|---|"
+        );
+    }
     for c in &s.comparisons {
         let _ = writeln!(
             o,
