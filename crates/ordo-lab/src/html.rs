@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 const W: f64 = 420.0;
 const H: f64 = 260.0;
-const L: f64 = 48.0;
+const L: f64 = 58.0;
 const R: f64 = 12.0;
 const T: f64 = 28.0;
-const B: f64 = 40.0;
+const B: f64 = 56.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -47,28 +47,49 @@ fn axes(o: &mut String, title: &str, (y0, y1): (f64, f64), x_ticks: &[(f64, Stri
     let _ = write!(o, "<text x=\"{}\" y=\"16\" text-anchor=\"middle\" class=\"title\">{}</text>", W / 2.0, esc(title));
     let _ = write!(o, "<line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" class=\"axis\"/>", H - B, W - R, H - B);
     let _ = write!(o, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{}\" class=\"axis\"/>", H - B);
-    for i in 0..=4 {
-        let v = y0 + (y1 - y0) * i as f64 / 4.0;
+    let step = nice_step((y1 - y0) / 4.0);
+    let mut v = (y0 / step).ceil() * step;
+    while v <= y1 + step * 1e-9 {
         let y = sy(v, (y0, y1));
-        let _ = write!(o, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", W - R, L - 4.0, y + 4.0, tick(v, y1 - y0));
+        let _ = write!(o, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", W - R, L - 4.0, y + 4.0, tick(v, step));
+        v += step;
     }
+    // Many category labels (bar charts) are slanted so that long arm names do not overlap.
+    let slant = x_ticks.len() > 3 && x_ticks.iter().any(|(_, l)| l.len() > 4);
     for (x, label) in x_ticks {
-        let px = sx(*x, x_range);
+        let (px, py) = (sx(*x, x_range), H - B + 14.0);
+        let anchor = if slant { format!("end\" transform=\"rotate(-25 {px:.1} {py:.1})") } else { "middle".into() };
         let _ = write!(
             o,
-            "<text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
-            H - B + 14.0,
+            "<text x=\"{px:.1}\" y=\"{py:.1}\" text-anchor=\"{anchor}\" class=\"tick\">{}</text>",
             esc(label)
         );
     }
 }
 
-/// A tick label with enough decimals for the axis span (a quarter of it stays distinguishable).
-fn tick(v: f64, span: f64) -> String {
-    let decimals = (2.0 - (span / 4.0).log10().floor()).clamp(0.0, 6.0) as usize;
+/// A round step (1, 2 or 5 times a power of ten) near `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw > 0.0) || !raw.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(raw.log10().floor());
+    let m = raw / p;
+    p * if m < 1.5 {
+        1.0
+    } else if m < 3.5 {
+        2.0
+    } else if m < 7.5 {
+        5.0
+    } else {
+        10.0
+    }
+}
+
+/// A tick label with as many decimals as the tick step needs.
+fn tick(v: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).clamp(0.0, 8.0) as usize;
     let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-    if s == "-0" {
+    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
         "0".into()
     } else {
         s
