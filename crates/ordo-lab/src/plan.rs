@@ -136,19 +136,54 @@ fn add_node(
     key
 }
 
-/// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), by stage kind and size.
-/// Calibrated on the organism preset (measured: pretraining 1.3e-4 s per token, GRPO 2.9e-4 s per sampled
-/// token including its update); larger models take proportionally longer.
-pub fn estimate_seconds(node: &Node) -> f64 {
-    let steps = node.params.steps() as f64;
-    match &node.params {
-        StageParams::Pretrain { optim, seq_len, .. } => steps * (optim.batch_size * seq_len) as f64 * 1.3e-4,
-        StageParams::Sft { optim, .. } | StageParams::RewardModel { optim, .. } => {
-            steps * optim.batch_size as f64 * 0.01
-        }
-        StageParams::Dpo { optim, .. } => steps * optim.batch_size as f64 * 0.03,
-        StageParams::Grpo { optim, group_size, max_new_tokens, .. } => {
-            steps * (optim.batch_size * group_size * max_new_tokens) as f64 * 2.9e-4
-        }
+/// Parameters of the model every arm starts from (for cost estimates); an error names the file.
+pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
+    use crate::spec::ModelInit;
+    match &exp.model {
+        ModelInit::Scratch { preset, .. } => Ok(match preset.as_str() {
+            "organism" => ordo_world::organism_config().parameter_count(),
+            _ => ordo_train::bench::bench_config().parameter_count(),
+        }),
+        ModelInit::Hf { path } => Ok(ordo_model::ModelConfig::from_file(&path.join("config.json"))?.parameter_count()),
+        ModelInit::Gguf { path } => ordo_model::gguf::gguf_parameter_count(path),
     }
+}
+
+/// Sustained training throughput assumed for large models on 2 cores (measured: 73.5 GFLOP/s, BENCHMARKS.md).
+const FLOPS_PER_SECOND: f64 = 70e9;
+
+/// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), for a model of `params`
+/// parameters. Small models are dominated by per-op overhead: measured on the organism preset,
+/// pretraining costs 1.3e-4 s per token and GRPO 2.9e-4 s per sampled token with its update. Large
+/// models are bound by arithmetic: 6 FLOPs per parameter per trained token (2 per sampled or reference
+/// token) at 70 GFLOP/s. The estimate is the larger of the two.
+pub fn estimate_seconds(node: &Node, params: usize) -> f64 {
+    let steps = node.params.steps() as f64;
+    let p = params as f64;
+    let flops = |per_token: f64, tokens: f64| per_token * p * tokens / FLOPS_PER_SECOND;
+    let per_step = match &node.params {
+        StageParams::Pretrain { optim, seq_len, .. } => {
+            let tokens = (optim.batch_size * seq_len) as f64;
+            (tokens * 1.3e-4).max(flops(6.0, tokens))
+        }
+        StageParams::Sft { optim, max_len, .. } => {
+            // Examples are rarely full length: half of max_len on average.
+            let tokens = (optim.batch_size * max_len) as f64 / 2.0;
+            (tokens * 1.3e-4).max(flops(6.0, tokens))
+        }
+        StageParams::RewardModel { optim, .. } => {
+            let tokens = optim.batch_size as f64 * 2.0 * 64.0;
+            (tokens * 1.3e-4).max(flops(6.0, tokens))
+        }
+        StageParams::Dpo { optim, .. } => {
+            // Both sides through the policy (forward and backward) and the reference (forward).
+            let tokens = optim.batch_size as f64 * 2.0 * 64.0;
+            (tokens * 1.3e-4 * 1.5).max(flops(8.0, tokens))
+        }
+        StageParams::Grpo { optim, group_size, max_new_tokens, .. } => {
+            let tokens = (optim.batch_size * group_size * max_new_tokens) as f64;
+            (tokens * 2.9e-4).max(flops(2.0 + 6.0 + 2.0, tokens))
+        }
+    };
+    steps * per_step
 }

@@ -267,3 +267,17 @@ fn arms_keep_their_file_order() {
     let names: Vec<&str> = exp.arms.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["z_last_name_first", "b", "c"]);
 }
+
+#[test]
+fn cost_estimates_grow_with_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
+    let p = plan(&exp);
+    let organism = ordo_lab::plan::model_parameters(&exp).unwrap();
+    assert_eq!(organism, ordo_world::organism_config().parameter_count());
+    for n in &p.nodes {
+        let small = ordo_lab::plan::estimate_seconds(n, organism);
+        let large = ordo_lab::plan::estimate_seconds(n, 135_000_000);
+        assert!(small > 0.0 && large > 10.0 * small, "{}: {small} vs {large}", n.stage);
+    }
+}

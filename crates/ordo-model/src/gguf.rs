@@ -379,3 +379,11 @@ fn tokenizer_to_metadata(tok: &TextTokenizer) -> Result<Vec<(String, GValue)>> {
     }
     Ok(md)
 }
+
+/// Number of weights in a GGUF file, read from its header (no tensor data is loaded).
+pub fn gguf_parameter_count(path: &Path) -> Result<usize> {
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::Weights(format!("{}: not a readable GGUF file: {e}", path.display())))?;
+    Ok(content.tensor_infos.values().map(|t| t.shape.elem_count()).sum())
+}

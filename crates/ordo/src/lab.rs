@@ -18,14 +18,16 @@ fn state_word(cache: &Cache, key: &str) -> String {
     }
 }
 
-fn print_tree(plan: &Plan, cache: &Cache) {
+fn print_tree(plan: &Plan, cache: &Cache, params: usize) {
     for arm in &plan.arms {
         println!("arm {} (seed {})", arm.arm, arm.seed);
-        for (depth, key) in arm.chain.iter().enumerate() {
+        // The chain, then the uptake probe applied to its last model (marked "probe").
+        let probe = arm.probe.iter().map(|k| (arm.chain.len(), k, "probe "));
+        for (depth, key, tag) in arm.chain.iter().enumerate().map(|(d, k)| (d, k, "")).chain(probe) {
             let n = plan.node(key).expect("chain keys are nodes");
-            let est = estimate_seconds(n);
+            let est = estimate_seconds(n, params);
             println!(
-                "  {}{} {:<14} {:<8} seed {:<4} {:<6} steps  ~{:>5.0} s  {}",
+                "  {}{tag}{} {:<14} {:<8} seed {:<4} {:<6} steps  ~{:>5.0} s  {}",
                 "  ".repeat(depth),
                 short(key),
                 n.stage,
@@ -38,8 +40,12 @@ fn print_tree(plan: &Plan, cache: &Cache) {
         }
     }
     // Each node once, however many arms share it.
-    let to_run: f64 =
-        plan.nodes.iter().filter(|n| cache.state(&n.key) != NodeState::Complete).map(estimate_seconds).sum();
+    let to_run: f64 = plan
+        .nodes
+        .iter()
+        .filter(|n| cache.state(&n.key) != NodeState::Complete)
+        .map(|n| estimate_seconds(n, params))
+        .sum();
     println!(
         "{} nodes ({} shared by several arms); to run: {} nodes, about {:.0} s of training (rough estimate)",
         plan.nodes.len(),
@@ -54,7 +60,8 @@ pub fn plan(file: &Path, runs: &Path) -> Result<()> {
     let exp = ordo_lab::load(file)?;
     let plan = make_plan(&exp);
     println!("experiment {}: {} arms x {} seeds", exp.name, exp.arms.len(), exp.seeds.len());
-    print_tree(&plan, &Cache::new(&runs.join("cache")));
+    let params = ordo_lab::plan::model_parameters(&exp)?;
+    print_tree(&plan, &Cache::new(&runs.join("cache")), params);
     Ok(())
 }
 
