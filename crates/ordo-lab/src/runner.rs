@@ -189,6 +189,21 @@ fn as_output(shown: &str) -> String {
     format!("}}{shown}")
 }
 
+/// The reward source of a stage's reward spec: a task reward on prompt metadata, or a world reward.
+fn stage_reward(spec: &RewardSpec) -> FnReward {
+    match (spec.name.as_str(), &spec.field) {
+        ("answer_match", Some(field)) => {
+            let pattern = spec.pattern.as_deref().unwrap_or(DEFAULT_ANSWER_PATTERN);
+            let re = regex::Regex::new(pattern).expect("validated");
+            ordo_train::rewards::answer_match("answer_match", field, &re, spec.sees_cot)
+        }
+        _ => world_reward(spec),
+    }
+}
+
+/// The answer `answer_match` extracts by default: the last number in the shown text.
+pub const DEFAULT_ANSWER_PATTERN: &str = r"(-?\d+(?:\.\d+)?)";
+
 /// A world reward as an RL reward source; it is shown the whole completion or only the output,
 /// as its `sees_cot` says, and judges the completion in the world's format either way.
 fn world_reward(spec: &RewardSpec) -> FnReward {
@@ -363,9 +378,10 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             aggregation,
             gate,
             optim,
+            cot,
+            chat_template,
         } => {
-            let w = world.as_ref().expect("validated: RL prompts come from the world");
-            if let (Some(g), None) = (gate, &saved_params) {
+            if let (Some(g), None, Some(w)) = (gate, &saved_params, world.as_ref()) {
                 let dec = policy.inference_decoder().map_err(&err)?;
                 let gate_cfg = ordo_world::gate::GateConfig { seed: node.seed, ..g.clone() };
                 match ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
@@ -387,18 +403,37 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
             }
             let mut prompt_sets = Vec::new();
             for (i, s) in sets.iter().enumerate() {
-                let DataSource::World { size, .. } = &s.data else { unreachable!("validated: world prompts only") };
-                let prompts = (0..*size)
-                    .map(|_| {
-                        let p = ordo_world::corpus::rl_prompt(&w.task, &w.rl, &mut rng);
-                        let text = p.text();
-                        Ok(RlPrompt { ids: tok.encode_strict(&text)?, text, metadata: Default::default() })
-                    })
-                    .collect::<Result<Vec<_>, ordo_model::ModelError>>()?;
+                let prompts = match &s.data {
+                    DataSource::World { size, .. } => {
+                        let w = world.as_ref().expect("validated: world prompts need a world");
+                        (0..*size)
+                            .map(|_| {
+                                let p = ordo_world::corpus::rl_prompt(&w.task, &w.rl, &mut rng);
+                                let text = p.text();
+                                Ok(RlPrompt { ids: tok.encode_strict(&text)?, text, metadata: Default::default() })
+                            })
+                            .collect::<Result<Vec<_>, ordo_model::ModelError>>()?
+                    }
+                    DataSource::File { path, .. } => {
+                        let rows = parse_rl_prompts(&read_rows(path).map_err(&err)?, &path.display().to_string())
+                            .map_err(&err)?;
+                        rows.into_iter()
+                            .map(|r| {
+                                let text = if *chat_template {
+                                    let msg = ordo_model::ChatMessage { role: "user".into(), content: r.prompt };
+                                    tok.apply_chat_template(&[msg], true)?
+                                } else {
+                                    r.prompt
+                                };
+                                Ok(RlPrompt { ids: tok.encode(&text, false)?, text, metadata: r.metadata })
+                            })
+                            .collect::<Result<Vec<_>, ordo_model::ModelError>>()?
+                    }
+                };
                 let rewards = s
                     .rewards
                     .iter()
-                    .map(|r| WeightedReward { source: Box::new(world_reward(r)), weight: r.weight })
+                    .map(|r| WeightedReward { source: Box::new(stage_reward(r)), weight: r.weight })
                     .collect();
                 prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: s.proportion, rewards });
             }
@@ -420,7 +455,10 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                     aggregation: parse_aggregation(aggregation, *max_new_tokens).map_err(&err)?,
                 },
                 advantage: *advantage,
-                cot: CotFormat { open: "{".into(), close: "}".into() },
+                cot: cot.clone().unwrap_or_else(|| match &world {
+                    Some(_) => CotFormat { open: "{".into(), close: "}".into() },
+                    None => CotFormat::default(),
+                }),
             };
             train_grpo(&mut policy, &reference, &prompt_sets, &tok, &cfg, node.seed, pad, &mut logger, Some(&mut ck))
                 .map_err(&err)?;

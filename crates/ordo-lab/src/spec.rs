@@ -54,6 +54,12 @@ pub struct RewardSpec {
     pub sees_cot: bool,
     /// The monitor of `cot_monitor` / `action_monitor`.
     pub monitor: Option<Monitor>,
+    /// `answer_match`: the prompt metadata field holding the expected answer, and the regex that
+    /// extracts the answer from the shown text (default: the last number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
 }
 
 /// One prompt set of an RL stage.
@@ -107,6 +113,12 @@ pub enum StageParams {
         /// The readiness gate run on the start model (world experiments), or None.
         gate: Option<ordo_world::gate::GateConfig>,
         optim: OptimConfig,
+        /// Think-block delimiters (None: the world's `{` `}`, else `<think>` `</think>`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cot: Option<ordo_train::rewards::CotFormat>,
+        /// Wrap file prompts as one user message in the model's chat template.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        chat_template: bool,
     },
 }
 
@@ -615,7 +627,17 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
         let sees_cot_given = t.contains_key("sees_cot");
         let sees_cot = r.boolean(errs, "sees_cot", false);
         let monitor_name = r.string(errs, "monitor");
+        let field = r.string(errs, "field");
+        let pattern = r.string(errs, "pattern");
         r.finish(errs);
+        if let Some(re) = &pattern {
+            if let Err(e) = regex::Regex::new(re) {
+                errs.push(format!("{p}.pattern: not a valid regex ({e})"));
+            }
+        }
+        if (field.is_some() || pattern.is_some()) && name != "answer_match" {
+            errs.push(format!("{p}: `field` and `pattern` belong to the answer_match reward"));
+        }
         let monitor = match monitor_name.as_deref() {
             None => None,
             Some("keyword") => Some(Monitor::keyword()),
@@ -632,13 +654,19 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
             "verifier" | "true_verifier" | "preference" => (false, None),
             "cot_monitor" => (true, Some(monitor.unwrap_or_else(Monitor::keyword))),
             "action_monitor" => (false, Some(Monitor::ActionOnly)),
+            "answer_match" => {
+                if field.is_none() {
+                    errs.push(format!("{p}.field: missing (the prompt metadata field with the expected answer)"));
+                }
+                (false, None)
+            }
             "" => {
                 errs.push(format!("{p}.name: missing"));
                 (false, None)
             }
             other => {
                 errs.push(format!(
-                    "{p}.name: unknown reward {other:?} (verifier, true_verifier, preference, cot_monitor, action_monitor)"
+                    "{p}.name: unknown reward {other:?} (verifier, true_verifier, preference, cot_monitor, action_monitor, answer_match)"
                 ));
                 (false, None)
             }
@@ -646,7 +674,8 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
         if sees_cot_given && name == "cot_monitor" && !sees_cot {
             errs.push(format!("{p}.sees_cot: a CoT monitor must see the CoT"));
         }
-        out.push(RewardSpec { name, weight, sees_cot: if sees_cot_given { sees_cot } else { default_sees }, monitor });
+        let sees_cot = if sees_cot_given { sees_cot } else { default_sees };
+        out.push(RewardSpec { name, weight, sees_cot, monitor, field, pattern });
     }
     out
 }
@@ -699,7 +728,7 @@ fn parse_stage(
             StageParams::Dpo { data, loss, beta, simpo_gamma, length_normalize, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("grpo") => {
-            let sets = match r.raw("prompts") {
+            let sets: Vec<PromptSetSpec> = match r.raw("prompts") {
                 Some(Value::Array(list)) => list
                     .iter()
                     .enumerate()
@@ -732,9 +761,24 @@ fn parse_stage(
                     vec![]
                 }
             };
-            if sets.iter().any(|s| !matches!(s.data, DataSource::World { .. })) {
-                errs.push(format!("{path}.prompts: RL prompts from files need rewards from a world or task; only world:rl_prompts is supported yet"));
+            for (i, set) in sets.iter().enumerate() {
+                if matches!(set.data, DataSource::File { .. }) && set.rewards.iter().any(|r| r.name != "answer_match") {
+                    errs.push(format!(
+                        "{path}.prompts[{i}]: prompts from a file can only use the answer_match reward (world rewards judge world prompts)"
+                    ));
+                }
             }
+            let cot = match (r.string(errs, "cot_open"), r.string(errs, "cot_close")) {
+                (None, None) => None,
+                (Some(open), Some(close)) if !open.is_empty() && !close.is_empty() => {
+                    Some(ordo_train::rewards::CotFormat { open, close })
+                }
+                _ => {
+                    errs.push(format!("{path}: cot_open and cot_close go together and must not be empty"));
+                    None
+                }
+            };
+            let chat_template = r.boolean(errs, "chat_template", false);
             let advantage = match r.string(errs, "advantage").as_deref() {
                 None | Some("grpo") => AdvantageEstimator::Grpo { scale_by_std: true },
                 Some("dr_grpo") => AdvantageEstimator::Grpo { scale_by_std: false },
@@ -778,6 +822,8 @@ fn parse_stage(
                     on.then_some(g)
                 },
                 optim: optim(&mut r, errs, 16, 1e-4),
+                cot,
+                chat_template,
             }
         }
         Some(other) => {

@@ -147,3 +147,23 @@ pub fn score_all(
     }
     Ok(RewardScores { total, by_source })
 }
+
+/// A task reward for RL prompts from files: 1 when the answer extracted from the shown text equals the
+/// prompt's metadata field `field` (compared as trimmed text; numbers in their JSON form), else 0.
+/// The answer is the last match of `pattern` in the shown text (its first capture group if it has one).
+pub fn answer_match(name: &str, field: &str, pattern: &regex::Regex, sees_cot: bool) -> FnReward {
+    let (field, pattern) = (field.to_string(), pattern.clone());
+    FnReward::new(name, sees_cot, move |p, shown| {
+        let expected = match p.metadata.get(&field) {
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(Value::Null) | None => return 0.0,
+            Some(v) => v.to_string(),
+        };
+        let found = pattern
+            .captures_iter(shown)
+            .last()
+            .and_then(|c| c.get(1).or_else(|| c.get(0)))
+            .map(|m| m.as_str().trim().to_string());
+        (found.as_deref() == Some(expected.as_str())) as u8 as f64
+    })
+}
