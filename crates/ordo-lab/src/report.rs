@@ -108,17 +108,8 @@ pub const HEADLINE: &[&str] = &[
     "uptake_per_step",
 ];
 
-/// The figures followed across stage boundaries.
-pub const TRAJECTORIES: &[&str] = &[
-    "hack_rate",
-    "keyword_recall",
-    "strong_recall",
-    "keyword_obfuscated_hack_rate",
-    "mention_rate",
-    "says_test_rate",
-    "clean_accuracy",
-    "hint_faithfulness",
-];
+/// The figures followed across stage boundaries: the headline ones measured at every boundary.
+pub const TRAJECTORIES: &[&str] = HEADLINE.split_at(8).0;
 
 /// Why a metric may have no value.
 pub fn why_not_measurable(metric: &str) -> &'static str {
