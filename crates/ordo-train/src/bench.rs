@@ -152,6 +152,38 @@ pub struct StagesBench {
     pub dpo_s: f64,
     /// GRPO: 8 prompts x 8 samples x 64 new tokens (sampling, rewards, reference, update).
     pub grpo_s: f64,
+    /// Peak resident memory of each stage (SFT, DPO, GRPO), when the platform reports it (Linux).
+    pub peak_rss: [Option<u64>; 3],
+    /// What each stage's step needs at least (bytes): see `step_memory_bytes`.
+    pub needed: [f64; 3],
+}
+
+/// Peak resident memory since the last `reset_peak_rss`, from `/proc/self/status` (Linux only).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident memory to the current one (Linux: `/proc/self/clear_refs`); false if unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Bytes a training step needs at least, in f32: parameters, gradients and AdamW's two moments, a frozen
+/// reference's parameters when there is one, and the activations kept for the backward pass of
+/// `sequences` x `seq` tokens (per token and layer about 10 x hidden + 4 x MLP width + 2 x heads x seq
+/// values: norms, projections, attention scores and probabilities, MLP; plus 3 x vocab for the logits,
+/// their log-softmax and its gradient).
+pub fn step_memory_bytes(cfg: &ModelConfig, sequences: usize, seq: usize, reference: bool) -> f64 {
+    let p = cfg.parameter_count() as f64;
+    let state = p * 4.0 * if reference { 5.0 } else { 4.0 };
+    let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
+    let per_token_layer = 10.0 * h + 4.0 * i + 2.0 * cfg.num_attention_heads as f64 * seq as f64;
+    let tokens = (sequences * seq) as f64;
+    let activations = tokens * (per_token_layer * cfg.num_hidden_layers as f64 + 3.0 * cfg.vocab_size as f64) * 4.0;
+    state + activations
 }
 
 /// Per-step seconds (after the first) from a logger's cumulative `seconds` field.
@@ -174,6 +206,8 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         ..Default::default()
     };
 
+    let mut peak_rss = [None; 3];
+    reset_peak_rss();
     progress("sft");
     let sft: Vec<TokenizedSequence> = (0..16)
         .map(|_| {
@@ -186,6 +220,8 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let mut log = StepLogger::new("sft", steps + 1, None, false)?;
     train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log, None)?;
     let sft_s = median(&step_seconds(&log));
+    peak_rss[0] = peak_rss_bytes();
+    reset_peak_rss();
 
     progress("dpo");
     let pairs: Vec<TokenizedPair> =
@@ -195,6 +231,8 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let reference = policy.frozen_copy()?;
     train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
+    peak_rss[1] = peak_rss_bytes();
+    reset_peak_rss();
 
     progress("grpo");
     // A tokenizer with one character per id, so completions decode to text the reward can read.
@@ -230,7 +268,13 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let mut log = StepLogger::new("grpo", steps + 1, None, false)?;
     train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log, None)?;
     let grpo_s = median(&step_seconds(&log));
-    Ok(StagesBench { steps, sft_s, dpo_s, grpo_s })
+    peak_rss[2] = peak_rss_bytes();
+    let needed = [
+        step_memory_bytes(&cfg, 16, 128, false),
+        step_memory_bytes(&cfg, 16, 128, true),
+        step_memory_bytes(&cfg, 64, 80, true),
+    ];
+    Ok(StagesBench { steps, sft_s, dpo_s, grpo_s, peak_rss, needed })
 }
 
 fn to_candle(e: ordo_model::ModelError) -> candle_core::Error {

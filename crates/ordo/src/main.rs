@@ -393,6 +393,23 @@ fn bench_stages(steps: usize, device: &Device) -> Result<()> {
     println!("  sft   16 x 128 tokens                          {:.3} s", b.sft_s);
     println!("  dpo   8 pairs x 128 tokens per side            {:.3} s", b.dpo_s);
     println!("  grpo  8 prompts x 8 samples x 64 new tokens    {:.3} s", b.grpo_s);
+    println!(
+        "peak resident memory per stage (whole process, peak reset before each stage) against what its step needs"
+    );
+    println!("(parameters + gradients + AdamW moments + reference + activations, f32; see bench::step_memory_bytes):");
+    for (name, (rss, need)) in ["sft ", "dpo ", "grpo"].iter().zip(b.peak_rss.iter().zip(b.needed)) {
+        match rss {
+            Some(r) => println!(
+                "  {name}  {:>8.1} MiB   needs {:>7.1} MiB   ratio {:.2}",
+                *r as f64 / 1048576.0,
+                need / 1048576.0,
+                *r as f64 / need
+            ),
+            None => {
+                println!("  {name}  not measurable here (no /proc/self/status)   needs {:.1} MiB", need / 1048576.0)
+            }
+        }
+    }
     Ok(())
 }
 
