@@ -193,7 +193,12 @@ pub fn train_grpo(
             .collect();
         let rows: Vec<(&[u32], &[u8])> = seqs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
         let batch = Batch::new(&rows, pad, &device)?;
-        let (old_logps, _) = next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Differentiable)?;
+        // With one inner epoch the sampling policy is the policy being trained: its log-probs are the
+        // training forward's own values (detached), so that forward pass is not run twice.
+        let mut old_logps = match cfg.inner_epochs {
+            1 => None,
+            _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Differentiable)?.0),
+        };
         let (ref_logps, _) = next_token_logps(&ref_dec, &batch, OpPath::Differentiable)?;
 
         // 6. mu optimiser steps on the clipped objective.
@@ -203,7 +208,8 @@ pub fn train_grpo(
             if epoch == 0 {
                 entropy = mean_entropy(&pred, &batch)?;
             }
-            let out = clipped_policy_loss(&logps, &old_logps, Some(&ref_logps), &adv_t, &batch.targets, &cfg.clip)?;
+            let old_logps = old_logps.get_or_insert_with(|| logps.detach());
+            let out = clipped_policy_loss(&logps, old_logps, Some(&ref_logps), &adv_t, &batch.targets, &cfg.clip)?;
             loss_v = scalar(&out.loss)?;
             kl = out.kl;
             clip_frac = out.clip_fraction;
