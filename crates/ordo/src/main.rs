@@ -181,6 +181,12 @@ enum BenchCommand {
 }
 
 fn main() {
+    // Like other Unix tools, end quietly when the reader of our output goes away (`ordo plan F | head`).
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
