@@ -10,6 +10,8 @@ pub mod resume;
 pub mod runner;
 pub mod spec;
 pub mod spec_eval;
+mod spec_reader;
+mod spec_stage;
 pub mod transcripts;
 
 pub use runner::{run, LabError, RunOptions, RunSummary};

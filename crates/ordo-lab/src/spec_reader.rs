@@ -1,0 +1,125 @@
+//! Reading TOML tables field by field, collecting every problem with its path.
+
+use toml::Value;
+
+/// Reads fields of one TOML table, recording problems with their paths and unknown keys.
+pub(crate) struct Reader<'a> {
+    pub(crate) table: &'a toml::Table,
+    pub(crate) path: String,
+    pub(crate) used: Vec<&'static str>,
+}
+
+pub(crate) fn type_name(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("{b}"),
+        Value::Datetime(_) => "a date".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Table(_) => "a table".into(),
+    }
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(table: &'a toml::Table, path: &str) -> Self {
+        Reader { table, path: path.to_string(), used: Vec::new() }
+    }
+    pub(crate) fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+    pub(crate) fn raw(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.used.push(key);
+        self.table.get(key)
+    }
+    pub(crate) fn bad(&self, errs: &mut Vec<String>, key: &str, expected: &str, v: &Value) {
+        errs.push(format!("{}: expected {expected}, found {}", self.at(key), type_name(v)));
+    }
+    pub(crate) fn string(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<String> {
+        match self.raw(key) {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                self.bad(errs, key, "a string", v);
+                None
+            }
+        }
+    }
+    pub(crate) fn number(&mut self, errs: &mut Vec<String>, key: &'static str, default: f64) -> f64 {
+        match self.raw(key) {
+            None => default,
+            Some(Value::Float(f)) => *f,
+            Some(Value::Integer(i)) => *i as f64,
+            Some(v) => {
+                self.bad(errs, key, "a number", v);
+                default
+            }
+        }
+    }
+    pub(crate) fn opt_number(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<f64> {
+        self.table.contains_key(key).then(|| self.number(errs, key, 0.0))
+    }
+    pub(crate) fn count(&mut self, errs: &mut Vec<String>, key: &'static str, default: Option<usize>) -> usize {
+        match self.raw(key) {
+            None => {
+                if default.is_none() {
+                    errs.push(format!("{}: missing (expected a positive integer)", self.at(key)));
+                }
+                default.unwrap_or(1)
+            }
+            Some(Value::Integer(i)) if *i > 0 => *i as usize,
+            Some(v) => {
+                self.bad(errs, key, "a positive integer", v);
+                default.unwrap_or(1)
+            }
+        }
+    }
+    pub(crate) fn opt_count(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<usize> {
+        self.table.contains_key(key).then(|| self.count(errs, key, Some(1)))
+    }
+    pub(crate) fn seed(&mut self, errs: &mut Vec<String>, key: &'static str, default: u64) -> u64 {
+        match self.raw(key) {
+            None => default,
+            Some(Value::Integer(i)) if *i >= 0 => *i as u64,
+            Some(v) => {
+                self.bad(errs, key, "a non-negative integer", v);
+                default
+            }
+        }
+    }
+    pub(crate) fn boolean(&mut self, errs: &mut Vec<String>, key: &'static str, default: bool) -> bool {
+        match self.raw(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(v) => {
+                self.bad(errs, key, "true or false", v);
+                default
+            }
+        }
+    }
+    pub(crate) fn table(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<&'a toml::Table> {
+        match self.raw(key) {
+            None => None,
+            Some(Value::Table(t)) => Some(t),
+            Some(v) => {
+                self.bad(errs, key, "a table", v);
+                None
+            }
+        }
+    }
+    /// Reports keys that were never read.
+    pub(crate) fn finish(self, errs: &mut Vec<String>) {
+        for k in self.table.keys() {
+            if !self.used.contains(&k.as_str()) {
+                let mut known = self.used.clone();
+                known.sort();
+                known.dedup();
+                errs.push(format!("{}: unknown key (known keys here: {})", self.at(k), known.join(", ")));
+            }
+        }
+    }
+}
