@@ -152,8 +152,12 @@ pub fn evaluate_arm(
     cache: &Cache,
     arm: &ArmRun,
     monitors: &MonitorSet,
+    progress: bool,
 ) -> Result<ArmResult, LabError> {
     let world = exp.world.as_ref().expect("world experiments only");
+    let probe_points = exp.probe.as_ref().map_or(0, |p| p.params.steps().div_ceil(p.every) + 1);
+    let label = format!("evaluating {} seed {}", arm.arm, arm.seed);
+    let bar = ordo_train::trainer::progress_bar(&label, arm.chain.len() + probe_points, "checkpoints", progress);
     let named: Vec<Named> = monitors.all().into_iter().map(|(n, m)| Named(n, m)).collect();
     let dyns: Vec<&dyn TranscriptMonitor> = named.iter().map(|m| m as &dyn TranscriptMonitor).collect();
     let mut boundaries = Vec::new();
@@ -165,11 +169,13 @@ pub fn evaluate_arm(
             ordo_eval::evaluate(&dec, world, &exp.eval, &dyns, arm.seed).map_err(eval_err)
         })?;
         boundaries.push(Boundary { stage: node.stage.clone(), key: key.clone(), metrics: ev.metrics });
+        bar.inc(1);
     }
     let probe = match (&arm.probe, &exp.probe) {
-        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, pkey, spec)?),
+        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, pkey, spec, &bar)?),
         _ => None,
     };
+    bar.finish();
     Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries, probe })
 }
 
@@ -180,6 +186,7 @@ fn probe_trajectory(
     arm: &ArmRun,
     pkey: &str,
     spec: &ProbeSpec,
+    bar: &indicatif::ProgressBar,
 ) -> Result<ProbeResult, LabError> {
     let world = exp.world.as_ref().expect("world experiments only");
     let start = arm.chain.last().expect("arms have a stage");
@@ -198,7 +205,9 @@ fn probe_trajectory(
                 let m = ordo_model::load(&dir, &ordo_model::Device::Cpu)?;
                 let policy = ordo_train::Policy { config: m.config, params: m.params };
                 let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-                Ok((s, ordo_eval::evaluate_hacking(&dec, world, &exp.eval, arm.seed).map_err(eval_err)?))
+                let m = ordo_eval::evaluate_hacking(&dec, world, &exp.eval, arm.seed).map_err(eval_err)?;
+                bar.inc(1);
+                Ok((s, m))
             })
             .collect()
     })?;

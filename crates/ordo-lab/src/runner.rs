@@ -102,10 +102,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             summary.trained.push(key.clone());
         }
         if let Some(m) = &monitors {
-            if opts.progress {
-                eprintln!("evaluating {} seed {} at {} stage boundaries", arm.arm, arm.seed, arm.chain.len());
-            }
-            results.push(evaluate_arm(exp, &plan, &cache, arm, m)?);
+            results.push(evaluate_arm(exp, &plan, &cache, arm, m, opts.progress)?);
             crate::report::write_results(&opts.run_dir, exp, &plan, &results, m)?;
         }
     }

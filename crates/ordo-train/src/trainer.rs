@@ -167,20 +167,7 @@ impl StepLogger {
             }
             None => None,
         };
-        let bar = if show_progress {
-            let b = indicatif::ProgressBar::new(total_steps as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} steps  {elapsed} < ETA {eta}  {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b.set_prefix(label.to_string());
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = progress_bar(label, total_steps, "steps", show_progress);
         Ok(StepLogger { file, bar, started: Instant::now(), history: Vec::new() })
     }
 
@@ -222,6 +209,18 @@ impl StepLogger {
 /// Builds a metrics object from (name, value) pairs.
 pub fn metrics(pairs: &[(&str, f64)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
+}
+
+/// A terminal progress bar with elapsed time and ETA (hidden when `show` is false).
+pub fn progress_bar(label: &str, total: usize, unit: &str, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total as u64);
+    let template = format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed}} < ETA {{eta}}  {{msg}}");
+    b.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+    b.set_prefix(label.to_string());
+    b
 }
 
 /// The state of a stage loop after `step` optimiser steps: with the parameters, enough to continue
