@@ -482,13 +482,7 @@ pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &MonitorSe
 }
 
 /// Writes `results.json` (after each arm-seed, so partial runs show what they measured).
-pub fn write_results(
-    dir: &Path,
-    exp: &Experiment,
-    _plan: &Plan,
-    results: &[ArmResult],
-    m: &MonitorSet,
-) -> Result<(), LabError> {
+pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &MonitorSet) -> Result<(), LabError> {
     let r = run_results(exp, results, m);
     ordo_model::atomic::write_file(&dir.join("results.json"), &serde_json::to_vec_pretty(&r).expect("serialises"))?;
     Ok(())
@@ -512,7 +506,7 @@ pub fn write_all(
     results: &[ArmResult],
     m: &MonitorSet,
 ) -> Result<(), LabError> {
-    write_results(dir, exp, plan, results, m)?;
+    write_results(dir, exp, results, m)?;
     write_report(dir, &run_results(exp, results, m))?;
     let mut out = Vec::new();
     for arm in &plan.arms {

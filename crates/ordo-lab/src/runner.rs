@@ -103,7 +103,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
         }
         if let Some(m) = &monitors {
             results.push(evaluate_arm(exp, &plan, &cache, arm, m, opts.progress)?);
-            crate::report::write_results(&opts.run_dir, exp, &plan, &results, m)?;
+            crate::report::write_results(&opts.run_dir, exp, &results, m)?;
         }
     }
     if let Some(m) = &monitors {
