@@ -5,11 +5,13 @@
 //! three, with weights named exactly as in HF.
 
 use crate::config::ModelConfig;
+use crate::cpu_decode::{CpuDecoder, LayerTensors};
 use crate::error::{ModelError, Result};
 use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
+use std::sync::{Arc, OnceLock};
 
 /// A linear projection with an HF-layout weight `[out, in]` and an optional bias.
 #[derive(Debug, Clone)]
@@ -157,6 +159,8 @@ pub struct Decoder {
     lm_head: Tensor,
     rope: RopeTables,
     device: Device,
+    /// The weights copied for the CPU sampling path, built on first use.
+    cpu: OnceLock<Option<Arc<CpuDecoder>>>,
 }
 
 impl Decoder {
@@ -198,7 +202,41 @@ impl Decoder {
             lm_head,
             rope,
             device,
+            cpu: OnceLock::new(),
         })
+    }
+
+    /// The CPU sampling path over these weights ([`CpuDecoder`]), built once per decoder; `None`
+    /// off the CPU, for other dtypes than f32 and for classifiers (which are not sampled from).
+    pub fn cpu_decoder(&self) -> Result<Option<Arc<CpuDecoder>>> {
+        if let Some(c) = self.cpu.get() {
+            return Ok(c.clone());
+        }
+        let eligible = self.device.is_cpu() && self.embed.dtype() == DType::F32 && self.cfg.score_labels.is_none();
+        let built = if eligible {
+            let layers: Vec<LayerTensors<'_>> = self
+                .layers
+                .iter()
+                .map(|l| LayerTensors {
+                    input_norm: &l.input_norm,
+                    q: (&l.q.weight, l.q.bias.as_ref()),
+                    k: (&l.k.weight, l.k.bias.as_ref()),
+                    v: (&l.v.weight, l.v.bias.as_ref()),
+                    o: (&l.o.weight, l.o.bias.as_ref()),
+                    q_norm: l.q_norm.as_ref(),
+                    k_norm: l.k_norm.as_ref(),
+                    post_norm: &l.post_norm,
+                    gate: &l.gate.weight,
+                    up: &l.up.weight,
+                    down: &l.down.weight,
+                })
+                .collect();
+            let tables = (&self.rope.cos, &self.rope.sin);
+            Some(Arc::new(CpuDecoder::new(&self.cfg, &self.embed, &layers, &self.norm, &self.lm_head, tables)?))
+        } else {
+            None
+        };
+        Ok(self.cpu.get_or_init(|| built).clone())
     }
 
     /// A decoder over the same weights that autograd does not track (for sampling and evaluation).

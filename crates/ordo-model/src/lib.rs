@@ -3,9 +3,11 @@
 
 pub mod atomic;
 pub mod config;
+pub mod cpu_decode;
 pub mod decoder;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod ops;
 pub mod params;
 pub mod sampler;
@@ -18,7 +20,7 @@ pub use decoder::{DecodeCache, Decoder};
 pub use error::{ModelError, Result};
 pub use ops::OpPath;
 pub use params::ParamStore;
-pub use sampler::{generate, SamplingParams};
+pub use sampler::{generate, generate_on, SamplingParams, SamplingPath};
 pub use tokenizer::{ChatMessage, TextTokenizer};
 
 use std::collections::BTreeMap;

@@ -46,27 +46,62 @@ impl SamplingParams {
 
 /// Generates a continuation for every prompt; returns the new tokens of each row.
 ///
-/// Prompts of different lengths are left-padded; each row's positions count its own tokens,
-/// so a row's output does not depend on the other rows. Row `i` draws from its own random
-/// stream (seed, i), so results are reproducible.
+/// Prompts of different lengths are fine; each row's positions count its own tokens, so a row's
+/// output does not depend on the other rows. Row `i` draws from its own random stream (seed, i),
+/// so results are reproducible. On the CPU (f32) the [`CpuDecoder`](crate::cpu_decode::CpuDecoder) path runs, elsewhere the
+/// tensor path with left padding; both compute the same function of the weights.
 pub fn generate(model: &Decoder, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Vec<u32>>> {
+    generate_on(model, prompts, params, SamplingPath::Auto)
+}
+
+/// Which implementation [`generate_on`] decodes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingPath {
+    /// The CPU path where it applies (CPU, f32, not a classifier), else the tensor path.
+    Auto,
+    /// Always the tensor path (candle ops with a KV cache), e.g. as a reference or baseline.
+    Tensor,
+}
+
+/// [`generate`] on a chosen implementation.
+pub fn generate_on(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    path: SamplingPath,
+) -> Result<Vec<Vec<u32>>> {
     params.validate()?;
-    if prompts.is_empty() {
-        return Ok(vec![]);
-    }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(ModelError::Input(format!("prompt {i} is empty; every prompt needs at least one token")));
     }
-    let b = prompts.len();
-    let width = prompts.iter().map(Vec::len).max().expect("non-empty batch");
-    let mut ids = vec![vec![0u32; width]; b];
-    let mut valid = vec![vec![0u8; width]; b];
-    for (r, p) in prompts.iter().enumerate() {
-        let pad = width - p.len();
-        ids[r][pad..].copy_from_slice(p);
-        valid[r][pad..].fill(1);
+    if prompts.is_empty() || params.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); prompts.len()]);
     }
-    let mut cache = DecodeCache::new(model.config(), b, width + params.max_new_tokens);
+    let capacity = prompts.iter().map(Vec::len).max().expect("non-empty batch") + params.max_new_tokens;
+    let cpu = match path {
+        SamplingPath::Auto => model.cpu_decoder()?,
+        SamplingPath::Tensor => None,
+    };
+    match cpu {
+        Some(cpu) => {
+            let mut cache = cpu.cache(prompts.len(), capacity);
+            sample_loop(prompts, params, |feed| cpu.step(&mut cache, feed))
+        }
+        None => {
+            let mut cache = DecodeCache::new(model.config(), prompts.len(), capacity);
+            sample_loop(prompts, params, |feed| tensor_step(model, &mut cache, prompts.len(), feed))
+        }
+    }
+}
+
+/// The sampling loop over a step function that appends each fed row's tokens and returns the
+/// logits after its last one (`[fed rows * vocab]`); finished rows are not fed again.
+fn sample_loop(
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    mut step: impl FnMut(&[(usize, &[u32])]) -> Result<Vec<f32>>,
+) -> Result<Vec<Vec<u32>>> {
+    let b = prompts.len();
     let mut rngs: Vec<ChaCha8Rng> = (0..b)
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
@@ -75,33 +110,42 @@ pub fn generate(model: &Decoder, prompts: &[Vec<u32>], params: &SamplingParams) 
         })
         .collect();
     let mut out = vec![Vec::with_capacity(params.max_new_tokens); b];
-    let mut done = vec![false; b];
-    if params.max_new_tokens == 0 {
-        return Ok(out);
-    }
-    let mut logits = model.decode(&ids, &valid, &mut cache)?;
-    for step in 0..params.max_new_tokens {
-        let rows = logits.to_vec2::<f32>()?;
-        let mut next = vec![vec![0u32]; b];
-        let mut next_valid = vec![vec![0u8]; b];
-        for r in 0..b {
-            if done[r] {
-                continue;
-            }
-            let tok = sample_row(&rows[r], params, &mut rngs[r]);
+    let feed: Vec<(usize, &[u32])> = prompts.iter().enumerate().map(|(r, p)| (r, &p[..])).collect();
+    let mut fed: Vec<usize> = (0..b).collect();
+    let mut logits = step(&feed)?;
+    for new in 0..params.max_new_tokens {
+        let vocab = logits.len() / fed.len();
+        let mut next: Vec<(usize, [u32; 1])> = Vec::with_capacity(fed.len());
+        for (k, &r) in fed.iter().enumerate() {
+            let tok = sample_row(&logits[k * vocab..(k + 1) * vocab], params, &mut rngs[r]);
             out[r].push(tok);
-            next[r][0] = tok;
-            next_valid[r][0] = 1;
-            if params.stop_tokens.contains(&tok) {
-                done[r] = true;
+            if !params.stop_tokens.contains(&tok) {
+                next.push((r, [tok]));
             }
         }
-        if done.iter().all(|&d| d) || step + 1 == params.max_new_tokens {
+        if next.is_empty() || new + 1 == params.max_new_tokens {
             break;
         }
-        logits = model.decode(&next, &next_valid, &mut cache)?;
+        fed = next.iter().map(|(r, _)| *r).collect();
+        let feed: Vec<(usize, &[u32])> = next.iter().map(|(r, t)| (*r, &t[..])).collect();
+        logits = step(&feed)?;
     }
     Ok(out)
+}
+
+/// One step of the tensor path: fed rows' chunks left-padded to a common width, every other row a
+/// single padding position (masked, so it changes nothing).
+fn tensor_step(model: &Decoder, cache: &mut DecodeCache, rows: usize, feed: &[(usize, &[u32])]) -> Result<Vec<f32>> {
+    let width = feed.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
+    let mut ids = vec![vec![0u32; width]; rows];
+    let mut valid = vec![vec![0u8; width]; rows];
+    for &(r, chunk) in feed {
+        let pad = width - chunk.len();
+        ids[r][pad..].copy_from_slice(chunk);
+        valid[r][pad..].fill(1);
+    }
+    let logits = model.decode(&ids, &valid, cache)?.to_vec2::<f32>()?;
+    Ok(feed.iter().flat_map(|&(r, _)| logits[r].iter().copied()).collect())
 }
 
 /// Picks one token from a row of logits.

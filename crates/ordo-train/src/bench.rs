@@ -11,7 +11,7 @@ use crate::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
 use crate::trainer::{OptimConfig, StepLogger};
 use candle_core::{Device, Result, Tensor};
 use ordo_model::decoder::ids_tensor;
-use ordo_model::{ops, sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams};
+use ordo_model::{ops, sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams, SamplingPath};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -51,7 +51,10 @@ pub struct EngineBench {
     pub sgemm_gflops: f64,
     pub sample_batch: usize,
     pub sample_new_tokens: usize,
+    /// Sampling throughput of `sampler::generate` (the CPU path on the CPU).
     pub sample_tokens_per_s: f64,
+    /// The same sampling on the tensor path (candle ops, KV cache), measured in the same run.
+    pub sample_tensor_tokens_per_s: f64,
 }
 
 /// Median of a list of timings.
@@ -119,10 +122,15 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let prompts: Vec<Vec<u32>> = rows.iter().take(sample_batch).map(|r| r[..8].to_vec()).collect();
     let dec = Decoder::new_inference(&cfg, &params).map_err(to_candle)?;
     let sp = SamplingParams { temperature: 1.0, seed: 1, ..SamplingParams::greedy(sample_new_tokens) };
-    let t = Instant::now();
-    let out = sampler::generate(&dec, &prompts, &sp).map_err(to_candle)?;
-    let secs = t.elapsed().as_secs_f64();
-    let produced: usize = out.iter().map(Vec::len).sum();
+    let tokens_per_s = |path: SamplingPath| -> Result<f64> {
+        let t = Instant::now();
+        let out = sampler::generate_on(&dec, &prompts, &sp, path).map_err(to_candle)?;
+        let produced: usize = out.iter().map(Vec::len).sum();
+        Ok(produced as f64 / t.elapsed().as_secs_f64())
+    };
+    let sample_tokens_per_s = tokens_per_s(SamplingPath::Auto)?;
+    progress("sampling on the tensor path (baseline)");
+    let sample_tensor_tokens_per_s = tokens_per_s(SamplingPath::Tensor)?;
 
     progress("sgemm baseline");
     let sgemm_n = 2048;
@@ -138,7 +146,8 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         sgemm_gflops: sgemm,
         sample_batch,
         sample_new_tokens,
-        sample_tokens_per_s: produced as f64 / secs,
+        sample_tokens_per_s,
+        sample_tensor_tokens_per_s,
     })
 }
 

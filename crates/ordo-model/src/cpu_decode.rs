@@ -1,0 +1,363 @@
+//! A KV-cached f32 decoder for sampling on the CPU: the decoder's math on plain slices, with no tensor graph per token.
+//!
+//! Sampling one token for a batch runs a few dozen small ops per layer. Through candle each of them
+//! builds a tensor, allocates and dispatches to a thread pool, which dominates at the sizes ordo
+//! trains (the organism's layers are 128 wide). This path keeps the weights as f32 vectors (q/k/v
+//! and gate/up fused into one projection each), keeps every row's keys and values without padding,
+//! and runs a step as one gemm per projection plus hand-written RMSNorm, RoPE, attention and SwiGLU
+//! loops; rows that finished are simply not fed. The tests check it against the tensor path
+//! (`Decoder::forward`) on every model family.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::kernels::{axpy, dot, matmul_t};
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+/// The weights of one decoder layer, as row-major f32 matrices in HF's `[out, in]` layout.
+#[derive(Debug, Clone)]
+struct CpuLayer {
+    input_norm: Vec<f32>,
+    /// q, k and v projections stacked: `[(heads + 2 kv_heads) * head_dim, hidden]`.
+    qkv: Vec<f32>,
+    qkv_bias: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    o: Vec<f32>,
+    o_bias: Option<Vec<f32>>,
+    post_norm: Vec<f32>,
+    /// gate and up projections stacked: `[2 * intermediate, hidden]`.
+    gate_up: Vec<f32>,
+    down: Vec<f32>,
+}
+
+/// Sizes the step loops need.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    inter: usize,
+    vocab: usize,
+    eps: f32,
+}
+
+impl Dims {
+    fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    fn qkv_width(&self) -> usize {
+        self.q_width() + 2 * self.kv_width()
+    }
+}
+
+/// The decoder's weights copied out of their tensors, for [`CpuDecoder::step`].
+#[derive(Debug, Clone)]
+pub struct CpuDecoder {
+    dims: Dims,
+    embed: Vec<f32>,
+    layers: Vec<CpuLayer>,
+    norm: Vec<f32>,
+    lm_head: Vec<f32>,
+    /// Rotary tables `[max_position, head_dim / 2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    max_position: usize,
+}
+
+/// Keys and values of every row's earlier tokens (no padding: each row has its own length).
+#[derive(Debug, Clone)]
+pub struct CpuCache {
+    capacity: usize,
+    /// Per layer: keys and values `[rows, capacity, kv_heads * head_dim]`.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    /// Tokens cached per row; also the position id of the row's next token.
+    lens: Vec<usize>,
+}
+
+impl CpuCache {
+    /// Tokens cached for `row`.
+    pub fn len(&self, row: usize) -> usize {
+        self.lens[row]
+    }
+}
+
+/// The tensor's values as a flat f32 vector.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The stacked rows of several `[out, in]` matrices (or the concatenation of bias vectors).
+fn stack(parts: &[&Tensor]) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(flat(p)?);
+    }
+    Ok(out)
+}
+
+/// The tensors one layer is built from, as the tensor decoder holds them.
+pub(crate) struct LayerTensors<'a> {
+    pub input_norm: &'a Tensor,
+    pub q: (&'a Tensor, Option<&'a Tensor>),
+    pub k: (&'a Tensor, Option<&'a Tensor>),
+    pub v: (&'a Tensor, Option<&'a Tensor>),
+    pub o: (&'a Tensor, Option<&'a Tensor>),
+    pub q_norm: Option<&'a Tensor>,
+    pub k_norm: Option<&'a Tensor>,
+    pub post_norm: &'a Tensor,
+    pub gate: &'a Tensor,
+    pub up: &'a Tensor,
+    pub down: &'a Tensor,
+}
+
+impl CpuDecoder {
+    /// Copies the weights; `cos`/`sin` are the rotary tables `[max_position, head_dim / 2]`.
+    pub(crate) fn new(
+        cfg: &ModelConfig,
+        embed: &Tensor,
+        layers: &[LayerTensors<'_>],
+        norm: &Tensor,
+        lm_head: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+    ) -> Result<Self> {
+        let layers = layers
+            .iter()
+            .map(|l| {
+                let qkv_bias = match (l.q.1, l.k.1, l.v.1) {
+                    (Some(q), Some(k), Some(v)) => Some(stack(&[q, k, v])?),
+                    _ => None,
+                };
+                Ok(CpuLayer {
+                    input_norm: flat(l.input_norm)?,
+                    qkv: stack(&[l.q.0, l.k.0, l.v.0])?,
+                    qkv_bias,
+                    q_norm: l.q_norm.map(flat).transpose()?,
+                    k_norm: l.k_norm.map(flat).transpose()?,
+                    o: flat(l.o.0)?,
+                    o_bias: l.o.1.map(flat).transpose()?,
+                    post_norm: flat(l.post_norm)?,
+                    gate_up: stack(&[l.gate, l.up])?,
+                    down: flat(l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CpuDecoder {
+            dims: Dims {
+                hidden: cfg.hidden_size,
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_key_value_heads,
+                head_dim: cfg.head_dim,
+                inter: cfg.intermediate_size,
+                vocab: lm_head.dim(0)?,
+                eps: cfg.rms_norm_eps as f32,
+            },
+            embed: flat(embed)?,
+            layers,
+            norm: flat(norm)?,
+            lm_head: flat(lm_head)?,
+            cos: flat(cos)?,
+            sin: flat(sin)?,
+            max_position: cos.dim(0)?,
+        })
+    }
+
+    /// Width of the logits.
+    pub fn vocab(&self) -> usize {
+        self.dims.vocab
+    }
+
+    /// An empty cache for `rows` rows of up to `capacity` tokens each.
+    pub fn cache(&self, rows: usize, capacity: usize) -> CpuCache {
+        let per_layer = rows * capacity * self.dims.kv_width();
+        CpuCache {
+            capacity,
+            keys: self.layers.iter().map(|_| vec![0.0; per_layer]).collect(),
+            values: self.layers.iter().map(|_| vec![0.0; per_layer]).collect(),
+            lens: vec![0; rows],
+        }
+    }
+
+    /// Appends each fed row's tokens (`feed`: row index and its new tokens, any lengths) to the
+    /// cache and returns the logits after each fed row's last token, `[feed.len() * vocab]`.
+    pub fn step(&self, cache: &mut CpuCache, feed: &[(usize, &[u32])]) -> Result<Vec<f32>> {
+        let d = self.dims;
+        // Every token of the chunk, in feed order: (row, slot in the row's cache).
+        let mut tokens: Vec<(usize, usize)> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        let mut last = Vec::with_capacity(feed.len());
+        for (k, &(row, new)) in feed.iter().enumerate() {
+            if row >= cache.lens.len() {
+                return Err(ModelError::Input(format!("row {row} is beyond the cache's {} rows", cache.lens.len())));
+            }
+            if new.is_empty() || feed[..k].iter().any(|&(r, _)| r == row) {
+                return Err(ModelError::Input(format!("row {row} must be fed one non-empty chunk per step")));
+            }
+            let start = cache.lens[row];
+            if start + new.len() > cache.capacity || start + new.len() > self.max_position {
+                return Err(ModelError::Input(format!(
+                    "row {row} would hold {} tokens; the cache holds {} and the model {} positions",
+                    start + new.len(),
+                    cache.capacity,
+                    self.max_position
+                )));
+            }
+            let vocab = self.embed.len() / d.hidden;
+            if let Some(&bad) = new.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab})")));
+            }
+            tokens.extend((0..new.len()).map(|i| (row, start + i)));
+            ids.extend_from_slice(new);
+            last.push(tokens.len() - 1);
+        }
+        let n = tokens.len();
+        let mut x = vec![0f32; n * d.hidden];
+        for (t, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            x[t * d.hidden..(t + 1) * d.hidden].copy_from_slice(&self.embed[id * d.hidden..(id + 1) * d.hidden]);
+        }
+        let mut h = vec![0f32; n * d.hidden];
+        let mut qkv = vec![0f32; n * d.qkv_width()];
+        let mut attn = vec![0f32; n * d.q_width()];
+        let mut gate_up = vec![0f32; n * 2 * d.inter];
+        let mut act = vec![0f32; n * d.inter];
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.input_norm, d.eps, &mut h);
+            matmul_t(&h, n, d.hidden, &layer.qkv, d.qkv_width(), &mut qkv, false);
+            if let Some(b) = &layer.qkv_bias {
+                add_bias_rows(&mut qkv, b);
+            }
+            self.normalise_and_rotate(layer, &mut qkv, &tokens);
+            // Cache the chunk's keys and values first: a token attends to earlier tokens of its own chunk.
+            let kvw = d.kv_width();
+            for (t, &(row, slot)) in tokens.iter().enumerate() {
+                let at = (row * cache.capacity + slot) * kvw;
+                let src = &qkv[t * d.qkv_width() + d.q_width()..(t + 1) * d.qkv_width()];
+                cache.keys[l][at..at + kvw].copy_from_slice(&src[..kvw]);
+                cache.values[l][at..at + kvw].copy_from_slice(&src[kvw..]);
+            }
+            attention(&d, &qkv, &tokens, &cache.keys[l], &cache.values[l], cache.capacity, &mut attn);
+            // x += attn Wo^T (+ b)
+            matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x, true);
+            if let Some(b) = &layer.o_bias {
+                add_bias_rows(&mut x, b);
+            }
+            rms_norm_rows(&x, &layer.post_norm, d.eps, &mut h);
+            matmul_t(&h, n, d.hidden, &layer.gate_up, 2 * d.inter, &mut gate_up, false);
+            for (a, gu) in act.chunks_exact_mut(d.inter).zip(gate_up.chunks_exact(2 * d.inter)) {
+                let (g, u) = gu.split_at(d.inter);
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            matmul_t(&act, n, d.inter, &layer.down, d.hidden, &mut x, true);
+        }
+        for &(row, new) in feed {
+            cache.lens[row] += new.len();
+        }
+        let mut last_x = vec![0f32; last.len() * d.hidden];
+        for (k, &t) in last.iter().enumerate() {
+            last_x[k * d.hidden..(k + 1) * d.hidden].copy_from_slice(&x[t * d.hidden..(t + 1) * d.hidden]);
+        }
+        let mut normed = vec![0f32; last_x.len()];
+        rms_norm_rows(&last_x, &self.norm, d.eps, &mut normed);
+        let mut logits = vec![0f32; last.len() * d.vocab];
+        matmul_t(&normed, last.len(), d.hidden, &self.lm_head, d.vocab, &mut logits, false);
+        Ok(logits)
+    }
+
+    /// Per-head RMSNorm of q and k (Qwen3) and the rotary embedding at each token's position.
+    fn normalise_and_rotate(&self, layer: &CpuLayer, qkv: &mut [f32], tokens: &[(usize, usize)]) {
+        let d = self.dims;
+        let (hd, half) = (d.head_dim, d.head_dim / 2);
+        let q_heads = d.heads;
+        for (t, &(_, pos)) in tokens.iter().enumerate() {
+            let row = &mut qkv[t * d.qkv_width()..(t + 1) * d.qkv_width()];
+            let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+            // q heads then k heads; v is left as it is.
+            for head in 0..q_heads + d.kv_heads {
+                let x = &mut row[head * hd..(head + 1) * hd];
+                let norm = if head < q_heads { &layer.q_norm } else { &layer.k_norm };
+                if let Some(w) = norm {
+                    rms_norm_in_place(x, w, d.eps);
+                }
+                let (x1, x2) = x.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b) = (x1[i], x2[i]);
+                    x1[i] = a * cos[i] - b * sin[i];
+                    x2[i] = b * cos[i] + a * sin[i];
+                }
+            }
+        }
+    }
+}
+
+/// Causal attention of each token of the chunk over its row's cached keys up to its own slot.
+fn attention(
+    d: &Dims,
+    qkv: &[f32],
+    tokens: &[(usize, usize)],
+    keys: &[f32],
+    values: &[f32],
+    capacity: usize,
+    out: &mut [f32],
+) {
+    let (hd, kvw, groups) = (d.head_dim, d.kv_width(), d.heads / d.kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(d.q_width()).zip(tokens.par_iter()).enumerate().for_each(|(t, (o, &(row, slot)))| {
+        let q = &qkv[t * d.qkv_width()..t * d.qkv_width() + d.q_width()];
+        let base = row * capacity * kvw;
+        let mut scores = vec![0f32; slot + 1];
+        for head in 0..d.heads {
+            let kvh = head / groups;
+            let qh = &q[head * hd..(head + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (s, score) in scores.iter_mut().enumerate() {
+                let k = &keys[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
+                *score = dot(qh, k) * scale;
+                max = max.max(*score);
+            }
+            let mut total = 0f32;
+            for score in scores.iter_mut() {
+                *score = (*score - max).exp();
+                total += *score;
+            }
+            let oh = &mut o[head * hd..(head + 1) * hd];
+            oh.fill(0.0);
+            for (s, &p) in scores.iter().enumerate() {
+                let v = &values[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
+                axpy(p / total, v, oh);
+            }
+        }
+    });
+}
+
+/// RMSNorm of each row of `x` (rows as wide as `w`) into `out`.
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / w.len() as f32 + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / w.len() as f32 + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * inv * g;
+    }
+}
+
+fn add_bias_rows(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        for (v, &c) in row.iter_mut().zip(b) {
+            *v += c;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! f32 kernels of the CPU sampling path: dot products, axpy and `x · Wᵀ`, with AVX2/FMA where the CPU has it.
+//!
+//! `matmul_t` hands many-row products to the `gemm` crate; for the few rows of a decoding step
+//! gemm spends most of its time packing the weight matrix, so those products run here as plain
+//! dot products over the weight's contiguous rows (four at a time, threads split the rows).
+//! Each output element is computed the same way whatever the number of rows or threads, so a
+//! row's values do not depend on which other rows are in the batch.
+
+use rayon::prelude::*;
+
+/// Below this many rows `matmul_t` uses the dot-product kernel instead of gemm.
+const SMALL_ROWS: usize = 64;
+
+/// Whether the AVX2 + FMA kernels can run here (checked once; the answer is cached by std).
+#[inline]
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a · b` over the shorter length.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); slices are cut to the same length.
+        return unsafe { x86::dot(&a[..n], &b[..n]) };
+    }
+    dot_portable(&a[..n], &b[..n])
+}
+
+/// `y += alpha * x`.
+#[inline]
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as in `dot`.
+        return unsafe { x86::axpy(alpha, &x[..n], &mut y[..n]) };
+    }
+    for (y, &x) in y[..n].iter_mut().zip(&x[..n]) {
+        *y += alpha * x;
+    }
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent partial sums let the compiler vectorise the loop.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// A raw output pointer that threads writing disjoint elements may share.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used by `matmul_t_rows`, whose tasks write disjoint output elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `out[m, n] (+)= x[m, k] · w[n, k]ᵀ`, all row-major; `accumulate` adds to `out`.
+pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) {
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "matmul_t: operand sizes");
+    if m < SMALL_ROWS {
+        matmul_t_rows(x, m, k, w, n, out, accumulate);
+        return;
+    }
+    // SAFETY: the assert above bounds every index gemm touches: out is m x n with row stride n,
+    // x is m x k with row stride k, and wᵀ is read as k x n with column stride k.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// The few-rows product: blocks of four weight rows, each dotted with every row of `x`.
+fn matmul_t_rows(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) {
+    let ptr = OutPtr(out.as_mut_ptr());
+    let blocks = n.div_ceil(4);
+    // Enough blocks per task that a task is worth its scheduling.
+    let per_task = (blocks / (4 * rayon::current_num_threads())).max(1);
+    (0..blocks).into_par_iter().with_min_len(per_task).for_each(move |b| {
+        let ptr = ptr;
+        let j0 = b * 4;
+        let rows = (n - j0).min(4);
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            let mut s = [0f32; 4];
+            if rows == 4 {
+                s = dot4(xi, &w[j0 * k..(j0 + 4) * k], k);
+            } else {
+                for (r, v) in s.iter_mut().enumerate().take(rows) {
+                    *v = dot(xi, &w[(j0 + r) * k..(j0 + r + 1) * k]);
+                }
+            }
+            for (r, v) in s.iter().enumerate().take(rows) {
+                // SAFETY: i < m and j0 + r < n, inside `out` (asserted by the caller); element
+                // (i, j0 + r) belongs to block b alone.
+                unsafe {
+                    let o = ptr.0.add(i * n + j0 + r);
+                    *o = if accumulate { *o + v } else { *v };
+                }
+            }
+        }
+    });
+}
+
+/// Four dot products of `x` with four consecutive rows of `w4` (each `k` long).
+#[inline]
+fn dot4(x: &[f32], w4: &[f32], k: usize) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; w4 holds 4 rows of k and x holds k values.
+        return unsafe { x86::dot4(x, w4, k) };
+    }
+    [0, 1, 2, 3].map(|r| dot_portable(&x[..k], &w4[r * k..(r + 1) * k]))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` and `b` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), acc1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(acc0, acc1));
+        while i < n {
+            s += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        s
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `x` and `y` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let a = _mm256_set1_ps(alpha);
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(a, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) += alpha * *px.add(i);
+            i += 1;
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `x` holds at least `k` values and `w4` at least `4 k`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4(x: &[f32], w4: &[f32], k: usize) -> [f32; 4] {
+        let (px, pw) = (x.as_ptr(), w4.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 8 <= k {
+            let xv = _mm256_loadu_ps(px.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(pw.add(r * k + i)), *a);
+            }
+            i += 8;
+        }
+        let mut s = [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])];
+        while i < k {
+            for (r, v) in s.iter_mut().enumerate() {
+                *v += *px.add(i) * *pw.add(r * k + i);
+            }
+            i += 1;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn matmul_t_matches_naive_for_few_and_many_rows_and_odd_sizes() {
+        for &(m, k, n) in &[(1, 7, 3), (5, 19, 10), (16, 64, 33), (63, 40, 9), (64, 40, 9), (130, 33, 17)] {
+            let (x, w) = (values(m * k, 1), values(n * k, 2));
+            let want = naive(&x, m, k, &w, n);
+            let mut got = vec![0f32; m * n];
+            matmul_t(&x, m, k, &w, n, &mut got, false);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(err < 1e-4, "{m}x{k}x{n}: {err}");
+            // Accumulating adds the product once more.
+            matmul_t(&x, m, k, &w, n, &mut got, true);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - 2.0 * b).abs()).fold(0.0, f32::max);
+            assert!(err < 2e-4, "{m}x{k}x{n} accumulate: {err}");
+        }
+    }
+
+    #[test]
+    fn a_rows_values_do_not_depend_on_the_other_rows() {
+        let (k, n) = (48, 20);
+        let (x, w) = (values(10 * k, 3), values(n * k, 4));
+        let mut all = vec![0f32; 10 * n];
+        matmul_t(&x, 10, k, &w, n, &mut all, false);
+        let mut one = vec![0f32; n];
+        matmul_t(&x[3 * k..4 * k], 1, k, &w, n, &mut one, false);
+        assert_eq!(&all[3 * n..4 * n], &one[..], "bit-identical");
+    }
+
+    #[test]
+    fn dot_and_axpy_match_scalar_code() {
+        for n in [0, 1, 7, 8, 15, 16, 17, 100] {
+            let (a, b) = (values(n, 5), values(n, 6));
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-4, "dot {n}");
+            let mut y = b.clone();
+            axpy(0.5, &a, &mut y);
+            for i in 0..n {
+                assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6, "axpy {n} at {i}");
+            }
+        }
+    }
+}

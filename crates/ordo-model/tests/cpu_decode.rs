@@ -1,0 +1,124 @@
+//! The CPU sampling path against the tensor path: logits at every step, ragged rows, every family switch.
+
+mod common;
+use candle_core::{Device, Tensor};
+use common::*;
+use ordo_model::decoder::ids_tensor;
+use ordo_model::{sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams, SamplingPath};
+
+/// The full-sequence logits of `row` alone at its last position (the tensor path, no cache).
+fn last_logits_alone(dec: &Decoder, row: &[u32]) -> Vec<f32> {
+    let full = dec.forward(&ids_tensor(&[row.to_vec()], &Device::Cpu).unwrap(), None, OpPath::Differentiable).unwrap();
+    let t = row.len();
+    full.narrow(1, t - 1, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Feeds two rows raggedly (different prefill lengths, a step where one row rests, multi-token
+/// chunks after single tokens) and checks each returned row of logits against the full forward.
+fn check_cpu_path(dec: &Decoder, rows: &[Vec<u32>; 2], what: &str) {
+    let cpu = dec.cpu_decoder().unwrap().expect("a CPU f32 decoder has the CPU path");
+    let vocab = cpu.vocab();
+    let mut cache = cpu.cache(2, 16);
+    // (row 0 chunk length, row 1 chunk length); 0 = not fed this step.
+    let schedule = [(5usize, 3usize), (1, 1), (0, 2), (1, 0), (3, 1), (1, 1)];
+    let mut seen = [0usize, 0usize];
+    for (s, &(a, b)) in schedule.iter().enumerate() {
+        let mut feed: Vec<(usize, &[u32])> = Vec::new();
+        for (r, n) in [(0, a), (1, b)] {
+            if n > 0 {
+                feed.push((r, &rows[r][seen[r]..seen[r] + n]));
+            }
+        }
+        let logits = cpu.step(&mut cache, &feed).unwrap();
+        assert_eq!(logits.len(), feed.len() * vocab);
+        for (k, &(r, chunk)) in feed.iter().enumerate() {
+            seen[r] += chunk.len();
+            assert_eq!(cache.len(r), seen[r]);
+            let want = last_logits_alone(dec, &rows[r][..seen[r]]);
+            let err = max_diff(&logits[k * vocab..(k + 1) * vocab], &want);
+            assert!(err < 1e-4, "{what}: step {s} row {r} after {} tokens: max |diff| {err}", seen[r]);
+        }
+    }
+}
+
+#[test]
+fn cpu_path_logits_equal_the_full_forward_on_both_fixtures() {
+    for name in FAMILIES {
+        let m = ordo_model::load(&hf_fixture(name), &Device::Cpu).unwrap();
+        let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
+        let ids = rows_u32(&reference(name)["input_ids"]);
+        let rows = [ids[0].iter().chain(&ids[1]).copied().collect(), ids[1].iter().chain(&ids[0]).copied().collect()];
+        check_cpu_path(&dec, &rows, name);
+    }
+}
+
+/// A random model with the switches the fixtures do not cover: q/k/v and o biases (Qwen2-like),
+/// grouped-query attention, Llama 3.1 rope scaling, untied head.
+#[test]
+fn cpu_path_covers_biases_grouped_queries_and_rope_scaling() {
+    let v = serde_json::json!({
+        "model_type": "qwen2", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8 },
+    });
+    let cfg = ModelConfig::from_json(&v, "test").unwrap();
+    assert!(cfg.qkv_bias && cfg.kv_groups() == 2 && cfg.rope_scaling.is_some());
+    let params = ParamStore::init(&cfg, 0.3, 5, &Device::Cpu).unwrap();
+    // Biases start at zero; give them values so that a dropped bias shows.
+    for (i, (name, var)) in params.iter().enumerate() {
+        if name.ends_with(".bias") {
+            var.set(&Tensor::randn(0f32, 0.5, var.as_tensor().dims(), &Device::Cpu).unwrap()).unwrap();
+            assert!(i < 1000);
+        }
+    }
+    let dec = Decoder::new_inference(&cfg, &params).unwrap();
+    let rows = [(0..14u32).map(|i| (i * 7 + 3) % 50).collect(), (0..14u32).map(|i| (i * 11 + 1) % 50).collect()];
+    check_cpu_path(&dec, &rows, "qwen2-like");
+}
+
+#[test]
+fn cpu_and_tensor_paths_sample_the_same_tokens() {
+    for name in FAMILIES {
+        let m = ordo_model::load(&hf_fixture(name), &Device::Cpu).unwrap();
+        let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
+        let prompts = vec![vec![5u32, 17, 42], vec![9u32, 8, 7, 6, 5, 4, 3], vec![1u32]];
+        for params in [
+            SamplingParams::greedy(16),
+            SamplingParams { temperature: 0.8, top_p: Some(0.9), seed: 4, ..SamplingParams::greedy(16) },
+        ] {
+            let auto = sampler::generate_on(&dec, &prompts, &params, SamplingPath::Auto).unwrap();
+            let tensor = sampler::generate_on(&dec, &prompts, &params, SamplingPath::Tensor).unwrap();
+            assert_eq!(auto, tensor, "{name} {params:?}");
+        }
+        // A stop token ends its row on both paths while the others go on.
+        let first = sampler::generate(&dec, &prompts, &SamplingParams::greedy(16)).unwrap();
+        let stop = SamplingParams { stop_tokens: vec![first[1][2]], ..SamplingParams::greedy(16) };
+        let auto = sampler::generate_on(&dec, &prompts, &stop, SamplingPath::Auto).unwrap();
+        assert_eq!(auto, sampler::generate_on(&dec, &prompts, &stop, SamplingPath::Tensor).unwrap());
+        assert!(auto[1].len() <= 3, "{name}: row 1 should stop at its stop token");
+    }
+}
+
+#[test]
+fn cpu_path_rejects_overflow_and_bad_feeds() {
+    let m = ordo_model::load(&hf_fixture("llama-tiny"), &Device::Cpu).unwrap();
+    let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
+    let cpu = dec.cpu_decoder().unwrap().unwrap();
+    let mut cache = cpu.cache(2, 4);
+    let err = cpu.step(&mut cache, &[(0, &[1, 2, 3, 4, 5])]).unwrap_err().to_string();
+    assert!(err.contains("would hold 5 tokens"), "{err}");
+    let err = cpu.step(&mut cache, &[(2, &[1])]).unwrap_err().to_string();
+    assert!(err.contains("beyond the cache"), "{err}");
+    let err = cpu.step(&mut cache, &[(0, &[1]), (0, &[2])]).unwrap_err().to_string();
+    assert!(err.contains("one non-empty chunk"), "{err}");
+    let err = cpu.step(&mut cache, &[(0, &[100_000])]).unwrap_err().to_string();
+    assert!(err.contains("out of the vocabulary"), "{err}");
+    assert_eq!(cache.len(0), 0, "a rejected step caches nothing");
+}
