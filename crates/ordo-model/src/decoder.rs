@@ -7,6 +7,7 @@
 use crate::config::ModelConfig;
 use crate::cpu_decode::{CpuDecoder, LayerTensors};
 use crate::error::{ModelError, Result};
+use crate::fused;
 use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
@@ -334,10 +335,10 @@ impl Decoder {
         let mut x = self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, path)?;
-            let attn = self.attention(layer, &h, &cos, &sin, &bias, cache.layers.get_mut(l), path)?;
+            let attn = self.attention(layer, &h, (&cos, &sin), &bias, &cache.valid, cache.layers.get_mut(l), path)?;
             x = (x + attn)?;
             let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, path)?;
-            let mlp = layer.down.forward(&(layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?)?;
+            let mlp = layer.down.forward(&ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?, path)?)?;
             x = (x + mlp)?;
         }
         if last_only {
@@ -352,9 +353,9 @@ impl Decoder {
         &self,
         layer: &Layer,
         h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
         bias: &Tensor,
+        valid: &[Vec<u8>],
         kv: Option<&mut KvCache>,
         path: OpPath,
     ) -> Result<Tensor> {
@@ -373,13 +374,19 @@ impl Decoder {
         let v = heads(layer.v.forward(h)?, c.num_key_value_heads, &None)?;
         let q = ops::rope(&q, cos, sin, path)?;
         let k = ops::rope(&k, cos, sin, path)?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        if kv.is_none() && path == OpPath::Differentiable && fused::applies(&[&q, &k, &v]) {
+            // Full sequence, training path: one fused op (causal + padding mask, grouped heads).
+            let out = fused::causal_attention(&q, &k, &v, valid, scale)?;
+            let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
+            return layer.o.forward(&out);
+        }
         let (k, v) = match kv {
             Some(kv) => kv.append(&k, &v)?,
             None => (k, v),
         };
         let k = repeat_kv(&k, c.kv_groups())?;
         let v = repeat_kv(&v, c.kv_groups())?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
         let probs = ops::softmax_last_dim(&scores, path)?;
         let out = probs.matmul(&v.contiguous()?)?;

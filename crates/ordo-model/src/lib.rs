@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu_decode;
 pub mod decoder;
 pub mod error;
+pub mod fused;
 pub mod gguf;
 pub mod kernels;
 pub mod ops;

@@ -1,17 +1,21 @@
 //! Tensor ops of the decoder, each in a differentiable form for training and a fused form for decoding.
 //!
 //! candle's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward pass: gradients
-//! silently stop at them. The training path therefore composes them from ops that do have one;
-//! the inference path (no gradients needed) uses the fused kernels. Replacing a composed op
-//! by a fused op with its own backward changes only this file.
+//! silently stop at them. The training path therefore uses ordo's own fused ops with hand-written
+//! backward passes ([`crate::fused`]) on the CPU in f32, and ops composed from candle's
+//! differentiable ones elsewhere (and as the reference they are tested against); the inference
+//! path (no gradients needed) uses candle's fused kernels.
 
+use crate::fused;
 use candle_core::{Result, Tensor, D};
 
 /// Which implementation of each op a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpPath {
-    /// Every op has a backward pass.
+    /// Every op has a backward pass: ordo's fused ops on the CPU in f32, composed ops elsewhere.
     Differentiable,
+    /// Every op has a backward pass and is composed from candle's ops (the reference).
+    Composed,
     /// Fused kernels without backward, for sampling and evaluation.
     Fused,
 }
@@ -20,7 +24,8 @@ pub enum OpPath {
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
-        OpPath::Differentiable => {
+        OpPath::Differentiable if fused::applies(&[x, w]) => fused::rms_norm(x, w, eps),
+        OpPath::Differentiable | OpPath::Composed => {
             let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
             x.broadcast_mul(&inv)?.broadcast_mul(w)
         }
@@ -31,7 +36,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: OpPath) -> Result<Tensor
 pub fn softmax_last_dim(x: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::ops::softmax_last_dim(&x.contiguous()?),
-        OpPath::Differentiable => {
+        OpPath::Differentiable | OpPath::Composed => {
             // Subtracting the (detached) maximum changes nothing mathematically; it keeps exp finite.
             let max = x.max_keepdim(D::Minus1)?.detach();
             let e = x.broadcast_sub(&max)?.exp()?;
@@ -54,7 +59,8 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
-        OpPath::Differentiable => {
+        OpPath::Differentiable if fused::applies(&[x, cos, sin]) => fused::rope(x, cos, sin),
+        OpPath::Differentiable | OpPath::Composed => {
             let half = x.dim(D::Minus1)? / 2;
             let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
             let x1 = x.narrow(D::Minus1, 0, half)?;
@@ -81,8 +87,25 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     y.reshape(out_dims)
 }
 
-/// Log-probability of each target token: `logits` [.., vocab], `targets` [..] (u32) -> [..].
+/// `silu(gate) * up` (the SwiGLU MLP's inner product).
+pub fn swiglu(gate: &Tensor, up: &Tensor, path: OpPath) -> Result<Tensor> {
+    match path {
+        OpPath::Differentiable if fused::applies(&[gate, up]) => fused::swiglu(gate, up),
+        _ => gate.silu()? * up,
+    }
+}
+
+/// Log-probability of each target token: `logits` [.., vocab], `targets` [..] (u32) -> [..]
+/// (fused with its backward pass on the CPU in f32).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused::applies(&[logits]) {
+        return fused::token_logprobs(logits, targets);
+    }
+    token_logprobs_composed(logits, targets)
+}
+
+/// [`token_logprobs`] composed from candle's ops (the reference, and the path off the CPU).
+pub fn token_logprobs_composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = log_softmax(&logits.contiguous()?)?;
     logp.gather(&targets.contiguous()?.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)
 }

@@ -1,0 +1,493 @@
+//! Fused CPU ops with hand-written backward passes: causal attention, RMSNorm, RoPE, SwiGLU and token log-probs.
+//!
+//! Composed from candle's elementwise ops, each of these is 5-25 graph nodes whose intermediate
+//! tensors are written, kept for the backward pass and read again; on the small models ordo trains,
+//! that memory traffic, not the matmuls, dominates a training step. Here each is one candle
+//! `CustomOp` whose forward and backward are single passes over contiguous f32 data (rayon across
+//! rows). Attention recomputes its probabilities in the backward pass instead of storing them.
+//! `ops.rs` uses them on the CPU for f32 and falls back to the composed ops elsewhere; the tests
+//! check them against the composed ops (values and gradients) and by finite differences.
+
+use crate::kernels::{axpy, dot};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Whether the fused ops can run on these tensors (all f32 on the CPU).
+pub fn applies(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The contiguous f32 data a storage and layout describe.
+fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let all = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&all[a..b]),
+        None => candle_core::bail!("fused op: expected a contiguous f32 input"),
+    }
+}
+
+/// Runs `f` over the contiguous f32 data of each tensor (made contiguous first where needed).
+fn with_data<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (g, l) in &guards {
+        match &**g {
+            Storage::Cpu(s) => slices.push(data(s, l)?),
+            _ => candle_core::bail!("fused op: expected CPU tensors"),
+        }
+    }
+    f(&slices)
+}
+
+fn tensor(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(v, like.shape(), like.device())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal attention
+
+/// `softmax(q kᵀ · scale + mask) v` per (row, head): `q` [b, heads, t, d], `k`/`v` [b, kv_heads, t, d];
+/// a key is visible to queries at or after it when its row's `valid` flag is set. A query that sees
+/// no key gets zeros.
+#[derive(Debug, Clone)]
+struct CausalAttention {
+    /// `[b, t]`: 1 for a real token, 0 for padding.
+    valid: Arc<Vec<u8>>,
+    scale: f32,
+}
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct AttnDims {
+    b: usize,
+    heads: usize,
+    kv_heads: usize,
+    t: usize,
+    d: usize,
+}
+
+impl AttnDims {
+    fn of(q: &Shape, k: &Shape) -> Result<Self> {
+        let (b, heads, t, d) = q.dims4()?;
+        let (kb, kv_heads, kt, kd) = k.dims4()?;
+        if kb != b || kt != t || kd != d || kv_heads == 0 || heads % kv_heads != 0 {
+            candle_core::bail!("causal attention: q {q:?} and k {k:?} do not fit together");
+        }
+        Ok(AttnDims { b, heads, kv_heads, t, d })
+    }
+}
+
+impl CausalAttention {
+    /// The probabilities of query `i` of one (row, head) into `p` (length i + 1); false if it sees no key.
+    fn probs(&self, dims: &AttnDims, row: usize, q_i: &[f32], k: &[f32], i: usize, p: &mut [f32]) -> bool {
+        let valid = &self.valid[row * dims.t..(row + 1) * dims.t];
+        let mut max = f32::NEG_INFINITY;
+        for j in 0..=i {
+            if valid[j] != 0 {
+                p[j] = dot(q_i, &k[j * dims.d..(j + 1) * dims.d]) * self.scale;
+                max = max.max(p[j]);
+            }
+        }
+        if max == f32::NEG_INFINITY {
+            return false;
+        }
+        let mut total = 0.0;
+        for j in 0..=i {
+            p[j] = if valid[j] != 0 { (p[j] - max).exp() } else { 0.0 };
+            total += p[j];
+        }
+        for x in p[..=i].iter_mut() {
+            *x /= total;
+        }
+        true
+    }
+
+    fn forward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let AttnDims { heads, kv_heads, t, d, .. } = dims;
+        let mut out = vec![0f32; q.len()];
+        let group = heads / kv_heads;
+        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
+            let (row, head) = (bh / heads, bh % heads);
+            let kv = (row * kv_heads + head / group) * t * d;
+            let (kh, vh) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
+            let mut p = vec![0f32; t];
+            for i in 0..t {
+                let q_i = &q[(bh * t + i) * d..(bh * t + i + 1) * d];
+                if self.probs(&dims, row, q_i, kh, i, &mut p) {
+                    let o_i = &mut o[i * d..(i + 1) * d];
+                    for j in 0..=i {
+                        if p[j] != 0.0 {
+                            axpy(p[j], &vh[j * d..(j + 1) * d], o_i);
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Gradients of q, k and v given the output's gradient `g`, recomputing the probabilities.
+    fn backward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], g: &[f32]) -> [Vec<f32>; 3] {
+        let AttnDims { b, heads, kv_heads, t, d } = dims;
+        let group = heads / kv_heads;
+        let mut dq = vec![0f32; q.len()];
+        let mut dk = vec![0f32; k.len()];
+        let mut dv = vec![0f32; v.len()];
+        // One task per (row, kv head): it owns that kv head's dk/dv and its group's dq.
+        let dq_chunks: Vec<&mut [f32]> = dq.chunks_mut(group * t * d).collect();
+        dq_chunks.into_par_iter().zip(dk.par_chunks_mut(t * d)).zip(dv.par_chunks_mut(t * d)).enumerate().for_each(
+            |(bk, ((dq, dk), dv))| {
+                let row = bk / kv_heads;
+                debug_assert!(row < b);
+                let (kh, vh) = (&k[bk * t * d..(bk + 1) * t * d], &v[bk * t * d..(bk + 1) * t * d]);
+                let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+                for hg in 0..group {
+                    let bh = row * heads + (bk % kv_heads) * group + hg;
+                    let dq = &mut dq[hg * t * d..(hg + 1) * t * d];
+                    for i in 0..t {
+                        let q_i = &q[(bh * t + i) * d..(bh * t + i + 1) * d];
+                        if !self.probs(&dims, row, q_i, kh, i, &mut p) {
+                            continue;
+                        }
+                        let g_i = &g[(bh * t + i) * d..(bh * t + i + 1) * d];
+                        // dP_j = g_i · v_j; dS_j = P_j (dP_j - Σ P dP).
+                        let mut c = 0.0;
+                        for j in 0..=i {
+                            ds[j] = if p[j] != 0.0 { dot(g_i, &vh[j * d..(j + 1) * d]) } else { 0.0 };
+                            c += p[j] * ds[j];
+                        }
+                        let dq_i = &mut dq[i * d..(i + 1) * d];
+                        for j in 0..=i {
+                            if p[j] == 0.0 {
+                                continue;
+                            }
+                            let s = p[j] * (ds[j] - c) * self.scale;
+                            axpy(s, &kh[j * d..(j + 1) * d], dq_i);
+                            axpy(s, q_i, &mut dk[j * d..(j + 1) * d]);
+                            axpy(p[j], g_i, &mut dv[j * d..(j + 1) * d]);
+                        }
+                    }
+                }
+            },
+        );
+        [dq, dk, dv]
+    }
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "ordo-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = AttnDims::of(ql.shape(), kl.shape())?;
+        if vl.shape() != kl.shape() || self.valid.len() != dims.b * dims.t {
+            candle_core::bail!("causal attention: v {:?} or the mask do not fit k {:?}", vl.shape(), kl.shape());
+        }
+        let out = self.forward(dims, data(qs, ql)?, data(ks, kl)?, data(vs, vl)?);
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = AttnDims::of(q.shape(), k.shape())?;
+        let [dq, dk, dv] = with_data(&[q, k, v, grad], |s| Ok(self.backward(dims, s[0], s[1], s[2], s[3])))?;
+        Ok((Some(tensor(dq, q)?), Some(tensor(dk, k)?), Some(tensor(dv, v)?)))
+    }
+}
+
+/// Causal attention with padding (`valid`: `[b][t]` flags) over `q` [b, heads, t, d] and `k`, `v`
+/// [b, kv_heads, t, d] (grouped-query attention when kv_heads < heads); output [b, heads, t, d].
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, valid: &[Vec<u8>], scale: f64) -> Result<Tensor> {
+    let flags: Vec<u8> = valid.iter().flatten().copied().collect();
+    let op = CausalAttention { valid: Arc::new(flags), scale: scale as f32 };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last dimension.
+#[derive(Debug, Clone, Copy)]
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn inv(&self, x: &[f32]) -> f32 {
+        1.0 / (dot(x, x) / x.len() as f32 + self.eps).sqrt()
+    }
+}
+
+/// Rows per task in row-parallel loops whose per-task partial sums are added in order.
+const ROWS_PER_TASK: usize = 64;
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "ordo-rms-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (data(xs, xl)?, data(ws, wl)?);
+        let n = w.len();
+        if xl.shape().dims().last() != Some(&n) {
+            candle_core::bail!("rms norm: weight of {n} for input {:?}", xl.shape());
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+            let inv = self.inv(x);
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * inv * w;
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = with_data(&[x, w, grad], |s| {
+            let (x, w, g) = (s[0], s[1], s[2]);
+            let n = w.len();
+            let mut dx = vec![0f32; x.len()];
+            // dx = inv (g w - x̂ mean(g w x̂)); dw = Σ_rows g x̂ (partial sums per task, added in order).
+            let partial: Vec<Vec<f32>> = dx
+                .par_chunks_mut(n * ROWS_PER_TASK)
+                .zip(x.par_chunks(n * ROWS_PER_TASK).zip(g.par_chunks(n * ROWS_PER_TASK)))
+                .map(|(dx, (x, g))| {
+                    let mut dw = vec![0f32; n];
+                    for ((dx, x), g) in dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n)) {
+                        let inv = self.inv(x);
+                        let mut m = 0.0;
+                        for i in 0..n {
+                            let xh = x[i] * inv;
+                            m += g[i] * w[i] * xh;
+                            dw[i] += g[i] * xh;
+                        }
+                        m /= n as f32;
+                        for i in 0..n {
+                            dx[i] = inv * (g[i] * w[i] - x[i] * inv * m);
+                        }
+                    }
+                    dw
+                })
+                .collect();
+            let mut dw = vec![0f32; n];
+            for p in &partial {
+                for (a, b) in dw.iter_mut().zip(p) {
+                    *a += b;
+                }
+            }
+            Ok((dx, dw))
+        })?;
+        Ok((Some(tensor(dx, x)?), Some(tensor(dw, w)?)))
+    }
+}
+
+/// RMSNorm over the last dimension of `x` with weight `w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+/// The rotary embedding ("rotate half" layout) of `x` [b, h, t, d] with tables [b, t, d/2];
+/// `inverse` rotates by the negative angle (the backward pass of the forward rotation).
+#[derive(Debug, Clone, Copy)]
+struct Rope {
+    inverse: bool,
+}
+
+impl Rope {
+    fn apply(&self, x: &[f32], cos: &[f32], sin: &[f32], (b, h, t, d): (usize, usize, usize, usize)) -> Vec<f32> {
+        let half = d / 2;
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (y, x))| {
+            let row = bh / h;
+            debug_assert!(row < b);
+            for i in 0..t {
+                let at = (row * t + i) * half;
+                let (c, s) = (&cos[at..at + half], &sin[at..at + half]);
+                let (x, y) = (&x[i * d..(i + 1) * d], &mut y[i * d..(i + 1) * d]);
+                for j in 0..half {
+                    let (x1, x2, sj) = (x[j], x[j + half], sign * s[j]);
+                    y[j] = x1 * c[j] - x2 * sj;
+                    y[j + half] = x2 * c[j] + x1 * sj;
+                }
+            }
+        });
+        y
+    }
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "ordo-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = xl.shape().dims4()?;
+        let (cb, ct, ch) = cl.shape().dims3()?;
+        if cb != dims.0 || ct != dims.2 || 2 * ch != dims.3 || sl.shape() != cl.shape() {
+            candle_core::bail!("rope: tables {:?} do not fit input {:?}", cl.shape(), xl.shape());
+        }
+        let y = self.apply(data(xs, xl)?, data(cs, cl)?, data(ss, sl)?, dims);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let back = Rope { inverse: !self.inverse };
+        let dx = grad.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &back)?;
+        Ok((Some(dx), None, None))
+    }
+}
+
+/// RoPE of `x` [b, h, t, d] at per-row positions (`cos`, `sin`: [b, t, d/2]); no gradient to the tables.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+/// `silu(g) * u`, elementwise.
+#[derive(Debug, Clone, Copy)]
+struct SwiGlu;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "ordo-swiglu"
+    }
+
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", gl.shape(), ul.shape());
+        }
+        let (g, u) = (data(gs, gl)?, data(us, ul)?);
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(|(y, (g, u))| {
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = g * sigmoid(g) * u;
+            }
+        });
+        Ok((CpuStorage::F32(y), gl.shape().clone()))
+    }
+
+    fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dg, du) = with_data(&[g, u, grad], |s| {
+            let (g, u, dy) = (s[0], s[1], s[2]);
+            let mut dg = vec![0f32; g.len()];
+            let mut du = vec![0f32; g.len()];
+            dg.par_chunks_mut(4096).zip(du.par_chunks_mut(4096)).enumerate().for_each(|(c, (dg, du))| {
+                let at = c * 4096;
+                for i in 0..dg.len() {
+                    let (x, sg) = (g[at + i], sigmoid(g[at + i]));
+                    du[i] = dy[at + i] * x * sg;
+                    dg[i] = dy[at + i] * u[at + i] * sg * (1.0 + x * (1.0 - sg));
+                }
+            });
+            Ok((dg, du))
+        })?;
+        Ok((Some(tensor(dg, g)?), Some(tensor(du, u)?)))
+    }
+}
+
+/// `silu(gate) * up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token log-probabilities
+
+/// `log_softmax(logits)[target]` per row of `[n, vocab]` logits; targets are u32.
+#[derive(Debug, Clone)]
+struct TokenLogprobs {
+    targets: Arc<Vec<u32>>,
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp1 for TokenLogprobs {
+    fn name(&self) -> &'static str {
+        "ordo-token-logprobs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l)?;
+        let dims = l.shape().dims();
+        let vocab = *dims.last().unwrap_or(&0);
+        if vocab == 0 || x.len() / vocab != self.targets.len() {
+            candle_core::bail!("token log-probs: {} targets for logits {:?}", self.targets.len(), l.shape());
+        }
+        if let Some(&bad) = self.targets.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("token log-probs: target {bad} is beyond the vocabulary ({vocab})");
+        }
+        let out: Vec<f32> =
+            x.par_chunks(vocab).zip(self.targets.par_iter()).map(|(r, &t)| r[t as usize] - log_sum_exp(r)).collect();
+        Ok((CpuStorage::F32(out), Shape::from(&dims[..dims.len() - 1])))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = with_data(&[logits, grad], |s| {
+            let (x, g) = (s[0], s[1]);
+            let vocab = x.len() / g.len().max(1);
+            let mut d = vec![0f32; x.len()];
+            // d logits = g (onehot(target) - softmax(logits)).
+            d.par_chunks_mut(vocab).enumerate().for_each(|(r, d)| {
+                let row = &x[r * vocab..(r + 1) * vocab];
+                let lse = log_sum_exp(row);
+                for (d, &v) in d.iter_mut().zip(row) {
+                    *d = -g[r] * (v - lse).exp();
+                }
+                d[self.targets[r] as usize] += g[r];
+            });
+            Ok(d)
+        })?;
+        Ok(Some(tensor(d, logits)?))
+    }
+}
+
+/// `log_softmax(logits)[.., target]`: `logits` [.., vocab], `targets` [..] (u32) -> [..].
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let targets = Arc::new(targets.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?);
+    logits.contiguous()?.apply_op1(TokenLogprobs { targets })
+}
