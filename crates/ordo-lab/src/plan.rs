@@ -140,10 +140,7 @@ fn add_node(
 pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
     use crate::spec::ModelInit;
     match &exp.model {
-        ModelInit::Scratch { preset, .. } => Ok(match preset.as_str() {
-            "organism" => ordo_world::organism_config().parameter_count(),
-            _ => ordo_train::bench::bench_config().parameter_count(),
-        }),
+        ModelInit::Scratch { preset, .. } => Ok(crate::spec::preset_config(preset).parameter_count()),
         ModelInit::Hf { path } => Ok(ordo_model::ModelConfig::from_file(&path.join("config.json"))?.parameter_count()),
         ModelInit::Gguf { path } => ordo_model::gguf::gguf_parameter_count(path),
     }

@@ -135,10 +135,7 @@ fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), La
 fn initial_model(exp: &Experiment, init_seed: u64) -> Result<(Policy, TextTokenizer), LabError> {
     match &exp.model {
         ModelInit::Scratch { preset, init_std } => {
-            let config = match preset.as_str() {
-                "organism" => ordo_world::organism_config(),
-                _ => ordo_train::bench::bench_config(),
-            };
+            let config = crate::spec::preset_config(preset);
             let tok = if exp.world.is_some() {
                 ordo_world::tokenizer()
             } else {

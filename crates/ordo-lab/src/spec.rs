@@ -33,6 +33,17 @@ pub enum ModelInit {
     Gguf { path: PathBuf },
 }
 
+/// The model presets `model.init = "scratch"` can start from.
+pub const PRESETS: [&str; 2] = ["organism", "bench"];
+
+/// The configuration of a preset in [`PRESETS`] (`organism`: the world's organism; `bench`: the bench model).
+pub fn preset_config(preset: &str) -> ordo_model::ModelConfig {
+    match preset {
+        "organism" => ordo_world::organism_config(),
+        _ => ordo_train::bench::bench_config(),
+    }
+}
+
 /// Where a stage's data comes from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -281,7 +292,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             r.finish(&mut errs);
             if init == "scratch" {
                 let preset = preset.unwrap_or_else(|| "organism".into());
-                if !["organism", "bench"].contains(&preset.as_str()) {
+                if !PRESETS.contains(&preset.as_str()) {
                     errs.push(format!("model.preset: unknown preset {preset:?} (expected \"organism\" or \"bench\")"));
                 }
                 ModelInit::Scratch { preset, init_std }

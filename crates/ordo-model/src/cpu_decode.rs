@@ -10,7 +10,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::kernels::{axpy, dot, matmul_t};
+use crate::kernels::{axpy, dot, matmul_t, rotate_half_in_place, softmax_in_place};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -201,7 +201,8 @@ impl CpuDecoder {
             let start = cache.lens[row];
             if start + new.len() > cache.capacity || start + new.len() > self.max_position {
                 return Err(ModelError::Input(format!(
-                    "row {row} would hold {} tokens; the cache holds {} and the model {} positions",
+                    "row {row} would hold {} tokens; the cache holds {} and the model {} positions \
+                     (max_position_embeddings); use shorter prompts or fewer new tokens",
                     start + new.len(),
                     cache.capacity,
                     self.max_position
@@ -284,14 +285,12 @@ impl CpuDecoder {
                 let x = &mut row[head * hd..(head + 1) * hd];
                 let norm = if head < q_heads { &layer.q_norm } else { &layer.k_norm };
                 if let Some(w) = norm {
-                    rms_norm_in_place(x, w, d.eps);
+                    let inv = rms_inv(x, d.eps);
+                    for (v, &g) in x.iter_mut().zip(w) {
+                        *v = *v * inv * g;
+                    }
                 }
-                let (x1, x2) = x.split_at_mut(half);
-                for i in 0..half {
-                    let (a, b) = (x1[i], x2[i]);
-                    x1[i] = a * cos[i] - b * sin[i];
-                    x2[i] = b * cos[i] + a * sin[i];
-                }
+                rotate_half_in_place(x, cos, sin, 1.0);
             }
         }
     }
@@ -316,41 +315,34 @@ fn attention(
         for head in 0..d.heads {
             let kvh = head / groups;
             let qh = &q[head * hd..(head + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
             for (s, score) in scores.iter_mut().enumerate() {
                 let k = &keys[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
                 *score = dot(qh, k) * scale;
-                max = max.max(*score);
             }
-            let mut total = 0f32;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                total += *score;
-            }
+            softmax_in_place(&mut scores);
             let oh = &mut o[head * hd..(head + 1) * hd];
             oh.fill(0.0);
             for (s, &p) in scores.iter().enumerate() {
                 let v = &values[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
-                axpy(p / total, v, oh);
+                axpy(p, v, oh);
             }
         }
     });
 }
 
+/// `1 / sqrt(mean(x²) + eps)`, summed in order (the sampling path's own rounding; the training
+/// path's fused RMSNorm sums with `dot`).
+fn rms_inv(x: &[f32], eps: f32) -> f32 {
+    1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + eps).sqrt()
+}
+
 /// RMSNorm of each row of `x` (rows as wide as `w`) into `out`.
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-        let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / w.len() as f32 + eps).sqrt();
+        let inv = rms_inv(xr, eps);
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * inv * g;
         }
-    }
-}
-
-fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
-    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / w.len() as f32 + eps).sqrt();
-    for (v, &g) in x.iter_mut().zip(w) {
-        *v = *v * inv * g;
     }
 }
 

@@ -12,7 +12,6 @@ use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
-use std::sync::{Arc, OnceLock};
 
 /// A linear projection with an HF-layout weight `[out, in]` and an optional bias.
 #[derive(Debug, Clone)]
@@ -160,8 +159,6 @@ pub struct Decoder {
     lm_head: Tensor,
     rope: RopeTables,
     device: Device,
-    /// The weights copied for the CPU sampling path, built on first use.
-    cpu: OnceLock<Option<Arc<CpuDecoder>>>,
 }
 
 impl Decoder {
@@ -203,18 +200,15 @@ impl Decoder {
             lm_head,
             rope,
             device,
-            cpu: OnceLock::new(),
         })
     }
 
-    /// The CPU sampling path over these weights ([`CpuDecoder`]), built once per decoder; `None`
-    /// off the CPU, for other dtypes than f32 and for classifiers (which are not sampled from).
-    pub fn cpu_decoder(&self) -> Result<Option<Arc<CpuDecoder>>> {
-        if let Some(c) = self.cpu.get() {
-            return Ok(c.clone());
-        }
+    /// The CPU sampling path ([`CpuDecoder`]) over a copy of the weights as they are now (a later
+    /// optimiser step changes the parameters in place, not the copy: take one per use); `None` off
+    /// the CPU, for other dtypes than f32 and for classifiers (which are not sampled from).
+    pub fn cpu_decoder(&self) -> Result<Option<CpuDecoder>> {
         let eligible = self.device.is_cpu() && self.embed.dtype() == DType::F32 && self.cfg.score_labels.is_none();
-        let built = if eligible {
+        Ok(if eligible {
             let layers: Vec<LayerTensors<'_>> = self
                 .layers
                 .iter()
@@ -233,11 +227,16 @@ impl Decoder {
                 })
                 .collect();
             let tables = (&self.rope.cos, &self.rope.sin);
-            Some(Arc::new(CpuDecoder::new(&self.cfg, &self.embed, &layers, &self.norm, &self.lm_head, tables)?))
+            Some(CpuDecoder::new(&self.cfg, &self.embed, &layers, &self.norm, &self.lm_head, tables)?)
         } else {
             None
-        };
-        Ok(self.cpu.get_or_init(|| built).clone())
+        })
+    }
+
+    /// Whether attention runs as one fused op: full sequences (no KV cache) on the training path, on
+    /// the CPU in f32. Otherwise it is composed and needs the additive mask `run` builds.
+    fn fused_attention(&self, cached: bool, path: OpPath) -> bool {
+        !cached && path == OpPath::Differentiable && fused::applies(&[&self.embed])
     }
 
     /// A decoder over the same weights that autograd does not track (for sampling and evaluation).
@@ -316,18 +315,23 @@ impl Decoder {
         }
         let offset = cache.len() - t;
         let total = cache.len();
-        // Additive attention bias [b, 1, t, total]: causal by cache index, padding keys masked.
-        let mut bias = vec![0f32; b * t * total];
-        for r in 0..b {
-            for i in 0..t {
-                for k in 0..total {
-                    if k > offset + i || cache.valid[r][k] == 0 {
-                        bias[(r * t + i) * total + k] = -1e9;
+        // The fused op masks by the validity flags itself; composed attention adds a bias
+        // [b, 1, t, total]: causal by cache index, padding keys masked.
+        let bias = if self.fused_attention(!cache.layers.is_empty(), path) {
+            None
+        } else {
+            let mut bias = vec![0f32; b * t * total];
+            for r in 0..b {
+                for i in 0..t {
+                    for k in 0..total {
+                        if k > offset + i || cache.valid[r][k] == 0 {
+                            bias[(r * t + i) * total + k] = -1e9;
+                        }
                     }
                 }
             }
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?;
+            Some(Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?)
+        };
         let (cos, sin) = self.rope.at(&positions, &self.device)?;
 
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
@@ -335,7 +339,11 @@ impl Decoder {
         let mut x = self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, path)?;
-            let attn = self.attention(layer, &h, (&cos, &sin), &bias, &cache.valid, cache.layers.get_mut(l), path)?;
+            let mask = match &bias {
+                Some(bias) => AttentionMask::Additive(bias),
+                None => AttentionMask::Fused(&cache.valid),
+            };
+            let attn = self.attention(layer, &h, (&cos, &sin), mask, cache.layers.get_mut(l), path)?;
             x = (x + attn)?;
             let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, path)?;
             let mlp = layer.down.forward(&ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?, path)?)?;
@@ -354,8 +362,7 @@ impl Decoder {
         layer: &Layer,
         h: &Tensor,
         (cos, sin): (&Tensor, &Tensor),
-        bias: &Tensor,
-        valid: &[Vec<u8>],
+        mask: AttentionMask<'_>,
         kv: Option<&mut KvCache>,
         path: OpPath,
     ) -> Result<Tensor> {
@@ -375,12 +382,15 @@ impl Decoder {
         let q = ops::rope(&q, cos, sin, path)?;
         let k = ops::rope(&k, cos, sin, path)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        if kv.is_none() && path == OpPath::Differentiable && fused::applies(&[&q, &k, &v]) {
-            // Full sequence, training path: one fused op (causal + padding mask, grouped heads).
-            let out = fused::causal_attention(&q, &k, &v, valid, scale)?;
-            let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
-            return layer.o.forward(&out);
-        }
+        let bias = match mask {
+            AttentionMask::Fused(valid) => {
+                // Full sequence, training path: one fused op (causal + padding mask, grouped heads).
+                let out = fused::causal_attention(&q, &k, &v, valid, scale)?;
+                let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
+                return layer.o.forward(&out);
+            }
+            AttentionMask::Additive(bias) => bias,
+        };
         let (k, v) = match kv {
             Some(kv) => kv.append(&k, &v)?,
             None => (k, v),
@@ -393,6 +403,14 @@ impl Decoder {
         let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
         layer.o.forward(&out)
     }
+}
+
+/// How attention masks causality and padding.
+enum AttentionMask<'a> {
+    /// The fused op, given each row's per-position validity flags.
+    Fused(&'a [Vec<u8>]),
+    /// Composed ops with an additive bias [b, 1, t, cached positions].
+    Additive(&'a Tensor),
 }
 
 /// Repeats each key/value head `n` times along the head axis (grouped-query attention).

@@ -8,7 +8,7 @@
 //! `ops.rs` uses them on the CPU for f32 and falls back to the composed ops elsewhere; the tests
 //! check them against the composed ops (values and gradients) and by finite differences.
 
-use crate::kernels::{axpy, dot};
+use crate::kernels::{axpy, dot, rotate_half_in_place, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -83,25 +83,11 @@ impl CausalAttention {
     /// The probabilities of query `i` of one (row, head) into `p` (length i + 1); false if it sees no key.
     fn probs(&self, dims: &AttnDims, row: usize, q_i: &[f32], k: &[f32], i: usize, p: &mut [f32]) -> bool {
         let valid = &self.valid[row * dims.t..(row + 1) * dims.t];
-        let mut max = f32::NEG_INFINITY;
         for j in 0..=i {
-            if valid[j] != 0 {
-                p[j] = dot(q_i, &k[j * dims.d..(j + 1) * dims.d]) * self.scale;
-                max = max.max(p[j]);
-            }
+            p[j] =
+                if valid[j] != 0 { dot(q_i, &k[j * dims.d..(j + 1) * dims.d]) * self.scale } else { f32::NEG_INFINITY };
         }
-        if max == f32::NEG_INFINITY {
-            return false;
-        }
-        let mut total = 0.0;
-        for j in 0..=i {
-            p[j] = if valid[j] != 0 { (p[j] - max).exp() } else { 0.0 };
-            total += p[j];
-        }
-        for x in p[..=i].iter_mut() {
-            *x /= total;
-        }
-        true
+        softmax_in_place(&mut p[..=i])
     }
 
     fn forward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
@@ -321,15 +307,10 @@ impl Rope {
         y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (y, x))| {
             let row = bh / h;
             debug_assert!(row < b);
-            for i in 0..t {
+            y.copy_from_slice(x);
+            for (i, y) in y.chunks_exact_mut(d).enumerate() {
                 let at = (row * t + i) * half;
-                let (c, s) = (&cos[at..at + half], &sin[at..at + half]);
-                let (x, y) = (&x[i * d..(i + 1) * d], &mut y[i * d..(i + 1) * d]);
-                for j in 0..half {
-                    let (x1, x2, sj) = (x[j], x[j + half], sign * s[j]);
-                    y[j] = x1 * c[j] - x2 * sj;
-                    y[j + half] = x2 * c[j] + x1 * sj;
-                }
+                rotate_half_in_place(y, &cos[at..at + half], &sin[at..at + half], sign);
             }
         });
         y

@@ -50,6 +50,35 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Softmax in place; entries at `-inf` are masked and become 0. False (and `x` untouched past the
+/// scan) when every entry is masked.
+pub fn softmax_in_place(x: &mut [f32]) -> bool {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return false;
+    }
+    let mut total = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= total;
+    }
+    true
+}
+
+/// The rotary embedding in HF's "rotate half" layout, in place: `x` is one head (`2 * cos.len()`
+/// values); `sign` -1 rotates by the negative angle (the inverse, i.e. the backward pass).
+pub fn rotate_half_in_place(x: &mut [f32], cos: &[f32], sin: &[f32], sign: f32) {
+    let (x1, x2) = x.split_at_mut(cos.len());
+    for i in 0..cos.len() {
+        let (a, b, s) = (x1[i], x2[i], sign * sin[i]);
+        x1[i] = a * cos[i] - b * s;
+        x2[i] = b * cos[i] + a * s;
+    }
+}
+
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent partial sums let the compiler vectorise the loop.
     let mut acc = [0f32; 8];
@@ -272,6 +301,28 @@ mod tests {
         let mut one = vec![0f32; n];
         matmul_t(&x[3 * k..4 * k], 1, k, &w, n, &mut one, false);
         assert_eq!(&all[3 * n..4 * n], &one[..], "bit-identical");
+    }
+
+    #[test]
+    fn softmax_masks_and_normalises() {
+        let mut x = [1.0f32, f32::NEG_INFINITY, 3.0];
+        assert!(softmax_in_place(&mut x));
+        let e = (1.0f32 - 3.0).exp();
+        assert!((x[0] - e / (1.0 + e)).abs() < 1e-7 && x[1] == 0.0 && (x[2] - 1.0 / (1.0 + e)).abs() < 1e-7);
+        let mut all_masked = [f32::NEG_INFINITY; 3];
+        assert!(!softmax_in_place(&mut all_masked));
+    }
+
+    #[test]
+    fn rotation_then_inverse_rotation_is_the_identity() {
+        let (cos, sin) = ([0.6f32, 1.0], [0.8f32, 0.0]);
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut y = x;
+        rotate_half_in_place(&mut y, &cos, &sin, 1.0);
+        // Pair (x1[0], x2[0]) = (1, 3) rotated by the angle with cos 0.6, sin 0.8.
+        assert!((y[0] - (0.6 - 3.0 * 0.8)).abs() < 1e-6 && (y[2] - (3.0 * 0.6 + 0.8)).abs() < 1e-6);
+        rotate_half_in_place(&mut y, &cos, &sin, -1.0);
+        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-6), "{y:?}");
     }
 
     #[test]

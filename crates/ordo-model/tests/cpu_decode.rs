@@ -57,30 +57,37 @@ fn cpu_path_logits_equal_the_full_forward_on_both_fixtures() {
     }
 }
 
-/// A random model with the switches the fixtures do not cover: q/k/v and o biases (Qwen2-like),
-/// grouped-query attention, Llama 3.1 rope scaling, untied head.
+/// Random models with the switches the fixtures do not cover: q/k/v biases (Qwen2), q/k/v and o
+/// biases (Llama `attention_bias`), grouped-query attention, Llama 3.1 rope scaling, untied head.
 #[test]
 fn cpu_path_covers_biases_grouped_queries_and_rope_scaling() {
-    let v = serde_json::json!({
-        "model_type": "qwen2", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-        "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8 },
-    });
-    let cfg = ModelConfig::from_json(&v, "test").unwrap();
-    assert!(cfg.qkv_bias && cfg.kv_groups() == 2 && cfg.rope_scaling.is_some());
-    let params = ParamStore::init(&cfg, 0.3, 5, &Device::Cpu).unwrap();
-    // Biases start at zero; give them values so that a dropped bias shows.
-    for (i, (name, var)) in params.iter().enumerate() {
-        if name.ends_with(".bias") {
-            var.set(&Tensor::randn(0f32, 0.5, var.as_tensor().dims(), &Device::Cpu).unwrap()).unwrap();
-            assert!(i < 1000);
+    for (model_type, extra, biases) in
+        [("qwen2", serde_json::json!({}), 2 * 3), ("llama", serde_json::json!({ "attention_bias": true }), 2 * 4)]
+    {
+        let mut v = serde_json::json!({
+            "model_type": model_type, "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+            "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8 },
+        });
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let cfg = ModelConfig::from_json(&v, "test").unwrap();
+        assert!(cfg.qkv_bias && cfg.kv_groups() == 2 && cfg.rope_scaling.is_some());
+        let params = ParamStore::init(&cfg, 0.3, 5, &Device::Cpu).unwrap();
+        // Biases start at zero; give them values so that a dropped bias shows.
+        let mut set = 0;
+        for (name, var) in params.iter() {
+            if name.ends_with(".bias") {
+                var.set(&Tensor::randn(0f32, 0.5, var.as_tensor().dims(), &Device::Cpu).unwrap()).unwrap();
+                set += 1;
+            }
         }
+        assert_eq!(set, biases, "{model_type}: bias count");
+        let dec = Decoder::new_inference(&cfg, &params).unwrap();
+        let rows = [(0..14u32).map(|i| (i * 7 + 3) % 50).collect(), (0..14u32).map(|i| (i * 11 + 1) % 50).collect()];
+        check_cpu_path(&dec, &rows, model_type);
     }
-    let dec = Decoder::new_inference(&cfg, &params).unwrap();
-    let rows = [(0..14u32).map(|i| (i * 7 + 3) % 50).collect(), (0..14u32).map(|i| (i * 11 + 1) % 50).collect()];
-    check_cpu_path(&dec, &rows, "qwen2-like");
 }
 
 #[test]
@@ -121,4 +128,22 @@ fn cpu_path_rejects_overflow_and_bad_feeds() {
     let err = cpu.step(&mut cache, &[(0, &[100_000])]).unwrap_err().to_string();
     assert!(err.contains("out of the vocabulary"), "{err}");
     assert_eq!(cache.len(0), 0, "a rejected step caches nothing");
+}
+
+/// An optimiser step updates parameters in place; sampling afterwards must see the new weights, on
+/// the CPU path as on the tensor path (the CPU path copies the weights per call, never caches them).
+#[test]
+fn cpu_path_sees_parameters_updated_in_place() {
+    let m = ordo_model::load(&hf_fixture("llama-tiny"), &Device::Cpu).unwrap();
+    let dec = Decoder::new(&m.config, &m.params).unwrap();
+    let prompts = vec![vec![5u32, 17, 42], vec![9u32, 8, 7]];
+    let greedy = SamplingParams::greedy(12);
+    let before = sampler::generate(&dec, &prompts, &greedy).unwrap();
+    for (_, var) in m.params.iter() {
+        let t = var.as_tensor();
+        var.set(&(t + Tensor::randn(0f32, 0.5, t.dims(), &Device::Cpu).unwrap()).unwrap()).unwrap();
+    }
+    let after = sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Auto).unwrap();
+    assert_eq!(after, sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Tensor).unwrap());
+    assert_ne!(before, after, "perturbed weights should change 24 greedy tokens");
 }

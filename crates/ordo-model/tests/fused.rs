@@ -82,31 +82,19 @@ fn check(
 
 #[test]
 fn rms_norm_fused_equals_composed_and_finite_differences() {
-    let x = randn(&[3, 5, 16], 1);
-    let w = (randn(&[16], 2) + 1.0).unwrap();
-    check(
-        "rms_norm",
-        &|t| fused::rms_norm(&t[0], &t[1], 1e-5).unwrap(),
-        &|t| ops::rms_norm(&t[0], &t[1], 1e-5, OpPath::Composed).unwrap(),
-        &[x, w],
-        &[true, true],
-        &randn(&[3, 5, 16], 3),
-    );
-}
-
-#[test]
-fn rms_norm_weight_gradient_sums_over_more_rows_than_one_task() {
-    // 200 rows: several row blocks whose partial weight gradients are added.
-    let x = randn(&[200, 8], 4);
-    let w = randn(&[8], 5);
-    check(
-        "rms_norm many rows",
-        &|t| fused::rms_norm(&t[0], &t[1], 1e-6).unwrap(),
-        &|t| ops::rms_norm(&t[0], &t[1], 1e-6, OpPath::Composed).unwrap(),
-        &[x, w],
-        &[true, true],
-        &randn(&[200, 8], 6),
-    );
+    // 200 rows span several row blocks whose partial weight gradients are added.
+    for (shape, eps, seed) in [(vec![3, 5, 16], 1e-5, 1), (vec![200, 8], 1e-6, 4)] {
+        let x = randn(&shape, seed);
+        let w = (randn(&shape[shape.len() - 1..], seed + 1) + 1.0).unwrap();
+        check(
+            &format!("rms_norm {shape:?}"),
+            &|t| fused::rms_norm(&t[0], &t[1], eps).unwrap(),
+            &|t| ops::rms_norm(&t[0], &t[1], eps, OpPath::Composed).unwrap(),
+            &[x, w],
+            &[true, true],
+            &randn(&shape, seed + 2),
+        );
+    }
 }
 
 #[test]

@@ -182,16 +182,16 @@ pub fn reset_peak_rss() -> bool {
 
 /// Bytes a training step needs at least, in f32: parameters, gradients and AdamW's two moments, a frozen
 /// reference's parameters when there is one, and the activations kept for the backward pass of
-/// `sequences` x `seq` tokens (per token and layer about 10 x hidden + 4 x MLP width + 2 x heads x seq
-/// values: norms, projections, attention scores and probabilities, MLP; plus 3 x vocab for the logits,
-/// their log-softmax and its gradient).
+/// `sequences` x `seq` tokens: per token and layer about 10 x hidden + 4 x MLP width values (norms,
+/// projections, rotated q and k, attention output, MLP; no attention probabilities, which the fused
+/// attention recomputes in its backward pass), plus 2 x vocab for the logits and their gradient.
 pub fn step_memory_bytes(cfg: &ModelConfig, sequences: usize, seq: usize, reference: bool) -> f64 {
     let p = cfg.parameter_count() as f64;
     let state = p * 4.0 * if reference { 5.0 } else { 4.0 };
     let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
-    let per_token_layer = 10.0 * h + 4.0 * i + 2.0 * cfg.num_attention_heads as f64 * seq as f64;
+    let per_token_layer = 10.0 * h + 4.0 * i;
     let tokens = (sequences * seq) as f64;
-    let activations = tokens * (per_token_layer * cfg.num_hidden_layers as f64 + 3.0 * cfg.vocab_size as f64) * 4.0;
+    let activations = tokens * (per_token_layer * cfg.num_hidden_layers as f64 + 2.0 * cfg.vocab_size as f64) * 4.0;
     state + activations
 }
 

@@ -25,7 +25,7 @@ fn step_memory_by_hand() {
     // No tokens: parameters, gradients and two AdamW moments (f32); a reference adds its parameters.
     assert_eq!(step_memory_bytes(&cfg, 0, 0, false), 16.0 * p);
     assert_eq!(step_memory_bytes(&cfg, 0, 0, true), 20.0 * p);
-    // One sequence of one token: per layer 10 h + 4 i + 2 heads, plus 3 vocab, in f32.
-    let per_token = 4.0 * ((10.0 * 256.0 + 4.0 * 1024.0 + 2.0 * 4.0) * 4.0 + 3.0 * 512.0);
+    // One sequence of one token: per layer 10 h + 4 i, plus 2 vocab, in f32.
+    let per_token = 4.0 * ((10.0 * 256.0 + 4.0 * 1024.0) * 4.0 + 2.0 * 512.0);
     assert_eq!(step_memory_bytes(&cfg, 1, 1, false), 16.0 * p + per_token);
 }
