@@ -10,47 +10,48 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::fused::{rms_inv, rms_norm_rows, swiglu_into};
 use crate::kernels::{axpy, dot, matmul_t, rotate_half_in_place, softmax_in_place};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 /// The weights of one decoder layer, as row-major f32 matrices in HF's `[out, in]` layout.
 #[derive(Debug, Clone)]
-struct CpuLayer {
-    input_norm: Vec<f32>,
+pub(crate) struct CpuLayer {
+    pub(crate) input_norm: Vec<f32>,
     /// q, k and v projections stacked: `[(heads + 2 kv_heads) * head_dim, hidden]`.
-    qkv: Vec<f32>,
-    qkv_bias: Option<Vec<f32>>,
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
-    o: Vec<f32>,
-    o_bias: Option<Vec<f32>>,
-    post_norm: Vec<f32>,
+    pub(crate) qkv: Vec<f32>,
+    pub(crate) qkv_bias: Option<Vec<f32>>,
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
+    pub(crate) o: Vec<f32>,
+    pub(crate) o_bias: Option<Vec<f32>>,
+    pub(crate) post_norm: Vec<f32>,
     /// gate and up projections stacked: `[2 * intermediate, hidden]`.
-    gate_up: Vec<f32>,
-    down: Vec<f32>,
+    pub(crate) gate_up: Vec<f32>,
+    pub(crate) down: Vec<f32>,
 }
 
 /// Sizes the step loops need.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    hidden: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    inter: usize,
-    vocab: usize,
-    eps: f32,
+pub(crate) struct Dims {
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) inter: usize,
+    pub(crate) vocab: usize,
+    pub(crate) eps: f32,
 }
 
 impl Dims {
-    fn q_width(&self) -> usize {
+    pub(crate) fn q_width(&self) -> usize {
         self.heads * self.head_dim
     }
-    fn kv_width(&self) -> usize {
+    pub(crate) fn kv_width(&self) -> usize {
         self.kv_heads * self.head_dim
     }
-    fn qkv_width(&self) -> usize {
+    pub(crate) fn qkv_width(&self) -> usize {
         self.q_width() + 2 * self.kv_width()
     }
 }
@@ -58,15 +59,15 @@ impl Dims {
 /// The decoder's weights copied out of their tensors, for [`CpuDecoder::step`].
 #[derive(Debug, Clone)]
 pub struct CpuDecoder {
-    dims: Dims,
-    embed: Vec<f32>,
-    layers: Vec<CpuLayer>,
-    norm: Vec<f32>,
-    lm_head: Vec<f32>,
+    pub(crate) dims: Dims,
+    pub(crate) embed: Vec<f32>,
+    pub(crate) layers: Vec<CpuLayer>,
+    pub(crate) norm: Vec<f32>,
+    pub(crate) lm_head: Vec<f32>,
     /// Rotary tables `[max_position, head_dim / 2]`.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    max_position: usize,
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
+    pub(crate) max_position: usize,
 }
 
 /// Keys and values of every row's earlier tokens (no padding: each row has its own length).
@@ -252,9 +253,7 @@ impl CpuDecoder {
             matmul_t(&h, n, d.hidden, &layer.gate_up, 2 * d.inter, &mut gate_up, false);
             for (a, gu) in act.chunks_exact_mut(d.inter).zip(gate_up.chunks_exact(2 * d.inter)) {
                 let (g, u) = gu.split_at(d.inter);
-                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
+                swiglu_into(g, u, a);
             }
             matmul_t(&act, n, d.inter, &layer.down, d.hidden, &mut x, true);
         }
@@ -330,23 +329,7 @@ fn attention(
     });
 }
 
-/// `1 / sqrt(mean(x²) + eps)`, summed in order (the sampling path's own rounding; the training
-/// path's fused RMSNorm sums with `dot`).
-fn rms_inv(x: &[f32], eps: f32) -> f32 {
-    1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + eps).sqrt()
-}
-
-/// RMSNorm of each row of `x` (rows as wide as `w`) into `out`.
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-        let inv = rms_inv(xr, eps);
-        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
-            *o = v * inv * g;
-        }
-    }
-}
-
-fn add_bias_rows(x: &mut [f32], b: &[f32]) {
+pub(crate) fn add_bias_rows(x: &mut [f32], b: &[f32]) {
     for row in x.chunks_exact_mut(b.len()) {
         for (v, &c) in row.iter_mut().zip(b) {
             *v += c;

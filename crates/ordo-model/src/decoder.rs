@@ -6,6 +6,7 @@
 
 use crate::config::ModelConfig;
 use crate::cpu_decode::{CpuDecoder, LayerTensors};
+use crate::cpu_train::TrainPass;
 use crate::error::{ModelError, Result};
 use crate::fused;
 use crate::ops::{self, OpPath};
@@ -207,7 +208,27 @@ impl Decoder {
     /// optimiser step changes the parameters in place, not the copy: take one per use); `None` off
     /// the CPU, for other dtypes than f32 and for classifiers (which are not sampled from).
     pub fn cpu_decoder(&self) -> Result<Option<CpuDecoder>> {
-        let eligible = self.device.is_cpu() && self.embed.dtype() == DType::F32 && self.cfg.score_labels.is_none();
+        if self.cfg.score_labels.is_some() {
+            return Ok(None);
+        }
+        self.cpu_weights()
+    }
+
+    /// A training forward pass over full sequences (`ids` [batch, seq], `mask` as in
+    /// [`Decoder::forward`]): on the CPU in f32 the hand-written pass of [`crate::cpu_train`],
+    /// elsewhere [`Decoder::forward`] on [`OpPath::Differentiable`] in candle's graph.
+    pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<TrainPass> {
+        let Some(weights) = self.cpu_weights()? else {
+            return Ok(TrainPass::in_graph(self.forward(ids, mask, OpPath::Differentiable)?));
+        };
+        let (rows, valid) = rows_and_mask(ids, mask)?;
+        let (logits, tape) = weights.forward_train(&rows, &valid)?;
+        TrainPass::on_tape(&self.cfg, weights, logits, tape, &self.device)
+    }
+
+    /// [`CpuDecoder`] weights on the CPU in f32 (classifiers included), else `None`.
+    fn cpu_weights(&self) -> Result<Option<CpuDecoder>> {
+        let eligible = self.device.is_cpu() && self.embed.dtype() == DType::F32;
         Ok(if eligible {
             let layers: Vec<LayerTensors<'_>> = self
                 .layers
@@ -260,17 +281,7 @@ impl Decoder {
     /// 0 = padding, left or right) -> [batch, seq, vocab] (a classifier: [batch, seq, labels]).
     /// Differentiable on [`OpPath::Differentiable`].
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
-        let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let valid = match mask {
-            Some(m) => {
-                let m = m.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-                if m.len() != rows.len() || m.iter().zip(&rows).any(|(a, b)| a.len() != b.len()) {
-                    return Err(ModelError::Input("attention mask and ids differ in shape".into()));
-                }
-                m.into_iter().map(|r| r.into_iter().map(|x| (x != 0) as u8).collect()).collect()
-            }
-            None => vec![vec![1u8; rows[0].len()]; rows.len()],
-        };
+        let (rows, valid) = rows_and_mask(ids, mask)?;
         let mut cache = DecodeCache::uncached(rows.len());
         self.run(&rows, &valid, &mut cache, false, path)
     }
@@ -403,6 +414,22 @@ impl Decoder {
         let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
         layer.o.forward(&out)
     }
+}
+
+/// The rows of `ids` [batch, seq] and their validity flags from `mask` (all valid without one).
+fn rows_and_mask(ids: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Vec<u32>>, Vec<Vec<u8>>)> {
+    let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let valid = match mask {
+        Some(m) => {
+            let m = m.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+            if m.len() != rows.len() || m.iter().zip(&rows).any(|(a, b)| a.len() != b.len()) {
+                return Err(ModelError::Input("attention mask and ids differ in shape".into()));
+            }
+            m.into_iter().map(|r| r.into_iter().map(|x| (x != 0) as u8).collect()).collect()
+        }
+        None => vec![vec![1u8; rows.first().map_or(0, Vec::len)]; rows.len()],
+    };
+    Ok((rows, valid))
 }
 
 /// How attention masks causality and padding.

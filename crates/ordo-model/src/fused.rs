@@ -52,20 +52,20 @@ fn tensor(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
 /// a key is visible to queries at or after it when its row's `valid` flag is set. A query that sees
 /// no key gets zeros.
 #[derive(Debug, Clone)]
-struct CausalAttention {
+pub(crate) struct CausalAttention {
     /// `[b, t]`: 1 for a real token, 0 for padding.
-    valid: Arc<Vec<u8>>,
-    scale: f32,
+    pub valid: Arc<Vec<u8>>,
+    pub scale: f32,
 }
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
-struct AttnDims {
-    b: usize,
-    heads: usize,
-    kv_heads: usize,
-    t: usize,
-    d: usize,
+pub(crate) struct AttnDims {
+    pub b: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub t: usize,
+    pub d: usize,
 }
 
 impl AttnDims {
@@ -90,7 +90,7 @@ impl CausalAttention {
         softmax_in_place(&mut p[..=i])
     }
 
-    fn forward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    pub(crate) fn forward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let AttnDims { heads, kv_heads, t, d, .. } = dims;
         let mut out = vec![0f32; q.len()];
         let group = heads / kv_heads;
@@ -115,7 +115,7 @@ impl CausalAttention {
     }
 
     /// Gradients of q, k and v given the output's gradient `g`, recomputing the probabilities.
-    fn backward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], g: &[f32]) -> [Vec<f32>; 3] {
+    pub(crate) fn backward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], g: &[f32]) -> [Vec<f32>; 3] {
         let AttnDims { b, heads, kv_heads, t, d } = dims;
         let group = heads / kv_heads;
         let mut dq = vec![0f32; q.len()];
@@ -209,20 +209,66 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, valid: &[Vec<u8>], s
 // ---------------------------------------------------------------------------------------------
 // RMSNorm
 
+/// `1 / sqrt(mean(x²) + eps)` of one row.
+pub(crate) fn rms_inv(x: &[f32], eps: f32) -> f32 {
+    1.0 / (dot(x, x) / x.len() as f32 + eps).sqrt()
+}
+
+/// Rows per task in row-parallel loops whose per-task partial sums are added in order.
+const ROWS_PER_TASK: usize = 64;
+
+/// RMSNorm of each row of `x` (rows as wide as `w`) into `y`, rows in parallel.
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let n = w.len();
+    y.par_chunks_mut(n).zip(x.par_chunks(n)).with_min_len(16).for_each(|(y, x)| {
+        let inv = rms_inv(x, eps);
+        for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+            *y = x * inv * w;
+        }
+    });
+}
+
+/// The backward pass of [`rms_norm_rows`] given the output's gradient `g`: (dx, dw), dw from
+/// per-task partial sums added in a fixed order (the same result for any number of threads).
+pub(crate) fn rms_norm_rows_backward(x: &[f32], w: &[f32], g: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let n = w.len();
+    let mut dx = vec![0f32; x.len()];
+    // dx = inv (g w - x̂ mean(g w x̂)); dw = Σ_rows g x̂.
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(x.par_chunks(n * ROWS_PER_TASK).zip(g.par_chunks(n * ROWS_PER_TASK)))
+        .map(|(dx, (x, g))| {
+            let mut dw = vec![0f32; n];
+            for ((dx, x), g) in dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n)) {
+                let inv = rms_inv(x, eps);
+                let mut m = 0.0;
+                for i in 0..n {
+                    let xh = x[i] * inv;
+                    m += g[i] * w[i] * xh;
+                    dw[i] += g[i] * xh;
+                }
+                m /= n as f32;
+                for i in 0..n {
+                    dx[i] = inv * (g[i] * w[i] - x[i] * inv * m);
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; n];
+    for p in &partial {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    (dx, dw)
+}
+
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension.
 #[derive(Debug, Clone, Copy)]
 struct RmsNorm {
     eps: f32,
 }
-
-impl RmsNorm {
-    fn inv(&self, x: &[f32]) -> f32 {
-        1.0 / (dot(x, x) / x.len() as f32 + self.eps).sqrt()
-    }
-}
-
-/// Rows per task in row-parallel loops whose per-task partial sums are added in order.
-const ROWS_PER_TASK: usize = 64;
 
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
@@ -236,50 +282,12 @@ impl CustomOp2 for RmsNorm {
             candle_core::bail!("rms norm: weight of {n} for input {:?}", xl.shape());
         }
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            let inv = self.inv(x);
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = x * inv * w;
-            }
-        });
+        rms_norm_rows(x, w, self.eps, &mut y);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = with_data(&[x, w, grad], |s| {
-            let (x, w, g) = (s[0], s[1], s[2]);
-            let n = w.len();
-            let mut dx = vec![0f32; x.len()];
-            // dx = inv (g w - x̂ mean(g w x̂)); dw = Σ_rows g x̂ (partial sums per task, added in order).
-            let partial: Vec<Vec<f32>> = dx
-                .par_chunks_mut(n * ROWS_PER_TASK)
-                .zip(x.par_chunks(n * ROWS_PER_TASK).zip(g.par_chunks(n * ROWS_PER_TASK)))
-                .map(|(dx, (x, g))| {
-                    let mut dw = vec![0f32; n];
-                    for ((dx, x), g) in dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n)) {
-                        let inv = self.inv(x);
-                        let mut m = 0.0;
-                        for i in 0..n {
-                            let xh = x[i] * inv;
-                            m += g[i] * w[i] * xh;
-                            dw[i] += g[i] * xh;
-                        }
-                        m /= n as f32;
-                        for i in 0..n {
-                            dx[i] = inv * (g[i] * w[i] - x[i] * inv * m);
-                        }
-                    }
-                    dw
-                })
-                .collect();
-            let mut dw = vec![0f32; n];
-            for p in &partial {
-                for (a, b) in dw.iter_mut().zip(p) {
-                    *a += b;
-                }
-            }
-            Ok((dx, dw))
-        })?;
+        let (dx, dw) = with_data(&[x, w, grad], |s| Ok(rms_norm_rows_backward(s[0], s[1], s[2], self.eps)))?;
         Ok((Some(tensor(dx, x)?), Some(tensor(dw, w)?)))
     }
 }
@@ -370,6 +378,22 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// `y = silu(g) * u`, elementwise over equal-length slices.
+pub(crate) fn swiglu_into(g: &[f32], u: &[f32], y: &mut [f32]) {
+    for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+        *y = g * sigmoid(g) * u;
+    }
+}
+
+/// The backward pass of [`swiglu_into`]: `dg` and `du` from the output's gradient `dy`.
+pub(crate) fn swiglu_backward_into(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    for i in 0..g.len() {
+        let (x, sg) = (g[i], sigmoid(g[i]));
+        du[i] = dy[i] * x * sg;
+        dg[i] = dy[i] * u[i] * sg * (1.0 + x * (1.0 - sg));
+    }
+}
+
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "ordo-swiglu"
@@ -381,11 +405,9 @@ impl CustomOp2 for SwiGlu {
         }
         let (g, u) = (data(gs, gl)?, data(us, ul)?);
         let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(|(y, (g, u))| {
-            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                *y = g * sigmoid(g) * u;
-            }
-        });
+        y.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(y, (g, u))| swiglu_into(g, u, y));
         Ok((CpuStorage::F32(y), gl.shape().clone()))
     }
 
@@ -396,11 +418,8 @@ impl CustomOp2 for SwiGlu {
             let mut du = vec![0f32; g.len()];
             dg.par_chunks_mut(4096).zip(du.par_chunks_mut(4096)).enumerate().for_each(|(c, (dg, du))| {
                 let at = c * 4096;
-                for i in 0..dg.len() {
-                    let (x, sg) = (g[at + i], sigmoid(g[at + i]));
-                    du[i] = dy[at + i] * x * sg;
-                    dg[i] = dy[at + i] * u[at + i] * sg * (1.0 + x * (1.0 - sg));
-                }
+                let r = at..at + dg.len();
+                swiglu_backward_into(&g[r.clone()], &u[r.clone()], &dy[r], dg, du);
             });
             Ok((dg, du))
         })?;

@@ -106,8 +106,71 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f
         matmul_t_rows(x, m, k, w, n, out, accumulate);
         return;
     }
-    // SAFETY: the assert above bounds every index gemm touches: out is m x n with row stride n,
-    // x is m x k with row stride k, and wᵀ is read as k x n with column stride k.
+    gemm_into(Operand::plain(x, m, k), Operand::t(w, n, k), out, accumulate);
+}
+
+/// A row-major matrix operand of [`gemm_into`]: its values, and whether it is read transposed.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    /// Rows and columns as stored (before any transpose).
+    pub rows: usize,
+    pub cols: usize,
+    pub transposed: bool,
+}
+
+impl<'a> Operand<'a> {
+    /// The stored matrix as it is.
+    pub fn plain(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Operand { data, rows, cols, transposed: false }
+    }
+
+    /// The stored matrix read transposed.
+    pub fn t(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Operand { data, rows, cols, transposed: true }
+    }
+
+    /// Shape as read: (rows, cols) after the transpose.
+    fn shape(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// (row stride, column stride) as read.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed {
+            (1, self.cols as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// `out (+)= a · b` for row-major operands read plain or transposed (`out` row-major, `a`'s rows by
+/// `b`'s columns); `accumulate` adds to `out`. The training path's backward products (`dY · W`,
+/// `dYᵀ · X`) run through here on the `gemm` crate.
+pub fn gemm_into(a: Operand<'_>, b: Operand<'_>, out: &mut [f32], accumulate: bool) {
+    let ((m, k), (kb, n)) = (a.shape(), b.shape());
+    assert!(k == kb, "gemm_into: inner dimensions {k} and {kb} differ");
+    assert!(
+        a.data.len() >= a.rows * a.cols && b.data.len() >= b.rows * b.cols && out.len() >= m * n,
+        "gemm_into: operand sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
+    // SAFETY: the asserts bound every index gemm touches: out is m x n with row stride n, and each
+    // operand is read within its stored rows x cols through the strides above.
     unsafe {
         gemm::gemm(
             m,
@@ -117,12 +180,12 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f
             1,
             n as isize,
             accumulate,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
+            a.data.as_ptr(),
+            acs,
+            ars,
+            b.data.as_ptr(),
+            bcs,
+            brs,
             1.0,
             1.0,
             false,
@@ -323,6 +386,29 @@ mod tests {
         assert!((y[0] - (0.6 - 3.0 * 0.8)).abs() < 1e-6 && (y[2] - (3.0 * 0.6 + 0.8)).abs() < 1e-6);
         rotate_half_in_place(&mut y, &cos, &sin, -1.0);
         assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-6), "{y:?}");
+    }
+
+    #[test]
+    fn gemm_into_matches_naive_for_every_transpose() {
+        let (m, k, n) = (67, 13, 9);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = values(m * k, 3);
+            let b = values(k * n, 4);
+            let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+            let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+            let (ra, ca) = if ta { (k, m) } else { (m, k) };
+            let (rb, cb) = if tb { (n, k) } else { (k, n) };
+            let opa = Operand { data: &a, rows: ra, cols: ca, transposed: ta };
+            let opb = Operand { data: &b, rows: rb, cols: cb, transposed: tb };
+            let mut out = vec![1f32; m * n];
+            gemm_into(opa, opb, &mut out, true);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = 1.0 + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>();
+                    assert!((out[i * n + j] - want).abs() < 1e-4, "{ta} {tb} ({i}, {j}): {} vs {want}", out[i * n + j]);
+                }
+            }
+        }
     }
 
     #[test]

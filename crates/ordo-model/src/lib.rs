@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod config;
 pub mod cpu_decode;
+pub mod cpu_train;
 pub mod decoder;
 pub mod error;
 pub mod fused;

@@ -4,7 +4,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use ordo_model::decoder::ids_tensor;
-use ordo_model::{sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams, SamplingPath};
+use ordo_model::{sampler, Decoder, OpPath, ParamStore, SamplingParams, SamplingPath};
 
 /// The full-sequence logits of `row` alone at its last position (the tensor path, no cache).
 fn last_logits_alone(dec: &Decoder, row: &[u32]) -> Vec<f32> {
@@ -64,15 +64,7 @@ fn cpu_path_covers_biases_grouped_queries_and_rope_scaling() {
     for (model_type, extra, biases) in
         [("qwen2", serde_json::json!({}), 2 * 3), ("llama", serde_json::json!({ "attention_bias": true }), 2 * 4)]
     {
-        let mut v = serde_json::json!({
-            "model_type": model_type, "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-            "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8 },
-        });
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let cfg = ModelConfig::from_json(&v, "test").unwrap();
+        let cfg = switches_config(model_type, &extra);
         assert!(cfg.qkv_bias && cfg.kv_groups() == 2 && cfg.rope_scaling.is_some());
         let params = ParamStore::init(&cfg, 0.3, 5, &Device::Cpu).unwrap();
         // Biases start at zero; give them values so that a dropped bias shows.

@@ -4,6 +4,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use ordo_model::{decoder::ids_tensor, ops, sampler, Decoder, OpPath, SamplingParams};
+use std::collections::HashMap;
 
 fn load(name: &str) -> ordo_model::LoadedModel {
     ordo_model::load(&hf_fixture(name), &Device::Cpu).unwrap()
@@ -67,33 +68,47 @@ fn greedy_generation_matches_transformers_exactly() {
     }
 }
 
+/// The loss of `ids` and every parameter's gradient by name: through candle's graph
+/// (`Decoder::forward`) or through the training pass (`Decoder::forward_train`, hand-written on the CPU).
+fn loss_and_gradients(m: &ordo_model::LoadedModel, ids: &Tensor, train_pass: bool) -> (f64, HashMap<String, Tensor>) {
+    let dec = Decoder::new(&m.config, &m.params).unwrap();
+    if train_pass {
+        let pass = dec.forward_train(ids, None).unwrap();
+        let loss = ops::next_token_loss(&pass.logits, ids, None).unwrap();
+        let grads = pass.parameter_gradients(&loss.backward().unwrap()).unwrap();
+        (loss.to_scalar::<f32>().unwrap() as f64, grads.into_iter().collect())
+    } else {
+        let loss = ops::next_token_loss(&dec.forward(ids, None, OpPath::Differentiable).unwrap(), ids, None).unwrap();
+        let grads = loss.backward().unwrap();
+        let by_name =
+            m.params.iter().filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n.clone(), g.clone()))).collect();
+        (loss.to_scalar::<f32>().unwrap() as f64, by_name)
+    }
+}
+
 #[test]
 fn loss_and_gradients_match_transformers() {
-    for name in FAMILIES {
+    for (name, train_pass) in FAMILIES.iter().flat_map(|n| [(*n, false), (*n, true)]) {
         let m = load(name);
         let r = reference(name);
         let rj = reference_json(name);
         let ids = ids_tensor(&rows_u32(&r["input_ids"]), &Device::Cpu).unwrap();
-        let dec = Decoder::new(&m.config, &m.params).unwrap();
-        let logits = dec.forward(&ids, None, OpPath::Differentiable).unwrap();
-        let loss = ops::next_token_loss(&logits, &ids, None).unwrap();
-        let loss_v = loss.to_scalar::<f32>().unwrap() as f64;
+        let (loss_v, grads) = loss_and_gradients(&m, &ids, train_pass);
         let want = rj["loss"].as_f64().unwrap();
-        assert!((loss_v - want).abs() < 1e-5, "{name}: loss {loss_v} vs {want}");
-
-        let grads = loss.backward().unwrap();
+        assert!((loss_v - want).abs() < 1e-5, "{name} (train pass {train_pass}): loss {loss_v} vs {want}");
+        assert_eq!(grads.len(), m.params.len(), "{name} (train pass {train_pass}): every parameter has a gradient");
         let mut checked = 0;
         for (key, reference) in r.iter().filter(|(k, _)| k.starts_with("grad.")) {
             let pname = &key["grad.".len()..];
-            let g =
-                grads.get(m.params.var(pname).unwrap().as_tensor()).unwrap_or_else(|| panic!("no grad for {pname}"));
+            let g = grads.get(pname).unwrap_or_else(|| panic!("no grad for {pname}"));
+            assert_eq!(g.dims(), reference.dims(), "{name} {pname}: gradient shape");
             let rel = max_abs_diff(g, reference) / max_abs(reference);
-            assert!(rel < 1e-4, "{name} {pname}: relative gradient error {rel}");
+            assert!(rel < 1e-4, "{name} {pname} (train pass {train_pass}): relative gradient error {rel}");
             checked += 1;
         }
         assert!(checked >= 10, "{name}: only {checked} reference gradients");
         for (pname, norm) in rj["grad_norms"].as_object().unwrap() {
-            let g = grads.get(m.params.var(pname).unwrap().as_tensor()).unwrap();
+            let g = &grads[pname];
             let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap() as f64;
             let want = norm.as_f64().unwrap();
             assert!((ours - want).abs() / want.max(1e-12) < 1e-4, "{name} {pname}: grad norm {ours} vs {want}");

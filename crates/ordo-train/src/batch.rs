@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
+use ordo_model::cpu_train::TrainPass;
 use ordo_model::{ops, Decoder, ModelConfig, OpPath, ParamStore};
 
 /// A model being trained or used as a reference: its configuration and parameters.
@@ -84,6 +85,14 @@ impl Batch {
 pub fn next_token_logps(dec: &Decoder, batch: &Batch, path: OpPath) -> Result<(Tensor, Tensor)> {
     let logits = dec.forward(&batch.ids, Some(&batch.attention), path)?;
     logps_from_logits(&logits, batch)
+}
+
+/// [`next_token_logps`] of a training forward pass ([`Decoder::forward_train`]), with the pass that
+/// turns a loss over them into the parameters' gradients (`Gradients::from_loss`).
+pub fn train_logps(dec: &Decoder, batch: &Batch) -> Result<(Tensor, Tensor, TrainPass)> {
+    let pass = dec.forward_train(&batch.ids, Some(&batch.attention))?;
+    let (logps, pred) = logps_from_logits(&pass.logits, batch)?;
+    Ok((logps, pred, pass))
 }
 
 /// [`next_token_logps`] from logits already computed over the batch, [batch, len, vocab].

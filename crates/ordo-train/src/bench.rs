@@ -11,7 +11,7 @@ use crate::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
 use crate::trainer::{OptimConfig, StepLogger};
 use candle_core::{Device, Result, Tensor};
 use ordo_model::decoder::ids_tensor;
-use ordo_model::{ops, sampler, Decoder, ModelConfig, OpPath, ParamStore, SamplingParams, SamplingPath};
+use ordo_model::{ops, sampler, Decoder, ModelConfig, ParamStore, SamplingParams, SamplingPath};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -102,9 +102,9 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     for s in 0..=steps {
         let t = Instant::now();
         let dec = Decoder::new(&cfg, &params).map_err(to_candle)?;
-        let logits = dec.forward(&ids, None, OpPath::Differentiable).map_err(to_candle)?;
-        let loss = ops::next_token_loss(&logits, &ids, None)?;
-        let mut grads = Gradients::from_backward(&params, &loss.backward()?);
+        let pass = dec.forward_train(&ids, None).map_err(to_candle)?;
+        let loss = ops::next_token_loss(&pass.logits, &ids, None)?;
+        let mut grads = Gradients::from_loss(&params, &pass, &loss).map_err(to_candle)?;
         grads.clip(1.0)?;
         opt.step(&params, &grads, 1e-3)?;
         device.synchronize()?;

@@ -1,14 +1,14 @@
 //! The `dpo` stage: direct preference optimisation (DPO, IPO, SimPO; optional length normalisation)
 //! against a frozen reference model.
 
-use crate::batch::{next_token_logps, scalar, sequence_logps, target_counts, Batch, Policy};
+use crate::batch::{next_token_logps, scalar, sequence_logps, target_counts, train_logps, Batch, Policy};
 use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::{preference_loss, PreferenceBatch, PreferenceLoss, PreferenceLossConfig};
 use crate::optim::Gradients;
 use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
-use ordo_model::{Decoder, OpPath};
+use ordo_model::OpPath;
 use std::time::Instant;
 
 /// Rows of a preference batch: every pair's prompt + chosen, then every pair's prompt + rejected,
@@ -26,9 +26,9 @@ pub fn pair_rows(pairs: &[&TokenizedPair]) -> Vec<(Vec<u32>, Vec<u8>)> {
     rows
 }
 
-/// Summed response log-probs of chosen and rejected responses under `dec`, and response lengths.
-fn response_logps(dec: &Decoder, batch: &Batch, n: usize, path: OpPath) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-    let (logps, _) = next_token_logps(dec, batch, path)?;
+/// Summed response log-probs of the chosen and rejected halves of `batch` (token log-probs
+/// `logps`), and response lengths.
+fn response_logps(logps: &Tensor, batch: &Batch, n: usize) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let seq = sequence_logps(&logps, batch)?;
     let len = target_counts(batch)?;
     Ok((seq.narrow(0, 0, n)?, seq.narrow(0, n, n)?, len.narrow(0, 0, n)?, len.narrow(0, n, n)?))
@@ -79,11 +79,12 @@ pub fn train_dpo(
             let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             let batch = Batch::new(&refs, pad, &device)?;
             let n = pairs.len();
-            let (pc, pr, lc, lr) = response_logps(&dec, &batch, n, OpPath::Differentiable)?;
+            let (logps, _, pass) = train_logps(&dec, &batch)?;
+            let (pc, pr, lc, lr) = response_logps(&logps, &batch, n)?;
             let (rc, rr) = if loss_cfg.loss == PreferenceLoss::Simpo {
                 (pc.zeros_like()?, pr.zeros_like()?)
             } else {
-                let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
+                let (rc, rr, _, _) = response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?;
                 (rc, rr)
             };
             let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], loss_cfg)?;
@@ -94,7 +95,7 @@ pub fn train_dpo(
             acc += out.accuracy()? * share;
             lp_c += scalar(&pc.mean_all()?)? * share;
             lp_r += scalar(&pr.mean_all()?)? * share;
-            grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
+            grads.accumulate(Gradients::from_loss(&policy.params, &pass, &loss)?)?;
         }
         let (grad_norm, lr) = opt.step(&policy.params, grads)?;
         let secs = started.elapsed().as_secs_f64();
@@ -139,8 +140,8 @@ pub fn evaluate_pairs(
     let rows: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
     let batch = Batch::new(&rows, pad, &policy.device())?;
     let n = pairs.len();
-    let (pc, pr, lc, lr) = response_logps(&dec, &batch, n, OpPath::Fused)?;
-    let (rc, rr, _, _) = response_logps(&ref_dec, &batch, n, OpPath::Fused)?;
+    let (pc, pr, lc, lr) = response_logps(&next_token_logps(&dec, &batch, OpPath::Fused)?.0, &batch, n)?;
+    let (rc, rr, _, _) = response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?;
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta, simpo_gamma: 0.0, length_normalize: false };
     let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], &cfg)?;
     Ok((out.margin()?, out.accuracy()?))

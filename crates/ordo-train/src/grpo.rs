@@ -5,7 +5,7 @@
 //! completions per prompt, score them with each set's rewards, turn rewards into group-relative
 //! advantages, then take `inner_epochs` optimiser steps on the clipped objective.
 
-use crate::batch::{mean_entropy, next_token_logps, scalar, Batch, Policy};
+use crate::batch::{mean_entropy, next_token_logps, scalar, train_logps, Batch, Policy};
 use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
@@ -204,7 +204,7 @@ pub fn train_grpo(
         // 6. mu optimiser steps on the clipped objective.
         let (mut loss_v, mut kl, mut clip_frac, mut entropy, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for epoch in 0..cfg.inner_epochs {
-            let (logps, pred) = next_token_logps(&policy.decoder()?, &batch, OpPath::Differentiable)?;
+            let (logps, pred, pass) = train_logps(&policy.decoder()?, &batch)?;
             if epoch == 0 {
                 entropy = mean_entropy(&pred, &batch)?;
             }
@@ -213,7 +213,7 @@ pub fn train_grpo(
             loss_v = scalar(&out.loss)?;
             kl = out.kl;
             clip_frac = out.clip_fraction;
-            let grads = Gradients::from_backward(&policy.params, &out.loss.backward()?);
+            let grads = Gradients::from_loss(&policy.params, &pass, &out.loss)?;
             (grad_norm, lr) = opt.step(&policy.params, grads)?;
         }
         let secs = started.elapsed().as_secs_f64();

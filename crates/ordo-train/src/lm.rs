@@ -2,13 +2,12 @@
 //! (prompt tokens masked out of the loss). Both minimise the mean next-token cross-entropy over
 //! the step's target tokens.
 
-use crate::batch::{next_token_logps, scalar, Batch, Policy};
+use crate::batch::{scalar, train_logps, Batch, Policy};
 use crate::data::TokenizedSequence;
 use crate::error::{Result, TrainError};
 use crate::optim::Gradients;
 use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
-use ordo_model::OpPath;
 use std::time::Instant;
 
 /// Number of target tokens of a sequence (the first token is never a target).
@@ -40,10 +39,10 @@ pub fn lm_gradients(
     for chunk in idx.chunks(micro.max(1)) {
         let rows: Vec<(&[u32], &[u8])> = chunk.iter().map(|&i| (&data[i].ids[..], &data[i].loss_mask[..])).collect();
         let batch = Batch::new(&rows, pad, &device)?;
-        let (logps, _) = next_token_logps(&dec, &batch, OpPath::Differentiable)?;
+        let (logps, _, pass) = train_logps(&dec, &batch)?;
         let loss = target_nll(&logps, &batch, total)?;
         loss_sum += scalar(&loss)?;
-        grads.accumulate(Gradients::from_backward(&policy.params, &loss.backward()?))?;
+        grads.accumulate(Gradients::from_loss(&policy.params, &pass, &loss)?)?;
     }
     Ok((grads, loss_sum))
 }

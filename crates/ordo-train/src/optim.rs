@@ -2,6 +2,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor};
+use ordo_model::cpu_train::TrainPass;
 use ordo_model::ParamStore;
 use std::collections::BTreeMap;
 
@@ -20,6 +21,19 @@ impl Gradients {
             .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
             .collect();
         Gradients { by_name }
+    }
+
+    /// The gradients of `params`' trainable parameters from `loss`, a function of `pass`'s logits:
+    /// the loss's backward pass, then (on the hand-written CPU path) the decoder's own.
+    pub fn from_loss(params: &ParamStore, pass: &TrainPass, loss: &Tensor) -> ordo_model::Result<Self> {
+        let store = loss.backward()?;
+        let mut grads = Self::from_backward(params, &store);
+        for (name, g) in pass.parameter_gradients(&store)? {
+            if params.var(&name).is_some() && !params.is_frozen(&name) {
+                grads.by_name.insert(name, g);
+            }
+        }
+        Ok(grads)
     }
 
     /// Adds another micro-batch's gradients.

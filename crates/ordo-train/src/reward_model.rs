@@ -36,7 +36,11 @@ pub fn reward_model_from(policy: &Policy, std: f64, seed: u64) -> Result<Policy>
 
 /// The score of each row at its last real token, [batch].
 pub fn scores(dec: &Decoder, batch: &Batch, path: OpPath) -> Result<Tensor> {
-    let out = dec.forward(&batch.ids, Some(&batch.attention), path)?; // [b, t, 1]
+    scores_of(&dec.forward(&batch.ids, Some(&batch.attention), path)?, batch)
+}
+
+/// [`scores`] from the classifier's outputs over the batch, [b, t, 1].
+fn scores_of(out: &Tensor, batch: &Batch) -> Result<Tensor> {
     let last = (batch.attention.to_dtype(DType::F32)?.sum(1)? - 1.0)?.to_dtype(DType::U32)?;
     let idx = last.reshape((out.dim(0)?, 1, 1))?;
     Ok(out.contiguous()?.gather(&idx, 1)?.flatten_all()?)
@@ -54,14 +58,17 @@ fn rows_of<'a>(items: impl Iterator<Item = (&'a [u32], &'a [u32])>) -> Vec<(Vec<
         .collect()
 }
 
-/// Scores of chosen and rejected responses of `pairs`.
-fn pair_scores(dec: &Decoder, pairs: &[&TokenizedPair], pad: u32, path: OpPath) -> Result<(Tensor, Tensor)> {
+/// The rows of `pairs`' chosen responses, then of their rejected ones.
+fn pair_batch(pairs: &[&TokenizedPair], pad: u32, device: &candle_core::Device) -> Result<Batch> {
     let mut rows = rows_of(pairs.iter().map(|p| (&p.prompt[..], &p.chosen[..])));
     rows.extend(rows_of(pairs.iter().map(|p| (&p.prompt[..], &p.rejected[..]))));
     let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
-    let device = dec.device().clone();
-    let s = scores(dec, &Batch::new(&refs, pad, &device)?, path)?;
-    let n = pairs.len();
+    Batch::new(&refs, pad, device)
+}
+
+/// The chosen and rejected halves of a [`pair_batch`]'s scores.
+fn halves(s: &Tensor) -> Result<(Tensor, Tensor)> {
+    let n = s.dim(0)? / 2;
     Ok((s.narrow(0, 0, n)?, s.narrow(0, n, n)?))
 }
 
@@ -86,12 +93,14 @@ pub fn train_reward_model(
         let (mut loss_sum, mut acc) = (0.0, 0.0);
         for chunk in idx.chunks(optim.micro_batch_size) {
             let pairs: Vec<&TokenizedPair> = chunk.iter().map(|&i| &data[i]).collect();
-            let (c, r) = pair_scores(&dec, &pairs, pad, OpPath::Differentiable)?;
+            let batch = pair_batch(&pairs, pad, dec.device())?;
+            let pass = dec.forward_train(&batch.ids, Some(&batch.attention))?;
+            let (c, r) = halves(&scores_of(&pass.logits, &batch)?)?;
             let share = pairs.len() as f64 / idx.len() as f64;
             let loss = (bradley_terry_loss(&c, &r)? * share)?;
             loss_sum += scalar(&loss)?;
             acc += scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)? * share;
-            grads.accumulate(Gradients::from_backward(&rm.params, &loss.backward()?))?;
+            grads.accumulate(Gradients::from_loss(&rm.params, &pass, &loss)?)?;
         }
         let (grad_norm, lr) = opt.step(&rm.params, grads)?;
         end_step(
@@ -120,7 +129,8 @@ pub fn train_reward_model(
 pub fn pairwise_accuracy(rm: &Policy, pairs: &[TokenizedPair], pad: u32) -> Result<f64> {
     let dec = rm.inference_decoder()?;
     let refs: Vec<&TokenizedPair> = pairs.iter().collect();
-    let (c, r) = pair_scores(&dec, &refs, pad, OpPath::Fused)?;
+    let batch = pair_batch(&refs, pad, dec.device())?;
+    let (c, r) = halves(&scores(&dec, &batch, OpPath::Fused)?)?;
     scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)
 }
 

@@ -5,6 +5,20 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// A small random-architecture config with the switches the fixtures do not cover (grouped-query
+/// attention, Llama 3.1 rope scaling, an untied head), `extra` fields added on top.
+pub fn switches_config(model_type: &str, extra: &serde_json::Value) -> ordo_model::ModelConfig {
+    let mut v = serde_json::json!({
+        "model_type": model_type, "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8 },
+    });
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ordo_model::ModelConfig::from_json(&v, "test").unwrap()
+}
+
 /// `shared/fixtures` beside the repository (or `ORDO_FIXTURES`).
 pub fn fixtures_dir() -> PathBuf {
     if let Ok(p) = std::env::var("ORDO_FIXTURES") {

@@ -1,0 +1,500 @@
+//! The decoder's training pass written by hand for the CPU in f32: a forward pass over full
+//! sequences that keeps what its backward pass needs, and that backward pass.
+//!
+//! Through candle a training step is a graph of a few hundred tensor ops, and its backward pass
+//! allocates a zeroed gradient for every node and adds into it; on the small models ordo trains that
+//! memory traffic and dispatch took more of a step than the matrix products. Here the forward pass
+//! keeps each layer's activations in plain vectors and the backward pass walks the layers in
+//! reverse: matrix products on `gemm` (q/k/v and gate/up stacked, as in [`CpuDecoder`]), RMSNorm,
+//! RoPE, attention and SwiGLU through the kernels the fused candle ops use ([`crate::fused`]).
+//! The loss stays in candle: `Decoder::forward_train` hands the logits out as a leaf tensor and
+//! starts this backward pass from the gradient the loss gives them. The tests compare every
+//! parameter's gradient with the composed candle path and with transformers.
+
+use crate::config::ModelConfig;
+use crate::cpu_decode::{add_bias_rows, CpuDecoder, CpuLayer};
+use crate::error::{ModelError, Result};
+use crate::fused::{
+    rms_norm_rows, rms_norm_rows_backward, swiglu_backward_into, swiglu_into, AttnDims, CausalAttention,
+};
+use crate::kernels::{gemm_into, matmul_t, rotate_half_in_place, Operand};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// What the backward pass needs of one layer's forward pass (token-major `[tokens, width]` unless
+/// noted).
+struct LayerActivations {
+    /// The residual stream entering the layer.
+    x_in: Vec<f32>,
+    /// `x_in` after the input RMSNorm.
+    h_attn: Vec<f32>,
+    /// q/k/v after the projection (and bias), before the per-head norm: kept for models with q/k norm.
+    qkv_raw: Option<Vec<f32>>,
+    /// Head-major `[rows, heads, seq, head_dim]` q and `[rows, kv_heads, seq, head_dim]` k and v,
+    /// after the per-head norm and the rotary embedding.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// The attention output before the o projection.
+    attn: Vec<f32>,
+    /// The residual stream after attention.
+    x_mid: Vec<f32>,
+    /// `x_mid` after the post-attention RMSNorm.
+    h_mlp: Vec<f32>,
+    /// gate and up projections, stacked per token.
+    gate_up: Vec<f32>,
+    /// `silu(gate) * up`.
+    act: Vec<f32>,
+}
+
+/// A training forward pass's activations, for [`TrainTape::backward`].
+pub struct TrainTape {
+    rows: usize,
+    seq: usize,
+    ids: Vec<u32>,
+    positions: Vec<usize>,
+    attention: CausalAttention,
+    layers: Vec<LayerActivations>,
+    /// The residual stream after the last layer, and after the final norm.
+    x_final: Vec<f32>,
+    normed: Vec<f32>,
+}
+
+/// Gradients of one layer's weights, in [`CpuLayer`]'s stacked layout.
+pub(crate) struct LayerGradients {
+    pub input_norm: Vec<f32>,
+    pub qkv: Vec<f32>,
+    pub qkv_bias: Option<Vec<f32>>,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub o: Vec<f32>,
+    pub o_bias: Option<Vec<f32>>,
+    pub post_norm: Vec<f32>,
+    pub gate_up: Vec<f32>,
+    pub down: Vec<f32>,
+}
+
+/// Gradients of every weight of a [`CpuDecoder`] (the embedding and the head kept apart, also when tied).
+pub(crate) struct DecoderGradients {
+    pub embed: Vec<f32>,
+    pub layers: Vec<LayerGradients>,
+    pub norm: Vec<f32>,
+    pub lm_head: Vec<f32>,
+}
+
+/// Sum over rows of a row-major `[rows, width]` matrix (a bias's gradient).
+fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; width];
+    for row in x.chunks_exact(width) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+    out
+}
+
+/// `a + b`, elementwise.
+fn sum(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// Moves one part of each token-major row (`width` values from column `at`, split into heads of
+/// `d`) to or from a head-major `[rows, heads, seq, d]` buffer.
+fn regroup(
+    token_major: &mut [f32],
+    row_width: usize,
+    at: usize,
+    heads: usize,
+    head_major: &mut [f32],
+    (b, t, d): (usize, usize, usize),
+    to_heads: bool,
+) {
+    debug_assert_eq!(head_major.len(), b * heads * t * d);
+    head_major.par_chunks_mut(t * d).enumerate().for_each(|(bh, hm)| {
+        let (row, head) = (bh / heads, bh % heads);
+        for i in 0..t {
+            let src = (row * t + i) * row_width + at + head * d;
+            let dst = &mut hm[i * d..(i + 1) * d];
+            if to_heads {
+                dst.copy_from_slice(&token_major[src..src + d]);
+            }
+        }
+    });
+    if !to_heads {
+        // Scatter back to token-major rows (each token row is written by one task).
+        let hm: &[f32] = head_major;
+        token_major.par_chunks_mut(row_width).enumerate().for_each(|(tok, r)| {
+            let (row, i) = (tok / t, tok % t);
+            for head in 0..heads {
+                let src = ((row * heads + head) * t + i) * d;
+                r[at + head * d..at + (head + 1) * d].copy_from_slice(&hm[src..src + d]);
+            }
+        });
+    }
+}
+
+impl CpuDecoder {
+    /// Logits `[rows * seq * vocab]` of full sequences (`ids` equal-length rows; `valid` 0 marks
+    /// padding, left or right) and the activations their backward pass needs.
+    pub fn forward_train(&self, ids: &[Vec<u32>], valid: &[Vec<u8>]) -> Result<(Vec<f32>, TrainTape)> {
+        let d = self.dims;
+        let (b, t) = (ids.len(), ids.first().map_or(0, Vec::len));
+        if b == 0
+            || t == 0
+            || ids.iter().any(|r| r.len() != t)
+            || valid.len() != b
+            || valid.iter().any(|r| r.len() != t)
+        {
+            return Err(ModelError::Input("expected a non-empty batch of equal-length rows and masks".into()));
+        }
+        let vocab_in = self.embed.len() / d.hidden;
+        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab_in) {
+            return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab_in})")));
+        }
+        // Positions count real tokens only, so a left-padded row sees the same positions as unpadded.
+        let mut positions = Vec::with_capacity(b * t);
+        for row in valid {
+            let mut next = 0;
+            for &v in row {
+                positions.push(next);
+                next += (v != 0) as usize;
+            }
+            if next > self.max_position {
+                return Err(ModelError::Input(format!(
+                    "a row holds {next} tokens; the model has {} positions (max_position_embeddings)",
+                    self.max_position
+                )));
+            }
+        }
+        let n = b * t;
+        let flat_ids: Vec<u32> = ids.iter().flatten().copied().collect();
+        let mut x = vec![0f32; n * d.hidden];
+        for (row, &id) in x.chunks_exact_mut(d.hidden).zip(&flat_ids) {
+            row.copy_from_slice(&self.embed[id as usize * d.hidden..(id as usize + 1) * d.hidden]);
+        }
+        let attention = CausalAttention {
+            valid: Arc::new(valid.iter().flatten().copied().collect()),
+            scale: 1.0 / (d.head_dim as f32).sqrt(),
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let acts = self.layer_forward(layer, x, &positions, &attention, (b, t))?;
+            let mut next = acts.x_mid.clone();
+            matmul_t(&acts.act, n, d.inter, &layer.down, d.hidden, &mut next, true);
+            x = next;
+            layers.push(acts);
+        }
+        let mut normed = vec![0f32; x.len()];
+        rms_norm_rows(&x, &self.norm, d.eps, &mut normed);
+        let mut logits = vec![0f32; n * d.vocab];
+        matmul_t(&normed, n, d.hidden, &self.lm_head, d.vocab, &mut logits, false);
+        let tape = TrainTape { rows: b, seq: t, ids: flat_ids, positions, attention, layers, x_final: x, normed };
+        Ok((logits, tape))
+    }
+
+    /// One layer up to the MLP's down projection (the caller adds that to `x_mid`).
+    fn layer_forward(
+        &self,
+        layer: &CpuLayer,
+        x_in: Vec<f32>,
+        positions: &[usize],
+        attention: &CausalAttention,
+        (b, t): (usize, usize),
+    ) -> Result<LayerActivations> {
+        let d = self.dims;
+        let n = b * t;
+        let mut h_attn = vec![0f32; x_in.len()];
+        rms_norm_rows(&x_in, &layer.input_norm, d.eps, &mut h_attn);
+        let mut qkv = vec![0f32; n * d.qkv_width()];
+        matmul_t(&h_attn, n, d.hidden, &layer.qkv, d.qkv_width(), &mut qkv, false);
+        if let Some(bias) = &layer.qkv_bias {
+            add_bias_rows(&mut qkv, bias);
+        }
+        let qkv_raw = (layer.q_norm.is_some() || layer.k_norm.is_some()).then(|| qkv.clone());
+        self.norm_and_rotate(layer, &mut qkv, positions);
+        let dims = AttnDims { b, heads: d.heads, kv_heads: d.kv_heads, t, d: d.head_dim };
+        let shape = (b, t, d.head_dim);
+        let (mut q, mut k, mut v) =
+            (vec![0f32; n * d.q_width()], vec![0f32; n * d.kv_width()], vec![0f32; n * d.kv_width()]);
+        regroup(&mut qkv, d.qkv_width(), 0, d.heads, &mut q, shape, true);
+        regroup(&mut qkv, d.qkv_width(), d.q_width(), d.kv_heads, &mut k, shape, true);
+        regroup(&mut qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, &mut v, shape, true);
+        let mut out = attention.forward(dims, &q, &k, &v);
+        let mut attn = vec![0f32; n * d.q_width()];
+        regroup(&mut attn, d.q_width(), 0, d.heads, &mut out, shape, false);
+        let mut x_mid = x_in.clone();
+        matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x_mid, true);
+        if let Some(bias) = &layer.o_bias {
+            add_bias_rows(&mut x_mid, bias);
+        }
+        let mut h_mlp = vec![0f32; x_mid.len()];
+        rms_norm_rows(&x_mid, &layer.post_norm, d.eps, &mut h_mlp);
+        let mut gate_up = vec![0f32; n * 2 * d.inter];
+        matmul_t(&h_mlp, n, d.hidden, &layer.gate_up, 2 * d.inter, &mut gate_up, false);
+        let mut act = vec![0f32; n * d.inter];
+        act.par_chunks_mut(d.inter).zip(gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
+            let (g, u) = gu.split_at(d.inter);
+            swiglu_into(g, u, a);
+        });
+        Ok(LayerActivations { x_in, h_attn, qkv_raw, q, k, v, attn, x_mid, h_mlp, gate_up, act })
+    }
+
+    /// Per-head RMSNorm of q and k (models with q/k norm) and the rotary embedding, in place on
+    /// token-major q/k/v rows; `sign` -1 applies the inverse rotation only (the backward pass).
+    fn norm_and_rotate(&self, layer: &CpuLayer, qkv: &mut [f32], positions: &[usize]) {
+        let d = self.dims;
+        let (hd, half) = (d.head_dim, d.head_dim / 2);
+        qkv.par_chunks_mut(d.qkv_width()).zip(positions.par_iter()).with_min_len(16).for_each(|(row, &pos)| {
+            let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+            for head in 0..d.heads + d.kv_heads {
+                let x = &mut row[head * hd..(head + 1) * hd];
+                if let Some(w) = if head < d.heads { &layer.q_norm } else { &layer.k_norm } {
+                    let copy = x.to_vec();
+                    rms_norm_rows(&copy, w, d.eps, x);
+                }
+                rotate_half_in_place(x, cos, sin, 1.0);
+            }
+        });
+    }
+}
+
+impl TrainTape {
+    /// Gradients of every weight of `dec` (the decoder the forward pass ran on) from the logits'
+    /// gradient `dlogits` (`[rows * seq * vocab]`).
+    pub(crate) fn backward(&self, dec: &CpuDecoder, dlogits: &[f32]) -> Result<DecoderGradients> {
+        let d = dec.dims;
+        let n = self.rows * self.seq;
+        if dlogits.len() != n * d.vocab {
+            return Err(ModelError::Input(format!(
+                "{} logit gradients for {n} tokens x {} logits",
+                dlogits.len(),
+                d.vocab
+            )));
+        }
+        let mut d_normed = vec![0f32; n * d.hidden];
+        gemm_into(
+            Operand::plain(dlogits, n, d.vocab),
+            Operand::plain(&dec.lm_head, d.vocab, d.hidden),
+            &mut d_normed,
+            false,
+        );
+        let mut lm_head = vec![0f32; d.vocab * d.hidden];
+        gemm_into(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden), &mut lm_head, false);
+        let (mut dx, norm) = rms_norm_rows_backward(&self.x_final, &dec.norm, &d_normed, d.eps);
+        let mut layers = Vec::with_capacity(dec.layers.len());
+        for (layer, acts) in dec.layers.iter().zip(&self.layers).rev() {
+            let (dx_in, grads) = self.layer_backward(dec, layer, acts, dx);
+            dx = dx_in;
+            layers.push(grads);
+        }
+        layers.reverse();
+        let mut embed = vec![0f32; dec.embed.len()];
+        for (g, &id) in dx.chunks_exact(d.hidden).zip(&self.ids) {
+            for (e, v) in embed[id as usize * d.hidden..(id as usize + 1) * d.hidden].iter_mut().zip(g) {
+                *e += v;
+            }
+        }
+        Ok(DecoderGradients { embed, layers, norm, lm_head })
+    }
+
+    /// One layer's backward pass: the gradient of the residual stream entering the layer, and its
+    /// weights' gradients, from `dx`, the gradient of the stream leaving it.
+    fn layer_backward(
+        &self,
+        dec: &CpuDecoder,
+        layer: &CpuLayer,
+        a: &LayerActivations,
+        dx: Vec<f32>,
+    ) -> (Vec<f32>, LayerGradients) {
+        let d = &dec.dims;
+        let n = self.rows * self.seq;
+        let (hid, inter) = (d.hidden, d.inter);
+        // MLP: x_out = x_mid + down(silu(gate) * up).
+        let mut d_act = vec![0f32; n * inter];
+        gemm_into(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter), &mut d_act, false);
+        let mut down = vec![0f32; hid * inter];
+        gemm_into(Operand::t(&dx, n, hid), Operand::plain(&a.act, n, inter), &mut down, false);
+        let mut d_gate_up = vec![0f32; n * 2 * inter];
+        d_gate_up
+            .par_chunks_mut(2 * inter)
+            .zip(a.gate_up.par_chunks(2 * inter).zip(d_act.par_chunks(inter)))
+            .with_min_len(16)
+            .for_each(|(dgu, (gu, da))| {
+                let (g, u) = gu.split_at(inter);
+                let (dg, du) = dgu.split_at_mut(inter);
+                swiglu_backward_into(g, u, da, dg, du);
+            });
+        let mut gate_up = vec![0f32; 2 * inter * hid];
+        gemm_into(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&a.h_mlp, n, hid), &mut gate_up, false);
+        let mut d_h_mlp = vec![0f32; n * hid];
+        gemm_into(
+            Operand::plain(&d_gate_up, n, 2 * inter),
+            Operand::plain(&layer.gate_up, 2 * inter, hid),
+            &mut d_h_mlp,
+            false,
+        );
+        let (d_mid_norm, post_norm) = rms_norm_rows_backward(&a.x_mid, &layer.post_norm, &d_h_mlp, d.eps);
+        let d_mid = sum(&dx, &d_mid_norm);
+        drop((dx, d_mid_norm, d_h_mlp, d_gate_up, d_act));
+
+        // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)) (+ o bias).
+        let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
+        let mut o = vec![0f32; hid * d.q_width()];
+        gemm_into(Operand::t(&d_mid, n, hid), Operand::plain(&a.attn, n, d.q_width()), &mut o, false);
+        let mut d_attn = vec![0f32; n * d.q_width()];
+        gemm_into(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()), &mut d_attn, false);
+        let shape = (self.rows, self.seq, d.head_dim);
+        let mut d_out = vec![0f32; d_attn.len()];
+        regroup(&mut d_attn, d.q_width(), 0, d.heads, &mut d_out, shape, true);
+        let dims = AttnDims { b: self.rows, heads: d.heads, kv_heads: d.kv_heads, t: self.seq, d: d.head_dim };
+        let [mut dq, mut dk, mut dv] = self.attention.backward(dims, &a.q, &a.k, &a.v, &d_out);
+        let mut d_qkv = vec![0f32; n * d.qkv_width()];
+        regroup(&mut d_qkv, d.qkv_width(), 0, d.heads, &mut dq, shape, false);
+        regroup(&mut d_qkv, d.qkv_width(), d.q_width(), d.kv_heads, &mut dk, shape, false);
+        regroup(&mut d_qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, &mut dv, shape, false);
+        let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
+        let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
+        let mut qkv = vec![0f32; d.qkv_width() * hid];
+        gemm_into(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&a.h_attn, n, hid), &mut qkv, false);
+        let mut d_h_attn = vec![0f32; n * hid];
+        gemm_into(
+            Operand::plain(&d_qkv, n, d.qkv_width()),
+            Operand::plain(&layer.qkv, d.qkv_width(), hid),
+            &mut d_h_attn,
+            false,
+        );
+        let (d_in_norm, input_norm) = rms_norm_rows_backward(&a.x_in, &layer.input_norm, &d_h_attn, d.eps);
+        let d_in = sum(&d_mid, &d_in_norm);
+        (d_in, LayerGradients { input_norm, qkv, qkv_bias, q_norm, k_norm, o, o_bias, post_norm, gate_up, down })
+    }
+
+    /// The backward pass of the rotary embedding and the per-head q/k norm, in place on the
+    /// token-major q/k/v gradient; returns the q and k norm weights' gradients.
+    fn unrotate_and_unnorm(
+        &self,
+        dec: &CpuDecoder,
+        layer: &CpuLayer,
+        a: &LayerActivations,
+        d_qkv: &mut [f32],
+    ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+        let d = dec.dims;
+        let (hd, half, w) = (d.head_dim, d.head_dim / 2, d.qkv_width());
+        // The rotation's backward pass is the inverse rotation.
+        d_qkv.par_chunks_mut(w).zip(self.positions.par_iter()).with_min_len(16).for_each(|(row, &pos)| {
+            let (c, s) = (&dec.cos[pos * half..(pos + 1) * half], &dec.sin[pos * half..(pos + 1) * half]);
+            for head in 0..d.heads + d.kv_heads {
+                rotate_half_in_place(&mut row[head * hd..(head + 1) * hd], c, s, -1.0);
+            }
+        });
+        let Some(raw) = &a.qkv_raw else { return (None, None) };
+        // Per-head RMSNorm over the q columns, then the k columns: gathered as rows of head_dim.
+        let mut unnorm = |at: usize, width: usize, weight: &Option<Vec<f32>>| -> Option<Vec<f32>> {
+            let w8 = weight.as_ref()?;
+            let gather =
+                |m: &[f32]| -> Vec<f32> { m.chunks_exact(w).flat_map(|r| r[at..at + width].iter().copied()).collect() };
+            let (dx, dw) = rms_norm_rows_backward(&gather(raw), w8, &gather(d_qkv), d.eps);
+            for (row, g) in d_qkv.chunks_exact_mut(w).zip(dx.chunks_exact(width)) {
+                row[at..at + width].copy_from_slice(g);
+            }
+            Some(dw)
+        };
+        let q_norm = unnorm(0, d.q_width(), &layer.q_norm);
+        let k_norm = unnorm(d.q_width(), d.kv_width(), &layer.k_norm);
+        (q_norm, k_norm)
+    }
+}
+
+/// A training forward pass: the logits, and what turns their gradient into the parameters' gradients.
+///
+/// On the hand-written CPU path the logits are a leaf variable and [`TrainPass::parameter_gradients`]
+/// runs this module's backward pass from their gradient; elsewhere they are in candle's graph and
+/// the parameters' gradients are in the loss's `GradStore` already.
+pub struct TrainPass {
+    /// `[batch, seq, vocab]` logits (a classifier: `[batch, seq, labels]`).
+    pub logits: Tensor,
+    tape: Option<(CpuDecoder, TrainTape, ModelConfig)>,
+}
+
+impl TrainPass {
+    /// A pass whose logits are in candle's graph.
+    pub(crate) fn in_graph(logits: Tensor) -> Self {
+        TrainPass { logits, tape: None }
+    }
+
+    /// A pass on the hand-written path: `logits` `[rows * seq * vocab]` from `dec.forward_train`.
+    pub(crate) fn on_tape(
+        cfg: &ModelConfig,
+        dec: CpuDecoder,
+        logits: Vec<f32>,
+        tape: TrainTape,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = (tape.rows, tape.seq, dec.dims.vocab);
+        let logits = Var::from_vec(logits, shape, device)?.as_tensor().clone();
+        Ok(TrainPass { logits, tape: Some((dec, tape, cfg.clone())) })
+    }
+
+    /// The gradients by HF parameter name that the hand-written backward pass computes from the
+    /// logits' gradient in `grads` (the loss's backward pass); empty for a pass in candle's graph
+    /// (read those from `grads`) and when the loss does not depend on the logits.
+    pub fn parameter_gradients(&self, grads: &GradStore) -> Result<Vec<(String, Tensor)>> {
+        let (Some((dec, tape, cfg)), Some(g)) = (&self.tape, grads.get(&self.logits)) else { return Ok(Vec::new()) };
+        let dlogits = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let grads = tape.backward(dec, &dlogits)?;
+        let d = dec.dims;
+        let device = self.logits.device();
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        // `rows` None: a vector (norm weights, biases); Some(r): an `[r, len / r]` matrix.
+        let mut put = |name: String, v: &[f32], rows: Option<usize>| -> Result<()> {
+            let t = match rows {
+                None => Tensor::new(v, device)?,
+                Some(r) => Tensor::from_slice(v, (r, v.len() / r.max(1)), device)?,
+            };
+            out.push((name, t));
+            Ok(())
+        };
+        let (qw, kvw, hid) = (d.q_width(), d.kv_width(), d.hidden);
+        for (l, g) in grads.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            put(format!("{p}.input_layernorm.weight"), &g.input_norm, None)?;
+            for (name, lo, hi) in [("q_proj", 0, qw), ("k_proj", qw, qw + kvw), ("v_proj", qw + kvw, qw + 2 * kvw)] {
+                put(format!("{p}.self_attn.{name}.weight"), &g.qkv[lo * hid..hi * hid], Some(hi - lo))?;
+                if let Some(b) = &g.qkv_bias {
+                    put(format!("{p}.self_attn.{name}.bias"), &b[lo..hi], None)?;
+                }
+            }
+            if let Some(w) = &g.q_norm {
+                put(format!("{p}.self_attn.q_norm.weight"), w, None)?;
+            }
+            if let Some(w) = &g.k_norm {
+                put(format!("{p}.self_attn.k_norm.weight"), w, None)?;
+            }
+            put(format!("{p}.self_attn.o_proj.weight"), &g.o, Some(hid))?;
+            if let Some(b) = &g.o_bias {
+                put(format!("{p}.self_attn.o_proj.bias"), b, None)?;
+            }
+            put(format!("{p}.post_attention_layernorm.weight"), &g.post_norm, None)?;
+            put(format!("{p}.mlp.gate_proj.weight"), &g.gate_up[..d.inter * hid], Some(d.inter))?;
+            put(format!("{p}.mlp.up_proj.weight"), &g.gate_up[d.inter * hid..], Some(d.inter))?;
+            put(format!("{p}.mlp.down_proj.weight"), &g.down, Some(hid))?;
+        }
+        put("model.norm.weight".into(), &grads.norm, None)?;
+        let embed_rows = grads.embed.len() / hid;
+        match (cfg.score_labels.is_some(), cfg.tie_word_embeddings) {
+            (true, _) => {
+                put("score.weight".into(), &grads.lm_head, Some(d.vocab))?;
+                put("model.embed_tokens.weight".into(), &grads.embed, Some(embed_rows))?;
+            }
+            (false, true) => {
+                put("model.embed_tokens.weight".into(), &sum(&grads.embed, &grads.lm_head), Some(embed_rows))?
+            }
+            (false, false) => {
+                put("lm_head.weight".into(), &grads.lm_head, Some(d.vocab))?;
+                put("model.embed_tokens.weight".into(), &grads.embed, Some(embed_rows))?;
+            }
+        }
+        Ok(out)
+    }
+}
