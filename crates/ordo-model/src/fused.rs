@@ -8,7 +8,7 @@
 //! `ops.rs` uses them on the CPU for f32 and falls back to the composed ops elsewhere; the tests
 //! check them against the composed ops (values and gradients) and by finite differences.
 
-use crate::kernels::{axpy, dot, rotate_half_in_place, softmax_in_place};
+use crate::kernels::{axpy, dot, exp_in_place, rotate_half_in_place, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -374,23 +374,43 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone, Copy)]
 struct SwiGlu;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// Elements per block of the SwiGLU loops (their sigmoids are computed a block at a time).
+const SWIGLU_BLOCK: usize = 256;
+
+/// `sigmoid(g)` of each element of `g` (at most [`SWIGLU_BLOCK`]) into `out`.
+fn sigmoid_into(g: &[f32], out: &mut [f32]) {
+    let out = &mut out[..g.len()];
+    for (o, &x) in out.iter_mut().zip(g) {
+        *o = -x;
+    }
+    exp_in_place(out);
+    for o in out.iter_mut() {
+        *o = 1.0 / (1.0 + *o);
+    }
 }
 
 /// `y = silu(g) * u`, elementwise over equal-length slices.
 pub(crate) fn swiglu_into(g: &[f32], u: &[f32], y: &mut [f32]) {
-    for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-        *y = g * sigmoid(g) * u;
+    let mut sg = [0f32; SWIGLU_BLOCK];
+    for ((g, u), y) in g.chunks(SWIGLU_BLOCK).zip(u.chunks(SWIGLU_BLOCK)).zip(y.chunks_mut(SWIGLU_BLOCK)) {
+        sigmoid_into(g, &mut sg);
+        for i in 0..g.len() {
+            y[i] = g[i] * sg[i] * u[i];
+        }
     }
 }
 
 /// The backward pass of [`swiglu_into`]: `dg` and `du` from the output's gradient `dy`.
 pub(crate) fn swiglu_backward_into(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
-    for i in 0..g.len() {
-        let (x, sg) = (g[i], sigmoid(g[i]));
-        du[i] = dy[i] * x * sg;
-        dg[i] = dy[i] * u[i] * sg * (1.0 + x * (1.0 - sg));
+    let mut sg = [0f32; SWIGLU_BLOCK];
+    for (c, g) in g.chunks(SWIGLU_BLOCK).enumerate() {
+        let at = c * SWIGLU_BLOCK;
+        sigmoid_into(g, &mut sg);
+        for i in 0..g.len() {
+            let (x, s, d) = (g[i], sg[i], dy[at + i]);
+            du[at + i] = d * x * s;
+            dg[at + i] = d * u[at + i] * s * (1.0 + x * (1.0 - s));
+        }
     }
 }
 

@@ -50,6 +50,26 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `exp` of every element, in place: eight lanes at a time with AVX2/FMA (a Cephes-style
+/// polynomial, within 2 ulp of `f32::exp`), else `f32::exp`. Below -87.33 (where `exp` leaves the
+/// normal range) the result is 0, so `-inf` gives 0; NaN stays NaN.
+pub fn exp_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { x86::exp_in_place(x) };
+    }
+    for v in x.iter_mut() {
+        *v = if *v < exp_limits::EXP_LOW { 0.0 } else { v.exp() };
+    }
+}
+
+/// Constants of the exp kernel shared with its scalar fallback.
+mod exp_limits {
+    /// Below this, exp is under f32's normal range and the kernels return 0.
+    pub const EXP_LOW: f32 = -87.33;
+}
+
 /// Softmax in place; entries at `-inf` are masked and become 0. False (and `x` untouched past the
 /// scan) when every entry is masked.
 pub fn softmax_in_place(x: &mut [f32]) -> bool {
@@ -57,13 +77,14 @@ pub fn softmax_in_place(x: &mut [f32]) -> bool {
     if max == f32::NEG_INFINITY {
         return false;
     }
-    let mut total = 0.0;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        total += *v;
+        *v -= max;
     }
+    exp_in_place(x);
+    let total: f32 = x.iter().sum();
+    let inv = 1.0 / total;
     for v in x.iter_mut() {
-        *v /= total;
+        *v *= inv;
     }
     true
 }
@@ -243,6 +264,51 @@ fn dot4(x: &[f32], w4: &[f32], k: usize) -> [f32; 4] {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_in_place(x: &mut [f32]) {
+        let n = x.len();
+        let p = x.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(p.add(i), exp8(_mm256_loadu_ps(p.add(i))));
+            i += 8;
+        }
+        if i < n {
+            let mut tail = [0f32; 8];
+            tail[..n - i].copy_from_slice(&x[i..]);
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(tail.as_ptr())));
+            x[i..].copy_from_slice(&out[..n - i]);
+        }
+    }
+
+    /// exp of eight lanes: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial
+    /// (Cephes `expf`), times 2^k built in the exponent bits.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let low = _mm256_set1_ps(super::exp_limits::EXP_LOW);
+        // max/min with the operand order that passes NaN through.
+        let xc = _mm256_min_ps(_mm256_set1_ps(88.37), _mm256_max_ps(low, x));
+        let k = _mm256_round_ps(
+            _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693_359_4), xc);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut y = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+            y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+        }
+        y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        let pow2k =
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23));
+        let y = _mm256_mul_ps(y, pow2k);
+        // Under the normal range (and -inf): 0.
+        _mm256_andnot_ps(_mm256_cmp_ps(x, low, _CMP_LT_OQ), y)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -364,6 +430,24 @@ mod tests {
         let mut one = vec![0f32; n];
         matmul_t(&x[3 * k..4 * k], 1, k, &w, n, &mut one, false);
         assert_eq!(&all[3 * n..4 * n], &one[..], "bit-identical");
+    }
+
+    #[test]
+    fn exp_matches_std_to_two_ulp_and_handles_the_edges() {
+        let mut xs: Vec<f32> = (0..20_000).map(|i| -87.0 + i as f32 * (175.0 / 20_000.0)).collect();
+        xs.extend([0.0, -0.0, 1e-8, -1e-8, 88.0, -87.3]);
+        let mut got = xs.clone();
+        exp_in_place(&mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = x.exp();
+            let ulp = (want.to_bits() as i64 - g.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}): {g} vs {want} ({ulp} ulp)");
+        }
+        let mut edges = [f32::NEG_INFINITY, -1000.0, -87.5, f32::NAN, 1.0, 2.0, 3.0, 4.0, 5.0];
+        exp_in_place(&mut edges);
+        assert_eq!(&edges[..3], &[0.0, 0.0, 0.0]);
+        assert!(edges[3].is_nan());
+        assert!((edges[8] - 5f32.exp()).abs() < 1e-4);
     }
 
     #[test]
