@@ -82,6 +82,18 @@ pub struct CpuCache {
 }
 
 impl CpuCache {
+    /// Copies `from`'s first `len` cached tokens to row `to` (whose cache is empty).
+    fn copy_row(&mut self, from: usize, to: usize, len: usize) {
+        let slots = (self.lens.len() * self.capacity).max(1);
+        for store in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            // [rows, capacity, width]
+            let width = store.len() / slots;
+            let per_row = self.capacity * width;
+            store.copy_within(from * per_row..from * per_row + len * width, to * per_row);
+        }
+        self.lens[to] = self.lens[from];
+    }
+
     /// Tokens cached for `row`.
     pub fn len(&self, row: usize) -> usize {
         self.lens[row]
@@ -269,6 +281,37 @@ impl CpuDecoder {
         let mut logits = vec![0f32; last.len() * d.vocab];
         matmul_t(&normed, last.len(), d.hidden, &self.lm_head, d.vocab, &mut logits, false);
         Ok(logits)
+    }
+
+    /// [`CpuDecoder::step`] for rows whose caches are empty (a prefill): rows fed the same tokens
+    /// (a GRPO group's prompt, repeated per sample) are computed once and their cache copied, which
+    /// gives the same values, as each row's computation is independent of the others.
+    pub fn prefill(&self, cache: &mut CpuCache, feed: &[(usize, &[u32])]) -> Result<Vec<f32>> {
+        if let Some(&(row, _)) = feed.iter().find(|&&(r, _)| r < cache.lens.len() && cache.lens[r] != 0) {
+            return Err(ModelError::Input(format!("prefill: row {row} already holds tokens")));
+        }
+        let mut first_of: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
+        let mut unique: Vec<(usize, &[u32])> = Vec::new();
+        let source: Vec<usize> = feed
+            .iter()
+            .map(|&(row, chunk)| {
+                *first_of.entry(chunk).or_insert_with(|| {
+                    unique.push((row, chunk));
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let logits = self.step(cache, &unique)?;
+        let v = self.dims.vocab;
+        let mut out = Vec::with_capacity(feed.len() * v);
+        for (&(row, chunk), &u) in feed.iter().zip(&source) {
+            let from = unique[u].0;
+            if from != row {
+                cache.copy_row(from, row, chunk.len());
+            }
+            out.extend_from_slice(&logits[u * v..(u + 1) * v]);
+        }
+        Ok(out)
     }
 
     /// Per-head RMSNorm of q and k (Qwen3) and the rotary embedding at each token's position.

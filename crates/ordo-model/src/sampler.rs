@@ -85,7 +85,11 @@ pub fn generate_on(
     match cpu {
         Some(cpu) => {
             let mut cache = cpu.cache(prompts.len(), capacity);
-            sample_loop(prompts, params, |feed| cpu.step(&mut cache, feed))
+            let mut prefilled = false;
+            sample_loop(prompts, params, |feed| match std::mem::replace(&mut prefilled, true) {
+                false => cpu.prefill(&mut cache, feed),
+                true => cpu.step(&mut cache, feed),
+            })
         }
         None => {
             let mut cache = DecodeCache::new(model.config(), prompts.len(), capacity);

@@ -87,7 +87,9 @@ fn cpu_and_tensor_paths_sample_the_same_tokens() {
     for name in FAMILIES {
         let m = ordo_model::load(&hf_fixture(name), &Device::Cpu).unwrap();
         let dec = Decoder::new_inference(&m.config, &m.params).unwrap();
-        let prompts = vec![vec![5u32, 17, 42], vec![9u32, 8, 7, 6, 5, 4, 3], vec![1u32]];
+        // Repeated prompts (as in a GRPO group) share their prefill on the CPU path.
+        let prompts =
+            vec![vec![5u32, 17, 42], vec![9u32, 8, 7, 6, 5, 4, 3], vec![1u32], vec![5u32, 17, 42], vec![1u32]];
         for params in [
             SamplingParams::greedy(16),
             SamplingParams { temperature: 0.8, top_p: Some(0.9), seed: 4, ..SamplingParams::greedy(16) },
@@ -138,4 +140,28 @@ fn cpu_path_sees_parameters_updated_in_place() {
     let after = sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Auto).unwrap();
     assert_eq!(after, sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Tensor).unwrap());
     assert_ne!(before, after, "perturbed weights should change 24 greedy tokens");
+}
+
+/// A shared prefill gives every row the logits and the cache that feeding it alone would.
+#[test]
+fn shared_prefill_equals_separate_prefills_bit_for_bit() {
+    let m = ordo_model::load(&hf_fixture(FAMILIES[0]), &Device::Cpu).unwrap();
+    let cpu = Decoder::new_inference(&m.config, &m.params).unwrap().cpu_decoder().unwrap().unwrap();
+    let (a, b) = (vec![5u32, 17, 42, 8], vec![9u32, 8, 7]);
+    let feed: Vec<(usize, &[u32])> = vec![(0, &a), (1, &b), (2, &a), (3, &a)];
+    let mut shared = cpu.cache(4, 16);
+    let mut separate = cpu.cache(4, 16);
+    let got = cpu.prefill(&mut shared, &feed).unwrap();
+    let mut want = Vec::new();
+    for f in &feed {
+        want.extend(cpu.step(&mut separate, &[*f]).unwrap());
+    }
+    assert_eq!(got, want);
+    for r in 0..4 {
+        assert_eq!(shared.len(r), separate.len(r));
+    }
+    // The copied caches carry on identically.
+    let next: Vec<(usize, &[u32])> = vec![(0, &[3]), (2, &[3]), (3, &[4])];
+    assert_eq!(cpu.step(&mut shared, &next).unwrap(), cpu.step(&mut separate, &next).unwrap());
+    assert!(cpu.prefill(&mut shared, &feed).is_err(), "a prefill needs empty caches");
 }

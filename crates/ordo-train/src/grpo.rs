@@ -197,9 +197,9 @@ pub fn train_grpo(
         // training forward's own values (detached), so that forward pass is not run twice.
         let mut old_logps = match cfg.inner_epochs {
             1 => None,
-            _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Differentiable)?.0),
+            _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Fused)?.0),
         };
-        let (ref_logps, _) = next_token_logps(&ref_dec, &batch, OpPath::Differentiable)?;
+        let (ref_logps, _) = next_token_logps(&ref_dec, &batch, OpPath::Fused)?;
 
         // 6. mu optimiser steps on the clipped objective.
         let (mut loss_v, mut kl, mut clip_frac, mut entropy, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
