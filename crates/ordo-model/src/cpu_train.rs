@@ -17,7 +17,7 @@ use crate::error::{ModelError, Result};
 use crate::fused::{
     rms_norm_rows, rms_norm_rows_backward, swiglu_backward_into, swiglu_into, AttnDims, CausalAttention,
 };
-use crate::kernels::{gemm_into, matmul_t, rotate_half_in_place, Operand};
+use crate::kernels::{matmul_t, matmul_t_new, product, rotate_half_in_place, Operand};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
@@ -100,39 +100,43 @@ fn sum(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-/// Moves one part of each token-major row (`width` values from column `at`, split into heads of
-/// `d`) to or from a head-major `[rows, heads, seq, d]` buffer.
-fn regroup(
-    token_major: &mut [f32],
+/// A head-major `[rows, heads, seq, d]` copy of the `heads * d` columns from `at` of token-major rows
+/// `row_width` wide.
+fn to_heads(
+    token_major: &[f32],
     row_width: usize,
     at: usize,
     heads: usize,
-    head_major: &mut [f32],
     (b, t, d): (usize, usize, usize),
-    to_heads: bool,
-) {
-    debug_assert_eq!(head_major.len(), b * heads * t * d);
+) -> Vec<f32> {
+    let mut head_major = vec![0f32; b * heads * t * d];
     head_major.par_chunks_mut(t * d).enumerate().for_each(|(bh, hm)| {
         let (row, head) = (bh / heads, bh % heads);
-        for i in 0..t {
+        for (i, dst) in hm.chunks_exact_mut(d).enumerate() {
             let src = (row * t + i) * row_width + at + head * d;
-            let dst = &mut hm[i * d..(i + 1) * d];
-            if to_heads {
-                dst.copy_from_slice(&token_major[src..src + d]);
-            }
+            dst.copy_from_slice(&token_major[src..src + d]);
         }
     });
-    if !to_heads {
-        // Scatter back to token-major rows (each token row is written by one task).
-        let hm: &[f32] = head_major;
-        token_major.par_chunks_mut(row_width).enumerate().for_each(|(tok, r)| {
-            let (row, i) = (tok / t, tok % t);
-            for head in 0..heads {
-                let src = ((row * heads + head) * t + i) * d;
-                r[at + head * d..at + (head + 1) * d].copy_from_slice(&hm[src..src + d]);
-            }
-        });
-    }
+    head_major
+}
+
+/// The inverse of [`to_heads`]: writes head-major values into the `heads * d` columns from `at` of
+/// token-major rows.
+fn from_heads(
+    head_major: &[f32],
+    heads: usize,
+    token_major: &mut [f32],
+    row_width: usize,
+    at: usize,
+    (_, t, d): (usize, usize, usize),
+) {
+    token_major.par_chunks_mut(row_width).enumerate().for_each(|(tok, r)| {
+        let (row, i) = (tok / t, tok % t);
+        for head in 0..heads {
+            let src = ((row * heads + head) * t + i) * d;
+            r[at + head * d..at + (head + 1) * d].copy_from_slice(&head_major[src..src + d]);
+        }
+    });
 }
 
 impl CpuDecoder {
@@ -188,8 +192,7 @@ impl CpuDecoder {
         }
         let mut normed = vec![0f32; x.len()];
         rms_norm_rows(&x, &self.norm, d.eps, &mut normed);
-        let mut logits = vec![0f32; n * d.vocab];
-        matmul_t(&normed, n, d.hidden, &self.lm_head, d.vocab, &mut logits, false);
+        let logits = matmul_t_new(&normed, n, d.hidden, &self.lm_head, d.vocab);
         let tape = TrainTape { rows: b, seq: t, ids: flat_ids, positions, attention, layers, x_final: x, normed };
         Ok((logits, tape))
     }
@@ -207,8 +210,7 @@ impl CpuDecoder {
         let n = b * t;
         let mut h_attn = vec![0f32; x_in.len()];
         rms_norm_rows(&x_in, &layer.input_norm, d.eps, &mut h_attn);
-        let mut qkv = vec![0f32; n * d.qkv_width()];
-        matmul_t(&h_attn, n, d.hidden, &layer.qkv, d.qkv_width(), &mut qkv, false);
+        let mut qkv = matmul_t_new(&h_attn, n, d.hidden, &layer.qkv, d.qkv_width());
         if let Some(bias) = &layer.qkv_bias {
             add_bias_rows(&mut qkv, bias);
         }
@@ -216,14 +218,12 @@ impl CpuDecoder {
         self.norm_and_rotate(layer, &mut qkv, positions);
         let dims = AttnDims { b, heads: d.heads, kv_heads: d.kv_heads, t, d: d.head_dim };
         let shape = (b, t, d.head_dim);
-        let (mut q, mut k, mut v) =
-            (vec![0f32; n * d.q_width()], vec![0f32; n * d.kv_width()], vec![0f32; n * d.kv_width()]);
-        regroup(&mut qkv, d.qkv_width(), 0, d.heads, &mut q, shape, true);
-        regroup(&mut qkv, d.qkv_width(), d.q_width(), d.kv_heads, &mut k, shape, true);
-        regroup(&mut qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, &mut v, shape, true);
-        let mut out = attention.forward(dims, &q, &k, &v);
+        let q = to_heads(&qkv, d.qkv_width(), 0, d.heads, shape);
+        let k = to_heads(&qkv, d.qkv_width(), d.q_width(), d.kv_heads, shape);
+        let v = to_heads(&qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, shape);
+        let out = attention.forward(dims, &q, &k, &v);
         let mut attn = vec![0f32; n * d.q_width()];
-        regroup(&mut attn, d.q_width(), 0, d.heads, &mut out, shape, false);
+        from_heads(&out, d.heads, &mut attn, d.q_width(), 0, shape);
         let mut x_mid = x_in.clone();
         matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x_mid, true);
         if let Some(bias) = &layer.o_bias {
@@ -231,8 +231,7 @@ impl CpuDecoder {
         }
         let mut h_mlp = vec![0f32; x_mid.len()];
         rms_norm_rows(&x_mid, &layer.post_norm, d.eps, &mut h_mlp);
-        let mut gate_up = vec![0f32; n * 2 * d.inter];
-        matmul_t(&h_mlp, n, d.hidden, &layer.gate_up, 2 * d.inter, &mut gate_up, false);
+        let gate_up = matmul_t_new(&h_mlp, n, d.hidden, &layer.gate_up, 2 * d.inter);
         let mut act = vec![0f32; n * d.inter];
         act.par_chunks_mut(d.inter).zip(gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
             let (g, u) = gu.split_at(d.inter);
@@ -273,15 +272,8 @@ impl TrainTape {
                 d.vocab
             )));
         }
-        let mut d_normed = vec![0f32; n * d.hidden];
-        gemm_into(
-            Operand::plain(dlogits, n, d.vocab),
-            Operand::plain(&dec.lm_head, d.vocab, d.hidden),
-            &mut d_normed,
-            false,
-        );
-        let mut lm_head = vec![0f32; d.vocab * d.hidden];
-        gemm_into(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden), &mut lm_head, false);
+        let d_normed = product(Operand::plain(dlogits, n, d.vocab), Operand::plain(&dec.lm_head, d.vocab, d.hidden));
+        let lm_head = product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
         let (mut dx, norm) = rms_norm_rows_backward(&self.x_final, &dec.norm, &d_normed, d.eps);
         let mut layers = Vec::with_capacity(dec.layers.len());
         for (layer, acts) in dec.layers.iter().zip(&self.layers).rev() {
@@ -312,10 +304,8 @@ impl TrainTape {
         let n = self.rows * self.seq;
         let (hid, inter) = (d.hidden, d.inter);
         // MLP: x_out = x_mid + down(silu(gate) * up).
-        let mut d_act = vec![0f32; n * inter];
-        gemm_into(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter), &mut d_act, false);
-        let mut down = vec![0f32; hid * inter];
-        gemm_into(Operand::t(&dx, n, hid), Operand::plain(&a.act, n, inter), &mut down, false);
+        let d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
+        let down = product(Operand::t(&dx, n, hid), Operand::plain(&a.act, n, inter));
         let mut d_gate_up = vec![0f32; n * 2 * inter];
         d_gate_up
             .par_chunks_mut(2 * inter)
@@ -326,45 +316,29 @@ impl TrainTape {
                 let (dg, du) = dgu.split_at_mut(inter);
                 swiglu_backward_into(g, u, da, dg, du);
             });
-        let mut gate_up = vec![0f32; 2 * inter * hid];
-        gemm_into(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&a.h_mlp, n, hid), &mut gate_up, false);
-        let mut d_h_mlp = vec![0f32; n * hid];
-        gemm_into(
-            Operand::plain(&d_gate_up, n, 2 * inter),
-            Operand::plain(&layer.gate_up, 2 * inter, hid),
-            &mut d_h_mlp,
-            false,
-        );
+        let gate_up = product(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&a.h_mlp, n, hid));
+        let d_h_mlp = product(Operand::plain(&d_gate_up, n, 2 * inter), Operand::plain(&layer.gate_up, 2 * inter, hid));
         let (d_mid_norm, post_norm) = rms_norm_rows_backward(&a.x_mid, &layer.post_norm, &d_h_mlp, d.eps);
         let d_mid = sum(&dx, &d_mid_norm);
         drop((dx, d_mid_norm, d_h_mlp, d_gate_up, d_act));
 
         // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)) (+ o bias).
         let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
-        let mut o = vec![0f32; hid * d.q_width()];
-        gemm_into(Operand::t(&d_mid, n, hid), Operand::plain(&a.attn, n, d.q_width()), &mut o, false);
-        let mut d_attn = vec![0f32; n * d.q_width()];
-        gemm_into(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()), &mut d_attn, false);
+        let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&a.attn, n, d.q_width()));
+        let d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
         let shape = (self.rows, self.seq, d.head_dim);
-        let mut d_out = vec![0f32; d_attn.len()];
-        regroup(&mut d_attn, d.q_width(), 0, d.heads, &mut d_out, shape, true);
+        let d_out = to_heads(&d_attn, d.q_width(), 0, d.heads, shape);
         let dims = AttnDims { b: self.rows, heads: d.heads, kv_heads: d.kv_heads, t: self.seq, d: d.head_dim };
-        let [mut dq, mut dk, mut dv] = self.attention.backward(dims, &a.q, &a.k, &a.v, &d_out);
+        let [dq, dk, dv] = self.attention.backward(dims, &a.q, &a.k, &a.v, &d_out);
         let mut d_qkv = vec![0f32; n * d.qkv_width()];
-        regroup(&mut d_qkv, d.qkv_width(), 0, d.heads, &mut dq, shape, false);
-        regroup(&mut d_qkv, d.qkv_width(), d.q_width(), d.kv_heads, &mut dk, shape, false);
-        regroup(&mut d_qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, &mut dv, shape, false);
+        from_heads(&dq, d.heads, &mut d_qkv, d.qkv_width(), 0, shape);
+        from_heads(&dk, d.kv_heads, &mut d_qkv, d.qkv_width(), d.q_width(), shape);
+        from_heads(&dv, d.kv_heads, &mut d_qkv, d.qkv_width(), d.q_width() + d.kv_width(), shape);
         let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
         let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
-        let mut qkv = vec![0f32; d.qkv_width() * hid];
-        gemm_into(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&a.h_attn, n, hid), &mut qkv, false);
-        let mut d_h_attn = vec![0f32; n * hid];
-        gemm_into(
-            Operand::plain(&d_qkv, n, d.qkv_width()),
-            Operand::plain(&layer.qkv, d.qkv_width(), hid),
-            &mut d_h_attn,
-            false,
-        );
+        let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&a.h_attn, n, hid));
+        let d_h_attn =
+            product(Operand::plain(&d_qkv, n, d.qkv_width()), Operand::plain(&layer.qkv, d.qkv_width(), hid));
         let (d_in_norm, input_norm) = rms_norm_rows_backward(&a.x_in, &layer.input_norm, &d_h_attn, d.eps);
         let d_in = sum(&d_mid, &d_in_norm);
         (d_in, LayerGradients { input_norm, qkv, qkv_bias, q_norm, k_norm, o, o_bias, post_norm, gate_up, down })

@@ -8,7 +8,7 @@
 //! `ops.rs` uses them on the CPU for f32 and falls back to the composed ops elsewhere; the tests
 //! check them against the composed ops (values and gradients) and by finite differences.
 
-use crate::kernels::{axpy, dot, exp_in_place, rotate_half_in_place, softmax_in_place};
+use crate::kernels::{dot, exp_in_place, gemm_with, rotate_half_in_place, softmax_in_place, Operand};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -81,15 +81,24 @@ impl AttnDims {
 
 impl CausalAttention {
     /// The probabilities of query `i` of one (row, head) into `p` (length i + 1); false if it sees no key.
-    fn probs(&self, dims: &AttnDims, row: usize, q_i: &[f32], k: &[f32], i: usize, p: &mut [f32]) -> bool {
-        let valid = &self.valid[row * dims.t..(row + 1) * dims.t];
-        for j in 0..=i {
-            p[j] =
-                if valid[j] != 0 { dot(q_i, &k[j * dims.d..(j + 1) * dims.d]) * self.scale } else { f32::NEG_INFINITY };
+    /// The probabilities `[t, t]` of one (row, head) into `p`: `softmax(q kᵀ · scale)` with keys after
+    /// the query or marked padding masked to 0; a query that sees no key gets a row of zeros.
+    fn probs(&self, dims: &AttnDims, row: usize, qh: &[f32], kh: &[f32], p: &mut [f32]) {
+        let AttnDims { t, d, .. } = *dims;
+        gemm_serial(Operand::plain(qh, t, d), Operand::t(kh, t, d), p);
+        let valid = &self.valid[row * t..(row + 1) * t];
+        for (i, p_i) in p.chunks_exact_mut(t).enumerate() {
+            for (j, s) in p_i[..=i].iter_mut().enumerate() {
+                *s = if valid[j] != 0 { *s * self.scale } else { f32::NEG_INFINITY };
+            }
+            if !softmax_in_place(&mut p_i[..=i]) {
+                p_i[..=i].fill(0.0);
+            }
+            p_i[i + 1..].fill(0.0);
         }
-        softmax_in_place(&mut p[..=i])
     }
 
+    /// `softmax(q kᵀ · scale + mask) v` for every (row, head), one task each; `q` [b, heads, t, d].
     pub(crate) fn forward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let AttnDims { heads, kv_heads, t, d, .. } = dims;
         let mut out = vec![0f32; q.len()];
@@ -97,24 +106,15 @@ impl CausalAttention {
         out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
             let (row, head) = (bh / heads, bh % heads);
             let kv = (row * kv_heads + head / group) * t * d;
-            let (kh, vh) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
-            let mut p = vec![0f32; t];
-            for i in 0..t {
-                let q_i = &q[(bh * t + i) * d..(bh * t + i + 1) * d];
-                if self.probs(&dims, row, q_i, kh, i, &mut p) {
-                    let o_i = &mut o[i * d..(i + 1) * d];
-                    for j in 0..=i {
-                        if p[j] != 0.0 {
-                            axpy(p[j], &vh[j * d..(j + 1) * d], o_i);
-                        }
-                    }
-                }
-            }
+            let mut p = vec![0f32; t * t];
+            self.probs(&dims, row, &q[bh * t * d..(bh + 1) * t * d], &k[kv..kv + t * d], &mut p);
+            gemm_serial(Operand::plain(&p, t, t), Operand::plain(&v[kv..kv + t * d], t, d), o);
         });
         out
     }
 
-    /// Gradients of q, k and v given the output's gradient `g`, recomputing the probabilities.
+    /// Gradients of q, k and v given the output's gradient `g`, recomputing the probabilities:
+    /// dP = g vᵀ, dS = P ∘ (dP - rowsum(P ∘ dP)) · scale, dq = dS k, dk = dSᵀ q, dv = Pᵀ g.
     pub(crate) fn backward(&self, dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], g: &[f32]) -> [Vec<f32>; 3] {
         let AttnDims { b, heads, kv_heads, t, d } = dims;
         let group = heads / kv_heads;
@@ -128,38 +128,40 @@ impl CausalAttention {
                 let row = bk / kv_heads;
                 debug_assert!(row < b);
                 let (kh, vh) = (&k[bk * t * d..(bk + 1) * t * d], &v[bk * t * d..(bk + 1) * t * d]);
-                let (mut p, mut ds) = (vec![0f32; t], vec![0f32; t]);
+                let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
                 for hg in 0..group {
                     let bh = row * heads + (bk % kv_heads) * group + hg;
-                    let dq = &mut dq[hg * t * d..(hg + 1) * t * d];
-                    for i in 0..t {
-                        let q_i = &q[(bh * t + i) * d..(bh * t + i + 1) * d];
-                        if !self.probs(&dims, row, q_i, kh, i, &mut p) {
-                            continue;
-                        }
-                        let g_i = &g[(bh * t + i) * d..(bh * t + i + 1) * d];
-                        // dP_j = g_i · v_j; dS_j = P_j (dP_j - Σ P dP).
-                        let mut c = 0.0;
-                        for j in 0..=i {
-                            ds[j] = if p[j] != 0.0 { dot(g_i, &vh[j * d..(j + 1) * d]) } else { 0.0 };
-                            c += p[j] * ds[j];
-                        }
-                        let dq_i = &mut dq[i * d..(i + 1) * d];
-                        for j in 0..=i {
-                            if p[j] == 0.0 {
-                                continue;
-                            }
-                            let s = p[j] * (ds[j] - c) * self.scale;
-                            axpy(s, &kh[j * d..(j + 1) * d], dq_i);
-                            axpy(s, q_i, &mut dk[j * d..(j + 1) * d]);
-                            axpy(p[j], g_i, &mut dv[j * d..(j + 1) * d]);
+                    let (qh, gh) = (&q[bh * t * d..(bh + 1) * t * d], &g[bh * t * d..(bh + 1) * t * d]);
+                    self.probs(&dims, row, qh, kh, &mut p);
+                    gemm_serial(Operand::plain(gh, t, d), Operand::t(vh, t, d), &mut ds);
+                    for (p_i, ds_i) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
+                        let c: f32 = p_i.iter().zip(ds_i.iter()).map(|(p, s)| p * s).sum();
+                        for (s, &p) in ds_i.iter_mut().zip(p_i) {
+                            *s = p * (*s - c) * self.scale;
                         }
                     }
+                    gemm_serial(
+                        Operand::plain(&ds, t, t),
+                        Operand::plain(kh, t, d),
+                        &mut dq[hg * t * d..(hg + 1) * t * d],
+                    );
+                    gemm_serial_acc(Operand::t(&ds, t, t), Operand::plain(qh, t, d), dk);
+                    gemm_serial_acc(Operand::t(&p, t, t), Operand::plain(gh, t, d), dv);
                 }
             },
         );
         [dq, dk, dv]
     }
+}
+
+/// `out = a · b` on one thread (attention's per-(row, head) products run inside parallel tasks).
+fn gemm_serial(a: Operand<'_>, b: Operand<'_>, out: &mut [f32]) {
+    gemm_with(a, b, out, false, false);
+}
+
+/// `out += a · b` on one thread.
+fn gemm_serial_acc(a: Operand<'_>, b: Operand<'_>, out: &mut [f32]) {
+    gemm_with(a, b, out, true, false);
 }
 
 impl CustomOp3 for CausalAttention {

@@ -174,47 +174,88 @@ impl<'a> Operand<'a> {
 /// `b`'s columns); `accumulate` adds to `out`. The training path's backward products (`dY · W`,
 /// `dYᵀ · X`) run through here on the `gemm` crate.
 pub fn gemm_into(a: Operand<'_>, b: Operand<'_>, out: &mut [f32], accumulate: bool) {
+    gemm_with(a, b, out, accumulate, true);
+}
+
+/// [`gemm_into`], on rayon's threads when `parallel`, else on the calling thread.
+pub fn gemm_with(a: Operand<'_>, b: Operand<'_>, out: &mut [f32], accumulate: bool, parallel: bool) {
+    let (m, n) = product_shape(&a, &b);
+    assert!(out.len() >= m * n, "gemm_into: output size");
+    // SAFETY: out holds m x n values (asserted); product_shape checked the operands.
+    unsafe { gemm_raw(&a, &b, out.as_mut_ptr(), accumulate, parallel) }
+}
+
+/// `a · b` into a new row-major vector (on rayon's threads), written without zeroing it first.
+pub fn product(a: Operand<'_>, b: Operand<'_>) -> Vec<f32> {
+    let (m, n) = product_shape(&a, &b);
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the capacity holds m x n values, and gemm_raw without `accumulate` writes every one of
+    // them without reading any (gemm's `read_dst` false), so all are initialised before set_len.
+    unsafe {
+        gemm_raw(&a, &b, out.as_mut_ptr(), false, true);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `x[m, k] · w[n, k]ᵀ` into a new vector: [`matmul_t`] without zeroing the output first.
+pub fn matmul_t_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    if m < SMALL_ROWS {
+        let mut out = vec![0f32; m * n];
+        matmul_t(x, m, k, w, n, &mut out, false);
+        return out;
+    }
+    product(Operand::plain(x, m, k), Operand::t(w, n, k))
+}
+
+/// The (rows, cols) of `a · b`, checking that the operands fit together and hold their values.
+fn product_shape(a: &Operand<'_>, b: &Operand<'_>) -> (usize, usize) {
     let ((m, k), (kb, n)) = (a.shape(), b.shape());
     assert!(k == kb, "gemm_into: inner dimensions {k} and {kb} differ");
-    assert!(
-        a.data.len() >= a.rows * a.cols && b.data.len() >= b.rows * b.cols && out.len() >= m * n,
-        "gemm_into: operand sizes"
-    );
+    assert!(a.data.len() >= a.rows * a.cols && b.data.len() >= b.rows * b.cols, "gemm_into: operand sizes");
+    (m, n)
+}
+
+/// `out (+)= a · b` through the `gemm` crate.
+///
+/// # Safety
+/// `out` must be valid for writing `m x n` values (and for reading them when `accumulate`), where
+/// `(m, n)` is [`product_shape`] of the operands, which must have passed its checks.
+unsafe fn gemm_raw(a: &Operand<'_>, b: &Operand<'_>, out: *mut f32, accumulate: bool, parallel: bool) {
+    let ((m, k), (_, n)) = (a.shape(), b.shape());
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            out[..m * n].fill(0.0);
+            std::ptr::write_bytes(out, 0, m * n);
         }
         return;
     }
     let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
-    // SAFETY: the asserts bound every index gemm touches: out is m x n with row stride n, and each
-    // operand is read within its stored rows x cols through the strides above.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            acs,
-            ars,
-            b.data.as_ptr(),
-            bcs,
-            brs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    // Every index gemm touches is inside the operands (rows x cols through the strides above) and
+    // inside out (m x n with row stride n).
+    gemm::gemm(
+        m,
+        n,
+        k,
+        out,
+        1,
+        n as isize,
+        accumulate,
+        a.data.as_ptr(),
+        acs,
+        ars,
+        b.data.as_ptr(),
+        bcs,
+        brs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None },
+    );
 }
 
 /// The few-rows product: blocks of four weight rows, each dotted with every row of `x`.
