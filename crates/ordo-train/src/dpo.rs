@@ -79,13 +79,16 @@ pub fn train_dpo(
             let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             let batch = Batch::new(&refs, pad, &device)?;
             let n = pairs.len();
+            // The reference first: its forward pass's activations are freed before the policy's are made.
+            let reference = match loss_cfg.loss {
+                PreferenceLoss::Simpo => None,
+                _ => Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?),
+            };
             let (logps, _, pass) = train_logps(&dec, &batch)?;
             let (pc, pr, lc, lr) = response_logps(&logps, &batch, n)?;
-            let (rc, rr) = if loss_cfg.loss == PreferenceLoss::Simpo {
-                (pc.zeros_like()?, pr.zeros_like()?)
-            } else {
-                let (rc, rr, _, _) = response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?;
-                (rc, rr)
+            let (rc, rr) = match reference {
+                Some((rc, rr, _, _)) => (rc, rr),
+                None => (pc.zeros_like()?, pr.zeros_like()?),
             };
             let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], loss_cfg)?;
             let share = n as f64 / idx.len() as f64;
