@@ -162,7 +162,9 @@ impl CpuDecoder {
         for row in valid {
             let mut next = 0;
             for &v in row {
-                positions.push(next);
+                // A padding position after a full-length row would be one past the rotary tables; its
+                // value is never used, so it borrows the last position.
+                positions.push(if v != 0 { next } else { next.min(self.max_position.saturating_sub(1)) });
                 next += (v != 0) as usize;
             }
             if next > self.max_position {

@@ -323,10 +323,14 @@ impl Decoder {
             return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab})")));
         }
         // Positions count real tokens only, so a left-padded row sees the same positions as unpadded.
+        // A padding position past the rotary tables (after a full-length row) borrows the last one:
+        // its value is never used.
+        let last_position = self.rope.cos.dim(0)?.saturating_sub(1) as u32;
         let mut positions = vec![vec![0u32; t]; b];
         for r in 0..b {
             for i in 0..t {
-                positions[r][i] = cache.next_position[r];
+                let next = cache.next_position[r];
+                positions[r][i] = if valid[r][i] != 0 { next } else { next.min(last_position) };
                 if valid[r][i] != 0 {
                     cache.next_position[r] += 1;
                 }

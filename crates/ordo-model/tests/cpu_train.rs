@@ -102,3 +102,17 @@ fn training_pass_rejects_bad_input() {
     let err = dec.forward_train(&long, None).err().expect("a row longer than the positions is an error");
     assert!(err.to_string().contains("max_position_embeddings"), "{err}");
 }
+
+/// A row as long as the model's positions, in a batch padded to one more: the padding position is past
+/// the rotary tables and must not break the pass.
+#[test]
+fn training_pass_takes_a_full_length_row_with_padding_after_it() {
+    let cfg = switches_config("llama", &serde_json::json!({}));
+    let params = ParamStore::init(&cfg, 0.3, 5, &DEV).unwrap();
+    let full = cfg.max_position_embeddings;
+    let rows = vec![(0..=full as u32).map(|i| i % 50).collect::<Vec<_>>(), vec![3u32; full + 1]];
+    let mut mask = vec![vec![1u32; full + 1], vec![1u32; full + 1]];
+    mask[0][full] = 0;
+    mask[1][..2].fill(0);
+    check(&cfg, &params, &rows, &mask, "full-length rows");
+}
