@@ -55,6 +55,11 @@ pub struct EngineBench {
     pub sample_tokens_per_s: f64,
     /// The same sampling on the tensor path (candle ops, KV cache), measured in the same run.
     pub sample_tensor_tokens_per_s: f64,
+    /// Rows x tokens of the organism's training step (its pretraining shape).
+    pub organism_shape: (usize, usize),
+    /// Median organism training step on the training pass, and through candle's graph (same run).
+    pub organism_step_ms: f64,
+    pub organism_graph_step_ms: f64,
 }
 
 /// Median of a list of timings.
@@ -88,23 +93,38 @@ pub fn sgemm_gflops(n: usize, reps: usize, device: &Device) -> Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
-/// Runs the engine benchmark: `steps` timed training steps (after one warm-up) and one sampling run.
-pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str)) -> Result<EngineBench> {
-    let cfg = bench_config();
-    let (batch, seq) = (16, 128);
-    let params = ParamStore::init(&cfg, 0.02, 0, device).map_err(to_candle)?;
+/// Random token rows, `batch` x `seq`, below `vocab` (seeded).
+fn random_rows(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let rows: Vec<Vec<u32>> =
-        (0..batch).map(|_| (0..seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
-    let ids = ids_tensor(&rows, device).map_err(to_candle)?;
+    (0..batch).map(|_| (0..seq).map(|_| rng.random_range(0..vocab as u32)).collect()).collect()
+}
+
+/// Milliseconds of each of `steps` training steps (forward, backward, clip, AdamW; after one warm-up)
+/// of a fresh `cfg` model on `rows`: through the training pass (`Decoder::forward_train`, hand-written
+/// on the CPU) or, with `graph`, through candle's graph (`Decoder::forward` and its backward pass).
+pub fn train_step_ms(
+    cfg: &ModelConfig,
+    rows: &[Vec<u32>],
+    steps: usize,
+    graph: bool,
+    device: &Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<f64>> {
+    let params = ParamStore::init(cfg, 0.02, 0, device).map_err(to_candle)?;
+    let ids = ids_tensor(rows, device).map_err(to_candle)?;
     let mut opt = AdamW::new(AdamWConfig::default());
     let mut step_ms = Vec::new();
     for s in 0..=steps {
         let t = Instant::now();
-        let dec = Decoder::new(&cfg, &params).map_err(to_candle)?;
-        let pass = dec.forward_train(&ids, None).map_err(to_candle)?;
-        let loss = ops::next_token_loss(&pass.logits, &ids, None)?;
-        let mut grads = Gradients::from_loss(&params, &pass, &loss).map_err(to_candle)?;
+        let dec = Decoder::new(cfg, &params).map_err(to_candle)?;
+        let mut grads = if graph {
+            let logits = dec.forward(&ids, None, ordo_model::OpPath::Differentiable).map_err(to_candle)?;
+            Gradients::from_backward(&params, &ops::next_token_loss(&logits, &ids, None)?.backward()?)
+        } else {
+            let pass = dec.forward_train(&ids, None).map_err(to_candle)?;
+            let loss = ops::next_token_loss(&pass.logits, &ids, None)?;
+            Gradients::from_loss(&params, &pass, &loss).map_err(to_candle)?
+        };
         grads.clip(1.0)?;
         opt.step(&params, &grads, 1e-3)?;
         device.synchronize()?;
@@ -114,12 +134,35 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
         }
         progress(&format!("train step {s}/{steps}: {ms:.0} ms"));
     }
+    Ok(step_ms)
+}
+
+/// Runs the engine benchmark: `steps` timed training steps (after one warm-up) of the bench model and
+/// of `organism` (the world's model at its pretraining shape, on the training pass and on candle's
+/// graph), and one sampling run.
+pub fn bench_engine(
+    steps: usize,
+    organism: &ModelConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<EngineBench> {
+    let cfg = bench_config();
+    let (batch, seq) = (16, 128);
+    let rows = random_rows(batch, seq, cfg.vocab_size);
+    let step_ms = train_step_ms(&cfg, &rows, steps, false, device, progress)?;
     let step_ms_median = median(&step_ms);
+    let (organism_batch, organism_seq) = (96, 64);
+    let organism_rows = random_rows(organism_batch, organism_seq, organism.vocab_size);
+    progress("organism training steps");
+    let organism_step_ms = median(&train_step_ms(organism, &organism_rows, steps, false, device, progress)?);
+    progress("organism training steps through candle's graph (baseline)");
+    let organism_graph_step_ms = median(&train_step_ms(organism, &organism_rows, steps, true, device, progress)?);
     let step_flops = training_step_flops(&cfg, batch, seq);
 
     progress("sampling");
     let (sample_batch, sample_new_tokens) = (16, 128);
     let prompts: Vec<Vec<u32>> = rows.iter().take(sample_batch).map(|r| r[..8].to_vec()).collect();
+    let params = ParamStore::init(&cfg, 0.02, 0, device).map_err(to_candle)?;
     let dec = Decoder::new_inference(&cfg, &params).map_err(to_candle)?;
     let sp = SamplingParams { temperature: 1.0, seed: 1, ..SamplingParams::greedy(sample_new_tokens) };
     let tokens_per_s = |path: SamplingPath| -> Result<f64> {
@@ -136,6 +179,9 @@ pub fn bench_engine(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     let sgemm_n = 2048;
     let sgemm = sgemm_gflops(sgemm_n, 3, device)?;
     Ok(EngineBench {
+        organism_shape: (organism_batch, organism_seq),
+        organism_step_ms,
+        organism_graph_step_ms,
         batch,
         seq,
         step_ms,

@@ -365,7 +365,8 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let b = ordo_train::bench::bench_engine(steps, device, &mut |msg| eprintln!("  {msg}"))?;
+    let organism = ordo_world::organism_config();
+    let b = ordo_train::bench::bench_engine(steps, &organism, device, &mut |msg| eprintln!("  {msg}"))?;
     let frac = b.step_gflops / b.sgemm_gflops;
     println!("ordo bench engine (d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {:?})", device);
     println!("training step, batch {} x {} tokens (forward, backward, clip, AdamW):", b.batch, b.seq);
@@ -391,6 +392,17 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
         b.sample_tensor_tokens_per_s
     );
     println!("  ratio                {:.2}", b.sample_tokens_per_s / b.sample_tensor_tokens_per_s);
+    let (rows, seq) = b.organism_shape;
+    println!(
+        "organism training step, {rows} x {seq} tokens (d_model {}, {} layers, vocab {}; its pretraining shape):",
+        organism.hidden_size, organism.num_hidden_layers, organism.vocab_size
+    );
+    println!("  median step time     {:.1} ms (the training pass)", b.organism_step_ms);
+    println!(
+        "  candle-graph path    {:.1} ms (Decoder::forward with candle's backward pass, same run)",
+        b.organism_graph_step_ms
+    );
+    println!("  speed-up             {:.2}x", b.organism_graph_step_ms / b.organism_step_ms);
     Ok(())
 }
 
