@@ -143,6 +143,17 @@ impl CpuDecoder {
     /// Logits `[rows * seq * vocab]` of full sequences (`ids` equal-length rows; `valid` 0 marks
     /// padding, left or right) and the activations their backward pass needs.
     pub fn forward_train(&self, ids: &[Vec<u32>], valid: &[Vec<u8>]) -> Result<(Vec<f32>, TrainTape)> {
+        self.forward_full(ids, valid, true)
+    }
+
+    /// The logits of [`CpuDecoder::forward_train`] without keeping activations (each layer's are
+    /// dropped once the next layer has its input): for reference models and evaluation.
+    pub fn forward_logits(&self, ids: &[Vec<u32>], valid: &[Vec<u8>]) -> Result<Vec<f32>> {
+        Ok(self.forward_full(ids, valid, false)?.0)
+    }
+
+    /// The forward pass; `keep` keeps every layer's activations in the tape (else its `layers` is empty).
+    fn forward_full(&self, ids: &[Vec<u32>], valid: &[Vec<u8>], keep: bool) -> Result<(Vec<f32>, TrainTape)> {
         let d = self.dims;
         let (b, t) = (ids.len(), ids.first().map_or(0, Vec::len));
         if b == 0
@@ -190,7 +201,9 @@ impl CpuDecoder {
             let mut next = acts.x_mid.clone();
             matmul_t(&acts.act, n, d.inter, &layer.down, d.hidden, &mut next, true);
             x = next;
-            layers.push(acts);
+            if keep {
+                layers.push(acts);
+            }
         }
         let mut normed = vec![0f32; x.len()];
         rms_norm_rows(&x, &self.norm, d.eps, &mut normed);

@@ -280,13 +280,13 @@ impl Decoder {
     /// Logits at every position: `ids` [batch, seq] (u32), `mask` [batch, seq] (1 = token,
     /// 0 = padding, left or right) -> [batch, seq, vocab] (a classifier: [batch, seq, labels]).
     /// Differentiable on [`OpPath::Differentiable`].
-    /// On [`OpPath::Fused`] on the CPU in f32 this is the hand-written pass of [`crate::cpu_train`]
-    /// (no graph; its activations are dropped).
+    /// On [`OpPath::Fused`] on the CPU in f32 this is the hand-written forward pass of
+    /// [`crate::cpu_train`] without a graph, keeping no activations.
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
         let (rows, valid) = rows_and_mask(ids, mask)?;
         if path == OpPath::Fused {
             if let Some(weights) = self.cpu_weights()? {
-                let (logits, _) = weights.forward_train(&rows, &valid)?;
+                let logits = weights.forward_logits(&rows, &valid)?;
                 let shape = (rows.len(), rows.first().map_or(0, Vec::len), weights.vocab());
                 return Ok(Tensor::from_vec(logits, shape, &self.device)?);
             }

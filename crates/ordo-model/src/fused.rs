@@ -6,7 +6,9 @@
 //! `CustomOp` whose forward and backward are single passes over contiguous f32 data (rayon across
 //! rows). Attention recomputes its probabilities in the backward pass instead of storing them.
 //! `ops.rs` uses them on the CPU for f32 and falls back to the composed ops elsewhere; the tests
-//! check them against the composed ops (values and gradients) and by finite differences.
+//! check them against the composed ops (values and gradients) and by finite differences. Their
+//! slice kernels (attention, RMSNorm, SwiGLU) are also those of the hand-written training pass
+//! ([`crate::cpu_train`]).
 
 use crate::kernels::{dot, exp_in_place, gemm_with, rotate_half_in_place, softmax_in_place, Operand};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};

@@ -1,4 +1,4 @@
-//! f32 kernels of the CPU sampling path: dot products, axpy and `x · Wᵀ`, with AVX2/FMA where the CPU has it.
+//! f32 kernels of the CPU sampling and training paths: dot products, axpy and `x · Wᵀ`, with AVX2/FMA where the CPU has it.
 //!
 //! `matmul_t` hands many-row products to the `gemm` crate; for the few rows of a decoding step
 //! gemm spends most of its time packing the weight matrix, so those products run here as plain
@@ -51,8 +51,9 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// `exp` of every element, in place: eight lanes at a time with AVX2/FMA (a Cephes-style
-/// polynomial, within 2 ulp of `f32::exp`), else `f32::exp`. Below -87.33 (where `exp` leaves the
-/// normal range) the result is 0, so `-inf` gives 0; NaN stays NaN.
+/// polynomial, within 2 ulp of `f32::exp` on [-87.33, 88.37]), else `f32::exp`. Below -87.33 (where
+/// `exp` leaves the normal range) the result is 0, so `-inf` gives 0; above 88.37 the AVX2 path
+/// saturates at exp(88.37) (about 2.4e38) instead of overflowing to infinity; NaN stays NaN.
 pub fn exp_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {

@@ -4,7 +4,10 @@
 //! silently stop at them. The training path therefore uses ordo's own fused ops with hand-written
 //! backward passes ([`crate::fused`]) on the CPU in f32, and ops composed from candle's
 //! differentiable ones elsewhere (and as the reference they are tested against); the inference
-//! path (no gradients needed) uses candle's fused kernels.
+//! path (no gradients needed) uses candle's fused kernels. Training and full-sequence inference on
+//! the CPU bypass these tensor ops altogether (`Decoder::forward_train`, [`crate::cpu_train`]);
+//! these ops serve the tensor path (other devices, the KV-cached tensor sampler, the tests'
+//! reference).
 
 use crate::fused;
 use candle_core::{Result, Tensor, D};

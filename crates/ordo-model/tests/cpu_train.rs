@@ -35,6 +35,9 @@ fn check(cfg: &ModelConfig, params: &ParamStore, rows: &[Vec<u32>], mask: &[Vec<
     let masked = |t: &Tensor| t.broadcast_mul(&real.unsqueeze(D::Minus1).unwrap()).unwrap();
     let err = max_abs_diff(&masked(&pass.logits), &masked(&composed));
     assert!(err < 1e-4, "{what}: logits differ by {err}");
+    // The inference forward (no activations kept) gives the very same logits.
+    let inference = dec.forward(&ids, Some(&mask), OpPath::Fused).unwrap();
+    assert_eq!(max_abs_diff(&inference, &pass.logits), 0.0, "{what}: inference and training logits differ");
     let got: HashMap<String, Tensor> =
         pass.parameter_gradients(&probe_loss(&pass.logits, &real).backward().unwrap()).unwrap().into_iter().collect();
 

@@ -79,7 +79,7 @@ pub fn train_dpo(
             let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             let batch = Batch::new(&refs, pad, &device)?;
             let n = pairs.len();
-            // The reference first: its forward pass's activations are freed before the policy's are made.
+            // The reference first, so that its forward pass runs before the policy's activations exist.
             let reference = match loss_cfg.loss {
                 PreferenceLoss::Simpo => None,
                 _ => Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?),
