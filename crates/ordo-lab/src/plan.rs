@@ -6,7 +6,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// Version of the node format and stage semantics; bump it when a change alters results.
-pub const NODE_FORMAT: &str = "ordo-node-v3";
+pub const NODE_FORMAT: &str = "ordo-node-v4";
 
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -7,6 +7,8 @@
 //! keeps each layer's activations in plain vectors and the backward pass walks the layers in
 //! reverse: matrix products on `gemm` (q/k/v and gate/up stacked, as in [`CpuDecoder`]), RMSNorm,
 //! RoPE, attention and SwiGLU through the kernels the fused candle ops use ([`crate::fused`]).
+//! Per-token work runs once per distinct real-token prefix of the batch, none on padding
+//! ([`crate::token_layout`]); only attention works on the padded `[rows, seq]` grid.
 //! The loss stays in candle: `Decoder::forward_train` hands the logits out as a leaf tensor and
 //! starts this backward pass from the gradient the loss gives them. The tests compare every
 //! parameter's gradient with the composed candle path and with transformers.
@@ -18,13 +20,14 @@ use crate::fused::{
     rms_norm_rows, rms_norm_rows_backward, swiglu_backward_into, swiglu_into, AttnDims, CausalAttention,
 };
 use crate::kernels::{matmul_t, matmul_t_new, product, rotate_half_in_place, Operand};
+use crate::token_layout::TokenLayout;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// What the backward pass needs of one layer's forward pass (token-major `[tokens, width]` unless
-/// noted).
+/// What the backward pass needs of one layer's forward pass (compact token-major `[tokens, width]`,
+/// one row per distinct real-token prefix ([`TokenLayout`]), unless noted).
 struct LayerActivations {
     /// The residual stream entering the layer.
     x_in: Vec<f32>,
@@ -51,10 +54,7 @@ struct LayerActivations {
 
 /// A training forward pass's activations, for [`TrainTape::backward`].
 pub struct TrainTape {
-    rows: usize,
-    seq: usize,
-    ids: Vec<u32>,
-    positions: Vec<usize>,
+    layout: TokenLayout,
     attention: CausalAttention,
     layers: Vec<LayerActivations>,
     /// The residual stream after the last layer, and after the final norm.
@@ -100,48 +100,10 @@ fn sum(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-/// A head-major `[rows, heads, seq, d]` copy of the `heads * d` columns from `at` of token-major rows
-/// `row_width` wide.
-fn to_heads(
-    token_major: &[f32],
-    row_width: usize,
-    at: usize,
-    heads: usize,
-    (b, t, d): (usize, usize, usize),
-) -> Vec<f32> {
-    let mut head_major = vec![0f32; b * heads * t * d];
-    head_major.par_chunks_mut(t * d).enumerate().for_each(|(bh, hm)| {
-        let (row, head) = (bh / heads, bh % heads);
-        for (i, dst) in hm.chunks_exact_mut(d).enumerate() {
-            let src = (row * t + i) * row_width + at + head * d;
-            dst.copy_from_slice(&token_major[src..src + d]);
-        }
-    });
-    head_major
-}
-
-/// The inverse of [`to_heads`]: writes head-major values into the `heads * d` columns from `at` of
-/// token-major rows.
-fn from_heads(
-    head_major: &[f32],
-    heads: usize,
-    token_major: &mut [f32],
-    row_width: usize,
-    at: usize,
-    (_, t, d): (usize, usize, usize),
-) {
-    token_major.par_chunks_mut(row_width).enumerate().for_each(|(tok, r)| {
-        let (row, i) = (tok / t, tok % t);
-        for head in 0..heads {
-            let src = ((row * heads + head) * t + i) * d;
-            r[at + head * d..at + (head + 1) * d].copy_from_slice(&head_major[src..src + d]);
-        }
-    });
-}
-
 impl CpuDecoder {
     /// Logits `[rows * seq * vocab]` of full sequences (`ids` equal-length rows; `valid` 0 marks
-    /// padding, left or right) and the activations their backward pass needs.
+    /// padding, left or right; padding's logits are 0) and the activations their backward pass needs.
+    /// Rows that share a prefix of real tokens share its computation ([`TokenLayout`]).
     pub fn forward_train(&self, ids: &[Vec<u32>], valid: &[Vec<u8>]) -> Result<(Vec<f32>, TrainTape)> {
         self.forward_full(ids, valid, true)
     }
@@ -169,26 +131,18 @@ impl CpuDecoder {
             return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab_in})")));
         }
         // Positions count real tokens only, so a left-padded row sees the same positions as unpadded.
-        let mut positions = Vec::with_capacity(b * t);
-        for row in valid {
-            let mut next = 0;
-            for &v in row {
-                // A padding position after a full-length row would be one past the rotary tables; its
-                // value is never used, so it borrows the last position.
-                positions.push(if v != 0 { next } else { next.min(self.max_position.saturating_sub(1)) });
-                next += (v != 0) as usize;
-            }
-            if next > self.max_position {
-                return Err(ModelError::Input(format!(
-                    "a row holds {next} tokens; the model has {} positions (max_position_embeddings)",
-                    self.max_position
-                )));
-            }
+        if let Some(real) = valid.iter().map(|r| r.iter().filter(|&&v| v != 0).count()).find(|&n| n > self.max_position)
+        {
+            return Err(ModelError::Input(format!(
+                "a row holds {real} tokens; the model has {} positions (max_position_embeddings)",
+                self.max_position
+            )));
         }
-        let n = b * t;
-        let flat_ids: Vec<u32> = ids.iter().flatten().copied().collect();
+        // The per-token work runs once per distinct real-token prefix; padding gets none.
+        let layout = TokenLayout::new(ids, valid);
+        let n = layout.tokens();
         let mut x = vec![0f32; n * d.hidden];
-        for (row, &id) in x.chunks_exact_mut(d.hidden).zip(&flat_ids) {
+        for (row, &id) in x.chunks_exact_mut(d.hidden).zip(&layout.ids) {
             row.copy_from_slice(&self.embed[id as usize * d.hidden..(id as usize + 1) * d.hidden]);
         }
         let attention = CausalAttention {
@@ -197,7 +151,7 @@ impl CpuDecoder {
         };
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let acts = self.layer_forward(layer, x, &positions, &attention, (b, t))?;
+            let acts = self.layer_forward(layer, x, &layout, &attention)?;
             let mut next = acts.x_mid.clone();
             matmul_t(&acts.act, n, d.inter, &layer.down, d.hidden, &mut next, true);
             x = next;
@@ -207,8 +161,8 @@ impl CpuDecoder {
         }
         let mut normed = vec![0f32; x.len()];
         rms_norm_rows(&x, &self.norm, d.eps, &mut normed);
-        let logits = matmul_t_new(&normed, n, d.hidden, &self.lm_head, d.vocab);
-        let tape = TrainTape { rows: b, seq: t, ids: flat_ids, positions, attention, layers, x_final: x, normed };
+        let logits = layout.scatter(&matmul_t_new(&normed, n, d.hidden, &self.lm_head, d.vocab), d.vocab);
+        let tape = TrainTape { layout, attention, layers, x_final: x, normed };
         Ok((logits, tape))
     }
 
@@ -217,12 +171,11 @@ impl CpuDecoder {
         &self,
         layer: &CpuLayer,
         x_in: Vec<f32>,
-        positions: &[usize],
+        layout: &TokenLayout,
         attention: &CausalAttention,
-        (b, t): (usize, usize),
     ) -> Result<LayerActivations> {
         let d = self.dims;
-        let n = b * t;
+        let (n, b, t) = (layout.tokens(), layout.rows, layout.seq);
         let mut h_attn = vec![0f32; x_in.len()];
         rms_norm_rows(&x_in, &layer.input_norm, d.eps, &mut h_attn);
         let mut qkv = matmul_t_new(&h_attn, n, d.hidden, &layer.qkv, d.qkv_width());
@@ -230,15 +183,15 @@ impl CpuDecoder {
             add_bias_rows(&mut qkv, bias);
         }
         let qkv_raw = (layer.q_norm.is_some() || layer.k_norm.is_some()).then(|| qkv.clone());
-        self.norm_and_rotate(layer, &mut qkv, positions);
+        self.norm_and_rotate(layer, &mut qkv, &layout.positions);
         let dims = AttnDims { b, heads: d.heads, kv_heads: d.kv_heads, t, d: d.head_dim };
-        let shape = (b, t, d.head_dim);
-        let q = to_heads(&qkv, d.qkv_width(), 0, d.heads, shape);
-        let k = to_heads(&qkv, d.qkv_width(), d.q_width(), d.kv_heads, shape);
-        let v = to_heads(&qkv, d.qkv_width(), d.q_width() + d.kv_width(), d.kv_heads, shape);
+        let (w, hd) = (d.qkv_width(), d.head_dim);
+        let q = layout.to_heads(&qkv, w, 0, d.heads, hd, false);
+        let k = layout.to_heads(&qkv, w, d.q_width(), d.kv_heads, hd, false);
+        let v = layout.to_heads(&qkv, w, d.q_width() + d.kv_width(), d.kv_heads, hd, false);
         let out = attention.forward(dims, &q, &k, &v);
         let mut attn = vec![0f32; n * d.q_width()];
-        from_heads(&out, d.heads, &mut attn, d.q_width(), 0, shape);
+        layout.heads_to_tokens(&out, d.heads, hd, &mut attn, d.q_width(), 0, false);
         let mut x_mid = x_in.clone();
         matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x_mid, true);
         if let Some(bias) = &layer.o_bias {
@@ -279,14 +232,17 @@ impl TrainTape {
     /// gradient `dlogits` (`[rows * seq * vocab]`).
     pub(crate) fn backward(&self, dec: &CpuDecoder, dlogits: &[f32]) -> Result<DecoderGradients> {
         let d = dec.dims;
-        let n = self.rows * self.seq;
-        if dlogits.len() != n * d.vocab {
+        let slots = self.layout.rows * self.layout.seq;
+        if dlogits.len() != slots * d.vocab {
             return Err(ModelError::Input(format!(
-                "{} logit gradients for {n} tokens x {} logits",
+                "{} logit gradients for {slots} positions x {} logits",
                 dlogits.len(),
                 d.vocab
             )));
         }
+        // A shared state's logits feed every slot that reads it: their gradients add up.
+        let dlogits = &self.layout.gather_sum(dlogits, d.vocab)[..];
+        let n = self.layout.tokens();
         let d_normed = product(Operand::plain(dlogits, n, d.vocab), Operand::plain(&dec.lm_head, d.vocab, d.hidden));
         let lm_head = product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
         let (mut dx, norm) = rms_norm_rows_backward(&self.x_final, &dec.norm, &d_normed, d.eps);
@@ -298,7 +254,7 @@ impl TrainTape {
         }
         layers.reverse();
         let mut embed = vec![0f32; dec.embed.len()];
-        for (g, &id) in dx.chunks_exact(d.hidden).zip(&self.ids) {
+        for (g, &id) in dx.chunks_exact(d.hidden).zip(&self.layout.ids) {
             for (e, v) in embed[id as usize * d.hidden..(id as usize + 1) * d.hidden].iter_mut().zip(g) {
                 *e += v;
             }
@@ -316,7 +272,7 @@ impl TrainTape {
         dx: Vec<f32>,
     ) -> (Vec<f32>, LayerGradients) {
         let d = &dec.dims;
-        let n = self.rows * self.seq;
+        let n = self.layout.tokens();
         let (hid, inter) = (d.hidden, d.inter);
         // MLP: x_out = x_mid + down(silu(gate) * up).
         let d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
@@ -341,14 +297,16 @@ impl TrainTape {
         let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
         let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&a.attn, n, d.q_width()));
         let d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
-        let shape = (self.rows, self.seq, d.head_dim);
-        let d_out = to_heads(&d_attn, d.q_width(), 0, d.heads, shape);
-        let dims = AttnDims { b: self.rows, heads: d.heads, kv_heads: d.kv_heads, t: self.seq, d: d.head_dim };
+        // A shared token's output gradient enters attention once (at its owner slot); the gradients of
+        // its q, k and v add up over every slot that reads it.
+        let (lay, w, hd) = (&self.layout, d.qkv_width(), d.head_dim);
+        let d_out = lay.to_heads(&d_attn, d.q_width(), 0, d.heads, hd, true);
+        let dims = AttnDims { b: lay.rows, heads: d.heads, kv_heads: d.kv_heads, t: lay.seq, d: hd };
         let [dq, dk, dv] = self.attention.backward(dims, &a.q, &a.k, &a.v, &d_out);
-        let mut d_qkv = vec![0f32; n * d.qkv_width()];
-        from_heads(&dq, d.heads, &mut d_qkv, d.qkv_width(), 0, shape);
-        from_heads(&dk, d.kv_heads, &mut d_qkv, d.qkv_width(), d.q_width(), shape);
-        from_heads(&dv, d.kv_heads, &mut d_qkv, d.qkv_width(), d.q_width() + d.kv_width(), shape);
+        let mut d_qkv = vec![0f32; n * w];
+        lay.heads_to_tokens(&dq, d.heads, hd, &mut d_qkv, w, 0, true);
+        lay.heads_to_tokens(&dk, d.kv_heads, hd, &mut d_qkv, w, d.q_width(), true);
+        lay.heads_to_tokens(&dv, d.kv_heads, hd, &mut d_qkv, w, d.q_width() + d.kv_width(), true);
         let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
         let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
         let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&a.h_attn, n, hid));
@@ -371,7 +329,7 @@ impl TrainTape {
         let d = dec.dims;
         let (hd, half, w) = (d.head_dim, d.head_dim / 2, d.qkv_width());
         // The rotation's backward pass is the inverse rotation.
-        d_qkv.par_chunks_mut(w).zip(self.positions.par_iter()).with_min_len(16).for_each(|(row, &pos)| {
+        d_qkv.par_chunks_mut(w).zip(self.layout.positions.par_iter()).with_min_len(16).for_each(|(row, &pos)| {
             let (c, s) = (&dec.cos[pos * half..(pos + 1) * half], &dec.sin[pos * half..(pos + 1) * half]);
             for head in 0..d.heads + d.kv_heads {
                 rotate_half_in_place(&mut row[head * hd..(head + 1) * hd], c, s, -1.0);
@@ -420,7 +378,7 @@ impl TrainPass {
         tape: TrainTape,
         device: &Device,
     ) -> Result<Self> {
-        let shape = (tape.rows, tape.seq, dec.dims.vocab);
+        let shape = (tape.layout.rows, tape.layout.seq, dec.dims.vocab);
         let logits = Var::from_vec(logits, shape, device)?.as_tensor().clone();
         Ok(TrainPass { logits, tape: Some((dec, tape, cfg.clone())) })
     }

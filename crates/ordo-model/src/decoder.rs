@@ -281,7 +281,8 @@ impl Decoder {
     /// 0 = padding, left or right) -> [batch, seq, vocab] (a classifier: [batch, seq, labels]).
     /// Differentiable on [`OpPath::Differentiable`].
     /// On [`OpPath::Fused`] on the CPU in f32 this is the hand-written forward pass of
-    /// [`crate::cpu_train`] without a graph, keeping no activations.
+    /// [`crate::cpu_train`] without a graph, keeping no activations (padding's logits are 0 there;
+    /// elsewhere they are whatever the masked computation gives: read logits at real tokens only).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
         let (rows, valid) = rows_and_mask(ids, mask)?;
         if path == OpPath::Fused {

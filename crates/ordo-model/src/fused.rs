@@ -82,7 +82,6 @@ impl AttnDims {
 }
 
 impl CausalAttention {
-    /// The probabilities of query `i` of one (row, head) into `p` (length i + 1); false if it sees no key.
     /// The probabilities `[t, t]` of one (row, head) into `p`: `softmax(q kᵀ · scale)` with keys after
     /// the query or marked padding masked to 0; a query that sees no key gets a row of zeros.
     fn probs(&self, dims: &AttnDims, row: usize, qh: &[f32], kh: &[f32], p: &mut [f32]) {

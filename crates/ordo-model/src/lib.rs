@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod ops;
 pub mod params;
 pub mod sampler;
+mod token_layout;
 pub mod tokenizer;
 pub mod weights;
 

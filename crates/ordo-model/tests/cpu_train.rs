@@ -51,15 +51,28 @@ fn check(cfg: &ModelConfig, params: &ParamStore, rows: &[Vec<u32>], mask: &[Vec<
 }
 
 /// Right padding, a padded hole and left padding (a left-padded row's real tokens see only real keys,
-/// so both paths agree at every real position).
+/// so both paths agree at every real position), and rows that share real-token prefixes with others
+/// (the training pass computes a shared prefix once and adds the gradients its rows send it): one that
+/// diverges from row 0 after four tokens, row 0 again shifted right by one padding slot, and one that
+/// repeats row 1 (hole included) up to its last two tokens.
 fn padded_batch(vocab: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let rows = vec![
-        vec![11, 20, 7, 9, 3, 0, 0, 0].into_iter().map(|x| x % vocab).collect(),
-        vec![5, 17, 0, 9, 8, 7, 4, 0].into_iter().map(|x| x % vocab).collect(),
-        vec![0, 0, 0, 13, 2, 19, 6, 1].into_iter().map(|x| x % vocab).collect(),
+    let rows = [
+        [11, 20, 7, 9, 3, 0, 0, 0],
+        [5, 17, 0, 9, 8, 7, 4, 0],
+        [0, 0, 0, 13, 2, 19, 6, 1],
+        [11, 20, 7, 9, 12, 4, 0, 0],
+        [0, 11, 20, 7, 9, 3, 0, 0],
+        [5, 17, 0, 9, 8, 15, 15, 15],
     ];
-    let mask = vec![vec![1, 1, 1, 1, 1, 0, 0, 0], vec![1, 1, 0, 1, 1, 1, 1, 0], vec![0, 0, 0, 1, 1, 1, 1, 1]];
-    (rows, mask)
+    let mask = vec![
+        vec![1, 1, 1, 1, 1, 0, 0, 0],
+        vec![1, 1, 0, 1, 1, 1, 1, 0],
+        vec![0, 0, 0, 1, 1, 1, 1, 1],
+        vec![1, 1, 1, 1, 1, 1, 0, 0],
+        vec![0, 1, 1, 1, 1, 1, 0, 0],
+        vec![1, 1, 0, 1, 1, 1, 1, 1],
+    ];
+    (rows.iter().map(|r| r.iter().map(|x| x % vocab).collect()).collect(), mask)
 }
 
 #[test]
@@ -118,4 +131,20 @@ fn training_pass_takes_a_full_length_row_with_padding_after_it() {
     mask[0][full] = 0;
     mask[1][..2].fill(0);
     check(&cfg, &params, &rows, &mask, "full-length rows");
+}
+
+/// A batch with no real token has nothing to compute: zero logits and zero gradients, no panic.
+#[test]
+fn training_pass_takes_a_batch_of_padding_only() {
+    let cfg = switches_config("llama", &serde_json::json!({}));
+    let params = ParamStore::init(&cfg, 0.3, 5, &DEV).unwrap();
+    let dec = Decoder::new(&cfg, &params).unwrap();
+    let ids = ids_tensor(&[vec![3u32, 4], vec![5, 6]], &DEV).unwrap();
+    let mask = Tensor::new(&[[0u32, 0], [0, 0]], &DEV).unwrap();
+    let pass = dec.forward_train(&ids, Some(&mask)).unwrap();
+    assert_eq!(max_abs(&pass.logits), 0.0);
+    let loss = pass.logits.sqr().unwrap().sum_all().unwrap();
+    let grads = pass.parameter_gradients(&loss.backward().unwrap()).unwrap();
+    assert_eq!(grads.len(), params.len());
+    assert!(grads.iter().all(|(_, g)| max_abs(g) == 0.0));
 }
