@@ -147,14 +147,15 @@ pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
 }
 
 /// Sustained training throughput assumed for large models on 2 cores (the organism's training step
-/// reaches about 80 GFLOP/s, the bench model's 78-96: BENCHMARKS.md, session 4).
-const FLOPS_PER_SECOND: f64 = 80e9;
+/// reaches about 100 GFLOP/s, the bench model's 100-130: BENCHMARKS.md, session 5).
+const FLOPS_PER_SECOND: f64 = 100e9;
 
 /// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), for a model of `params`
 /// parameters. Small models are dominated by per-op overhead: measured on the organism preset
-/// (examples/orders.toml, session 4, node format v3), pretraining costs 6.2e-5 s per token, DPO
-/// 5.4e-5 s per token and GRPO 9.3e-5 s per sampled-token slot (batch x group x max_new_tokens) with
-/// its update. Large models are bound by arithmetic: 6 FLOPs per parameter per trained token (2 per
+/// (examples/orders.toml, session 5, node format v4), pretraining costs 4.8e-5 s per token (6.2e-5
+/// in session 4 with the same computation: this VM's speed varies), DPO 2.9e-5 s per token slot and
+/// GRPO 3.5e-5 s per sampled-token slot (batch x group x max_new_tokens) with its update (both count
+/// padded slots; shared prefixes and padding are not computed). Large models are bound by arithmetic: 6 FLOPs per parameter per trained token (2 per
 /// sampled or reference token) at [`FLOPS_PER_SECOND`]. The estimate is the larger of the two.
 pub fn estimate_seconds(node: &Node, params: usize) -> f64 {
     let steps = node.params.steps() as f64;
@@ -163,25 +164,27 @@ pub fn estimate_seconds(node: &Node, params: usize) -> f64 {
     let per_step = match &node.params {
         StageParams::Pretrain { optim, seq_len, .. } => {
             let tokens = (optim.batch_size * seq_len) as f64;
-            (tokens * 6.2e-5).max(flops(6.0, tokens))
+            (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
         StageParams::Sft { optim, max_len, .. } => {
             // Examples are rarely full length: half of max_len on average.
             let tokens = (optim.batch_size * max_len) as f64 / 2.0;
-            (tokens * 6.2e-5).max(flops(6.0, tokens))
+            (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
         StageParams::RewardModel { optim, .. } => {
             let tokens = optim.batch_size as f64 * 2.0 * 64.0;
-            (tokens * 6.2e-5).max(flops(6.0, tokens))
+            (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
         StageParams::Dpo { optim, .. } => {
-            // Both sides through the policy (forward and backward) and the reference (forward).
+            // Both sides through the policy (forward and backward) and the reference (forward); the
+            // prompt both sides share is computed once: about half the slots on average.
             let tokens = optim.batch_size as f64 * 2.0 * 64.0;
-            (tokens * 5.4e-5).max(flops(8.0, tokens))
+            (tokens * 2.9e-5).max(flops(8.0, tokens / 2.0))
         }
         StageParams::Grpo { optim, group_size, max_new_tokens, .. } => {
+            // Completions average about half of max_new_tokens (the group's prompt is computed once).
             let tokens = (optim.batch_size * group_size * max_new_tokens) as f64;
-            (tokens * 9.3e-5).max(flops(2.0 + 6.0 + 2.0, tokens))
+            (tokens * 3.5e-5).max(flops(2.0 + 6.0 + 2.0, tokens / 2.0))
         }
     };
     steps * per_step
