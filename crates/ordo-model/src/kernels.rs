@@ -269,24 +269,32 @@ fn matmul_t_rows(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [
         let ptr = ptr;
         let j0 = b * 4;
         let rows = (n - j0).min(4);
-        for i in 0..m {
-            let xi = &x[i * k..(i + 1) * k];
-            let mut s = [0f32; 4];
-            if rows == 4 {
-                s = dot4(xi, &w[j0 * k..(j0 + 4) * k], k);
+        let mut i = 0;
+        while i < m {
+            // Two rows of x at a time against the block's four weight rows (eight independent
+            // accumulators keep the FMA units busy), else one: the same arithmetic per element.
+            let pair = rows == 4 && i + 1 < m;
+            let mut s = [[0f32; 4]; 2];
+            if pair {
+                s = dot2x4(&x[i * k..(i + 2) * k], &w[j0 * k..(j0 + 4) * k], k);
+            } else if rows == 4 {
+                s[0] = dot4(&x[i * k..(i + 1) * k], &w[j0 * k..(j0 + 4) * k], k);
             } else {
-                for (r, v) in s.iter_mut().enumerate().take(rows) {
-                    *v = dot(xi, &w[(j0 + r) * k..(j0 + r + 1) * k]);
+                for (r, v) in s[0].iter_mut().enumerate().take(rows) {
+                    *v = dot(&x[i * k..(i + 1) * k], &w[(j0 + r) * k..(j0 + r + 1) * k]);
                 }
             }
-            for (r, v) in s.iter().enumerate().take(rows) {
-                // SAFETY: i < m and j0 + r < n, inside `out` (asserted by the caller); element
-                // (i, j0 + r) belongs to block b alone.
-                unsafe {
-                    let o = ptr.0.add(i * n + j0 + r);
-                    *o = if accumulate { *o + v } else { *v };
+            for (a, sa) in s.iter().enumerate().take(1 + pair as usize) {
+                for (r, v) in sa.iter().enumerate().take(rows) {
+                    // SAFETY: i + a < m and j0 + r < n, inside `out` (asserted by the caller);
+                    // element (i + a, j0 + r) belongs to block b alone.
+                    unsafe {
+                        let o = ptr.0.add((i + a) * n + j0 + r);
+                        *o = if accumulate { *o + v } else { *v };
+                    }
                 }
             }
+            i += 1 + pair as usize;
         }
     });
 }
@@ -300,6 +308,17 @@ fn dot4(x: &[f32], w4: &[f32], k: usize) -> [f32; 4] {
         return unsafe { x86::dot4(x, w4, k) };
     }
     [0, 1, 2, 3].map(|r| dot_portable(&x[..k], &w4[r * k..(r + 1) * k]))
+}
+
+/// [`dot4`] for two consecutive rows of `x2` (each `k` long), element for element the same arithmetic.
+#[inline]
+fn dot2x4(x2: &[f32], w4: &[f32], k: usize) -> [[f32; 4]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; x2 holds 2 rows of k and w4 holds 4 rows of k.
+        return unsafe { x86::dot2x4(x2, w4, k) };
+    }
+    [dot4(&x2[..k], w4, k), dot4(&x2[k..2 * k], w4, k)]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -427,6 +446,37 @@ mod x86 {
         }
         s
     }
+
+    /// [`dot4`] for two rows of x at once.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `x2` holds at least `2 k` values and `w4` at least `4 k`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot2x4(x2: &[f32], w4: &[f32], k: usize) -> [[f32; 4]; 2] {
+        let (px, pw) = (x2.as_ptr(), w4.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let mut i = 0;
+        while i + 8 <= k {
+            let x0 = _mm256_loadu_ps(px.add(i));
+            let x1 = _mm256_loadu_ps(px.add(k + i));
+            for r in 0..4 {
+                let wv = _mm256_loadu_ps(pw.add(r * k + i));
+                acc[0][r] = _mm256_fmadd_ps(x0, wv, acc[0][r]);
+                acc[1][r] = _mm256_fmadd_ps(x1, wv, acc[1][r]);
+            }
+            i += 8;
+        }
+        let mut s = [[0f32; 4]; 2];
+        for a in 0..2 {
+            s[a] = [hsum(acc[a][0]), hsum(acc[a][1]), hsum(acc[a][2]), hsum(acc[a][3])];
+            for j in i..k {
+                for (r, v) in s[a].iter_mut().enumerate() {
+                    *v += *px.add(a * k + j) * *pw.add(r * k + j);
+                }
+            }
+        }
+        s
+    }
 }
 
 #[cfg(test)]
@@ -465,13 +515,17 @@ mod tests {
 
     #[test]
     fn a_rows_values_do_not_depend_on_the_other_rows() {
-        let (k, n) = (48, 20);
-        let (x, w) = (values(10 * k, 3), values(n * k, 4));
-        let mut all = vec![0f32; 10 * n];
-        matmul_t(&x, 10, k, &w, n, &mut all, false);
-        let mut one = vec![0f32; n];
-        matmul_t(&x[3 * k..4 * k], 1, k, &w, n, &mut one, false);
-        assert_eq!(&all[3 * n..4 * n], &one[..], "bit-identical");
+        // k with a tail past the vector width, n with a block of fewer than four weight rows; rows
+        // run in pairs and alone (odd m).
+        let (k, n, m) = (53, 22, 11);
+        let (x, w) = (values(m * k, 3), values(n * k, 4));
+        let mut all = vec![0f32; m * n];
+        matmul_t(&x, m, k, &w, n, &mut all, false);
+        for i in 0..m {
+            let mut one = vec![0f32; n];
+            matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, &mut one, false);
+            assert_eq!(&all[i * n..(i + 1) * n], &one[..], "row {i}: bit-identical");
+        }
     }
 
     #[test]
