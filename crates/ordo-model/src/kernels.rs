@@ -452,6 +452,7 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA must be available; `x2` holds at least `2 k` values and `w4` at least `4 k`.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn dot2x4(x2: &[f32], w4: &[f32], k: usize) -> [[f32; 4]; 2] {
         let (px, pw) = (x2.as_ptr(), w4.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); 4]; 2];
