@@ -316,24 +316,27 @@ impl CpuDecoder {
 
     /// Per-head RMSNorm of q and k (Qwen3) and the rotary embedding at each token's position.
     fn normalise_and_rotate(&self, layer: &CpuLayer, qkv: &mut [f32], tokens: &[(usize, usize)]) {
+        for (row, &(_, pos)) in qkv.chunks_exact_mut(self.dims.qkv_width()).zip(tokens) {
+            self.normalise_and_rotate_token(layer, row, pos);
+        }
+    }
+
+    /// One token's q/k/v row (`qkv_width` wide) at position `pos`: per-head RMSNorm of its q and k
+    /// heads (models with q/k norm) and the rotary embedding, in place; v is left as it is. The
+    /// sampler and the training pass ([`crate::cpu_train`]) both use it.
+    pub(crate) fn normalise_and_rotate_token(&self, layer: &CpuLayer, row: &mut [f32], pos: usize) {
         let d = self.dims;
         let (hd, half) = (d.head_dim, d.head_dim / 2);
-        let q_heads = d.heads;
-        for (t, &(_, pos)) in tokens.iter().enumerate() {
-            let row = &mut qkv[t * d.qkv_width()..(t + 1) * d.qkv_width()];
-            let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
-            // q heads then k heads; v is left as it is.
-            for head in 0..q_heads + d.kv_heads {
-                let x = &mut row[head * hd..(head + 1) * hd];
-                let norm = if head < q_heads { &layer.q_norm } else { &layer.k_norm };
-                if let Some(w) = norm {
-                    let inv = rms_inv(x, d.eps);
-                    for (v, &g) in x.iter_mut().zip(w) {
-                        *v = *v * inv * g;
-                    }
+        let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+        for head in 0..d.heads + d.kv_heads {
+            let x = &mut row[head * hd..(head + 1) * hd];
+            if let Some(w) = if head < d.heads { &layer.q_norm } else { &layer.k_norm } {
+                let inv = rms_inv(x, d.eps);
+                for (v, &g) in x.iter_mut().zip(w) {
+                    *v = *v * inv * g;
                 }
-                rotate_half_in_place(x, cos, sin, 1.0);
             }
+            rotate_half_in_place(x, cos, sin, 1.0);
         }
     }
 }

@@ -209,21 +209,12 @@ impl CpuDecoder {
     }
 
     /// Per-head RMSNorm of q and k (models with q/k norm) and the rotary embedding, in place on
-    /// token-major q/k/v rows; `sign` -1 applies the inverse rotation only (the backward pass).
+    /// token-major q/k/v rows, tokens in parallel ([`CpuDecoder::normalise_and_rotate_token`]).
     fn norm_and_rotate(&self, layer: &CpuLayer, qkv: &mut [f32], positions: &[usize]) {
-        let d = self.dims;
-        let (hd, half) = (d.head_dim, d.head_dim / 2);
-        qkv.par_chunks_mut(d.qkv_width()).zip(positions.par_iter()).with_min_len(16).for_each(|(row, &pos)| {
-            let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
-            for head in 0..d.heads + d.kv_heads {
-                let x = &mut row[head * hd..(head + 1) * hd];
-                if let Some(w) = if head < d.heads { &layer.q_norm } else { &layer.k_norm } {
-                    let copy = x.to_vec();
-                    rms_norm_rows(&copy, w, d.eps, x);
-                }
-                rotate_half_in_place(x, cos, sin, 1.0);
-            }
-        });
+        qkv.par_chunks_mut(self.dims.qkv_width())
+            .zip(positions.par_iter())
+            .with_min_len(16)
+            .for_each(|(row, &pos)| self.normalise_and_rotate_token(layer, row, pos));
     }
 }
 
