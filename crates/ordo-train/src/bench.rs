@@ -227,18 +227,20 @@ pub fn reset_peak_rss() -> bool {
 }
 
 /// Bytes a training step needs at least, in f32: parameters, gradients and AdamW's two moments, a frozen
-/// reference's parameters when there is one, and the activations kept for the backward pass of
-/// `sequences` x `seq` tokens: per token and layer about 10 x hidden + 4 x MLP width values (norms,
-/// projections, rotated q and k, attention output, MLP; no attention probabilities, which the fused
-/// attention recomputes in its backward pass), plus 2 x vocab for the logits and their gradient.
-pub fn step_memory_bytes(cfg: &ModelConfig, sequences: usize, seq: usize, reference: bool) -> f64 {
+/// reference's parameters when there is one, and the activations of a batch of `slots` positions
+/// (rows x padded length) of which `computed` are distinct real-token prefixes, the positions the
+/// training pass computes (`ordo_model::cpu_train`: shared prefixes once, padding never). Per computed
+/// token and layer about 7 x hidden + 4 x MLP width values (norms, projections, attention output, MLP,
+/// and their gradients in the backward pass); per slot and layer 3 x hidden (q, k and v on attention's
+/// padded grid; no attention probabilities, which the fused attention recomputes in its backward pass),
+/// plus 2 x vocab per slot for the logits and their gradient.
+pub fn step_memory_bytes(cfg: &ModelConfig, computed: usize, slots: usize, reference: bool) -> f64 {
     let p = cfg.parameter_count() as f64;
     let state = p * 4.0 * if reference { 5.0 } else { 4.0 };
-    let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
-    let per_token_layer = 10.0 * h + 4.0 * i;
-    let tokens = (sequences * seq) as f64;
-    let activations = tokens * (per_token_layer * cfg.num_hidden_layers as f64 + 2.0 * cfg.vocab_size as f64) * 4.0;
-    state + activations
+    let (h, i, layers) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.num_hidden_layers as f64);
+    let per_computed = (7.0 * h + 4.0 * i) * layers;
+    let per_slot = 3.0 * h * layers + 2.0 * cfg.vocab_size as f64;
+    state + (computed as f64 * per_computed + slots as f64 * per_slot) * 4.0
 }
 
 /// Per-step seconds (after the first) from a logger's cumulative `seconds` field.
@@ -248,7 +250,16 @@ fn step_seconds(log: &StepLogger) -> Vec<f64> {
 }
 
 /// Times `steps` steps (plus one warm-up) of SFT, DPO and GRPO on the bench model.
-pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str)) -> crate::Result<StagesBench> {
+///
+/// Before each stage's peak is reset, `release_memory` asks the global allocator to hand the memory
+/// it keeps for reuse back to the system (the binary's mimalloc: `mi_collect`); otherwise a stage's
+/// peak starts at what the previous stage left resident and measures that stage, not its own.
+pub fn bench_stages(
+    steps: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(&str),
+    release_memory: &mut dyn FnMut(),
+) -> crate::Result<StagesBench> {
     let cfg = bench_config();
     let policy = Policy { config: cfg.clone(), params: ParamStore::init(&cfg, 0.02, 0, device)? };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -262,6 +273,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     };
 
     let mut peak_rss = [None; 3];
+    release_memory();
     reset_peak_rss();
     progress("sft");
     let sft: Vec<TokenizedSequence> = (0..16)
@@ -276,6 +288,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log, None)?;
     let sft_s = median(&step_seconds(&log));
     peak_rss[0] = peak_rss_bytes();
+    release_memory();
     reset_peak_rss();
 
     progress("dpo");
@@ -287,6 +300,7 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
     peak_rss[1] = peak_rss_bytes();
+    release_memory();
     reset_peak_rss();
 
     progress("grpo");
@@ -324,10 +338,13 @@ pub fn bench_stages(steps: usize, device: &Device, progress: &mut dyn FnMut(&str
     train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log, None)?;
     let grpo_s = median(&step_seconds(&log));
     peak_rss[2] = peak_rss_bytes();
+    // Computed positions: SFT's 16 random rows share nothing; a DPO pair's two sides share their
+    // 64-token prompt (8 x 64 + 16 x 64); a GRPO group's 8 samples share their 16-token prompt and
+    // (random 64-token completions) almost never more: 8 x 16 + 64 x 64.
     let needed = [
-        step_memory_bytes(&cfg, 16, 128, false),
-        step_memory_bytes(&cfg, 16, 128, true),
-        step_memory_bytes(&cfg, 64, 80, true),
+        step_memory_bytes(&cfg, 16 * 128, 16 * 128, false),
+        step_memory_bytes(&cfg, 8 * 64 + 16 * 64, 16 * 128, true),
+        step_memory_bytes(&cfg, 8 * 16 + 64 * 64, 64 * 80, true),
     ];
     Ok(StagesBench { steps, sft_s, dpo_s, grpo_s, peak_rss, needed })
 }

@@ -25,7 +25,10 @@ fn step_memory_by_hand() {
     // No tokens: parameters, gradients and two AdamW moments (f32); a reference adds its parameters.
     assert_eq!(step_memory_bytes(&cfg, 0, 0, false), 16.0 * p);
     assert_eq!(step_memory_bytes(&cfg, 0, 0, true), 20.0 * p);
-    // One sequence of one token: per layer 10 h + 4 i, plus 2 vocab, in f32.
+    // One sequence of one token: per layer 7 h + 4 i (computed) + 3 h (its slot), plus 2 vocab, in f32.
     let per_token = 4.0 * ((10.0 * 256.0 + 4.0 * 1024.0) * 4.0 + 2.0 * 512.0);
     assert_eq!(step_memory_bytes(&cfg, 1, 1, false), 16.0 * p + per_token);
+    // Two slots sharing one computed token (two rows of one identical token): the slot part twice.
+    let per_slot = 4.0 * (3.0 * 256.0 * 4.0 + 2.0 * 512.0);
+    assert_eq!(step_memory_bytes(&cfg, 1, 2, false), 16.0 * p + per_token + per_slot);
 }

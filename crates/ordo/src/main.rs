@@ -410,7 +410,9 @@ fn bench_stages(steps: usize, device: &Device) -> Result<()> {
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let b = ordo_train::bench::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"))?;
+    // SAFETY: mi_collect only returns the global allocator's free pages to the system.
+    let mut release = || unsafe { libmimalloc_sys::mi_collect(true) };
+    let b = ordo_train::bench::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"), &mut release)?;
     println!("ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {device:?})");
     println!("median seconds per step over {} steps, after one warm-up step:", b.steps);
     println!("  sft   16 x 128 tokens                          {:.3} s", b.sft_s);
