@@ -11,7 +11,7 @@
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::fused::{rms_inv, rms_norm_rows, swiglu_into};
-use crate::kernels::{axpy, dot, matmul_t, rotate_half_in_place, softmax_in_place};
+use crate::kernels::{dot_strided, matmul_t, rotate_half_in_place, softmax_in_place, weighted_rows_sum};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -358,19 +358,13 @@ fn attention(
         let base = row * capacity * kvw;
         let mut scores = vec![0f32; slot + 1];
         for head in 0..d.heads {
-            let kvh = head / groups;
-            let qh = &q[head * hd..(head + 1) * hd];
-            for (s, score) in scores.iter_mut().enumerate() {
-                let k = &keys[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
-                *score = dot(qh, k) * scale;
+            let at = base + (head / groups) * hd;
+            dot_strided(&q[head * hd..(head + 1) * hd], &keys[at..], kvw, &mut scores);
+            for score in scores.iter_mut() {
+                *score *= scale;
             }
             softmax_in_place(&mut scores);
-            let oh = &mut o[head * hd..(head + 1) * hd];
-            oh.fill(0.0);
-            for (s, &p) in scores.iter().enumerate() {
-                let v = &values[base + s * kvw + kvh * hd..base + s * kvw + (kvh + 1) * hd];
-                axpy(p, v, oh);
-            }
+            weighted_rows_sum(&scores, &values[at..], kvw, &mut o[head * hd..(head + 1) * hd]);
         }
     });
 }

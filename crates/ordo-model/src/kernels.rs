@@ -50,6 +50,42 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `out[s] = dot(q, rows[s * stride..][..q.len()])` for every `s < out.len()`: a query against a
+/// strided run of keys (one head of a KV cache), each value bit for bit what [`dot`] gives.
+pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let n = q.len();
+    if let Some(s) = out.len().checked_sub(1) {
+        assert!(rows.len() >= s * stride + n, "dot_strided: rows too short");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; every row read lies inside `rows` (asserted above).
+        return unsafe { x86::dot_strided(q, rows, stride, out) };
+    }
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = dot(q, &rows[s * stride..s * stride + n]);
+    }
+}
+
+/// `out = Σ_s p[s] · rows[s * stride..][..out.len()]`, bit for bit what zeroing `out` and calling
+/// [`axpy`] once per `s` in order gives (a head's attention-weighted sum of cached values), with the
+/// sums held in registers instead of written back per `s`.
+pub fn weighted_rows_sum(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    if let Some(s) = p.len().checked_sub(1) {
+        assert!(rows.len() >= s * stride + n, "weighted_rows_sum: rows too short");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as in `dot_strided`.
+        return unsafe { x86::weighted_rows_sum(p, rows, stride, out) };
+    }
+    out.fill(0.0);
+    for (s, &ps) in p.iter().enumerate() {
+        axpy(ps, &rows[s * stride..s * stride + n], out);
+    }
+}
+
 /// `exp` of every element, in place: eight lanes at a time with AVX2/FMA (a Cephes-style
 /// polynomial, within 2 ulp of `f32::exp` on [-87.33, 88.37]), else `f32::exp`. Below -87.33 (where
 /// `exp` leaves the normal range) the result is 0, so `-inf` gives 0; above 88.37 the AVX2 path
@@ -424,6 +460,84 @@ mod x86 {
     }
 
     /// # Safety
+    /// AVX2 and FMA must be available; `rows` holds `out.len()` rows of `q.len()` at `stride`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        let n = q.len();
+        let (pq, pr) = (q.as_ptr(), rows.as_ptr());
+        let mut s = 0;
+        // Four keys at a time, each with `dot`'s two accumulators and its order of operations.
+        while s + 4 <= out.len() {
+            let rs = [0, 1, 2, 3].map(|r| pr.add((s + r) * stride));
+            let mut acc0 = [_mm256_setzero_ps(); 4];
+            let mut acc1 = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 16 <= n {
+                let (q0, q1) = (_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pq.add(i + 8)));
+                for r in 0..4 {
+                    acc0[r] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rs[r].add(i)), acc0[r]);
+                    acc1[r] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(rs[r].add(i + 8)), acc1[r]);
+                }
+                i += 16;
+            }
+            if i + 8 <= n {
+                let q0 = _mm256_loadu_ps(pq.add(i));
+                for r in 0..4 {
+                    acc0[r] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rs[r].add(i)), acc0[r]);
+                }
+                i += 8;
+            }
+            for r in 0..4 {
+                let mut v = hsum(_mm256_add_ps(acc0[r], acc1[r]));
+                for j in i..n {
+                    v += *pq.add(j) * *rs[r].add(j);
+                }
+                out[s + r] = v;
+            }
+            s += 4;
+        }
+        while s < out.len() {
+            out[s] = dot(q, std::slice::from_raw_parts(pr.add(s * stride), n));
+            s += 1;
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `rows` holds `p.len()` rows of `out.len()` at `stride`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_rows_sum(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        let n = out.len();
+        let (pr, po) = (rows.as_ptr(), out.as_mut_ptr());
+        let vec_end = n - n % 8;
+        // Up to 64 columns at a time in eight registers, each summed over every row in order with
+        // `axpy`'s fused multiply-add.
+        let mut c = 0;
+        while c < vec_end {
+            let lanes = ((vec_end - c) / 8).min(8);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (s, &ps) in p.iter().enumerate() {
+                let a = _mm256_set1_ps(ps);
+                let row = pr.add(s * stride + c);
+                for (l, v) in acc.iter_mut().enumerate().take(lanes) {
+                    *v = _mm256_fmadd_ps(a, _mm256_loadu_ps(row.add(8 * l)), *v);
+                }
+            }
+            for (l, v) in acc.iter().enumerate().take(lanes) {
+                _mm256_storeu_ps(po.add(c + 8 * l), *v);
+            }
+            c += 8 * lanes;
+        }
+        // `axpy`'s scalar tail: a separate multiply and add.
+        for j in vec_end..n {
+            let mut v = 0f32;
+            for (s, &ps) in p.iter().enumerate() {
+                v += ps * *pr.add(s * stride + j);
+            }
+            *po.add(j) = v;
+        }
+    }
+
+    /// # Safety
     /// AVX2 and FMA must be available; `x` holds at least `k` values and `w4` at least `4 k`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4(x: &[f32], w4: &[f32], k: usize) -> [f32; 4] {
@@ -481,128 +595,4 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
-            }
-        }
-        out
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
-
-    #[test]
-    fn matmul_t_matches_naive_for_few_and_many_rows_and_odd_sizes() {
-        for &(m, k, n) in &[(1, 7, 3), (5, 19, 10), (16, 64, 33), (63, 40, 9), (64, 40, 9), (130, 33, 17)] {
-            let (x, w) = (values(m * k, 1), values(n * k, 2));
-            let want = naive(&x, m, k, &w, n);
-            let mut got = vec![0f32; m * n];
-            matmul_t(&x, m, k, &w, n, &mut got, false);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            assert!(err < 1e-4, "{m}x{k}x{n}: {err}");
-            // Accumulating adds the product once more.
-            matmul_t(&x, m, k, &w, n, &mut got, true);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - 2.0 * b).abs()).fold(0.0, f32::max);
-            assert!(err < 2e-4, "{m}x{k}x{n} accumulate: {err}");
-        }
-    }
-
-    #[test]
-    fn a_rows_values_do_not_depend_on_the_other_rows() {
-        // k with a tail past the vector width, n with a block of fewer than four weight rows; rows
-        // run in pairs and alone (odd m).
-        let (k, n, m) = (53, 22, 11);
-        let (x, w) = (values(m * k, 3), values(n * k, 4));
-        let mut all = vec![0f32; m * n];
-        matmul_t(&x, m, k, &w, n, &mut all, false);
-        for i in 0..m {
-            let mut one = vec![0f32; n];
-            matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, &mut one, false);
-            assert_eq!(&all[i * n..(i + 1) * n], &one[..], "row {i}: bit-identical");
-        }
-    }
-
-    #[test]
-    fn exp_matches_std_to_two_ulp_and_handles_the_edges() {
-        let mut xs: Vec<f32> = (0..20_000).map(|i| -87.0 + i as f32 * (175.0 / 20_000.0)).collect();
-        xs.extend([0.0, -0.0, 1e-8, -1e-8, 88.0, -87.3]);
-        let mut got = xs.clone();
-        exp_in_place(&mut got);
-        for (x, g) in xs.iter().zip(&got) {
-            let want = x.exp();
-            let ulp = (want.to_bits() as i64 - g.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}): {g} vs {want} ({ulp} ulp)");
-        }
-        let mut edges = [f32::NEG_INFINITY, -1000.0, -87.5, f32::NAN, 1.0, 2.0, 3.0, 4.0, 5.0];
-        exp_in_place(&mut edges);
-        assert_eq!(&edges[..3], &[0.0, 0.0, 0.0]);
-        assert!(edges[3].is_nan());
-        assert!((edges[8] - 5f32.exp()).abs() < 1e-4);
-    }
-
-    #[test]
-    fn softmax_masks_and_normalises() {
-        let mut x = [1.0f32, f32::NEG_INFINITY, 3.0];
-        assert!(softmax_in_place(&mut x));
-        let e = (1.0f32 - 3.0).exp();
-        assert!((x[0] - e / (1.0 + e)).abs() < 1e-7 && x[1] == 0.0 && (x[2] - 1.0 / (1.0 + e)).abs() < 1e-7);
-        let mut all_masked = [f32::NEG_INFINITY; 3];
-        assert!(!softmax_in_place(&mut all_masked));
-    }
-
-    #[test]
-    fn rotation_then_inverse_rotation_is_the_identity() {
-        let (cos, sin) = ([0.6f32, 1.0], [0.8f32, 0.0]);
-        let x = [1.0f32, 2.0, 3.0, 4.0];
-        let mut y = x;
-        rotate_half_in_place(&mut y, &cos, &sin, 1.0);
-        // Pair (x1[0], x2[0]) = (1, 3) rotated by the angle with cos 0.6, sin 0.8.
-        assert!((y[0] - (0.6 - 3.0 * 0.8)).abs() < 1e-6 && (y[2] - (3.0 * 0.6 + 0.8)).abs() < 1e-6);
-        rotate_half_in_place(&mut y, &cos, &sin, -1.0);
-        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-6), "{y:?}");
-    }
-
-    #[test]
-    fn gemm_into_matches_naive_for_every_transpose() {
-        let (m, k, n) = (67, 13, 9);
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = values(m * k, 3);
-            let b = values(k * n, 4);
-            let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
-            let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
-            let (ra, ca) = if ta { (k, m) } else { (m, k) };
-            let (rb, cb) = if tb { (n, k) } else { (k, n) };
-            let opa = Operand { data: &a, rows: ra, cols: ca, transposed: ta };
-            let opb = Operand { data: &b, rows: rb, cols: cb, transposed: tb };
-            let mut out = vec![1f32; m * n];
-            gemm_into(opa, opb, &mut out, true);
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f32 = 1.0 + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>();
-                    assert!((out[i * n + j] - want).abs() < 1e-4, "{ta} {tb} ({i}, {j}): {} vs {want}", out[i * n + j]);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn dot_and_axpy_match_scalar_code() {
-        for n in [0, 1, 7, 8, 15, 16, 17, 100] {
-            let (a, b) = (values(n, 5), values(n, 6));
-            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - want).abs() < 1e-4, "dot {n}");
-            let mut y = b.clone();
-            axpy(0.5, &a, &mut y);
-            for i in 0..n {
-                assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6, "axpy {n} at {i}");
-            }
-        }
-    }
-}
+mod tests;

@@ -165,11 +165,18 @@ pub fn bench_engine(
     let params = ParamStore::init(&cfg, 0.02, 0, device).map_err(to_candle)?;
     let dec = Decoder::new_inference(&cfg, &params).map_err(to_candle)?;
     let sp = SamplingParams { temperature: 1.0, seed: 1, ..SamplingParams::greedy(sample_new_tokens) };
+    // Median of three timed runs after one warm-up run, as for the training steps.
     let tokens_per_s = |path: SamplingPath| -> Result<f64> {
-        let t = Instant::now();
-        let out = sampler::generate_on(&dec, &prompts, &sp, path).map_err(to_candle)?;
-        let produced: usize = out.iter().map(Vec::len).sum();
-        Ok(produced as f64 / t.elapsed().as_secs_f64())
+        let mut rates = Vec::new();
+        for run in 0..4 {
+            let t = Instant::now();
+            let out = sampler::generate_on(&dec, &prompts, &sp, path).map_err(to_candle)?;
+            let produced: usize = out.iter().map(Vec::len).sum();
+            if run > 0 {
+                rates.push(produced as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(median(&rates))
     };
     let sample_tokens_per_s = tokens_per_s(SamplingPath::Auto)?;
     progress("sampling on the tensor path (baseline)");

@@ -151,6 +151,7 @@ pub fn train_grpo(
             seed: step_seed(seed, step),
         };
         let completions = sampler::generate(&policy.inference_decoder()?, &prompt_ids, &params)?;
+        let sampled = started.elapsed().as_secs_f64();
         let texts: Vec<String> =
             completions.iter().map(|c| tokenizer.decode(c, true)).collect::<ordo_model::Result<Vec<_>>>()?;
 
@@ -199,7 +200,9 @@ pub fn train_grpo(
             1 => None,
             _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Fused)?.0),
         };
+        let before_reference = started.elapsed().as_secs_f64();
         let (ref_logps, _) = next_token_logps(&ref_dec, &batch, OpPath::Fused)?;
+        let referenced = started.elapsed().as_secs_f64();
 
         // 6. mu optimiser steps on the clipped objective.
         let (mut loss_v, mut kl, mut clip_frac, mut entropy, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
@@ -229,6 +232,9 @@ pub fn train_grpo(
             ("grad_norm", grad_norm),
             ("completion_length", new_tokens as f64 / completions.len() as f64),
             ("tokens_per_s", new_tokens as f64 / secs),
+            ("seconds/sampling", sampled),
+            ("seconds/reference", referenced - before_reference),
+            ("seconds/update", secs - referenced),
         ] {
             metrics.insert(k.into(), Value::from(v));
         }

@@ -144,6 +144,12 @@ impl DataOrder {
     }
 }
 
+/// Whether a step metric is a wall-clock measurement (`seconds`, `seconds/<phase>`, `tokens_per_s`),
+/// the only metrics that differ between two runs of the same seed.
+pub fn is_timing_metric(key: &str) -> bool {
+    key == "seconds" || key.starts_with("seconds/") || key == "tokens_per_s"
+}
+
 /// Writes one JSON object per step to a metrics file and shows a progress bar with ETA.
 pub struct StepLogger {
     file: Option<(PathBuf, std::fs::File)>,

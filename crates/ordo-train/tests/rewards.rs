@@ -165,6 +165,9 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
             "grad_norm",
             "tokens_per_s",
             "seconds",
+            "seconds/sampling",
+            "seconds/reference",
+            "seconds/update",
             "reward/verifiable/starts_with_a",
             "reward/preference/rm",
         ] {
@@ -180,8 +183,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
             .iter()
             .map(|m| {
                 let mut m = m.clone();
-                m.remove("seconds");
-                m.remove("tokens_per_s");
+                m.retain(|k, _| !ordo_train::trainer::is_timing_metric(k));
                 serde_json::Value::Object(m)
             })
             .collect()

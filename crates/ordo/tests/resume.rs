@@ -89,8 +89,7 @@ fn node_outputs(dir: &Path) -> Vec<(String, Vec<serde_json::Value>, Vec<u8>)> {
                 .map(|l| {
                     let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
                     let o = v.as_object_mut().unwrap();
-                    o.remove("seconds");
-                    o.remove("tokens_per_s");
+                    o.retain(|k, _| !ordo_train::trainer::is_timing_metric(k));
                     v
                 })
                 .collect();

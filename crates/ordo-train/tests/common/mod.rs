@@ -33,8 +33,7 @@ pub fn without_timing(
     h.iter()
         .map(|m| {
             let mut m = m.clone();
-            m.remove("seconds");
-            m.remove("tokens_per_s");
+            m.retain(|k, _| !ordo_train::trainer::is_timing_metric(k));
             m
         })
         .collect()
