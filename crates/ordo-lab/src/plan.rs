@@ -1,5 +1,5 @@
 //! The plan: per seed, the arms form a prefix tree of stage nodes; a node's key hashes everything
-//! that changes its result (parent key, resolved stage config, seed, model init, world).
+//! that changes its result (parent key, stage name, resolved stage config, seed, model init, world).
 
 use crate::spec::{Experiment, StageParams};
 use serde_json::json;
@@ -107,9 +107,12 @@ fn add_node(
     (stage_seed, arm_seed): (u64, u64),
     snapshot_every: usize,
 ) -> String {
+    // The stage's name is part of the key: it seeds the stage's data order (`runner::data_seed`), so
+    // two stages with the same settings under different names train on different data.
     let mut v = json!({
         "format": NODE_FORMAT,
         "parent": parent.unwrap_or(root),
+        "stage": stage,
         "params": params,
         "seed": stage_seed,
     });

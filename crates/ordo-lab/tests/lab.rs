@@ -111,6 +111,24 @@ fn one_base_per_seed_when_asked() {
 }
 
 #[test]
+fn stages_with_the_same_settings_under_other_names_are_other_nodes() {
+    // A stage's name seeds its data order, so a renamed copy trains on other data: it must not be
+    // served from the cache under the original's key.
+    let dir = tempfile::tempdir().unwrap();
+    let text = TINY.replace("[arms]", "rlvf_copy = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"verifier\" }] }\n\n[arms]")
+        .replace("a = [\"pretrain\", \"sft\"]", "a = [\"pretrain\", \"rlvf_copy\"]");
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    assert_eq!(exp.stages["rlvf"], exp.stages["rlvf_copy"], "the two stages have the same settings");
+    let p = plan(&exp);
+    let key_of = |arm: &str, seed: u64| {
+        let run = p.arms.iter().find(|r| r.arm == arm && r.seed == seed).unwrap();
+        run.chain[1].clone()
+    };
+    assert_ne!(key_of("a", 1), key_of("c", 1));
+    assert_eq!(p.node(&key_of("a", 1)).unwrap().stage, "rlvf_copy");
+}
+
+#[test]
 fn a_run_directory_has_one_runner_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let lock = RunLock::acquire(dir.path()).unwrap();
