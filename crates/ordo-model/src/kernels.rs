@@ -50,13 +50,18 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Panics unless `rows` holds `count` rows of `width` values, `stride` apart.
+fn assert_strided_rows(rows: &[f32], count: usize, stride: usize, width: usize, what: &str) {
+    if let Some(last) = count.checked_sub(1) {
+        assert!(rows.len() >= last * stride + width, "{what}: rows too short");
+    }
+}
+
 /// `out[s] = dot(q, rows[s * stride..][..q.len()])` for every `s < out.len()`: a query against a
 /// strided run of keys (one head of a KV cache), each value bit for bit what [`dot`] gives.
 pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
     let n = q.len();
-    if let Some(s) = out.len().checked_sub(1) {
-        assert!(rows.len() >= s * stride + n, "dot_strided: rows too short");
-    }
+    assert_strided_rows(rows, out.len(), stride, n, "dot_strided");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; every row read lies inside `rows` (asserted above).
@@ -72,9 +77,7 @@ pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
 /// sums held in registers instead of written back per `s`.
 pub fn weighted_rows_sum(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
     let n = out.len();
-    if let Some(s) = p.len().checked_sub(1) {
-        assert!(rows.len() >= s * stride + n, "weighted_rows_sum: rows too short");
-    }
+    assert_strided_rows(rows, p.len(), stride, n, "weighted_rows_sum");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: as in `dot_strided`.
