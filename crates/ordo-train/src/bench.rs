@@ -139,7 +139,8 @@ pub fn train_step_ms(
 
 /// Runs the engine benchmark: `steps` timed training steps (after one warm-up) of the bench model and
 /// of `organism` (the world's model at its pretraining shape, on the training pass and on candle's
-/// graph), and one sampling run.
+/// graph), and sampling (the median of three runs after a warm-up run, on the CPU path and on the
+/// tensor path).
 pub fn bench_engine(
     steps: usize,
     organism: &ModelConfig,

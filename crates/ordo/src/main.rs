@@ -386,7 +386,7 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
     );
     println!("  ratio                {:.2} of sgemm", frac);
     println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
-    println!("  throughput           {:.0} tokens/s", b.sample_tokens_per_s);
+    println!("  throughput           {:.0} tokens/s (median of 3 runs after a warm-up run)", b.sample_tokens_per_s);
     println!(
         "  tensor-path baseline {:.0} tokens/s (candle ops with a KV cache, same run)",
         b.sample_tensor_tokens_per_s
