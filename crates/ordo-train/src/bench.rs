@@ -38,30 +38,6 @@ pub fn training_step_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
     3.0 * (2.0 * tokens * matmul_params + attention * cfg.num_hidden_layers as f64)
 }
 
-/// Figures of one engine benchmark run.
-#[derive(Debug, Clone)]
-pub struct EngineBench {
-    pub batch: usize,
-    pub seq: usize,
-    pub step_ms: Vec<f64>,
-    pub step_ms_median: f64,
-    pub step_flops: f64,
-    pub step_gflops: f64,
-    pub sgemm_n: usize,
-    pub sgemm_gflops: f64,
-    pub sample_batch: usize,
-    pub sample_new_tokens: usize,
-    /// Sampling throughput of `sampler::generate` (the CPU path on the CPU).
-    pub sample_tokens_per_s: f64,
-    /// The same sampling on the tensor path (candle ops, KV cache), measured in the same run.
-    pub sample_tensor_tokens_per_s: f64,
-    /// Rows x tokens of the organism's training step (its pretraining shape).
-    pub organism_shape: (usize, usize),
-    /// Median organism training step on the training pass, and through candle's graph (same run).
-    pub organism_step_ms: f64,
-    pub organism_graph_step_ms: f64,
-}
-
 /// Median of a list of timings.
 pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
@@ -77,20 +53,48 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// GFLOP/s of an `n` x `n` x `n` f32 matmul on `device` (best of `reps`).
-pub fn sgemm_gflops(n: usize, reps: usize, device: &Device) -> Result<f64> {
-    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let _ = a.matmul(&b)?;
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let t = Instant::now();
-        let c = a.matmul(&b)?;
-        device.synchronize()?;
-        drop(c);
-        best = best.min(t.elapsed().as_secs_f64());
+/// An `n` x `n` x `n` f32 matmul on random operands: the machine's sgemm rate, the engine's baseline.
+pub struct Sgemm {
+    a: Tensor,
+    b: Tensor,
+    device: Device,
+}
+
+impl Sgemm {
+    /// Random `n` x `n` operands on `device`, multiplied once to warm up.
+    pub fn new(n: usize, device: &Device) -> Result<Self> {
+        let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+        let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+        let _ = a.matmul(&b)?;
+        Ok(Self { a, b, device: device.clone() })
     }
-    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+
+    /// GFLOP/s of the faster of `reps` products.
+    pub fn gflops(&self, reps: usize) -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            let c = self.a.matmul(&self.b)?;
+            self.device.synchronize()?;
+            drop(c);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let n = self.a.dim(0)? as f64;
+        Ok(2.0 * n.powi(3) / best / 1e9)
+    }
+}
+
+/// Runs `a` and `b` alternately, `runs` times each after one discarded warm-up call of each, and returns
+/// their results in pairs. This VM's speed drifts by tens of percent within minutes; a ratio taken
+/// within each pair (then the median over pairs) compares the two under the same conditions.
+pub fn interleaved(
+    runs: usize,
+    a: &mut dyn FnMut() -> Result<f64>,
+    b: &mut dyn FnMut() -> Result<f64>,
+) -> Result<Vec<(f64, f64)>> {
+    a()?;
+    b()?;
+    (0..runs).map(|_| Ok((a()?, b()?))).collect()
 }
 
 /// Random token rows, `batch` x `seq`, below `vocab` (seeded).
@@ -99,48 +103,85 @@ fn random_rows(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
     (0..batch).map(|_| (0..seq).map(|_| rng.random_range(0..vocab as u32)).collect()).collect()
 }
 
-/// Milliseconds of each of `steps` training steps (forward, backward, clip, AdamW; after one warm-up)
-/// of a fresh `cfg` model on `rows`: through the training pass (`Decoder::forward_train`, hand-written
-/// on the CPU) or, with `graph`, through candle's graph (`Decoder::forward` and its backward pass).
-pub fn train_step_ms(
-    cfg: &ModelConfig,
-    rows: &[Vec<u32>],
-    steps: usize,
+/// A fresh `cfg` model and its AdamW, trained step by step on fixed rows to time the step: through the
+/// training pass (`Decoder::forward_train`, hand-written on the CPU) or, with `graph`, through candle's
+/// graph (`Decoder::forward` and its backward pass).
+pub struct TimedTraining {
+    cfg: ModelConfig,
+    params: ParamStore,
+    ids: Tensor,
+    opt: AdamW,
     graph: bool,
-    device: &Device,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Vec<f64>> {
-    let params = ParamStore::init(cfg, 0.02, 0, device).map_err(to_candle)?;
-    let ids = ids_tensor(rows, device).map_err(to_candle)?;
-    let mut opt = AdamW::new(AdamWConfig::default());
-    let mut step_ms = Vec::new();
-    for s in 0..=steps {
-        let t = Instant::now();
-        let dec = Decoder::new(cfg, &params).map_err(to_candle)?;
-        let mut grads = if graph {
-            let logits = dec.forward(&ids, None, ordo_model::OpPath::Differentiable).map_err(to_candle)?;
-            Gradients::from_backward(&params, &ops::next_token_loss(&logits, &ids, None)?.backward()?)
-        } else {
-            let pass = dec.forward_train(&ids, None).map_err(to_candle)?;
-            let loss = ops::next_token_loss(&pass.logits, &ids, None)?;
-            Gradients::from_loss(&params, &pass, &loss).map_err(to_candle)?
-        };
-        grads.clip(1.0)?;
-        opt.step(&params, &grads, 1e-3)?;
-        device.synchronize()?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if s > 0 {
-            step_ms.push(ms);
-        }
-        progress(&format!("train step {s}/{steps}: {ms:.0} ms"));
-    }
-    Ok(step_ms)
+    device: Device,
 }
 
-/// Runs the engine benchmark: `steps` timed training steps (after one warm-up) of the bench model and
-/// of `organism` (the world's model at its pretraining shape, on the training pass and on candle's
-/// graph), and sampling (the median of three runs after a warm-up run, on the CPU path and on the
-/// tensor path).
+impl TimedTraining {
+    /// A model initialised with seed 0 and `rows` as its batch.
+    pub fn new(cfg: &ModelConfig, rows: &[Vec<u32>], graph: bool, device: &Device) -> Result<Self> {
+        let params = ParamStore::init(cfg, 0.02, 0, device).map_err(to_candle)?;
+        let ids = ids_tensor(rows, device).map_err(to_candle)?;
+        let opt = AdamW::new(AdamWConfig::default());
+        Ok(Self { cfg: cfg.clone(), params, ids, opt, graph, device: device.clone() })
+    }
+
+    /// Milliseconds of one step: forward, backward, gradient clipping and AdamW.
+    pub fn step_ms(&mut self) -> Result<f64> {
+        let t = Instant::now();
+        let dec = Decoder::new(&self.cfg, &self.params).map_err(to_candle)?;
+        let mut grads = if self.graph {
+            let logits = dec.forward(&self.ids, None, ordo_model::OpPath::Differentiable).map_err(to_candle)?;
+            Gradients::from_backward(&self.params, &ops::next_token_loss(&logits, &self.ids, None)?.backward()?)
+        } else {
+            let pass = dec.forward_train(&self.ids, None).map_err(to_candle)?;
+            let loss = ops::next_token_loss(&pass.logits, &self.ids, None)?;
+            Gradients::from_loss(&self.params, &pass, &loss).map_err(to_candle)?
+        };
+        grads.clip(1.0)?;
+        self.opt.step(&self.params, &grads, 1e-3)?;
+        self.device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+/// Figures of one engine benchmark run. Each comparison is taken in pairs, subject and baseline run
+/// alternately (`interleaved`); a ratio is the median of the pairs' ratios.
+#[derive(Debug, Clone)]
+pub struct EngineBench {
+    pub batch: usize,
+    pub seq: usize,
+    /// Each timed training step of the bench model (ms) and the sgemm rate (GFLOP/s) measured just after it.
+    pub step_ms: Vec<f64>,
+    pub sgemm_gflops: Vec<f64>,
+    pub step_flops: f64,
+    /// Median over pairs of the step's GFLOP/s over the sgemm rate beside it.
+    pub step_sgemm_ratio: f64,
+    pub sgemm_n: usize,
+    pub sample_batch: usize,
+    pub sample_new_tokens: usize,
+    /// Sampling throughput (tokens/s) of `sampler::generate` (the CPU path on the CPU), paired with the
+    /// same sampling on the tensor path (candle ops, KV cache).
+    pub sample_tokens_per_s: Vec<f64>,
+    pub sample_tensor_tokens_per_s: Vec<f64>,
+    /// Median over pairs of the CPU path's throughput over the tensor path's.
+    pub sample_ratio: f64,
+    /// Rows x tokens of the organism's training step (its pretraining shape).
+    pub organism_shape: (usize, usize),
+    /// Organism training steps (ms) on the training pass, each paired with one through candle's graph.
+    pub organism_step_ms: Vec<f64>,
+    pub organism_graph_step_ms: Vec<f64>,
+    /// Median over pairs of the graph step's time over the training pass's.
+    pub organism_speedup: f64,
+}
+
+/// Median of the ratios `f(a, b)` over `pairs`.
+fn median_ratio(pairs: &[(f64, f64)], f: impl Fn(f64, f64) -> f64) -> f64 {
+    median(&pairs.iter().map(|&(a, b)| f(a, b)).collect::<Vec<_>>())
+}
+
+/// Runs the engine benchmark, `steps` pairs of each comparison after one warm-up pair: training steps
+/// of the bench model against sgemm (the faster of two 2048^3 products after each step), the organism
+/// (the world's model at its pretraining shape) on the training pass against candle's graph, and
+/// sampling on the CPU path against the tensor path.
 pub fn bench_engine(
     steps: usize,
     organism: &ModelConfig,
@@ -150,58 +191,53 @@ pub fn bench_engine(
     let cfg = bench_config();
     let (batch, seq) = (16, 128);
     let rows = random_rows(batch, seq, cfg.vocab_size);
-    let step_ms = train_step_ms(&cfg, &rows, steps, false, device, progress)?;
-    let step_ms_median = median(&step_ms);
+    let step_flops = training_step_flops(&cfg, batch, seq);
+    let sgemm_n = 2048;
+    progress("training steps of the bench model, each followed by sgemm (baseline)");
+    let mut training = TimedTraining::new(&cfg, &rows, false, device)?;
+    let sgemm = Sgemm::new(sgemm_n, device)?;
+    let step_pairs = interleaved(steps, &mut || training.step_ms(), &mut || sgemm.gflops(2))?;
+    let step_sgemm_ratio = median_ratio(&step_pairs, |ms, gflops| step_flops / (ms / 1e3) / 1e9 / gflops);
+
     let (organism_batch, organism_seq) = (96, 64);
     let organism_rows = random_rows(organism_batch, organism_seq, organism.vocab_size);
-    progress("organism training steps");
-    let organism_step_ms = median(&train_step_ms(organism, &organism_rows, steps, false, device, progress)?);
-    progress("organism training steps through candle's graph (baseline)");
-    let organism_graph_step_ms = median(&train_step_ms(organism, &organism_rows, steps, true, device, progress)?);
-    let step_flops = training_step_flops(&cfg, batch, seq);
+    progress("organism training steps, each followed by one through candle's graph (baseline)");
+    let mut pass = TimedTraining::new(organism, &organism_rows, false, device)?;
+    let mut graph = TimedTraining::new(organism, &organism_rows, true, device)?;
+    let organism_pairs = interleaved(steps, &mut || pass.step_ms(), &mut || graph.step_ms())?;
 
-    progress("sampling");
+    progress("sampling, each run followed by one on the tensor path (baseline)");
     let (sample_batch, sample_new_tokens) = (16, 128);
     let prompts: Vec<Vec<u32>> = rows.iter().take(sample_batch).map(|r| r[..8].to_vec()).collect();
     let params = ParamStore::init(&cfg, 0.02, 0, device).map_err(to_candle)?;
     let dec = Decoder::new_inference(&cfg, &params).map_err(to_candle)?;
     let sp = SamplingParams { temperature: 1.0, seed: 1, ..SamplingParams::greedy(sample_new_tokens) };
-    // Median of three timed runs after one warm-up run, as for the training steps.
     let tokens_per_s = |path: SamplingPath| -> Result<f64> {
-        let mut rates = Vec::new();
-        for run in 0..4 {
-            let t = Instant::now();
-            let out = sampler::generate_on(&dec, &prompts, &sp, path).map_err(to_candle)?;
-            let produced: usize = out.iter().map(Vec::len).sum();
-            if run > 0 {
-                rates.push(produced as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        Ok(median(&rates))
+        let t = Instant::now();
+        let out = sampler::generate_on(&dec, &prompts, &sp, path).map_err(to_candle)?;
+        let produced: usize = out.iter().map(Vec::len).sum();
+        Ok(produced as f64 / t.elapsed().as_secs_f64())
     };
-    let sample_tokens_per_s = tokens_per_s(SamplingPath::Auto)?;
-    progress("sampling on the tensor path (baseline)");
-    let sample_tensor_tokens_per_s = tokens_per_s(SamplingPath::Tensor)?;
-
-    progress("sgemm baseline");
-    let sgemm_n = 2048;
-    let sgemm = sgemm_gflops(sgemm_n, 3, device)?;
+    let sample_pairs = interleaved(steps.max(3), &mut || tokens_per_s(SamplingPath::Auto), &mut || {
+        tokens_per_s(SamplingPath::Tensor)
+    })?;
     Ok(EngineBench {
-        organism_shape: (organism_batch, organism_seq),
-        organism_step_ms,
-        organism_graph_step_ms,
         batch,
         seq,
-        step_ms,
-        step_ms_median,
+        step_ms: step_pairs.iter().map(|p| p.0).collect(),
+        sgemm_gflops: step_pairs.iter().map(|p| p.1).collect(),
         step_flops,
-        step_gflops: step_flops / (step_ms_median / 1e3) / 1e9,
+        step_sgemm_ratio,
         sgemm_n,
-        sgemm_gflops: sgemm,
         sample_batch,
         sample_new_tokens,
-        sample_tokens_per_s,
-        sample_tensor_tokens_per_s,
+        sample_tokens_per_s: sample_pairs.iter().map(|p| p.0).collect(),
+        sample_tensor_tokens_per_s: sample_pairs.iter().map(|p| p.1).collect(),
+        sample_ratio: median_ratio(&sample_pairs, |cpu, tensor| cpu / tensor),
+        organism_shape: (organism_batch, organism_seq),
+        organism_step_ms: organism_pairs.iter().map(|p| p.0).collect(),
+        organism_graph_step_ms: organism_pairs.iter().map(|p| p.1).collect(),
+        organism_speedup: median_ratio(&organism_pairs, |pass, graph| graph / pass),
     })
 }
 

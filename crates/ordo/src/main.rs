@@ -367,42 +367,53 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
     }
     let organism = ordo_world::organism_config();
     let b = ordo_train::bench::bench_engine(steps, &organism, device, &mut |msg| eprintln!("  {msg}"))?;
-    let frac = b.step_gflops / b.sgemm_gflops;
+    let (median, range) = (ordo_train::bench::median, |xs: &[f64], digits: usize| {
+        let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
+        format!("{lo:.digits$}-{:.digits$}", xs.iter().cloned().fold(0.0, f64::max))
+    });
+    let step_ms = median(&b.step_ms);
     println!("ordo bench engine (d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {:?})", device);
+    println!("each figure is paired with its baseline, the two run alternately {} times after a warm-up pair;", steps);
+    println!("ratios are medians of the pairs' ratios (this measures both under the same machine conditions)");
     println!("training step, batch {} x {} tokens (forward, backward, clip, AdamW):", b.batch, b.seq);
-    println!(
-        "  median step time     {:.1} ms  (over {} steps; min {:.1}, max {:.1})",
-        b.step_ms_median,
-        b.step_ms.len(),
-        b.step_ms.iter().cloned().fold(f64::INFINITY, f64::min),
-        b.step_ms.iter().cloned().fold(0.0, f64::max)
-    );
+    println!("  median step time     {:.1} ms  (range {})", step_ms, range(&b.step_ms, 1));
     println!("  FLOPs per step       {:.2} GFLOP", b.step_flops / 1e9);
-    println!("  achieved             {:.1} GFLOP/s", b.step_gflops);
+    println!("  achieved             {:.1} GFLOP/s (median step)", b.step_flops / (step_ms / 1e3) / 1e9);
     println!(
-        "  sgemm baseline       {:.1} GFLOP/s ({n} x {n} x {n} f32 matmul, same run)",
-        b.sgemm_gflops,
+        "  sgemm baseline       {:.1} GFLOP/s median (range {}; {n} x {n} x {n} f32 matmul, faster of 2 after each step)",
+        median(&b.sgemm_gflops),
+        range(&b.sgemm_gflops, 1),
         n = b.sgemm_n
     );
-    println!("  ratio                {:.2} of sgemm", frac);
+    println!("  ratio                {:.2} of sgemm", b.step_sgemm_ratio);
     println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
-    println!("  throughput           {:.0} tokens/s (median of 3 runs after a warm-up run)", b.sample_tokens_per_s);
     println!(
-        "  tensor-path baseline {:.0} tokens/s (candle ops with a KV cache, same run)",
-        b.sample_tensor_tokens_per_s
+        "  throughput           {:.0} tokens/s median (range {})",
+        median(&b.sample_tokens_per_s),
+        range(&b.sample_tokens_per_s, 0)
     );
-    println!("  ratio                {:.2}", b.sample_tokens_per_s / b.sample_tensor_tokens_per_s);
+    println!(
+        "  tensor-path baseline {:.0} tokens/s median (range {}; candle ops with a KV cache)",
+        median(&b.sample_tensor_tokens_per_s),
+        range(&b.sample_tensor_tokens_per_s, 0)
+    );
+    println!("  ratio                {:.2}", b.sample_ratio);
     let (rows, seq) = b.organism_shape;
     println!(
         "organism training step, {rows} x {seq} tokens (d_model {}, {} layers, vocab {}; its pretraining shape):",
         organism.hidden_size, organism.num_hidden_layers, organism.vocab_size
     );
-    println!("  median step time     {:.1} ms (the training pass)", b.organism_step_ms);
     println!(
-        "  candle-graph path    {:.1} ms (Decoder::forward with candle's backward pass, same run)",
-        b.organism_graph_step_ms
+        "  median step time     {:.1} ms (range {}; the training pass)",
+        median(&b.organism_step_ms),
+        range(&b.organism_step_ms, 1)
     );
-    println!("  speed-up             {:.2}x", b.organism_graph_step_ms / b.organism_step_ms);
+    println!(
+        "  candle-graph path    {:.1} ms (range {}; Decoder::forward with candle's backward pass)",
+        median(&b.organism_graph_step_ms),
+        range(&b.organism_graph_step_ms, 1)
+    );
+    println!("  speed-up             {:.2}x", b.organism_speedup);
     Ok(())
 }
 
