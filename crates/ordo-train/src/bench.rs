@@ -26,16 +26,47 @@ pub fn bench_config() -> ModelConfig {
     ModelConfig::from_json(&v, "bench model").expect("the bench config is valid")
 }
 
-/// Multiply-add FLOPs of one training step (forward + backward = 3x forward) on `batch` x `seq` tokens:
-/// every projection and the LM head, plus attention scores and their weighted sum.
-pub fn training_step_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
-    let tokens = (batch * seq) as f64;
+/// Weights a token's per-token work multiplies by: every projection and the LM head.
+fn matmul_params(cfg: &ModelConfig) -> f64 {
     let (h, hd, i) = (cfg.hidden_size as f64, cfg.head_dim as f64, cfg.intermediate_size as f64);
     let (q, kv) = (cfg.num_attention_heads as f64 * hd, cfg.num_key_value_heads as f64 * hd);
-    let per_layer_params = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
-    let matmul_params = per_layer_params * cfg.num_hidden_layers as f64 + h * cfg.vocab_size as f64;
-    let attention = 2.0 * 2.0 * batch as f64 * cfg.num_attention_heads as f64 * (seq * seq) as f64 * hd;
-    3.0 * (2.0 * tokens * matmul_params + attention * cfg.num_hidden_layers as f64)
+    let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
+    per_layer * cfg.num_hidden_layers as f64 + h * cfg.vocab_size as f64
+}
+
+/// Multiply-add FLOPs of attention's scores and weighted sums for one query against `keys` keys, all layers.
+fn attention_flops(cfg: &ModelConfig, keys: f64) -> f64 {
+    let heads = cfg.num_attention_heads as f64 * cfg.num_hidden_layers as f64;
+    2.0 * 2.0 * heads * keys * cfg.head_dim as f64
+}
+
+/// Multiply-add FLOPs of a forward pass that runs the per-token work (projections, MLP, LM head) on
+/// `tokens` positions and attention on `rows` rows of `seq` positions (each query against all `seq` keys,
+/// as dense attention kernels compute it).
+pub fn forward_flops(cfg: &ModelConfig, tokens: usize, rows: usize, seq: usize) -> f64 {
+    2.0 * tokens as f64 * matmul_params(cfg) + (rows * seq) as f64 * attention_flops(cfg, seq as f64)
+}
+
+/// Multiply-add FLOPs of one training step (forward + backward = 3x forward) on `batch` x `seq` tokens.
+pub fn training_step_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
+    3.0 * forward_flops(cfg, batch * seq, batch, seq)
+}
+
+/// Multiply-add FLOPs of sampling `new_tokens` tokens in each of `rows` rows whose prompts have
+/// `prompt_len` tokens, `distinct_prompts` of them (prefilled once each): per new token the per-token
+/// work and attention over the cache so far.
+pub fn sampling_flops(
+    cfg: &ModelConfig,
+    distinct_prompts: usize,
+    rows: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+) -> f64 {
+    let prefill = forward_flops(cfg, distinct_prompts * prompt_len, distinct_prompts, prompt_len);
+    let decode: f64 = (0..new_tokens)
+        .map(|t| rows as f64 * (2.0 * matmul_params(cfg) + attention_flops(cfg, (prompt_len + t + 1) as f64)))
+        .sum();
+    prefill + decode
 }
 
 /// Median of a list of timings.
@@ -255,6 +286,38 @@ pub struct StagesBench {
     pub peak_rss: [Option<u64>; 3],
     /// What each stage's step needs at least (bytes): see `step_memory_bytes`.
     pub needed: [f64; 3],
+    /// Multiply-add FLOPs of each stage's step as ordo computes it (shared prefixes once, no padding):
+    /// see `stage_step_flops`.
+    pub flops: [f64; 3],
+    /// The sgemm rate (GFLOP/s) measured before each stage and after the last. A step's floor is its
+    /// FLOPs at the fastest of these: the least time this machine could take for them in this run.
+    pub sgemm_gflops: [f64; 4],
+    /// GRPO's median completion length over the timed steps (new tokens per sample).
+    pub grpo_completion_length: f64,
+    /// GRPO's median seconds in sampling, the reference forward and the update (forward, backward, AdamW).
+    pub grpo_phase_s: [f64; 3],
+    /// Multiply-add FLOPs of those three phases: see `grpo_phase_flops`.
+    pub grpo_phase_flops: [f64; 3],
+}
+
+/// Multiply-add FLOPs of the bench GRPO step's sampling, reference forward and update, as ordo computes
+/// them, with samples `completion_length` tokens long: 64 rows sampled from 8 distinct 16-token prompts;
+/// then the prompts once and each sample's tokens, forward (reference) and forward and backward (update).
+pub fn grpo_phase_flops(cfg: &ModelConfig, completion_length: f64) -> [f64; 3] {
+    let len = completion_length.round() as usize;
+    let forward = forward_flops(cfg, 8 * 16 + 64 * len, 64, 16 + len);
+    [sampling_flops(cfg, 8, 64, 16, len), forward, 3.0 * forward]
+}
+
+/// Multiply-add FLOPs of each bench stage's step (SFT, DPO, GRPO) as ordo computes it, with GRPO's
+/// samples `completion_length` tokens long: SFT trains 16 x 128 tokens; DPO trains the 8 pairs' shared
+/// 64-token prompts once and their 2 x 8 64-token answers (policy forward and backward, reference
+/// forward); GRPO samples 64 rows from 8 distinct 16-token prompts, then runs the reference forward
+/// and the policy's forward and backward on the prompts once and each sample's tokens.
+pub fn stage_step_flops(cfg: &ModelConfig, completion_length: f64) -> [f64; 3] {
+    let sft = training_step_flops(cfg, 16, 128);
+    let dpo = 4.0 * forward_flops(cfg, 8 * 64 + 16 * 64, 16, 128);
+    [sft, dpo, grpo_phase_flops(cfg, completion_length).iter().sum()]
 }
 
 /// Peak resident memory since the last `reset_peak_rss`, from `/proc/self/status` (Linux only).
@@ -317,6 +380,10 @@ pub fn bench_stages(
     };
 
     let mut peak_rss = [None; 3];
+    // The sgemm rate before each stage and after the last; its operands are freed before the peak is reset.
+    let mut sgemm_gflops = [0.0; 4];
+    let sgemm = || Sgemm::new(2048, device)?.gflops(2);
+    sgemm_gflops[0] = sgemm()?;
     release_memory();
     reset_peak_rss();
     progress("sft");
@@ -332,6 +399,7 @@ pub fn bench_stages(
     train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log, None)?;
     let sft_s = median(&step_seconds(&log));
     peak_rss[0] = peak_rss_bytes();
+    sgemm_gflops[1] = sgemm()?;
     release_memory();
     reset_peak_rss();
 
@@ -344,6 +412,7 @@ pub fn bench_stages(
     train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
     peak_rss[1] = peak_rss_bytes();
+    sgemm_gflops[2] = sgemm()?;
     release_memory();
     reset_peak_rss();
 
@@ -382,6 +451,12 @@ pub fn bench_stages(
     train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log, None)?;
     let grpo_s = median(&step_seconds(&log));
     peak_rss[2] = peak_rss_bytes();
+    sgemm_gflops[3] = sgemm()?;
+    // The timed steps' medians of a logged metric (the first entry is the warm-up step).
+    let logged = |key: &str| median(&log.history.iter().skip(1).filter_map(|m| m[key].as_f64()).collect::<Vec<_>>());
+    let grpo_completion_length = logged("completion_length");
+    let grpo_phase_s = ["seconds/sampling", "seconds/reference", "seconds/update"].map(logged);
+    let grpo_phase_flops = grpo_phase_flops(&cfg, grpo_completion_length);
     // Computed positions: SFT's 16 random rows share nothing; a DPO pair's two sides share their
     // 64-token prompt (8 x 64 + 16 x 64); a GRPO group's 8 samples share their 16-token prompt and
     // (random 64-token completions) almost never more: 8 x 16 + 64 x 64.
@@ -390,7 +465,20 @@ pub fn bench_stages(
         step_memory_bytes(&cfg, 8 * 64 + 16 * 64, 16 * 128, true),
         step_memory_bytes(&cfg, 8 * 16 + 64 * 64, 64 * 80, true),
     ];
-    Ok(StagesBench { steps, sft_s, dpo_s, grpo_s, peak_rss, needed })
+    let flops = stage_step_flops(&cfg, grpo_completion_length);
+    Ok(StagesBench {
+        steps,
+        sft_s,
+        dpo_s,
+        grpo_s,
+        peak_rss,
+        needed,
+        flops,
+        sgemm_gflops,
+        grpo_completion_length,
+        grpo_phase_s,
+        grpo_phase_flops,
+    })
 }
 
 fn to_candle(e: ordo_model::ModelError) -> candle_core::Error {

@@ -425,10 +425,66 @@ fn bench_stages(steps: usize, device: &Device) -> Result<()> {
     let mut release = || unsafe { libmimalloc_sys::mi_collect(true) };
     let b = ordo_train::bench::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"), &mut release)?;
     println!("ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {device:?})");
-    println!("median seconds per step over {} steps, after one warm-up step:", b.steps);
-    println!("  sft   16 x 128 tokens                          {:.3} s", b.sft_s);
-    println!("  dpo   8 pairs x 128 tokens per side            {:.3} s", b.dpo_s);
-    println!("  grpo  8 prompts x 8 samples x 64 new tokens    {:.3} s", b.grpo_s);
+    let sgemm = b.sgemm_gflops.iter().cloned().fold(0.0, f64::max);
+    let slowest = b.sgemm_gflops.iter().cloned().fold(f64::INFINITY, f64::min);
+    println!(
+        "median seconds per step over {} steps, after one warm-up step. A step's floor is its FLOPs, as ordo",
+        b.steps
+    );
+    println!(
+        "computes the step (shared prefixes once, no padding), at this run's fastest sgemm rate, {sgemm:.1} GFLOP/s"
+    );
+    println!("(2048^3 f32 matmul, measured before each stage and after the last; slowest {slowest:.1}):");
+    println!("                                                 seconds    GFLOP    floor     of floor");
+    let shapes =
+        ["sft   16 x 128 tokens", "dpo   8 pairs x 128 tokens per side", "grpo  8 prompts x 8 samples x 64 new tokens"];
+    let seconds = [b.sft_s, b.dpo_s, b.grpo_s];
+    let floors: Vec<f64> = b.flops.iter().map(|f| f / (sgemm * 1e9)).collect();
+    for k in 0..3 {
+        println!(
+            "  {:<45}  {:>6.3} s  {:>7.1}   {:>5.3} s   {:.2}x",
+            shapes[k],
+            seconds[k],
+            b.flops[k] / 1e9,
+            floors[k],
+            seconds[k] / floors[k]
+        );
+    }
+    println!(
+        "  grpo's phases, at its median completion length ({:.1} new tokens per sample):",
+        b.grpo_completion_length
+    );
+    for (k, phase) in ["sampling", "reference forward", "update"].iter().enumerate() {
+        let floor = b.grpo_phase_flops[k] / (sgemm * 1e9);
+        println!(
+            "    {:<43}  {:>6.3} s  {:>7.1}   {:>5.3} s   {:.2}x",
+            phase,
+            b.grpo_phase_s[k],
+            b.grpo_phase_flops[k] / 1e9,
+            floor,
+            b.grpo_phase_s[k] / floor
+        );
+    }
+    // TRL cannot run in this process; its figures are the ones issue 8 measured on this machine type.
+    println!("issue 8's targets, from TRL 1.16's step times measured on this machine type (not in this run):");
+    for (k, (trl, share, name)) in
+        [((0.43, 0.46), 2.0, "sft "), ((0.73, 0.77), 2.0, "dpo "), ((3.5, 3.5), 4.0, "grpo")].into_iter().enumerate()
+    {
+        let (lo, hi) = (trl.0 / share, trl.1 / share);
+        let verdict = if seconds[k] <= hi {
+            "met"
+        } else if hi < floors[k] {
+            "not met; below this run's floor"
+        } else {
+            "not met"
+        };
+        let (trl, target) = if trl.0 == trl.1 {
+            (format!("about {:.2}", trl.0), format!("{hi:.3}"))
+        } else {
+            (format!("{:.2}-{:.2}", trl.0, trl.1), format!("{lo:.3}-{hi:.3}"))
+        };
+        println!("  {name}  TRL {trl} s; target 1/{share} of it: {target} s: {verdict}");
+    }
     println!(
         "peak resident memory per stage (whole process, peak reset before each stage) against what its step needs"
     );
