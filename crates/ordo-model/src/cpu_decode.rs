@@ -11,25 +11,75 @@
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::fused::{rms_inv, rms_norm_rows, swiglu_into};
-use crate::kernels::{dot_strided, matmul_t, rotate_half_in_place, softmax_in_place, weighted_rows_sum};
+use crate::kernels::{
+    dot_strided, gemm_into, matmul_t, rotate_half_in_place, softmax_in_place, weighted_rows_sum, Operand, SMALL_ROWS,
+};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// A weight matrix in HF's row-major `[out, in]` layout and, made on its first many-row product, its
+/// transpose `[in, out]`. gemm reads a transpose whose columns are contiguous without packing it,
+/// where it would pack `[out, in]` again for every decoding step; the products are the same, bit
+/// for bit (the packing only copies). The transpose's rows are padded off multiples of 4 KiB, whose
+/// stride makes every step of gemm's inner loop hit the same cache sets.
+#[derive(Debug, Clone)]
+pub(crate) struct Weight {
+    w: Vec<f32>,
+    out: usize,
+    transposed: OnceLock<(Vec<f32>, usize)>,
+}
+
+impl Weight {
+    /// `w` holds `out` rows.
+    pub(crate) fn new(w: Vec<f32>, out: usize) -> Self {
+        Weight { w, out, transposed: OnceLock::new() }
+    }
+
+    /// `y[m, out] (+)= x[m, in] · Wᵀ` (`accumulate` adds to `y`): [`matmul_t`]'s few-rows kernel on
+    /// `[out, in]` below [`SMALL_ROWS`] rows, as `matmul_t` would; gemm on the transpose above.
+    pub(crate) fn apply(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) {
+        let inner = self.w.len() / self.out.max(1);
+        if m < SMALL_ROWS {
+            return matmul_t(x, m, inner, &self.w, self.out, y, accumulate);
+        }
+        let (t, stride) = self.transposed.get_or_init(|| {
+            let stride = if (self.out * 4) % 4096 == 0 { self.out + 16 } else { self.out };
+            let mut t = vec![0f32; inner * stride];
+            for (j, row) in self.w.chunks_exact(inner).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    t[i * stride + j] = v;
+                }
+            }
+            (t, stride)
+        });
+        gemm_into(Operand::plain(x, m, inner), Operand::padded(t, inner, self.out, *stride), y, accumulate);
+    }
+}
+
+impl std::ops::Deref for Weight {
+    type Target = [f32];
+    /// The `[out, in]` values.
+    fn deref(&self) -> &[f32] {
+        &self.w
+    }
+}
 
 /// The weights of one decoder layer, as row-major f32 matrices in HF's `[out, in]` layout.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuLayer {
     pub(crate) input_norm: Vec<f32>,
     /// q, k and v projections stacked: `[(heads + 2 kv_heads) * head_dim, hidden]`.
-    pub(crate) qkv: Vec<f32>,
+    pub(crate) qkv: Weight,
     pub(crate) qkv_bias: Option<Vec<f32>>,
     pub(crate) q_norm: Option<Vec<f32>>,
     pub(crate) k_norm: Option<Vec<f32>>,
-    pub(crate) o: Vec<f32>,
+    pub(crate) o: Weight,
     pub(crate) o_bias: Option<Vec<f32>>,
     pub(crate) post_norm: Vec<f32>,
     /// gate and up projections stacked: `[2 * intermediate, hidden]`.
-    pub(crate) gate_up: Vec<f32>,
-    pub(crate) down: Vec<f32>,
+    pub(crate) gate_up: Weight,
+    pub(crate) down: Weight,
 }
 
 /// Sizes the step loops need.
@@ -63,7 +113,7 @@ pub struct CpuDecoder {
     pub(crate) embed: Vec<f32>,
     pub(crate) layers: Vec<CpuLayer>,
     pub(crate) norm: Vec<f32>,
-    pub(crate) lm_head: Vec<f32>,
+    pub(crate) lm_head: Weight,
     /// Rotary tables `[max_position, head_dim / 2]`.
     pub(crate) cos: Vec<f32>,
     pub(crate) sin: Vec<f32>,
@@ -148,15 +198,15 @@ impl CpuDecoder {
                 };
                 Ok(CpuLayer {
                     input_norm: flat(l.input_norm)?,
-                    qkv: stack(&[l.q.0, l.k.0, l.v.0])?,
+                    qkv: Weight::new(stack(&[l.q.0, l.k.0, l.v.0])?, l.q.0.dim(0)? + l.k.0.dim(0)? + l.v.0.dim(0)?),
                     qkv_bias,
                     q_norm: l.q_norm.map(flat).transpose()?,
                     k_norm: l.k_norm.map(flat).transpose()?,
-                    o: flat(l.o.0)?,
+                    o: Weight::new(flat(l.o.0)?, l.o.0.dim(0)?),
                     o_bias: l.o.1.map(flat).transpose()?,
                     post_norm: flat(l.post_norm)?,
-                    gate_up: stack(&[l.gate, l.up])?,
-                    down: flat(l.down)?,
+                    gate_up: Weight::new(stack(&[l.gate, l.up])?, l.gate.dim(0)? + l.up.dim(0)?),
+                    down: Weight::new(flat(l.down)?, l.down.dim(0)?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -173,7 +223,7 @@ impl CpuDecoder {
             embed: flat(embed)?,
             layers,
             norm: flat(norm)?,
-            lm_head: flat(lm_head)?,
+            lm_head: Weight::new(flat(lm_head)?, lm_head.dim(0)?),
             cos: flat(cos)?,
             sin: flat(sin)?,
             max_position: cos.dim(0)?,
@@ -242,7 +292,7 @@ impl CpuDecoder {
         let mut act = vec![0f32; n * d.inter];
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.input_norm, d.eps, &mut h);
-            matmul_t(&h, n, d.hidden, &layer.qkv, d.qkv_width(), &mut qkv, false);
+            layer.qkv.apply(&h, n, &mut qkv, false);
             if let Some(b) = &layer.qkv_bias {
                 add_bias_rows(&mut qkv, b);
             }
@@ -257,17 +307,17 @@ impl CpuDecoder {
             }
             attention(&d, &qkv, &tokens, &cache.keys[l], &cache.values[l], cache.capacity, &mut attn);
             // x += attn Wo^T (+ b)
-            matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x, true);
+            layer.o.apply(&attn, n, &mut x, true);
             if let Some(b) = &layer.o_bias {
                 add_bias_rows(&mut x, b);
             }
             rms_norm_rows(&x, &layer.post_norm, d.eps, &mut h);
-            matmul_t(&h, n, d.hidden, &layer.gate_up, 2 * d.inter, &mut gate_up, false);
+            layer.gate_up.apply(&h, n, &mut gate_up, false);
             for (a, gu) in act.chunks_exact_mut(d.inter).zip(gate_up.chunks_exact(2 * d.inter)) {
                 let (g, u) = gu.split_at(d.inter);
                 swiglu_into(g, u, a);
             }
-            matmul_t(&act, n, d.inter, &layer.down, d.hidden, &mut x, true);
+            layer.down.apply(&act, n, &mut x, true);
         }
         for &(row, new) in feed {
             cache.lens[row] += new.len();
@@ -279,7 +329,7 @@ impl CpuDecoder {
         let mut normed = vec![0f32; last_x.len()];
         rms_norm_rows(&last_x, &self.norm, d.eps, &mut normed);
         let mut logits = vec![0f32; last.len() * d.vocab];
-        matmul_t(&normed, last.len(), d.hidden, &self.lm_head, d.vocab, &mut logits, false);
+        self.lm_head.apply(&normed, last.len(), &mut logits, false);
         Ok(logits)
     }
 
@@ -373,6 +423,44 @@ pub(crate) fn add_bias_rows(x: &mut [f32], b: &[f32]) {
     for row in x.chunks_exact_mut(b.len()) {
         for (v, &c) in row.iter_mut().zip(b) {
             *v += c;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-0.5, 0.5).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn weight_products_are_matmul_t_bit_for_bit() {
+        // Output widths with and without the transpose's padding (1024 and 2048 floats are 4 KiB multiples),
+        // row counts below and above SMALL_ROWS, an inner width above gemm's usual blocking.
+        for (out, inner) in [(24, 16), (1024, 32), (2048, 8), (40, 1100)] {
+            let w = Weight::new(values(out * inner, 1), out);
+            for m in [1, SMALL_ROWS - 1, SMALL_ROWS, 130] {
+                let x = values(m * inner, 2);
+                for accumulate in [false, true] {
+                    let start = values(m * out, 3);
+                    let (mut want, mut got) = (start.clone(), start);
+                    matmul_t(&x, m, inner, &w, out, &mut want, accumulate);
+                    w.apply(&x, m, &mut got, accumulate);
+                    assert!(
+                        want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "out {out}, inner {inner}, {m} rows, accumulate {accumulate}"
+                    );
+                }
+            }
+            assert_eq!(
+                w.transposed.get().map(|(_, stride)| *stride),
+                Some(if out % 1024 == 0 { out + 16 } else { out })
+            );
         }
     }
 }

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 /// Below this many rows `matmul_t` uses the dot-product kernel instead of gemm.
-const SMALL_ROWS: usize = 64;
+pub(crate) const SMALL_ROWS: usize = 64;
 
 /// Whether the AVX2 + FMA kernels can run here (checked once; the answer is cached by std).
 #[inline]
@@ -177,18 +177,26 @@ pub struct Operand<'a> {
     /// Rows and columns as stored (before any transpose).
     pub rows: usize,
     pub cols: usize,
+    /// Values from one stored row to the next (`cols`, or more for padded rows).
+    pub row_stride: usize,
     pub transposed: bool,
 }
 
 impl<'a> Operand<'a> {
     /// The stored matrix as it is.
     pub fn plain(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Operand { data, rows, cols, transposed: false }
+        Operand { data, rows, cols, row_stride: cols, transposed: false }
+    }
+
+    /// The stored matrix as it is, its rows `row_stride` values apart (at least `cols`).
+    pub fn padded(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(row_stride >= cols, "Operand::padded: row stride {row_stride} below {cols} columns");
+        Operand { data, rows, cols, row_stride, transposed: false }
     }
 
     /// The stored matrix read transposed.
     pub fn t(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Operand { data, rows, cols, transposed: true }
+        Operand { data, rows, cols, row_stride: cols, transposed: true }
     }
 
     /// Shape as read: (rows, cols) after the transpose.
@@ -203,9 +211,9 @@ impl<'a> Operand<'a> {
     /// (row stride, column stride) as read.
     fn strides(&self) -> (isize, isize) {
         if self.transposed {
-            (1, self.cols as isize)
+            (1, self.row_stride as isize)
         } else {
-            (self.cols as isize, 1)
+            (self.row_stride as isize, 1)
         }
     }
 }
@@ -252,7 +260,8 @@ pub fn matmul_t_new(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f
 fn product_shape(a: &Operand<'_>, b: &Operand<'_>) -> (usize, usize) {
     let ((m, k), (kb, n)) = (a.shape(), b.shape());
     assert!(k == kb, "gemm_into: inner dimensions {k} and {kb} differ");
-    assert!(a.data.len() >= a.rows * a.cols && b.data.len() >= b.rows * b.cols, "gemm_into: operand sizes");
+    let holds = |o: &Operand<'_>| o.rows == 0 || o.data.len() >= (o.rows - 1) * o.row_stride + o.cols;
+    assert!(holds(a) && holds(b), "gemm_into: operand sizes");
     (m, n)
 }
 

@@ -96,14 +96,27 @@ fn gemm_into_matches_naive_for_every_transpose() {
         let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
         let (ra, ca) = if ta { (k, m) } else { (m, k) };
         let (rb, cb) = if tb { (n, k) } else { (k, n) };
-        let opa = Operand { data: &a, rows: ra, cols: ca, transposed: ta };
-        let opb = Operand { data: &b, rows: rb, cols: cb, transposed: tb };
-        let mut out = vec![1f32; m * n];
-        gemm_into(opa, opb, &mut out, true);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = 1.0 + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>();
-                assert!((out[i * n + j] - want).abs() < 1e-4, "{ta} {tb} ({i}, {j}): {} vs {want}", out[i * n + j]);
+        // Each operand as stored, and stored with its rows `pad` values apart beyond its columns
+        // (NaN in the gaps, which a product that read them would carry to its output).
+        for pad in [0, 3] {
+            let padded = |data: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+                let mut out = vec![f32::NAN; rows * (cols + pad)];
+                for r in 0..rows {
+                    out[r * (cols + pad)..r * (cols + pad) + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
+                }
+                out
+            };
+            let (pa, pb) = (padded(&a, ra, ca), padded(&b, rb, cb));
+            let opa = Operand { data: &pa, rows: ra, cols: ca, row_stride: ca + pad, transposed: ta };
+            let opb = Operand { data: &pb, rows: rb, cols: cb, row_stride: cb + pad, transposed: tb };
+            let mut out = vec![1f32; m * n];
+            gemm_into(opa, opb, &mut out, true);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = 1.0 + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f32>();
+                    let got = out[i * n + j];
+                    assert!((got - want).abs() < 1e-4, "{ta} {tb} pad {pad} ({i}, {j}): {got} vs {want}");
+                }
             }
         }
     }
