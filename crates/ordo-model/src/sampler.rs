@@ -4,6 +4,7 @@ use crate::decoder::{DecodeCache, Decoder};
 use crate::error::{ModelError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// How to pick each new token.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,9 +120,20 @@ fn sample_loop(
     let mut logits = step(&feed)?;
     for new in 0..params.max_new_tokens {
         let vocab = logits.len() / fed.len();
+        // Each fed row draws from its own generator, so rows can be sampled on any thread. `fed` is
+        // ascending: pick out the fed rows' generators in one pass.
+        let mut fed_rows = fed.iter().peekable();
+        let mut fed_rngs: Vec<&mut ChaCha8Rng> =
+            rngs.iter_mut().enumerate().filter_map(|(r, rng)| fed_rows.next_if_eq(&&r).map(|_| rng)).collect();
+        debug_assert_eq!(fed_rngs.len(), fed.len());
+        let tokens: Vec<u32> = fed_rngs
+            .par_iter_mut()
+            .zip(logits.par_chunks(vocab))
+            .with_min_len((4096 / vocab).max(1))
+            .map(|(rng, row)| sample_row(row, params, *rng))
+            .collect();
         let mut next: Vec<(usize, [u32; 1])> = Vec::with_capacity(fed.len());
-        for (k, &r) in fed.iter().enumerate() {
-            let tok = sample_row(&logits[k * vocab..(k + 1) * vocab], params, &mut rngs[r]);
+        for (&r, &tok) in fed.iter().zip(&tokens) {
             out[r].push(tok);
             if !params.stop_tokens.contains(&tok) {
                 next.push((r, [tok]));

@@ -126,12 +126,18 @@ fn sampling_is_seeded_and_honours_its_knobs() {
     let greedy = sampler::generate(&dec, &prompts, &SamplingParams::greedy(20)).unwrap();
     assert_eq!(greedy, sampler::generate(&dec, &prompts, &SamplingParams { top_k: Some(1), ..t1.clone() }).unwrap());
     assert_eq!(greedy, sampler::generate(&dec, &prompts, &SamplingParams { top_p: Some(1e-6), ..t1.clone() }).unwrap());
-    // Stop tokens end a row (the stop token is kept), other rows go on.
-    let stop = a[0][3];
-    let stopped = sampler::generate(&dec, &prompts, &SamplingParams { stop_tokens: vec![stop], ..t1.clone() }).unwrap();
-    let first = a[0].iter().position(|&x| x == stop).unwrap();
-    assert_eq!(stopped[0], a[0][..=first].to_vec());
-    assert_eq!(stopped[0].len(), first + 1);
+    // Stop tokens end a row (the stop token is kept), other rows go on, each with its own generator:
+    // every row is its unstopped sample cut after its first stop token, whichever rows stopped before.
+    let four = vec![vec![1u32, 2, 3], vec![4u32, 5, 6], vec![7u32, 8], vec![9u32]];
+    let free = sampler::generate(&dec, &four, &t1).unwrap();
+    let stop = free[0][3];
+    let stopped = sampler::generate(&dec, &four, &SamplingParams { stop_tokens: vec![stop], ..t1.clone() }).unwrap();
+    for (row, (cut, whole)) in stopped.iter().zip(&free).enumerate() {
+        let end = whole.iter().position(|&x| x == stop).map_or(whole.len(), |i| i + 1);
+        assert_eq!(cut, &whole[..end], "row {row}");
+    }
+    assert_eq!(stopped[0].len(), free[0].iter().position(|&x| x == stop).unwrap() + 1);
+    assert!(stopped.iter().any(|r| r.len() == 20), "some row should run its 20 tokens past row 0's stop");
     // top_k = 5 only ever picks one of the 5 most likely tokens.
     let k5 = SamplingParams { top_k: Some(5), ..t1.clone() };
     let out = sampler::generate(&dec, &prompts[..1], &SamplingParams { max_new_tokens: 1, ..k5 }).unwrap();
