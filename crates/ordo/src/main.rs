@@ -367,35 +367,35 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
     }
     let organism = ordo_world::organism_config();
     let b = ordo_train::bench::bench_engine(steps, &organism, device, &mut |msg| eprintln!("  {msg}"))?;
-    let (median, range) = (ordo_train::bench::median, |xs: &[f64], digits: usize| {
+    let median = ordo_train::bench::median;
+    // "M (range LO-HI" of timings or rates, with `digits` decimals.
+    let spread = |xs: &[f64], digits: usize, unit: &str| {
         let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
-        format!("{lo:.digits$}-{:.digits$}", xs.iter().cloned().fold(0.0, f64::max))
-    });
+        let hi = xs.iter().cloned().fold(0.0, f64::max);
+        format!("{:.digits$} {unit} median (range {lo:.digits$}-{hi:.digits$}", median(xs))
+    };
     let step_ms = median(&b.step_ms);
     println!("ordo bench engine (d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {:?})", device);
-    println!("each figure is paired with its baseline, the two run alternately {} times after a warm-up pair;", steps);
+    println!(
+        "each figure is paired with its baseline, the two run alternately, {} pair(s) after a warm-up pair;",
+        steps
+    );
     println!("ratios are medians of the pairs' ratios (this measures both under the same machine conditions)");
     println!("training step, batch {} x {} tokens (forward, backward, clip, AdamW):", b.batch, b.seq);
-    println!("  median step time     {:.1} ms  (range {})", step_ms, range(&b.step_ms, 1));
+    println!("  step time            {})", spread(&b.step_ms, 1, "ms"));
     println!("  FLOPs per step       {:.2} GFLOP", b.step_flops / 1e9);
     println!("  achieved             {:.1} GFLOP/s (median step)", b.step_flops / (step_ms / 1e3) / 1e9);
+    let n = b.sgemm_n;
     println!(
-        "  sgemm baseline       {:.1} GFLOP/s median (range {}; {n} x {n} x {n} f32 matmul, faster of 2 after each step)",
-        median(&b.sgemm_gflops),
-        range(&b.sgemm_gflops, 1),
-        n = b.sgemm_n
+        "  sgemm baseline       {}; {n}^3 f32 matmul, faster of 2 after each step)",
+        spread(&b.sgemm_gflops, 1, "GFLOP/s")
     );
     println!("  ratio                {:.2} of sgemm", b.step_sgemm_ratio);
     println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
+    println!("  throughput           {})", spread(&b.sample_tokens_per_s, 0, "tokens/s"));
     println!(
-        "  throughput           {:.0} tokens/s median (range {})",
-        median(&b.sample_tokens_per_s),
-        range(&b.sample_tokens_per_s, 0)
-    );
-    println!(
-        "  tensor-path baseline {:.0} tokens/s median (range {}; candle ops with a KV cache)",
-        median(&b.sample_tensor_tokens_per_s),
-        range(&b.sample_tensor_tokens_per_s, 0)
+        "  tensor-path baseline {}; candle ops with a KV cache)",
+        spread(&b.sample_tensor_tokens_per_s, 0, "tokens/s")
     );
     println!("  ratio                {:.2}", b.sample_ratio);
     let (rows, seq) = b.organism_shape;
@@ -403,15 +403,10 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
         "organism training step, {rows} x {seq} tokens (d_model {}, {} layers, vocab {}; its pretraining shape):",
         organism.hidden_size, organism.num_hidden_layers, organism.vocab_size
     );
+    println!("  step time            {}; the training pass)", spread(&b.organism_step_ms, 1, "ms"));
     println!(
-        "  median step time     {:.1} ms (range {}; the training pass)",
-        median(&b.organism_step_ms),
-        range(&b.organism_step_ms, 1)
-    );
-    println!(
-        "  candle-graph path    {:.1} ms (range {}; Decoder::forward with candle's backward pass)",
-        median(&b.organism_graph_step_ms),
-        range(&b.organism_graph_step_ms, 1)
+        "  candle-graph path    {}; Decoder::forward with candle's backward pass)",
+        spread(&b.organism_graph_step_ms, 1, "ms")
     );
     println!("  speed-up             {:.2}x", b.organism_speedup);
     Ok(())
