@@ -4,6 +4,9 @@
 //! `ordo-node.json` (lineage, config, seed, metrics summary, timings, and the SHA-256 of every
 //! file). The manifest is written last, inside a staging directory renamed into place, so a node
 //! is complete or absent; a node whose files do not match their checksums is corrupt and retrained.
+//! Evaluations of a node are added later, each with its checksum under `evaluations` in the manifest;
+//! one that does not match is recomputed. Only the holder of a node's lock (`CACHE/.<key>.lock`)
+//! builds the node or adds to it, so runners that share the cache never mix their files.
 
 use crate::plan::sha256_hex;
 use serde_json::{json, Value};
@@ -86,7 +89,44 @@ impl Cache {
         serde_json::from_str(&std::fs::read_to_string(self.dir(key).join(MANIFEST)).ok()?).ok()
     }
 
-    /// A fresh staging directory for building node `key`.
+    /// The lock file of a node.
+    pub fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join(format!(".{key}.lock"))
+    }
+
+    /// Takes node `key`'s lock, waiting while another process holds it (`on_wait` is told its PID).
+    pub fn lock_node(&self, key: &str, on_wait: &mut dyn FnMut(Option<u32>)) -> std::io::Result<FileLock> {
+        std::fs::create_dir_all(&self.root)?;
+        FileLock::acquire(&self.lock_path(key), on_wait)
+    }
+
+    /// The bytes of evaluation file `rel` of a complete node, when its checksum is in the node's
+    /// manifest and matches; `Err(why)` for a file present but not matching (or not listed).
+    pub fn evaluation(&self, key: &str, rel: &str) -> Result<Option<Vec<u8>>, String> {
+        let Ok(bytes) = std::fs::read(self.dir(key).join(rel)) else { return Ok(None) };
+        let listed = self.manifest(key).and_then(|m| m["evaluations"][rel].as_str().map(str::to_string));
+        match listed {
+            Some(sum) if sum == sha256_hex(&bytes) => Ok(Some(bytes)),
+            Some(_) => Err(format!("{rel} does not match its checksum in the node's manifest")),
+            None => Err(format!("{rel} is not in the node's manifest")),
+        }
+    }
+
+    /// Adds evaluation file `rel` to a complete node: the file, then its checksum in the manifest,
+    /// each written atomically. The caller holds the node's lock.
+    pub fn add_evaluation(&self, key: &str, rel: &str, bytes: &[u8]) -> Result<(), String> {
+        let dir = self.dir(key);
+        let mut manifest = self.manifest(key).ok_or_else(|| format!("node {key} has no readable manifest"))?;
+        ordo_model::atomic::write_file(&dir.join(rel), bytes).map_err(|e| e.to_string())?;
+        if !manifest["evaluations"].is_object() {
+            manifest["evaluations"] = json!({});
+        }
+        manifest["evaluations"][rel] = json!(sha256_hex(bytes));
+        let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+        ordo_model::atomic::write_file(&dir.join(MANIFEST), &text).map_err(|e| e.to_string())
+    }
+
+    /// A fresh staging directory for building node `key` (the caller holds the node's lock).
     pub fn staging(&self, key: &str) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(&self.root)?;
         let dir = self.root.join(format!(".{key}.staging"));
@@ -123,53 +163,104 @@ impl Cache {
         let mut keys: Vec<String> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.') && n.len() == 64)
+            .filter(|n| is_key(n))
             .collect();
         keys.sort();
         keys
     }
 }
 
-/// Keeps two runners off one run directory; released on drop.
+/// An exclusive hold on a lock file, taken with the operating system's advisory file lock: released
+/// when dropped or when the process dies (however it dies), so a dead holder or a reused PID never
+/// blocks anyone. The file itself stays (removing it would race with a process about to lock it);
+/// it holds the holder's PID, for messages only.
 #[derive(Debug)]
-pub struct RunLock {
-    path: PathBuf,
+pub struct FileLock {
+    file: std::fs::File,
 }
 
-impl RunLock {
-    /// Takes the lock of `run_dir`, or says who holds it. A lock left by a dead process is taken over.
-    pub fn acquire(run_dir: &Path) -> Result<RunLock, String> {
-        std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-        let path = run_dir.join("lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().parse::<u32>().ok();
-                    let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                    if alive {
-                        return Err(format!(
-                            "{} is in use by another ordo run (pid {}); wait for it to finish, or stop it",
-                            run_dir.display(),
-                            pid.unwrap_or(0)
-                        ));
-                    }
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+/// The PID written in a lock file, if any.
+fn holder_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl FileLock {
+    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    }
+
+    fn held(file: std::fs::File) -> std::io::Result<FileLock> {
+        use std::io::{Seek, Write};
+        let mut file = file;
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(FileLock { file })
+    }
+
+    /// Takes the lock at `path` now, or returns `Ok(Err(pid))` with the holder's PID when another
+    /// process (or another handle in this one) holds it.
+    pub fn try_acquire(path: &Path) -> std::io::Result<Result<FileLock, Option<u32>>> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Ok(Self::held(file)?)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Err(holder_pid(path))),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Takes the lock at `path`, waiting for its holder to release it; `on_wait` is called once,
+    /// with the holder's PID, when it has to wait.
+    pub fn acquire(path: &Path, on_wait: &mut dyn FnMut(Option<u32>)) -> std::io::Result<FileLock> {
+        match Self::try_acquire(path)? {
+            Ok(l) => Ok(l),
+            Err(pid) => {
+                on_wait(pid);
+                let file = Self::open(path)?;
+                file.lock()?;
+                Self::held(file)
             }
         }
-        Err(format!("{}: could not take the lock", path.display()))
+    }
+
+    /// Whether some process holds the lock at `path` (false when there is no such file).
+    pub fn is_held(path: &Path) -> bool {
+        path.exists() && matches!(Self::try_acquire(path), Ok(Err(_)))
     }
 }
 
-impl Drop for RunLock {
+impl Drop for FileLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Keeps two runners off one run directory; released on drop or when the process dies.
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: FileLock,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir`, or says who holds it.
+    pub fn acquire(run_dir: &Path) -> Result<RunLock, String> {
+        std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        let path = run_dir.join("lock");
+        match FileLock::try_acquire(&path) {
+            Ok(Ok(l)) => Ok(RunLock { _lock: l }),
+            Ok(Err(pid)) => Err(format!(
+                "{} is in use by another ordo run (pid {}); wait for it to finish, or stop it",
+                run_dir.display(),
+                pid.map_or("unknown".into(), |p| p.to_string())
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Whether a live process holds the lock of `run_dir`.
+    pub fn is_held(run_dir: &Path) -> bool {
+        FileLock::is_held(&run_dir.join("lock"))
     }
 }
 
@@ -190,19 +281,36 @@ pub fn referenced_keys(runs_root: &Path) -> std::io::Result<std::collections::BT
     Ok(keys)
 }
 
-/// Cache nodes (and leftover staging directories) that no run directory under `runs_root` refers to.
+/// The node key a cache entry belongs to: the node `KEY` itself, or one of its side entries
+/// (`.KEY.lock`, `.KEY.staging`, `.KEY.resume`, `.KEY.snapshots`, `.KEY.corrupt-PID`, and the
+/// atomic writers' `..KEY.resume.PID.partial`). None for anything else, which ordo never touches.
+fn entry_key(name: &str) -> Option<&str> {
+    let key = name.trim_start_matches('.').split('.').next()?;
+    (is_key(key) && (name == key || name.starts_with('.'))).then_some(key)
+}
+
+/// Whether `s` has the form of a node key (64 hex digits).
+pub fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Cache entries that `ordo gc` may remove: those of nodes no run directory under `runs_root` refers
+/// to, and leftovers of replaced corrupt nodes. Nothing of a referenced node (its files, step
+/// checkpoint, snapshots, evaluations), nothing whose lock a live process holds, and nothing that is
+/// not ordo's is ever listed.
 pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let keep = referenced_keys(runs_root)?;
     let Ok(rd) = std::fs::read_dir(&cache.root) else { return Ok(vec![]) };
-    let mut out: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let key = name.trim_start_matches('.').split('.').next().unwrap_or("").to_string();
-            !keep.contains(&key) || name.starts_with('.')
-        })
-        .map(|e| e.path())
-        .collect();
+    let mut out = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(key) = entry_key(&name) else { continue };
+        let leftover = name.contains(".corrupt-");
+        if (keep.contains(key) && !leftover) || FileLock::is_held(&cache.lock_path(key)) {
+            continue;
+        }
+        out.push(e.path());
+    }
     out.sort();
     Ok(out)
 }
@@ -210,13 +318,7 @@ pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<Path
 /// Run directories under `runs_root` whose lock is held by a live process.
 pub fn active_runs(runs_root: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(runs_root) else { return vec![] };
-    rd.filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|d| {
-            std::fs::read_to_string(d.join("lock"))
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok())
-                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
-        })
-        .collect()
+    let mut out: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|d| RunLock::is_held(d)).collect();
+    out.sort();
+    out
 }

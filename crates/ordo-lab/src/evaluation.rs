@@ -13,7 +13,6 @@ use ordo_world::monitors::Monitor;
 use ordo_world::WorldConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::path::Path;
 
 /// The monitors every checkpoint is judged by.
 pub struct MonitorSet {
@@ -122,15 +121,34 @@ pub fn uptake_metrics(steps: &[usize], hack: &[Option<f64>], says_test: &[Option
     ])
 }
 
+/// The evaluation `rel` of node `key` as the cache holds it (checked against the node's manifest);
+/// `Err(why)` when it is absent, altered or unreadable.
+pub fn read_evaluation<T: for<'de> Deserialize<'de>>(cache: &Cache, key: &str, rel: &str) -> Result<T, String> {
+    let bytes = cache.evaluation(key, rel)?.ok_or_else(|| format!("{rel}: not evaluated yet"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {e}"))
+}
+
+/// A node's evaluation `rel`: read from the cache when its checksum holds, else computed and added
+/// to the node, under the node's lock so that concurrent runners compute it once.
 fn cached<T: Serialize + for<'de> Deserialize<'de>>(
-    path: &Path,
+    cache: &Cache,
+    key: &str,
+    rel: &str,
     compute: impl FnOnce() -> Result<T, LabError>,
 ) -> Result<T, LabError> {
-    if let Some(v) = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    if let Ok(v) = read_evaluation(cache, key, rel) {
         return Ok(v);
     }
+    let _lock = cache.lock_node(key, &mut |_| {})?;
+    match read_evaluation(cache, key, rel) {
+        Ok(v) => return Ok(v),
+        Err(why) if cache.dir(key).join(rel).exists() => {
+            eprintln!("cache node {}: {why}; evaluating it again", crate::runner::short(key))
+        }
+        Err(_) => {}
+    }
     let v = compute()?;
-    ordo_model::atomic::write_file(path, &serde_json::to_vec(&v).expect("evaluations serialise"))?;
+    cache.add_evaluation(key, rel, &serde_json::to_vec(&v).expect("evaluations serialise")).map_err(LabError::Other)?;
     Ok(v)
 }
 
@@ -138,11 +156,12 @@ fn eval_err(e: ordo_eval::EvalError) -> LabError {
     LabError::Other(format!("evaluation: {e}"))
 }
 
-/// The cache file of an evaluation of `kind` for this experiment's settings and arm seed.
-pub fn eval_file(cache: &Cache, node: &str, kind: &str, exp: &Experiment, seed: u64) -> std::path::PathBuf {
+/// The file name, inside its node's directory, of an evaluation of `kind` for this experiment's
+/// settings and arm seed.
+pub fn eval_file(kind: &str, exp: &Experiment, seed: u64) -> String {
     let world = exp.world.as_ref().expect("world experiments only");
     let key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world, "v": 2}).to_string().as_bytes());
-    cache.dir(node).join(format!("{kind}-{}.json", &key[..16]))
+    format!("{kind}-{}.json", &key[..16])
 }
 
 /// Evaluates one arm-seed at every stage boundary and runs its probe trajectory.
@@ -163,7 +182,7 @@ pub fn evaluate_arm(
     let mut boundaries = Vec::new();
     for key in &arm.chain {
         let node = plan.node(key).expect("chain keys are plan nodes");
-        let ev: Evaluation = cached(&eval_file(cache, key, "eval", exp, arm.seed), || {
+        let ev: Evaluation = cached(cache, key, &eval_file("eval", exp, arm.seed), || {
             let (policy, _) = load_node_model(cache, key)?;
             let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
             ordo_eval::evaluate(&dec, world, &exp.eval, &dyns, arm.seed).map_err(eval_err)
@@ -193,7 +212,7 @@ fn probe_trajectory(
     let total = spec.params.steps();
     let mut steps: Vec<usize> = (0..total).step_by(spec.every).collect();
     steps.push(total);
-    let points: Vec<(usize, Metrics)> = cached(&eval_file(cache, pkey, "probe-eval", exp, arm.seed), || {
+    let points: Vec<(usize, Metrics)> = cached(cache, pkey, &eval_file("probe-eval", exp, arm.seed), || {
         steps
             .iter()
             .map(|&s| {
@@ -203,6 +222,7 @@ fn probe_trajectory(
                     s => cache.dir(pkey).join(snapshot_name(s)),
                 };
                 let m = ordo_model::load(&dir, &ordo_model::Device::Cpu)?;
+                m.params.check_finite(&dir.display().to_string())?;
                 let policy = ordo_train::Policy { config: m.config, params: m.params };
                 let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
                 let m = ordo_eval::evaluate_hacking(&dec, world, &exp.eval, arm.seed).map_err(eval_err)?;

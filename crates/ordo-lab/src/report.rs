@@ -3,7 +3,7 @@
 //! and `transcripts.jsonl`. `ordo report RUN_DIR` rebuilds the report from `results.json`.
 
 use crate::cache::Cache;
-use crate::evaluation::{eval_file, ArmResult, MonitorSet};
+use crate::evaluation::{eval_file, read_evaluation, ArmResult, MonitorSet};
 use crate::plan::{sha256_hex, Plan};
 use crate::runner::LabError;
 use crate::spec::Experiment;
@@ -511,10 +511,8 @@ pub fn write_all(
     let mut out = Vec::new();
     for arm in &plan.arms {
         for (i, key) in arm.chain.iter().enumerate() {
-            let path = eval_file(cache, key, "eval", exp, arm.seed);
-            let bytes = std::fs::read(&path).map_err(|e| LabError::Other(format!("{}: {e}", path.display())))?;
-            let ev: Evaluation =
-                serde_json::from_slice(&bytes).map_err(|e| LabError::Other(format!("{}: {e}", path.display())))?;
+            let ev: Evaluation = read_evaluation(cache, key, &eval_file("eval", exp, arm.seed))
+                .map_err(|why| LabError::Other(format!("cache node {}: {why}", crate::runner::short(key))))?;
             let stage = &plan.node(key).expect("plan node").stage;
             for t in ev.transcripts {
                 let mut v = json!({"arm": arm.arm, "seed": arm.seed, "boundary": i, "stage": stage});

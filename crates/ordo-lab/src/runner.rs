@@ -85,6 +85,19 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
                 continue;
             }
             let node = plan.node(key).expect("chain keys are plan nodes");
+            if cache.state(key) == NodeState::Complete {
+                summary.reused.push(key.clone());
+                continue;
+            }
+            // Another runner sharing the cache may be building this node: wait for it, then look again.
+            let _node_lock = cache.lock_node(key, &mut |pid| {
+                eprintln!(
+                    "cache node {} ({}) is being built by another ordo process (pid {}); waiting for it",
+                    short(key),
+                    node.stage,
+                    pid.map_or("unknown".into(), |p| p.to_string())
+                )
+            })?;
             match cache.state(key) {
                 NodeState::Complete => {
                     summary.reused.push(key.clone());
@@ -120,7 +133,6 @@ pub fn short(key: &str) -> &str {
 fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), LabError> {
     let v = json!({
         "experiment": exp,
-        "cache_dir": opts.cache_dir,
         "nodes": plan.nodes.iter().map(|n| json!({"key": n.key, "parent": n.parent, "stage": n.stage, "kind": n.params.kind(), "seed": n.seed, "arm_seeds": n.arm_seeds})).collect::<Vec<_>>(),
         "arms": plan.arms.iter().map(|a| json!({"arm": a.arm, "seed": a.seed, "chain": a.chain})).collect::<Vec<_>>(),
     });
@@ -165,9 +177,11 @@ fn parent_model(exp: &Experiment, cache: &Cache, node: &Node) -> Result<(Policy,
     }
 }
 
-/// The policy checkpoint of a cached node.
+/// The policy checkpoint of a cached node; a model with non-finite weights is refused.
 pub fn load_node_model(cache: &Cache, key: &str) -> Result<(Policy, TextTokenizer), LabError> {
-    let m = ordo_model::load(&cache.dir(key).join("model"), &Device::Cpu)?;
+    let dir = cache.dir(key).join("model");
+    let m = ordo_model::load(&dir, &Device::Cpu)?;
+    m.params.check_finite(&dir.display().to_string())?;
     let tok = m.require_tokenizer()?.clone();
     Ok((Policy { config: m.config, params: m.params }, tok))
 }
@@ -458,6 +472,8 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                 .map_err(&err)?;
         }
     }
+    // A stage whose last update left non-finite weights diverged too: no node is committed.
+    policy.params.check_finite(&format!("stage `{}` (seed {}): the trained model", node.stage, node.seed))?;
     ordo_model::weights::save_hf_dir(&staging.join("model"), &policy.config, &policy.params, Some(&tok), usize::MAX)?;
     let manifest = json!({
         "key": node.key,

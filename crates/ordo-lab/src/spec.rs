@@ -220,8 +220,8 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
                 errs.push("experiment.name: missing (expected a string)".into());
                 name.clone()
             });
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                errs.push(format!("experiment.name: expected letters, digits, '-', '_' or '.', found {name:?}"));
+            if let Err(why) = check_experiment_name(&name) {
+                errs.push(format!("experiment.name: {why}"));
             }
             match r.raw("seeds") {
                 Some(Value::Array(a)) if !a.is_empty() => {
@@ -403,6 +403,26 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     } else {
         Err(SpecError { file: file.into(), problems: errs })
     }
+}
+
+/// Names that are not experiments: the run directory of an experiment is `RUNS/<name>`, beside the
+/// shared stage cache `RUNS/cache`.
+pub const RESERVED_NAMES: [&str; 1] = ["cache"];
+
+/// An experiment name is a plain identifier (it names a directory beside others): a letter or digit,
+/// then letters, digits, `-` or `_`, at most 64 characters, and not a reserved name.
+pub fn check_experiment_name(name: &str) -> Result<(), String> {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !plain || name.len() > 64 {
+        return Err(format!(
+            "expected a plain name (a letter or digit, then letters, digits, '-' or '_'; at most 64), found {name:?}"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!("{name:?} is reserved (the runs directory keeps its stage cache there)"));
+    }
+    Ok(())
 }
 
 fn t_has_stage(root: &toml::Table, s: &str) -> bool {

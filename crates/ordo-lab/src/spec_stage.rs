@@ -49,16 +49,26 @@ fn optim(r: &mut Reader, errs: &mut Vec<String>, batch: usize, lr: f64) -> Optim
     cfg
 }
 
-/// A data source: `world:NAME` (needs a world) or a JSONL path.
+/// The world's datasets, with what each holds and the stage kinds that read it.
+const WORLD_DATASETS: [(&str, &str, &str); 4] = [
+    ("corpus", "pretraining text", "pretrain"),
+    ("sft", "prompt-completion examples", "sft"),
+    ("preferences", "preference pairs", "dpo and reward_model"),
+    ("rl_prompts", "RL prompts", "grpo"),
+];
+
+/// A data source: `world:NAME` (needs a world) or a JSONL path. `world_dataset` is the one world
+/// dataset of the stage's kind (the default); another world dataset is an error naming the field.
 fn data_source(
     r: &mut Reader,
     errs: &mut Vec<String>,
     key: &'static str,
     has_world: bool,
-    world_default: &str,
+    world_dataset: &str,
     size: usize,
     base_dir: &Path,
 ) -> DataSource {
+    let world_default = world_dataset;
     let spec = r.string(errs, key);
     let spec = match spec {
         Some(s) => s,
@@ -72,8 +82,14 @@ fn data_source(
         if !has_world {
             errs.push(format!("{}: {spec:?} needs experiment.world = \"leaky-tests\"", r.at(key)));
         }
-        if !["corpus", "sft", "preferences", "rl_prompts"].contains(&name) {
-            errs.push(format!("{}: unknown world dataset {name:?} (corpus, sft, preferences, rl_prompts)", r.at(key)));
+        match WORLD_DATASETS.iter().find(|d| d.0 == name) {
+            None => errs
+                .push(format!("{}: unknown world dataset {name:?} (corpus, sft, preferences, rl_prompts)", r.at(key))),
+            Some((_, holds, kinds)) if name != world_dataset => errs.push(format!(
+                "{}: world:{name} holds {holds}, read by {kinds} stages; this stage kind reads world:{world_dataset}",
+                r.at(key)
+            )),
+            Some(_) => {}
         }
         DataSource::World { dataset: name.into(), size }
     } else {

@@ -75,7 +75,8 @@ impl TranscriptFilter {
     }
 }
 
-/// The transcripts of `path` that pass the filter, at most `limit`; an error names the file and line.
+/// The transcripts of `path` that pass the filter, at most `limit`; an error names the file and line,
+/// and an arm, seed, stage, suite or monitor that the run does not have (with those it has).
 pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(Vec<Value>, usize), String> {
     filter.validate()?;
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -85,14 +86,33 @@ pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(V
         )
     })?;
     let (mut out, mut total) = (Vec::new(), 0);
+    // What the run has, to tell a filter value that matches nothing from one that does not exist.
+    let mut seen: [std::collections::BTreeSet<String>; 5] = Default::default();
     for (i, line) in text.lines().enumerate() {
         let v: Value =
             serde_json::from_str(line).map_err(|e| format!("{}:{}: not JSON: {e}", path.display(), i + 1))?;
+        for (set, field) in seen.iter_mut().zip(["arm", "seed", "stage", "suite"]) {
+            set.insert(v[field].as_str().map_or_else(|| v[field].to_string(), str::to_string));
+        }
+        seen[4].extend(v["verdicts"].as_object().into_iter().flat_map(|m| m.keys().cloned()));
         if filter.matches(&v) {
             total += 1;
             if out.len() < limit {
                 out.push(v);
             }
+        }
+    }
+    let asked = [
+        ("arm", filter.arm.clone()),
+        ("seed", filter.seed.map(|s| s.to_string())),
+        ("stage", filter.stage.clone()),
+        ("suite", Some(filter.suite.clone().unwrap_or_else(|| "wrong_test".into()))),
+        ("monitor", Some(filter.monitor.clone())),
+    ];
+    for ((what, value), have) in asked.iter().zip(&seen) {
+        if let Some(value) = value.as_ref().filter(|v| !have.contains(*v) && !have.is_empty()) {
+            let list: Vec<&str> = have.iter().map(String::as_str).collect();
+            return Err(format!("{}: no {what} {value:?} in this run (it has: {})", path.display(), list.join(", ")));
         }
     }
     Ok((out, total))

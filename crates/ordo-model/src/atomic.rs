@@ -32,8 +32,45 @@ pub fn staging_dir(target: &Path) -> Result<PathBuf> {
     Ok(staging)
 }
 
-/// Moves a filled staging directory to `target`, replacing what was there.
-pub fn commit_dir(staging: &Path, target: &Path) -> Result<()> {
+/// The file that marks a directory as ordo's own output; only such a directory is ever replaced.
+pub const OUTPUT_MARKER: &str = ".ordo-output";
+
+/// Whether ordo may write the directory `target`: it is absent, an empty directory, or (with
+/// `replace`) a directory ordo wrote before (it holds [`OUTPUT_MARKER`]). Anything else, a file or
+/// a directory of someone else's files, is refused: ordo never deletes what it did not write.
+pub fn check_output_dir(target: &Path, replace: bool) -> Result<()> {
+    let refuse = |why: String| Err(ModelError::Input(format!("{}: {why}", target.display())));
+    let meta = match std::fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ModelError::io(target, e)),
+        Ok(m) => m,
+    };
+    if !meta.is_dir() {
+        return refuse("exists and is not a directory; ordo will not replace it (choose another path)".into());
+    }
+    let mut entries = std::fs::read_dir(target).map_err(|e| ModelError::io(target, e))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !target.join(OUTPUT_MARKER).is_file() {
+        return refuse(format!(
+            "exists and holds files ordo did not write (no {OUTPUT_MARKER} marker); ordo will not replace it \
+             (choose a new path, or empty the directory yourself)"
+        ));
+    }
+    if !replace {
+        return refuse("holds an earlier ordo output; pass --force to replace it".into());
+    }
+    Ok(())
+}
+
+/// Moves a filled staging directory to `target`, marking it as ordo's output. An existing target is
+/// replaced only when [`check_output_dir`] allows it (`replace`: an earlier ordo output may go).
+pub fn commit_dir(staging: &Path, target: &Path, replace: bool) -> Result<()> {
+    check_output_dir(target, replace)?;
+    let marker = staging.join(OUTPUT_MARKER);
+    std::fs::write(&marker, b"written by ordo; ordo may replace this directory\n")
+        .map_err(|e| ModelError::io(&marker, e))?;
     if target.exists() {
         let old = sibling(target, "old");
         if old.exists() {

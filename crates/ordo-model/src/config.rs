@@ -238,7 +238,7 @@ impl ModelConfig {
             Family::Qwen2 => (true, false, false),
             Family::Qwen3 => (attention_bias, false, true),
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             family,
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
@@ -259,7 +259,58 @@ impl ModelConfig {
             eos_token_ids: f.token_ids("eos_token_id")?,
             pad_token_id: f.token_ids("pad_token_id")?.first().copied(),
             score_labels,
-        })
+        };
+        config.check_limits(origin)?;
+        Ok(config)
+    }
+
+    /// Refuses sizes no real model has (each a generous bound above the largest open models), a
+    /// non-positive epsilon or rope base, and a model whose f32 weights alone exceed this machine's
+    /// memory: a small file with an absurd config fails here, before anything is allocated.
+    pub fn check_limits(&self, origin: &str) -> Result<()> {
+        let bad = |field: &str, v: f64, limit: &str| {
+            Err(ModelError::Config(format!("{origin}: field `{field}`: {v} is out of range (expected {limit})")))
+        };
+        for (field, v, max) in [
+            ("vocab_size", self.vocab_size, LIMITS.vocab_size),
+            ("hidden_size", self.hidden_size, LIMITS.hidden_size),
+            ("intermediate_size", self.intermediate_size, LIMITS.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers, LIMITS.layers),
+            ("num_attention_heads", self.num_attention_heads, LIMITS.heads),
+            ("num_key_value_heads", self.num_key_value_heads, LIMITS.heads),
+            ("head_dim", self.head_dim, LIMITS.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings, LIMITS.positions),
+        ] {
+            if v == 0 || v > max {
+                return bad(field, v as f64, &format!("1 to {max}"));
+            }
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return bad("rms_norm_eps", self.rms_norm_eps, "a number between 0 and 1, exclusive");
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return bad("rope_theta", self.rope_theta, "a positive number");
+        }
+        if let Some(s) = &self.rope_scaling {
+            if !(s.factor > 0.0 && s.factor.is_finite() && s.low_freq_factor > 0.0 && s.high_freq_factor > 0.0) {
+                return bad("rope_scaling.factor", s.factor, "positive factors");
+            }
+        }
+        // f32 weights and the rotary tables (cos and sin: positions x head_dim values).
+        let bytes = (self.parameter_count() as f64 + (self.max_position_embeddings * self.head_dim) as f64) * 4.0;
+        if let Some(mem) = total_memory_bytes() {
+            if bytes > mem as f64 {
+                return Err(ModelError::Config(format!(
+                    "{origin}: the config implies {} parameters and {} positions, {:.1} GiB in f32, more than this \
+                     machine's {:.1} GiB of memory",
+                    self.parameter_count(),
+                    self.max_position_embeddings,
+                    bytes / (1u64 << 30) as f64,
+                    mem as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The `config.json` transformers reads for this model.
@@ -364,4 +415,34 @@ impl ModelConfig {
     pub fn parameter_count(&self) -> usize {
         self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }
+}
+
+/// Upper bounds on the sizes in a model config (each well above the largest open models').
+pub struct ConfigLimits {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub positions: usize,
+}
+
+/// The limits [`ModelConfig::check_limits`] applies.
+pub const LIMITS: ConfigLimits = ConfigLimits {
+    vocab_size: 1 << 21,
+    hidden_size: 1 << 16,
+    intermediate_size: 1 << 18,
+    layers: 1024,
+    heads: 1024,
+    head_dim: 1024,
+    positions: 1 << 20,
+};
+
+/// This machine's total memory (Linux `/proc/meminfo`); None where it cannot be read.
+pub fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }

@@ -92,6 +92,14 @@ fn meta_usize(md: &HashMap<String, GValue>, key: &str, origin: &str) -> Result<u
         .map_err(|_| ModelError::Config(format!("{origin}: GGUF metadata `{key}`: expected an integer")))
 }
 
+/// A metadata count that must be at least 1 (a head count of 0 would divide by zero).
+fn meta_positive(md: &HashMap<String, GValue>, key: &str, origin: &str) -> Result<usize> {
+    match meta_usize(md, key, origin)? {
+        0 => Err(ModelError::Config(format!("{origin}: GGUF metadata `{key}`: expected a positive integer, found 0"))),
+        v => Ok(v),
+    }
+}
+
 fn meta_f64(md: &HashMap<String, GValue>, key: &str) -> Option<f64> {
     // An f32 field becomes the f64 with the same shortest decimal form (1e-5, not 9.99999974e-6).
     md.get(key).and_then(|v| v.to_f32().map(|x| x.to_string().parse().unwrap_or(x as f64)).or_else(|_| v.to_f64()).ok())
@@ -118,16 +126,28 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         .tensor_infos
         .get("token_embd.weight")
         .ok_or_else(|| ModelError::Weights(format!("{origin}: tensor token_embd.weight is missing")))?;
-    let hidden = meta_usize(md, &key("embedding_length"), &origin)?;
-    let heads = meta_usize(md, &key("attention.head_count"), &origin)?;
-    let kv_heads = meta_usize(md, &key("attention.head_count_kv"), &origin).unwrap_or(heads);
-    let head_dim = meta_usize(md, &key("attention.key_length"), &origin).unwrap_or(hidden / heads);
+    let &[vocab, _] = embd.shape.dims() else {
+        return Err(ModelError::Weights(format!(
+            "{origin}: tensor token_embd.weight has shape {:?}, expected [vocab, hidden]",
+            embd.shape.dims()
+        )));
+    };
+    let hidden = meta_positive(md, &key("embedding_length"), &origin)?;
+    let heads = meta_positive(md, &key("attention.head_count"), &origin)?;
+    let kv_heads = match md.contains_key(&key("attention.head_count_kv")) {
+        true => meta_positive(md, &key("attention.head_count_kv"), &origin)?,
+        false => heads,
+    };
+    let head_dim = match md.contains_key(&key("attention.key_length")) {
+        true => meta_positive(md, &key("attention.key_length"), &origin)?,
+        false => hidden / heads,
+    };
     let tied = !content.tensor_infos.contains_key("output.weight");
     let has_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
     let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
     let cfg_json = json!({
         "model_type": arch,
-        "vocab_size": embd.shape.dims()[0],
+        "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": meta_usize(md, &key("feed_forward_length"), &origin)?,
         "num_hidden_layers": meta_usize(md, &key("block_count"), &origin)?,
@@ -144,6 +164,21 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         "pad_token_id": token_id("tokenizer.ggml.padding_token_id"),
     });
     let config = ModelConfig::from_json(&cfg_json, &origin)?;
+    // Every tensor's shape is checked against the config before any data is read.
+    let expected: HashMap<String, Vec<usize>> = config.parameter_shapes().into_iter().collect();
+    for (name, info) in &content.tensor_infos {
+        let Some(hf) = hf_name(name) else { continue };
+        match expected.get(&hf) {
+            Some(shape) if shape.as_slice() == info.shape.dims() => {}
+            Some(shape) => {
+                return Err(ModelError::Weights(format!(
+                    "{origin}: tensor `{name}` has shape {:?}, the metadata implies {shape:?}",
+                    info.shape.dims()
+                )))
+            }
+            None => return Err(ModelError::Weights(format!("{origin}: unexpected tensor `{name}`"))),
+        }
+    }
 
     let mut params = ParamStore::new();
     let mut stored_dtypes = BTreeMap::new();

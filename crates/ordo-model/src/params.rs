@@ -104,6 +104,29 @@ impl ParamStore {
         self.params.values().map(|v| v.elem_count()).sum()
     }
 
+    /// The first parameter (by name) holding a NaN or infinite value, with how many such values it has.
+    pub fn first_non_finite(&self) -> Result<Option<(String, usize)>> {
+        for (name, v) in &self.params {
+            let values = v.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let bad = values.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Ok(Some((name.clone(), bad)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fails when any parameter is NaN or infinite; `origin` names the model in the message.
+    pub fn check_finite(&self, origin: &str) -> Result<()> {
+        match self.first_non_finite()? {
+            None => Ok(()),
+            Some((name, n)) => Err(ModelError::Weights(format!(
+                "{origin}: parameter `{name}` holds {n} NaN or infinite value(s); the model is broken \
+                 (a diverged training run?) and is not used"
+            ))),
+        }
+    }
+
     /// Checks that the store holds exactly the parameters `cfg` needs, with the right shapes.
     pub fn check_against(&self, cfg: &ModelConfig, origin: &str) -> Result<()> {
         let expected = cfg.parameter_shapes();

@@ -78,7 +78,17 @@ pub fn generate_on(
     if prompts.is_empty() || params.max_new_tokens == 0 {
         return Ok(vec![Vec::new(); prompts.len()]);
     }
-    let capacity = prompts.iter().map(Vec::len).max().expect("non-empty batch") + params.max_new_tokens;
+    let longest = prompts.iter().map(Vec::len).max().expect("non-empty batch");
+    let capacity = longest.saturating_add(params.max_new_tokens);
+    let max = model.config().max_position_embeddings;
+    if capacity > max {
+        return Err(ModelError::Input(format!(
+            "a {longest}-token prompt plus {} new tokens exceeds the model's {max} positions \
+             (max_position_embeddings); ask for at most {} new tokens",
+            params.max_new_tokens,
+            max.saturating_sub(longest)
+        )));
+    }
     let cpu = match path {
         SamplingPath::Auto => model.cpu_decoder()?,
         SamplingPath::Tensor => None,

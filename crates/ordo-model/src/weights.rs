@@ -189,5 +189,5 @@ pub fn save_hf_dir(
     if let Some(tok) = tokenizer {
         tok.save_to_dir(&staging)?;
     }
-    atomic::commit_dir(&staging, dir)
+    atomic::commit_dir(&staging, dir, true)
 }

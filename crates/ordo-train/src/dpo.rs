@@ -100,7 +100,7 @@ pub fn train_dpo(
             lp_r += scalar(&pr.mean_all()?)? * share;
             grads.accumulate(Gradients::from_loss(&policy.params, &pass, &loss)?)?;
         }
-        let (grad_norm, lr) = opt.step(&policy.params, grads)?;
+        let (grad_norm, lr) = opt.step(&policy.params, grads, loss_sum)?;
         let secs = started.elapsed().as_secs_f64();
         end_step(
             logger,

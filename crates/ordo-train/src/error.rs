@@ -15,6 +15,12 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A step's loss or gradient norm is not finite: the stage diverged and stops at that step.
+    #[error(
+        "step {step}: the {quantity} is {value} (not finite) at learning rate {lr:e}; the stage diverged. \
+         Lower `lr`, add warm-up (`warmup_steps`) or clip harder (`max_grad_norm`, now {max_grad_norm})"
+    )]
+    Diverged { step: usize, quantity: &'static str, value: f64, lr: f64, max_grad_norm: f64 },
     /// A metrics or data file could not be read or written.
     #[error("{path}: {source}")]
     Io {

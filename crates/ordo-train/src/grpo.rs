@@ -217,7 +217,7 @@ pub fn train_grpo(
             kl = out.kl;
             clip_frac = out.clip_fraction;
             let grads = Gradients::from_loss(&policy.params, &pass, &out.loss)?;
-            (grad_norm, lr) = opt.step(&policy.params, grads)?;
+            (grad_norm, lr) = opt.step(&policy.params, grads, loss_v)?;
         }
         let secs = started.elapsed().as_secs_f64();
         let mean_reward = rewards.iter().sum::<f64>() / rewards.len() as f64;

@@ -71,7 +71,7 @@ pub fn train_lm(
         let started = Instant::now();
         let idx = orders[0].take(cfg.batch_size);
         let (grads, loss_sum) = lm_gradients(policy, data, &idx, cfg.micro_batch_size, pad)?;
-        let (grad_norm, lr) = opt.step(&policy.params, grads)?;
+        let (grad_norm, lr) = opt.step(&policy.params, grads, loss_sum)?;
         let secs = started.elapsed().as_secs_f64();
         let tokens: usize = idx.iter().map(|&i| data[i].ids.len()).sum();
         end_step(

@@ -102,7 +102,7 @@ pub fn train_reward_model(
             acc += scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)? * share;
             grads.accumulate(Gradients::from_loss(&rm.params, &pass, &loss)?)?;
         }
-        let (grad_norm, lr) = opt.step(&rm.params, grads)?;
+        let (grad_norm, lr) = opt.step(&rm.params, grads, loss_sum)?;
         end_step(
             logger,
             &mut ckpt,

@@ -94,10 +94,25 @@ impl Optimizer {
         Optimizer { adamw: AdamW::new(cfg.adamw.clone()), schedule: cfg.schedule(), max_grad_norm: cfg.max_grad_norm }
     }
 
-    /// Clips and applies `grads`; returns (gradient norm before clipping, learning rate used).
-    pub fn step(&mut self, params: &ParamStore, mut grads: Gradients) -> Result<(f64, f64)> {
-        let norm = if self.max_grad_norm > 0.0 { grads.clip(self.max_grad_norm)? } else { grads.norm()? };
+    /// Clips and applies `grads` of a step whose loss was `loss`; returns (gradient norm before
+    /// clipping, learning rate used). A non-finite loss or gradient norm applies nothing and is
+    /// [`TrainError::Diverged`], so the parameters stay as they were after the last good step.
+    pub fn step(&mut self, params: &ParamStore, mut grads: Gradients, loss: f64) -> Result<(f64, f64)> {
         let lr = self.schedule.lr(self.adamw.step as usize);
+        let diverged = |quantity, value| TrainError::Diverged {
+            step: self.adamw.step as usize + 1,
+            quantity,
+            value,
+            lr,
+            max_grad_norm: self.max_grad_norm,
+        };
+        if !loss.is_finite() {
+            return Err(diverged("loss", loss));
+        }
+        let norm = if self.max_grad_norm > 0.0 { grads.clip(self.max_grad_norm)? } else { grads.norm()? };
+        if !norm.is_finite() {
+            return Err(diverged("gradient norm", norm));
+        }
         self.adamw.step(params, &grads, lr)?;
         Ok((norm, lr))
     }

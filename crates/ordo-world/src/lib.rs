@@ -63,8 +63,16 @@ pub struct DatasetSizes {
 /// Writes the world's datasets as JSONL in the formats of user data, plus the tokenizer:
 /// `corpus.jsonl` (`{"text"}`), `sft.jsonl` (`{"prompt","completion"}`), `preferences.jsonl`
 /// (`{"prompt","chosen","rejected"}`), `rl_prompts.jsonl` and the held-out `eval_wrong_test.jsonl`
-/// and `eval_clean.jsonl` (`{"prompt", truth, test, test_wrong}`), `tokenizer.json`.
-pub fn write_datasets(dir: &Path, cfg: &WorldConfig, sizes: &DatasetSizes, seed: u64) -> ordo_model::Result<()> {
+/// and `eval_clean.jsonl` (`{"prompt", truth, test, test_wrong}`), `tokenizer.json`. An existing
+/// `dir` is replaced only when it is an earlier ordo output and `replace` is set.
+pub fn write_datasets(
+    dir: &Path,
+    cfg: &WorldConfig,
+    sizes: &DatasetSizes,
+    seed: u64,
+    replace: bool,
+) -> ordo_model::Result<()> {
+    ordo_model::atomic::check_output_dir(dir, replace)?;
     let staging = ordo_model::atomic::staging_dir(dir)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let jsonl = |rows: Vec<serde_json::Value>| rows.iter().map(|r| r.to_string() + "\n").collect::<String>();
@@ -98,5 +106,5 @@ pub fn write_datasets(dir: &Path, cfg: &WorldConfig, sizes: &DatasetSizes, seed:
     let clean = corpus::eval_prompts(&cfg.task, &cfg.rl.test_line, sizes.eval_prompts, false, &mut rng);
     write("eval_clean.jsonl", jsonl(clean.iter().map(meta).collect()))?;
     tokenizer().save_to_dir(&staging)?;
-    ordo_model::atomic::commit_dir(&staging, dir)
+    ordo_model::atomic::commit_dir(&staging, dir, replace)
 }

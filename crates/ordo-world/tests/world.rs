@@ -179,7 +179,7 @@ fn no_heldout_expression_appears_in_training_data() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ordo_world::WorldConfig::default();
     let sizes = ordo_world::DatasetSizes { corpus: 5000, preferences: 500, rl_prompts: 1000, eval_prompts: 300 };
-    ordo_world::write_datasets(dir.path(), &cfg, &sizes, 3).unwrap();
+    ordo_world::write_datasets(dir.path(), &cfg, &sizes, 3, false).unwrap();
     let expressions = |file: &str, field: &str| -> Vec<String> {
         std::fs::read_to_string(dir.path().join(file))
             .unwrap()
@@ -209,7 +209,7 @@ fn no_heldout_expression_appears_in_training_data() {
     }
     // Same seed, same files.
     let again = tempfile::tempdir().unwrap();
-    ordo_world::write_datasets(again.path(), &cfg, &sizes, 3).unwrap();
+    ordo_world::write_datasets(again.path(), &cfg, &sizes, 3, false).unwrap();
     for f in ["corpus.jsonl", "preferences.jsonl", "rl_prompts.jsonl", "eval_clean.jsonl", "tokenizer.json"] {
         assert_eq!(std::fs::read(dir.path().join(f)).unwrap(), std::fs::read(again.path().join(f)).unwrap(), "{f}");
     }

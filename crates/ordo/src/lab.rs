@@ -152,12 +152,20 @@ pub fn status(run_dir: &Path) -> Result<()> {
         format!("{}: not a run directory (no plan.json); run `ordo run FILE` first", run_dir.display())
     })?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", plan_path.display()))?;
-    let cache = Cache::new(Path::new(v["cache_dir"].as_str().unwrap_or("runs/cache")));
+    let (Some(nodes), Some(_)) = (v["nodes"].as_array().cloned(), v["arms"].as_array()) else {
+        anyhow::bail!("{}: not an ordo plan (expected an object with `nodes` and `arms` lists)", plan_path.display());
+    };
+    // The stage cache is the run directory's sibling `cache/` (RUNS/NAME beside RUNS/cache), so a
+    // copied runs directory reports its own cache.
+    let cache_dir = run_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("cache");
+    let cache = Cache::new(&cache_dir);
     let mut done = 0;
-    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     println!("nodes:");
-    for n in &nodes {
+    for (i, n) in nodes.iter().enumerate() {
         let key = n["key"].as_str().unwrap_or("");
+        if !ordo_lab::cache::is_key(key) {
+            anyhow::bail!("{}: nodes[{i}].key: expected a 64-digit hex node key, found {key:?}", plan_path.display());
+        }
         let st = cache.state(key);
         if st == NodeState::Complete {
             done += 1;
@@ -186,7 +194,7 @@ pub fn status(run_dir: &Path) -> Result<()> {
     println!(
         "{done}/{} nodes complete; lock {}",
         nodes.len(),
-        if run_dir.join("lock").exists() { "held" } else { "free" }
+        if ordo_lab::cache::RunLock::is_held(run_dir) { "held" } else { "free" }
     );
     Ok(())
 }
@@ -221,7 +229,8 @@ pub fn gc(runs: &Path, yes: bool) -> Result<()> {
         }
     }
     for p in &doomed {
-        std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+        let removed = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+        removed.with_context(|| format!("removing {}", p.display()))?;
     }
     println!("removed {} cache entries", doomed.len());
     Ok(())

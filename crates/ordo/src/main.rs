@@ -107,6 +107,9 @@ enum WorldCommand {
         eval_prompts: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Replace an earlier `ordo world corpus` output at `--out` (never another directory).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -123,6 +126,9 @@ enum ModelCommand {
         ids: Vec<u32>,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing file at `--out`.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -189,9 +195,25 @@ fn main() {
     }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes in one line, each cause once: many of ordo's errors already include
+/// their cause's text, which `{:#}` would print a second time.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 /// Parses `--device`.
@@ -233,14 +255,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Gc { runs, yes } => lab::gc(&runs, yes),
         Command::Model(ModelCommand::Info { path }) => model_info(&path, &device),
-        Command::Model(ModelCommand::Logits { model, ids, out }) => model_logits(&model, &ids, &out, &device),
+        Command::Model(ModelCommand::Logits { model, ids, out, force }) => {
+            model_logits(&model, &ids, &out, force, &device)
+        }
         Command::Generate(args) => generate(args, &device),
         Command::Bench(BenchCommand::Engine { steps }) => bench_engine(steps, &device),
         Command::Bench(BenchCommand::Stages { steps }) => bench_stages(steps, &device),
         Command::World(WorldCommand::Sample { n, seed }) => world_sample(n, seed),
-        Command::World(WorldCommand::Corpus { out, corpus, preferences, rl_prompts, eval_prompts, seed }) => {
+        Command::World(WorldCommand::Corpus { out, corpus, preferences, rl_prompts, eval_prompts, seed, force }) => {
             let sizes = ordo_world::DatasetSizes { corpus, preferences, rl_prompts, eval_prompts };
-            ordo_world::write_datasets(&out, &ordo_world::WorldConfig::default(), &sizes, seed)?;
+            ordo_world::write_datasets(&out, &ordo_world::WorldConfig::default(), &sizes, seed, force)?;
             println!("wrote the leaky-tests datasets (seed {seed}) to {}", out.display());
             for f in [
                 "corpus.jsonl",
@@ -298,7 +322,10 @@ fn model_info(path: &Path, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn model_logits(path: &Path, ids: &[u32], out: &Path, device: &Device) -> Result<()> {
+fn model_logits(path: &Path, ids: &[u32], out: &Path, force: bool, device: &Device) -> Result<()> {
+    if !force && std::fs::symlink_metadata(out).is_ok() {
+        bail!("--out {}: exists; pass --force to replace it", out.display());
+    }
     let m = ordo_model::load(path, device)?;
     let dec = Decoder::new_inference(&m.config, &m.params)?;
     let logits = dec.forward(&ids_tensor(&[ids.to_vec()], device)?, None, OpPath::Fused)?.squeeze(0)?;
