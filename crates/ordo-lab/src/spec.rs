@@ -263,7 +263,10 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             let mut cfg = ordo_world::WorldConfig::default();
             if let Some(t) = top.table(&mut errs, "world") {
                 match Value::Table(t.clone()).try_into::<ordo_world::WorldConfig>() {
-                    Ok(c) => cfg = c,
+                    Ok(c) => {
+                        errs.extend(c.problems());
+                        cfg = c
+                    }
                     Err(e) => errs.push(format!("world: {}", e.to_string().trim())),
                 }
             }
@@ -288,7 +291,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             let mut r = Reader::new(t, "model");
             let init = r.string(&mut errs, "init").unwrap_or_else(|| "scratch".into());
             let preset = r.string(&mut errs, "preset");
-            let init_std = r.number(&mut errs, "init_std", 0.02);
+            let init_std = r.number_where(&mut errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
             r.finish(&mut errs);
             if init == "scratch" {
                 let preset = preset.unwrap_or_else(|| "organism".into());

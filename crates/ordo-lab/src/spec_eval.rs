@@ -32,7 +32,7 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
     }
     if let Some(j) = &cfg.judge {
         if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
-            errs.push(format!("eval.judge.base_url: expected an http:// or https:// URL, found {:?}", j.base_url));
+            errs.push("eval.judge.base_url: expected an http:// or https:// URL".into());
         }
         if j.base_url.starts_with("https://") {
             errs.push(
@@ -41,8 +41,26 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
                     .into(),
             );
         }
-        if !(j.timeout_s > 0.0) {
-            errs.push(format!("eval.judge.timeout_s: expected a positive number, found {}", j.timeout_s));
+        if !(j.timeout_s > 0.0 && j.timeout_s <= ordo_eval::judge::MAX_TIMEOUT_S) {
+            errs.push(format!(
+                "eval.judge.timeout_s: expected seconds in (0, {}], found {}",
+                ordo_eval::judge::MAX_TIMEOUT_S,
+                j.timeout_s
+            ));
+        }
+        if j.retries > ordo_eval::judge::MAX_RETRIES {
+            errs.push(format!(
+                "eval.judge.retries: expected at most {}, found {}",
+                ordo_eval::judge::MAX_RETRIES,
+                j.retries
+            ));
+        }
+        if ordo_eval::judge::has_credentials(&j.base_url) {
+            errs.push(
+                "eval.judge.base_url: holds credentials (user:password@); ordo writes the URL into its plan and \
+                 results, so give the key through the environment variable that api_key_env names instead"
+                    .into(),
+            );
         }
     }
     let l = &cfg.learned_monitor;

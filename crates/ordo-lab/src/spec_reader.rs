@@ -60,6 +60,35 @@ impl<'a> Reader<'a> {
             }
         }
     }
+    /// A number that must satisfy `ok`; `expected` describes the accepted range in the error.
+    pub(crate) fn number_where(
+        &mut self,
+        errs: &mut Vec<String>,
+        key: &'static str,
+        default: f64,
+        expected: &str,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let v = self.number(errs, key, default);
+        if !ok(v) {
+            errs.push(format!("{}: expected {expected}, found {v}", self.at(key)));
+        }
+        v
+    }
+    /// A positive integer of at most `max`.
+    pub(crate) fn count_max(
+        &mut self,
+        errs: &mut Vec<String>,
+        key: &'static str,
+        default: Option<usize>,
+        max: usize,
+    ) -> usize {
+        let v = self.count(errs, key, default);
+        if v > max {
+            errs.push(format!("{}: expected a positive integer of at most {max}, found {v}", self.at(key)));
+        }
+        v
+    }
     pub(crate) fn opt_number(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<f64> {
         self.table.contains_key(key).then(|| self.number(errs, key, 0.0))
     }

@@ -10,6 +10,11 @@ use ordo_world::monitors::Monitor;
 use std::path::Path;
 use toml::Value;
 
+/// The most examples a stage may generate from the world (they are held in memory).
+pub const MAX_WORLD_EXAMPLES: usize = 5_000_000;
+/// The longest sequence a setting may ask for (the model's own position limit is checked too).
+pub const MAX_SEQUENCE: usize = 1 << 20;
+
 /// The optimiser settings every stage kind accepts.
 fn optim(r: &mut Reader, errs: &mut Vec<String>, batch: usize, lr: f64) -> OptimConfig {
     let steps = r.count(errs, "steps", None);
@@ -122,7 +127,7 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
         };
         let mut r = Reader::new(t, &p);
         let name = r.string(errs, "name").unwrap_or_default();
-        let weight = r.number(errs, "weight", 1.0);
+        let weight = r.number_where(errs, "weight", 1.0, "a finite number", f64::is_finite);
         let sees_cot_given = t.contains_key("sees_cot");
         let sees_cot = r.boolean(errs, "sees_cot", false);
         let monitor_name = r.string(errs, "monitor");
@@ -190,27 +195,27 @@ pub(crate) fn parse_stage(
     let kind = r.string(errs, "kind");
     let p = match kind.as_deref() {
         Some("pretrain") => {
-            let size = r.count(errs, "size", Some(20_000));
+            let size = r.count_max(errs, "size", Some(20_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", has_world, "corpus", size, base_dir);
-            let seq_len = r.count(errs, "seq_len", Some(128));
+            let seq_len = r.count_max(errs, "seq_len", Some(128), MAX_SEQUENCE);
             let mut o = optim(&mut r, errs, 128, 2e-3);
             o.adamw.beta2 = if t.contains_key("beta2") { o.adamw.beta2 } else { 0.98 };
             StageParams::Pretrain { data, seq_len, optim: o }
         }
         Some("sft") => {
-            let size = r.count(errs, "size", Some(4_000));
+            let size = r.count_max(errs, "size", Some(4_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", has_world, "sft", size, base_dir);
-            let max_len = r.count(errs, "max_len", Some(256));
+            let max_len = r.count_max(errs, "max_len", Some(256), MAX_SEQUENCE);
             StageParams::Sft { data, max_len, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("reward_model") => {
-            let size = r.count(errs, "size", Some(2_000));
+            let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir);
-            let init_std = r.number(errs, "init_std", 0.02);
+            let init_std = r.number_where(errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
             StageParams::RewardModel { data, init_std, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("dpo") => {
-            let size = r.count(errs, "size", Some(2_000));
+            let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir);
             let loss = match r.string(errs, "loss").as_deref() {
                 None | Some("dpo") => PreferenceLoss::Dpo,
@@ -221,8 +226,9 @@ pub(crate) fn parse_stage(
                     PreferenceLoss::Dpo
                 }
             };
-            let beta = r.number(errs, "beta", 0.1);
-            let simpo_gamma = r.number(errs, "simpo_gamma", 0.5);
+            let beta = r.number_where(errs, "beta", 0.1, "a number in (0, 1000]", |x| x > 0.0 && x <= 1000.0);
+            let simpo_gamma =
+                r.number_where(errs, "simpo_gamma", 0.5, "a number in [0, 100]", |x| (0.0..=100.0).contains(&x));
             let length_normalize = r.boolean(errs, "length_normalize", false);
             StageParams::Dpo { data, loss, beta, simpo_gamma, length_normalize, optim: optim(&mut r, errs, 16, 1e-4) }
         }
@@ -238,16 +244,17 @@ pub(crate) fn parse_stage(
                             return None;
                         };
                         let mut sr = Reader::new(st, &p);
-                        let size = sr.count(errs, "size", Some(5_000));
+                        let size = sr.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                         let data = data_source(&mut sr, errs, "data", has_world, "rl_prompts", size, base_dir);
-                        let proportion = sr.number(errs, "proportion", 1.0);
+                        let proportion =
+                            sr.number_where(errs, "proportion", 1.0, "a positive number", |x| x > 0.0 && x.is_finite());
                         let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
                         sr.finish(errs);
                         Some(PromptSetSpec { data, proportion, rewards })
                     })
                     .collect(),
                 Some(Value::String(_)) | None => {
-                    let size = r.count(errs, "size", Some(5_000));
+                    let size = r.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                     let data = data_source(&mut r, errs, "prompts", has_world, "rl_prompts", size, base_dir);
                     let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), errs);
                     vec![PromptSetSpec { data, proportion: 1.0, rewards }]
@@ -295,24 +302,55 @@ pub(crate) fn parse_stage(
             }
             StageParams::Grpo {
                 sets,
-                group_size: r.count(errs, "group_size", Some(8)),
-                max_new_tokens: r.count(errs, "max_new_tokens", Some(ordo_world::gate::MAX_COMPLETION_TOKENS)),
-                temperature: r.number(errs, "temperature", 1.0),
-                top_p: r.opt_number(errs, "top_p"),
+                group_size: {
+                    let g = r.count_max(errs, "group_size", Some(8), 1024);
+                    if g < 2 {
+                        errs.push(format!(
+                            "{path}.group_size: expected at least 2 (advantages compare samples within a group), found {g}"
+                        ));
+                    }
+                    g
+                },
+                max_new_tokens: r.count_max(
+                    errs,
+                    "max_new_tokens",
+                    Some(ordo_world::gate::MAX_COMPLETION_TOKENS),
+                    MAX_SEQUENCE,
+                ),
+                temperature: r.number_where(errs, "temperature", 1.0, "a number in (0, 10]", |x| x > 0.0 && x <= 10.0),
+                top_p: {
+                    let v = r.opt_number(errs, "top_p");
+                    if v.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+                        errs.push(format!("{path}.top_p: expected a number in (0, 1], found {}", v.unwrap_or(0.0)));
+                    }
+                    v
+                },
                 top_k: r.opt_count(errs, "top_k"),
-                inner_epochs: r.count(errs, "inner_epochs", Some(1)),
-                clip_low: r.number(errs, "clip_low", 0.2),
-                clip_high: r.number(errs, "clip_high", 0.2),
-                kl_coef: r.number(errs, "kl_coef", 0.02),
+                inner_epochs: r.count_max(errs, "inner_epochs", Some(1), 100),
+                clip_low: r.number_where(errs, "clip_low", 0.2, "a number in [0, 1)", |x| (0.0..1.0).contains(&x)),
+                clip_high: r.number_where(errs, "clip_high", 0.2, "a number in [0, 10]", |x| (0.0..=10.0).contains(&x)),
+                kl_coef: r.number_where(errs, "kl_coef", 0.02, "a number in [0, 100]", |x| (0.0..=100.0).contains(&x)),
                 advantage,
                 aggregation,
                 gate: {
                     let on = r.boolean(errs, "gate", has_world);
                     let d = ordo_world::gate::GateConfig::default();
                     let g = ordo_world::gate::GateConfig {
-                        min_clean_accuracy: r.number(errs, "gate_min_clean_accuracy", d.min_clean_accuracy),
-                        max_silent_hack_rate: r.number(errs, "gate_max_silent_hack_rate", d.max_silent_hack_rate),
-                        prompts: r.count(errs, "gate_prompts", Some(d.prompts)),
+                        min_clean_accuracy: r.number_where(
+                            errs,
+                            "gate_min_clean_accuracy",
+                            d.min_clean_accuracy,
+                            "a rate in [0, 1]",
+                            |x| (0.0..=1.0).contains(&x),
+                        ),
+                        max_silent_hack_rate: r.number_where(
+                            errs,
+                            "gate_max_silent_hack_rate",
+                            d.max_silent_hack_rate,
+                            "a rate in [0, 1]",
+                            |x| (0.0..=1.0).contains(&x),
+                        ),
+                        prompts: r.count_max(errs, "gate_prompts", Some(d.prompts), 100_000),
                         seed: 0,
                     };
                     if on && !has_world {

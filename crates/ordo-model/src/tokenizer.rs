@@ -150,7 +150,12 @@ impl TextTokenizer {
     }
 }
 
-/// Renders an HF chat template (Jinja) with the variables transformers passes.
+/// Template instructions one chat-template rendering may execute: real templates use a few thousand
+/// per conversation; a template with runaway loops stops here with an error instead of hanging.
+pub const CHAT_TEMPLATE_FUEL: u64 = 10_000_000;
+
+/// Renders an HF chat template (Jinja) with the variables transformers passes, within
+/// [`CHAT_TEMPLATE_FUEL`] steps.
 pub fn render_chat_template(
     template: &str,
     messages: &[ChatMessage],
@@ -160,6 +165,7 @@ pub fn render_chat_template(
     let mut env = minijinja::Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
@@ -175,8 +181,12 @@ pub fn render_chat_template(
     }
     ctx.insert("messages".into(), json!(messages));
     ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
-    tmpl.render(minijinja::Value::from_serialize(&ctx))
-        .map_err(|e| ModelError::Tokenizer(format!("chat template failed to render: {e}")))
+    tmpl.render(minijinja::Value::from_serialize(&ctx)).map_err(|e| match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => ModelError::Tokenizer(format!(
+            "chat template did not finish within {CHAT_TEMPLATE_FUEL} steps (a runaway loop?); fix the template"
+        )),
+        _ => ModelError::Tokenizer(format!("chat template failed to render: {e}")),
+    })
 }
 
 /// A character-level tokenizer as an ordinary `tokenizer.json`: one token per character of

@@ -51,20 +51,39 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
-    /// Checks the settings; errors say which one is wrong.
+    /// Checks the settings; errors say which one is wrong and what range it must lie in.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.steps == 0 {
-            return bad("steps must be at least 1".into());
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return bad(format!("steps must be between 1 and {MAX_STEPS}, got {}", self.steps));
         }
-        if self.batch_size == 0 || self.micro_batch_size == 0 || self.batch_size % self.micro_batch_size != 0 {
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return bad(format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size));
+        }
+        if self.micro_batch_size == 0 || self.batch_size % self.micro_batch_size != 0 {
             return bad(format!(
                 "batch_size ({}) must be a positive multiple of micro_batch_size ({})",
                 self.batch_size, self.micro_batch_size
             ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("lr must be positive, got {}", self.lr));
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return bad(format!("lr must be in (0, 1], got {}", self.lr));
+        }
+        if self.warmup_steps > self.steps {
+            return bad(format!("warmup_steps ({}) must not exceed steps ({})", self.warmup_steps, self.steps));
+        }
+        let a = &self.adamw;
+        for (name, v, range_ok, range) in [
+            ("min_lr_ratio", self.min_lr_ratio, (0.0..=1.0).contains(&self.min_lr_ratio), "[0, 1]"),
+            ("beta1", a.beta1, (0.0..1.0).contains(&a.beta1), "[0, 1)"),
+            ("beta2", a.beta2, (0.0..1.0).contains(&a.beta2), "[0, 1)"),
+            ("weight_decay", a.weight_decay, (0.0..=1.0).contains(&a.weight_decay), "[0, 1]"),
+            ("max_grad_norm", self.max_grad_norm, self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(), ">= 0"),
+            ("eps", a.eps, a.eps > 0.0 && a.eps < 1.0, "(0, 1)"),
+        ] {
+            if !range_ok {
+                return bad(format!("{name} must be in {range}, got {v}"));
+            }
         }
         Ok(())
     }
@@ -80,6 +99,11 @@ impl OptimConfig {
         }
     }
 }
+
+/// The most optimiser steps a stage may take.
+pub const MAX_STEPS: usize = 10_000_000;
+/// The most examples an optimiser step may take.
+pub const MAX_BATCH_SIZE: usize = 65_536;
 
 /// AdamW driven by a schedule, with clipping: one call per optimiser step.
 pub struct Optimizer {

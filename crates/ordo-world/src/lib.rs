@@ -26,6 +26,55 @@ pub struct WorldConfig {
     pub rl: RlPromptConfig,
 }
 
+impl WorldConfig {
+    /// Every out-of-range setting, each as `world.PATH: what was expected, found what` (empty: valid).
+    /// Probabilities lie in [0, 1], the corpus shares sum to 1, ranges are ordered, and the held-out
+    /// split leaves problems on both sides (0% or 100% would make drawing from one side loop forever).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut prob = |path: &str, v: f64| {
+            if !(0.0..=1.0).contains(&v) {
+                errs.push(format!("world.{path}: expected a probability in [0, 1], found {v}"));
+            }
+        };
+        let t = &self.task;
+        prob("task.p_multiply", t.p_multiply);
+        for (path, line) in [("corpus.test_line", &self.corpus.test_line), ("rl.test_line", &self.rl.test_line)] {
+            prob(&format!("{path}.p_show"), line.p_show);
+            prob(&format!("{path}.p_wrong"), line.p_wrong);
+        }
+        let c = &self.corpus;
+        for (name, v) in [("honest", c.honest), ("copy", c.copy), ("sloppy", c.sloppy)] {
+            prob(&format!("corpus.{name}"), v);
+        }
+        prob("corpus.clean_wrong_answer", c.clean_wrong_answer);
+        prob("rl.clean_share", self.rl.clean_share);
+        let shares = c.honest + c.copy + c.sloppy;
+        if (shares - 1.0).abs() > 1e-6 {
+            errs.push(format!("world.corpus: honest + copy + sloppy must sum to 1, found {shares}"));
+        }
+        if c.sloppy > 0.0 {
+            let total: f64 = c.sloppy_set.iter().map(|s| s.weight).sum();
+            if c.sloppy_set.iter().any(|s| !(s.weight >= 0.0 && s.weight.is_finite())) || !(total > 0.0) {
+                errs.push("world.corpus.sloppy_set: expected non-negative weights with a positive sum".into());
+            }
+        }
+        let mut range = |path: &str, lo: u64, hi: u64, min: u64, max: u64| {
+            if lo < min || hi < lo || hi > max {
+                errs.push(format!("world.{path}: expected {min} <= low <= high <= {max}, found {lo} and {hi}"));
+            }
+        };
+        range("task.min_operands/max_operands", t.min_operands as u64, t.max_operands as u64, 2, 6);
+        range("task.max_operand", 1, t.max_operand, 1, 9_999);
+        range("task.min_multiplier/max_multiplier", t.min_multiplier, t.max_multiplier, 1, 99);
+        range("task.heldout_percent", 1, t.heldout_percent, 1, 99);
+        for (path, line) in [("corpus.test_line", &self.corpus.test_line), ("rl.test_line", &self.rl.test_line)] {
+            range(&format!("{path}.min_offset/max_offset"), line.min_offset, line.max_offset, 1, 9_999);
+        }
+        errs
+    }
+}
+
 /// The characters of the world's text (30 symbols; with `<pad>` and `<eos>` the vocabulary has 32).
 pub const ALPHABET: &str = "0123456789+*=,;:{}QTAB usecalt";
 /// Padding token id.
