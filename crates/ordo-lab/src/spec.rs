@@ -339,6 +339,38 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         }
     }
 
+    // Packed sequences and prompt-plus-completion lengths must fit the model's positions (read from its
+    // config.json, checked for sane sizes); SFT's max_len only truncates, so it may exceed them.
+    let positions = match &model {
+        ModelInit::Scratch { preset, .. } if PRESETS.contains(&preset.as_str()) => {
+            Some(preset_config(preset).max_position_embeddings)
+        }
+        ModelInit::Hf { path } if path.join("config.json").exists() => {
+            match ordo_model::ModelConfig::from_file(&path.join("config.json")) {
+                Ok(c) => Some(c.max_position_embeddings),
+                Err(e) => {
+                    errs.push(format!("model.init: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(max) = positions {
+        for (sname, p) in &stages {
+            let (field, len) = match p {
+                StageParams::Pretrain { seq_len, .. } => ("seq_len", *seq_len),
+                StageParams::Grpo { max_new_tokens, .. } => ("max_new_tokens", *max_new_tokens + 1),
+                _ => continue,
+            };
+            if len > max {
+                errs.push(format!(
+                    "stages.{sname}.{field}: {len} positions do not fit the model's {max} (max_position_embeddings)"
+                ));
+            }
+        }
+    }
+
     let mut arms = Vec::new();
     match top.table(&mut errs, "arms") {
         None => errs.push("arms: missing (expected arm = [\"stage\", ...] entries)".into()),

@@ -99,10 +99,26 @@ fn data_source(
         DataSource::World { dataset: name.into(), size }
     } else {
         let path = base_dir.join(&spec);
-        match std::fs::read(&path) {
-            Ok(bytes) => DataSource::File { sha256: crate::plan::sha256_hex(&bytes), path },
+        // The whole file is checked now, against what this stage kind reads, before anything trains.
+        let kind = if world_dataset == "corpus" { "text" } else { world_dataset };
+        let origin = path.display().to_string();
+        let checked = ordo_train::data::read_data_file(&path).and_then(|bytes| {
+            let text = std::str::from_utf8(&bytes).map_err(|e| ordo_train::TrainError::Data {
+                file: origin.clone(),
+                line: 0,
+                message: format!("not UTF-8 text: {e}"),
+            })?;
+            let rows = ordo_train::data::parse_jsonl(text, &origin)?;
+            ordo_train::data::check_rows(&rows, &origin, kind)?;
+            Ok(crate::plan::sha256_hex(&bytes))
+        });
+        match checked {
+            Ok(sha256) => DataSource::File { sha256, path },
             Err(e) => {
-                errs.push(format!("{}: cannot read data file {}: {e}", r.at(key), path.display()));
+                match e {
+                    ordo_train::TrainError::Io { .. } => errs.push(format!("{}: cannot read data file {e}", r.at(key))),
+                    e => errs.push(format!("{}: {e}", r.at(key))),
+                }
                 DataSource::File { path, sha256: String::new() }
             }
         }
@@ -272,6 +288,18 @@ pub(crate) fn parse_stage(
                     errs.push(format!(
                         "{path}.prompts[{i}]: prompts from a file can only use the answer_match reward (world rewards judge world prompts)"
                     ));
+                }
+                // Every prompt row must carry the metadata its rewards read.
+                if let DataSource::File { path: file, sha256 } = &set.data {
+                    let fields: Vec<&str> = set.rewards.iter().filter_map(|r| r.field.as_deref()).collect();
+                    if !sha256.is_empty() && !fields.is_empty() {
+                        let origin = file.display().to_string();
+                        if let Err(e) = ordo_train::data::read_jsonl(file)
+                            .and_then(|rows| ordo_train::data::require_fields(&rows, &origin, &fields))
+                        {
+                            errs.push(format!("{path}.prompts[{i}]: {e}"));
+                        }
+                    }
                 }
             }
             let cot = match (r.string(errs, "cot_open"), r.string(errs, "cot_close")) {

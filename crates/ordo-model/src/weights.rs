@@ -40,6 +40,16 @@ pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
             let file = file.as_str().ok_or_else(|| {
                 ModelError::Weights(format!("{}: weight_map[`{name}`]: expected a file name", index.display()))
             })?;
+            // A shard is a plain file name inside the checkpoint directory, never a path out of it.
+            let plain = !file.is_empty()
+                && Path::new(file).components().count() == 1
+                && matches!(Path::new(file).components().next(), Some(std::path::Component::Normal(_)));
+            if !plain {
+                return Err(ModelError::Weights(format!(
+                    "{}: weight_map[`{name}`]: {file:?} is not a file name inside the checkpoint directory",
+                    index.display()
+                )));
+            }
             let p = dir.join(file);
             if !files.contains(&p) {
                 files.push(p);

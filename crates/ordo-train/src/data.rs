@@ -37,13 +37,47 @@ pub struct RlPromptExample {
     pub metadata: Map<String, Value>,
 }
 
-/// The non-empty lines of a JSONL file as objects, with their 1-based line numbers.
-pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, Map<String, Value>)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    parse_jsonl(&text, &path.display().to_string())
+/// The largest data file ordo reads.
+pub const MAX_DATA_FILE_BYTES: u64 = 1 << 30;
+/// The longest line of a JSONL data file.
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// The bytes of a data file: a regular file (not a device or a pipe, which could be endless) of at
+/// most [`MAX_DATA_FILE_BYTES`].
+pub fn read_data_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| TrainError::io(path, e))?;
+    let refuse = |message: String| TrainError::Data { file: path.display().to_string(), line: 0, message };
+    if !meta.is_file() {
+        return Err(refuse("not a regular file (expected a JSONL file)".into()));
+    }
+    if meta.len() > MAX_DATA_FILE_BYTES {
+        return Err(refuse(format!(
+            "{} bytes is more than the {MAX_DATA_FILE_BYTES} a data file may hold",
+            meta.len()
+        )));
+    }
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    file.take(MAX_DATA_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| TrainError::io(path, e))?;
+    if bytes.len() as u64 > MAX_DATA_FILE_BYTES {
+        return Err(refuse(format!("grew past the {MAX_DATA_FILE_BYTES} bytes a data file may hold while read")));
+    }
+    Ok(bytes)
 }
 
-/// Parses JSONL text; `origin` names the file in errors.
+/// The non-empty lines of a JSONL file as objects, with their 1-based line numbers.
+pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, Map<String, Value>)>> {
+    let origin = path.display().to_string();
+    let text = String::from_utf8(read_data_file(path)?).map_err(|e| TrainError::Data {
+        file: origin.clone(),
+        line: 0,
+        message: format!("not UTF-8 text: {e}"),
+    })?;
+    parse_jsonl(&text, &origin)
+}
+
+/// Parses JSONL text; `origin` names the file in errors. Lines longer than [`MAX_LINE_BYTES`] are refused.
 pub fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<(usize, Map<String, Value>)>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -51,6 +85,9 @@ pub fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<(usize, Map<String, V
             continue;
         }
         let err = |message: String| TrainError::Data { file: origin.to_string(), line: i + 1, message };
+        if line.len() > MAX_LINE_BYTES {
+            return Err(err(format!("the line has {} bytes, more than the {MAX_LINE_BYTES} allowed", line.len())));
+        }
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(o)) => out.push((i + 1, o)),
             Ok(_) => return Err(err("expected a JSON object".into())),
@@ -169,6 +206,28 @@ pub fn parse_rl_prompts(rows: &[(usize, Map<String, Value>)], origin: &str) -> R
             Ok(RlPromptExample { prompt, metadata })
         })
         .collect()
+}
+
+/// Checks that every row has each of `fields` (the prompt metadata a reward reads), naming the first
+/// line without one.
+pub fn require_fields(rows: &[(usize, Map<String, Value>)], origin: &str, fields: &[&str]) -> Result<()> {
+    for r in records(rows, origin) {
+        if let Some(f) = fields.iter().find(|f| !r.obj.contains_key(**f)) {
+            return Err(r.err(format!("field `{f}` is missing (a reward of this stage reads it)")));
+        }
+    }
+    Ok(())
+}
+
+/// Parses rows as the data a stage kind reads, only to check them: `text` for pretraining,
+/// `sft`, `preferences` or `rl_prompts`.
+pub fn check_rows(rows: &[(usize, Map<String, Value>)], origin: &str, kind: &str) -> Result<()> {
+    match kind {
+        "text" => parse_texts(rows, origin).map(drop),
+        "sft" => parse_sft(rows, origin).map(drop),
+        "preferences" => parse_preferences(rows, origin).map(drop),
+        _ => parse_rl_prompts(rows, origin).map(drop),
+    }
 }
 
 /// A token sequence with the positions that are training targets (1) and those that are not (0).

@@ -66,3 +66,41 @@ fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
     acc.accumulate(grads(&p, &[0.5, 0.5])).unwrap();
     assert_eq!(acc.by_name["layer.weight"].to_vec1::<f32>().unwrap(), vec![1.5, 2.5]);
 }
+
+#[test]
+fn a_non_finite_loss_or_gradient_stops_the_step_and_leaves_the_parameters_as_they_were() {
+    use ordo_train::trainer::{OptimConfig, Optimizer};
+    let mut p = ParamStore::new();
+    p.insert("layer.weight", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+    p.insert("model.norm.weight", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+    let mut opt = Optimizer::new(&OptimConfig { lr: 0.1, ..Default::default() });
+    opt.step(&p, grads(&p, &[0.5, -1.0]), 1.0).unwrap();
+    let before = values(&p, "layer.weight");
+    let err = opt.step(&p, grads(&p, &[0.5, -1.0]), f64::NAN).unwrap_err().to_string();
+    assert!(err.contains("step 2: the loss is NaN"), "{err}");
+    assert!(err.contains("Lower `lr`"), "{err}");
+    let err = opt.step(&p, grads(&p, &[f32::INFINITY, 1.0]), 0.5).unwrap_err().to_string();
+    assert!(err.contains("step 2: the gradient norm is inf"), "{err}");
+    assert_eq!(values(&p, "layer.weight"), before, "a refused step changed the parameters");
+    assert_eq!(opt.adamw.step, 1, "a refused step counted as a step");
+}
+
+#[test]
+fn optimiser_settings_out_of_range_are_refused_with_the_range() {
+    use ordo_train::trainer::OptimConfig;
+    let d = OptimConfig::default();
+    let cases = [
+        (OptimConfig { steps: 1_000_000_000_000_000_000, ..d.clone() }, "steps must be between 1 and"),
+        (OptimConfig { batch_size: 1_000_000_000_000, micro_batch_size: 1, ..d.clone() }, "batch_size must be"),
+        (OptimConfig { lr: 1e10, ..d.clone() }, "lr must be in (0, 1]"),
+        (OptimConfig { min_lr_ratio: 2.0, ..d.clone() }, "min_lr_ratio must be in [0, 1]"),
+        (OptimConfig { adamw: AdamWConfig { beta2: 1.5, ..d.adamw.clone() }, ..d.clone() }, "beta2 must be in [0, 1)"),
+        (OptimConfig { warmup_steps: 1000, steps: 10, ..d.clone() }, "warmup_steps (1000) must not exceed"),
+        (OptimConfig { max_grad_norm: f64::NAN, ..d.clone() }, "max_grad_norm must be"),
+    ];
+    for (cfg, want) in cases {
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains(want), "expected {want:?} in {err:?}");
+    }
+    assert!(d.validate().is_ok());
+}

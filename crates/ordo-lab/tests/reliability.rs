@@ -1,0 +1,344 @@
+//! Regression tests of the reliability defects a hostile user found in experiments: divergence,
+//! names, shared caches, gc, world datasets, evaluation checksums, setting ranges and data files.
+
+use ordo_lab::cache::{Cache, NodeState, RunLock};
+use ordo_lab::plan::plan;
+use ordo_lab::{RunOptions, RunSummary};
+use std::path::Path;
+
+const TINY: &str = r#"
+[experiment]
+name = "tiny"
+seeds = [1]
+world = "leaky-tests"
+
+[model]
+init = "scratch"
+preset = "organism"
+
+[stages]
+pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len = 48 }
+sft      = { kind = "sft", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
+pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
+rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
+
+[arms]
+a = ["pretrain", "sft"]
+b = ["pretrain", "pref", "rlvf"]
+
+[eval]
+wrong_test_prompts = 2
+clean_prompts = 2
+probe_prompts = 2
+learned_monitor = { train = 40, heldout = 20, epochs = 20 }
+
+[probe]
+enabled = false
+"#;
+
+fn options(dir: &Path, name: &str) -> RunOptions {
+    RunOptions { run_dir: dir.join("runs").join(name), cache_dir: dir.join("runs/cache"), progress: false }
+}
+
+fn run_text(text: &str, dir: &Path) -> Result<RunSummary, ordo_lab::LabError> {
+    let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap_or_else(|e| panic!("{e}"));
+    ordo_lab::run(&exp, &options(dir, &exp.name))
+}
+
+fn problems_in(text: &str, dir: &Path) -> Vec<String> {
+    match ordo_lab::spec::parse(text, "bad.toml", dir) {
+        Ok(_) => panic!("the spec should have been rejected"),
+        Err(e) => e.problems,
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    problems_in(text, tempfile::tempdir().unwrap().path())
+}
+
+fn assert_problem(text: &str, want: &str) {
+    let p = problems(text);
+    assert!(p.iter().any(|m| m.contains(want)), "expected {want:?} in {p:#?}");
+}
+
+/// An organism checkpoint with finite weights whose first forward pass overflows: attention norms
+/// of 1e30 make the attention scores infinite, and their softmax NaN.
+fn overflowing_model(dir: &Path) {
+    let cfg = ordo_world::organism_config();
+    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
+    for layer in 0..cfg.num_hidden_layers {
+        let name = format!("model.layers.{layer}.input_layernorm.weight");
+        let big = (params.var(&name).unwrap().as_tensor() * 1e30).unwrap();
+        params.insert(name, big).unwrap();
+    }
+    ordo_model::weights::save_hf_dir(dir, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
+}
+
+#[test]
+fn a_diverging_stage_stops_at_its_step_and_commits_no_node() {
+    let dir = tempfile::tempdir().unwrap();
+    overflowing_model(&dir.path().join("model"));
+    for (arm, stage) in [("a", "pretrain"), ("b", "sft"), ("c", "pref"), ("d", "rlvf")] {
+        let text = TINY.replace("init = \"scratch\"\npreset = \"organism\"", "init = \"hf:model\"").replace(
+            "a = [\"pretrain\", \"sft\"]\nb = [\"pretrain\", \"pref\", \"rlvf\"]",
+            &format!("{arm} = [\"{stage}\"]"),
+        );
+        let err = run_text(&text, dir.path()).unwrap_err().to_string();
+        // A first pretraining stage is the shared base, trained from the base seed (0).
+        let seed = if stage == "pretrain" { 0 } else { 1 };
+        assert!(err.starts_with(&format!("stage `{stage}` (seed {seed}): step 1: the ")), "{err}");
+        assert!(err.contains("not finite") && err.contains("Lower `lr`"), "{err}");
+        let exp = ordo_lab::spec::parse(&text, "x.toml", dir.path()).unwrap();
+        let cache = Cache::new(&dir.path().join("runs/cache"));
+        assert_eq!(cache.state(&plan(&exp).nodes[0].key), NodeState::Missing, "{stage}: a node was committed");
+    }
+}
+
+#[test]
+fn a_model_with_non_finite_weights_is_not_trained_on_or_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ordo_world::organism_config();
+    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
+    let name = "model.norm.weight";
+    let nan = (params.var(name).unwrap().as_tensor() * f64::NAN).unwrap();
+    params.insert(name, nan).unwrap();
+    assert!(params.check_finite("x").unwrap_err().to_string().contains("`model.norm.weight` holds 128 NaN"));
+    // A cached node whose weights became NaN is refused when a child stage loads it.
+    let exp = ordo_lab::spec::parse(TINY, "x.toml", dir.path()).unwrap();
+    run_text(TINY, dir.path()).unwrap();
+    let cache = Cache::new(&dir.path().join("runs/cache"));
+    let p = plan(&exp);
+    let base = &p.nodes[0].key;
+    let err = ordo_lab::runner::load_node_model(&cache, base).map(|_| ());
+    assert!(err.is_ok());
+    ordo_model::weights::save_hf_dir(
+        &cache.dir(base).join("model"),
+        &cfg,
+        &params,
+        Some(&ordo_world::tokenizer()),
+        usize::MAX,
+    )
+    .unwrap();
+    let err = ordo_lab::runner::load_node_model(&cache, base).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("NaN or infinite"), "{err}");
+}
+
+#[test]
+fn experiment_names_are_plain_and_stay_inside_the_runs_directory() {
+    for bad in ["..", ".", "cache", "Cache", "a/b", "../x", "", ".hidden", "x.y", "-flag"] {
+        assert_problem(&TINY.replace("name = \"tiny\"", &format!("name = {bad:?}")), "experiment.name:");
+    }
+    for good in ["tiny", "orders-v2", "run_3", "A1"] {
+        ordo_lab::spec::parse(&TINY.replace("name = \"tiny\"", &format!("name = {good:?}")), "x", Path::new("."))
+            .unwrap();
+    }
+}
+
+#[test]
+fn two_experiments_sharing_nodes_on_one_cache_build_each_node_once_and_completely() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> =
+        ["one", "two"].iter().map(|n| TINY.replace("name = \"tiny\"", &format!("name = {n:?}"))).collect();
+    let summaries: Vec<RunSummary> = std::thread::scope(|s| {
+        let handles: Vec<_> = texts.iter().map(|t| s.spawn(|| run_text(t, dir.path()).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let exp = ordo_lab::spec::parse(&texts[0], "x", dir.path()).unwrap();
+    let p = plan(&exp);
+    let cache = Cache::new(&dir.path().join("runs/cache"));
+    let mut trained: Vec<&String> = summaries.iter().flat_map(|s| &s.trained).collect();
+    trained.sort();
+    let mut all: Vec<&String> = p.nodes.iter().map(|n| &n.key).collect();
+    all.sort();
+    assert_eq!(trained, all, "each node is trained by exactly one of the two runners");
+    for n in &p.nodes {
+        assert_eq!(cache.state(&n.key), NodeState::Complete);
+        let metrics = std::fs::read_to_string(cache.dir(&n.key).join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), n.params.steps(), "{}: metrics of every step", n.stage);
+    }
+    // Both reports come from the same nodes.
+    let summary = |name: &str| std::fs::read(dir.path().join("runs").join(name).join("results.json")).unwrap();
+    let strip = |b: Vec<u8>| String::from_utf8(b).unwrap().replace("\"one\"", "\"X\"").replace("\"two\"", "\"X\"");
+    assert_eq!(strip(summary("one")), strip(summary("two")));
+}
+
+#[test]
+fn gc_never_lists_what_a_plan_refers_to_a_live_lock_holds_or_what_is_not_ordos() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    run_text(TINY, dir.path()).unwrap();
+    let cache = Cache::new(&runs.join("cache"));
+    let exp = ordo_lab::spec::parse(TINY, "x", dir.path()).unwrap();
+    let key = plan(&exp).nodes[0].key.clone();
+    // An interrupted run's step checkpoint, snapshots and staging of a referenced node stay.
+    for side in ["resume", "snapshots", "staging"] {
+        std::fs::create_dir_all(cache.root.join(format!(".{key}.{side}"))).unwrap();
+    }
+    // Someone else's file in the cache directory stays.
+    std::fs::write(cache.root.join("README.txt"), "mine").unwrap();
+    assert_eq!(ordo_lab::cache::unreferenced(&cache, &runs).unwrap(), Vec::<std::path::PathBuf>::new());
+    // An unreferenced node is listed, with its side entries, unless a live process holds its lock.
+    let orphan = "e".repeat(64);
+    std::fs::create_dir_all(cache.dir(&orphan)).unwrap();
+    std::fs::create_dir_all(cache.root.join(format!(".{orphan}.resume"))).unwrap();
+    let held = cache.lock_node(&orphan, &mut |_| {}).unwrap();
+    assert!(ordo_lab::cache::unreferenced(&cache, &runs).unwrap().is_empty());
+    drop(held);
+    let listed = ordo_lab::cache::unreferenced(&cache, &runs).unwrap();
+    let names: Vec<String> = listed.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec![format!(".{orphan}.lock"), format!(".{orphan}.resume"), orphan.clone()]);
+}
+
+#[test]
+fn a_lock_left_by_a_dead_process_or_naming_a_reused_pid_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lock file naming a live PID (ours) that no process holds: the lock is free.
+    std::fs::write(dir.path().join("lock"), format!("{}\n", std::process::id())).unwrap();
+    assert!(!RunLock::is_held(dir.path()));
+    let lock = RunLock::acquire(dir.path()).unwrap();
+    assert!(RunLock::is_held(dir.path()));
+    let err = RunLock::acquire(dir.path()).unwrap_err();
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    drop(lock);
+    assert!(!RunLock::is_held(dir.path()));
+}
+
+#[test]
+fn a_world_dataset_must_fit_the_stage_kind() {
+    for (stage, data, want) in [
+        ("pref", "world:corpus", "stages.pref.data: world:corpus holds pretraining text"),
+        ("pref", "world:sft", "this stage kind reads world:preferences"),
+        ("pref", "world:rl_prompts", "stages.pref.data: world:rl_prompts holds RL prompts"),
+        ("sft", "world:preferences", "stages.sft.data: world:preferences holds preference pairs"),
+        ("pretrain", "world:sft", "stages.pretrain.data: world:sft holds prompt-completion examples"),
+    ] {
+        let text = TINY.replace(&format!("{stage:<8} = {{ kind"), &format!("{stage:<8} = {{ data = {data:?}, kind"));
+        assert_ne!(text, TINY);
+        assert_problem(&text, want);
+    }
+    assert_problem(
+        &TINY.replace(
+            "size = 16, steps = 1, batch_size = 2",
+            "prompts = \"world:corpus\", size = 16, steps = 1, batch_size = 2",
+        ),
+        "stages.rlvf.prompts: world:corpus holds pretraining text",
+    );
+}
+
+#[test]
+fn an_edited_evaluation_is_not_reported_as_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    run_text(TINY, dir.path()).unwrap();
+    let exp = ordo_lab::spec::parse(TINY, "x", dir.path()).unwrap();
+    let cache = Cache::new(&dir.path().join("runs/cache"));
+    let key = plan(&exp).arms[0].chain.last().unwrap().clone();
+    let rel = ordo_lab::evaluation::eval_file("eval", &exp, 1);
+    let path = cache.dir(&key).join(&rel);
+    let honest = std::fs::read(&path).unwrap();
+    assert_eq!(cache.evaluation(&key, &rel).unwrap().as_deref(), Some(&honest[..]), "the evaluation is listed");
+    let manifest = cache.manifest(&key).unwrap();
+    assert!(manifest["evaluations"][&rel].is_string(), "{manifest}");
+    // Edit one measured value.
+    let mut v: serde_json::Value = serde_json::from_slice(&honest).unwrap();
+    v["metrics"]["hack_rate"]["value"] = serde_json::json!(0.123456);
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    assert!(cache.evaluation(&key, &rel).unwrap_err().contains("does not match its checksum"));
+    // The next run evaluates again: the report holds the measured value, not the edited one.
+    run_text(TINY, dir.path()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), honest);
+    let results = std::fs::read_to_string(dir.path().join("runs/tiny/results.json")).unwrap();
+    assert!(!results.contains("0.123456"));
+    // The node itself stays complete: only the evaluation was redone.
+    assert_eq!(cache.state(&key), NodeState::Complete);
+}
+
+#[test]
+fn nonsense_settings_are_refused_before_anything_trains() {
+    let cases = [
+        (
+            "steps = 2, batch_size = 4, seq_len = 48",
+            "steps = 1000000000000000000, batch_size = 4, seq_len = 48",
+            "stages.pretrain: steps must be between 1 and",
+        ),
+        ("seq_len = 48", "seq_len = 100000000", "stages.pretrain.seq_len: expected a positive integer of at most"),
+        ("seq_len = 48", "seq_len = 4096", "stages.pretrain.seq_len: 4096 positions do not fit the model's 128"),
+        ("group_size = 2", "group_size = 1", "stages.rlvf.group_size: expected at least 2"),
+        ("group_size = 2", "group_size = 2, temperature = -1", "stages.rlvf.temperature: expected a number in (0, 10]"),
+        ("group_size = 2", "group_size = 2, top_p = 1.5", "stages.rlvf.top_p: expected a number in (0, 1]"),
+        ("size = 200, steps = 2", "size = 200, steps = 2, beta2 = 1.5", "beta2 must be in [0, 1)"),
+        (
+            "kind = \"dpo\", size = 16",
+            "kind = \"dpo\", beta = -1, size = 16",
+            "stages.pref.beta: expected a number in (0, 1000]",
+        ),
+        ("size = 200, steps = 2", "size = 200, steps = 2, min_lr_ratio = 2", "min_lr_ratio must be in [0, 1]"),
+        ("size = 200, steps = 2", "size = 200, steps = 2, lr = 1e10", "stages.pretrain: lr must be in (0, 1]"),
+        ("steps = 2, batch_size = 4", "steps = 2, batch_size = 1000000000000", "batch_size must be between 1 and"),
+        ("size = 200,", "size = 100000000000,", "stages.pretrain.size: expected a positive integer of at most"),
+        (
+            "[eval]",
+            "[world.corpus]\nhonest = 5.0\n\n[eval]",
+            "world.corpus.honest: expected a probability in [0, 1], found 5",
+        ),
+        ("[eval]", "[world.task]\nheldout_percent = 100\n\n[eval]", "world.task.heldout_percent"),
+        ("[eval]", "[world.rl]\nclean_share = -0.5\n\n[eval]", "world.rl.clean_share: expected a probability"),
+        (
+            "learned_monitor",
+            "judge = { base_url = \"http://127.0.0.1:9\", model = \"m\", timeout_s = 1e300 }\nlearned_monitor",
+            "eval.judge.timeout_s: expected seconds in (0, 3600]",
+        ),
+        (
+            "learned_monitor",
+            "judge = { base_url = \"http://127.0.0.1:9\", model = \"m\", retries = 1000000000 }\nlearned_monitor",
+            "eval.judge.retries: expected at most 10",
+        ),
+        (
+            "learned_monitor",
+            "judge = { base_url = \"http://user:secret@127.0.0.1:9/v1\", model = \"m\" }\nlearned_monitor",
+            "eval.judge.base_url: holds credentials",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = TINY.replacen(from, to, 1);
+        assert_ne!(text, TINY, "{from}");
+        assert_problem(&text, want);
+    }
+    // No message repeats a credential.
+    let text = TINY.replacen(
+        "learned_monitor",
+        "judge = { base_url = \"http://user:secret@127.0.0.1:9/v1\", model = \"m\" }\nlearned_monitor",
+        1,
+    );
+    assert!(problems(&text).iter().all(|m| !m.contains("secret")));
+}
+
+#[test]
+fn data_files_are_checked_whole_when_the_experiment_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    // A malformed preference file is reported at plan time, not after the stages before it trained.
+    write("pairs.jsonl", "{\"prompt\": \"Q:1+2;{\", \"chosen\": \"x\", \"rejected\": \"y\"}\n{\"prompt\": \"Q:1+2;{\", \"chosen\": \"x\"}\n");
+    let text = TINY.replace("kind = \"dpo\"", "kind = \"dpo\", data = \"pairs.jsonl\"");
+    let p = problems_in(&text, dir.path());
+    assert!(
+        p.iter().any(|m| m.contains("stages.pref.data: ") && m.contains("pairs.jsonl:2: field `rejected` is missing")),
+        "{p:#?}"
+    );
+    // An RL prompt without the field its reward reads.
+    write("tasks.jsonl", "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n{\"prompt\": \"What is 3+3?\"}\n");
+    let rl = TINY.replace(
+        "size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"verifier\" }]",
+        "prompts = \"tasks.jsonl\", steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"answer_match\", field = \"answer\" }]",
+    );
+    assert_ne!(rl, TINY);
+    let p = problems_in(&rl, dir.path());
+    assert!(p.iter().any(|m| m.contains("tasks.jsonl:2: field `answer` is missing")), "{p:#?}");
+    // A device, which would never end, and an over-long line.
+    let dev = TINY.replace("kind = \"sft\"", "kind = \"sft\", data = \"/dev/zero\"");
+    let p = problems_in(&dev, dir.path());
+    assert!(p.iter().any(|m| m.contains("/dev/zero:0: not a regular file")), "{p:#?}");
+    write("long.jsonl", &format!("{{\"text\": \"{}\"}}\n", "1".repeat(5 << 20)));
+    let long = TINY.replace("kind = \"pretrain\"", "kind = \"pretrain\", data = \"long.jsonl\"");
+    let p = problems_in(&long, dir.path());
+    assert!(p.iter().any(|m| m.contains("long.jsonl:1: the line has 5242892 bytes")), "{p:#?}");
+}
