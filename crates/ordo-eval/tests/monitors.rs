@@ -147,3 +147,63 @@ fn llm_judge_unreachable_and_timeout_are_clear_errors() {
     let e = judge.flag_all(&[(&p, "use T}A:104;B:test")]).unwrap_err().to_string();
     assert!(e.contains("after 1 attempts"), "{e}");
 }
+
+/// A server that answers every request with `status` and `body`.
+fn answer_with(status: &'static str, body: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line.trim_end().is_empty() {
+                    break;
+                }
+            }
+            let mut req = vec![0; len];
+            reader.read_exact(&mut req).unwrap();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_judge_server_that_echoes_the_key_never_puts_it_on_the_terminal() {
+    std::env::set_var("ORDO_TEST_ECHO_KEY", "sk-live-0123456789");
+    let p = Prompt::parse(P).unwrap();
+    for (status, body) in [
+        ("401 Unauthorized", "invalid api key: Bearer sk-live-0123456789".to_string()),
+        ("403 Forbidden", "{\"error\": \"key sk-live-0123456789 is revoked\"}".to_string()),
+        ("200 OK", "not json, your key was sk-live-0123456789".to_string()),
+        ("200 OK", "{\"choices\": [{\"message\": {\"content\": \"sk-live-0123456789\"}}]}".to_string()),
+    ] {
+        let url = answer_with(status, body);
+        let judge = LlmJudge::new(JudgeConfig { api_key_env: Some("ORDO_TEST_ECHO_KEY".into()), ..config(&url) });
+        let e = judge.flag_all(&[(&p, "use T}A:104;B:test")]).unwrap_err().to_string();
+        assert!(!e.contains("sk-live"), "{status}: the key was printed: {e}");
+        assert!(e.contains("[redacted]"), "{status}: {e}");
+    }
+    // Another server's bearer token in a body is redacted too.
+    assert_eq!(ordo_eval::judge::redact("no: Bearer abc.def-1", None), "no: Bearer [redacted]");
+    assert!(ordo_eval::judge::has_credentials("https://me:pw@api.example/v1"));
+    assert!(!ordo_eval::judge::has_credentials("http://127.0.0.1:8000/v1?x=a@b"));
+}
+
+#[test]
+fn absurd_judge_timeouts_and_retries_are_bounded_not_a_panic() {
+    let judge =
+        LlmJudge::new(JudgeConfig { timeout_s: 1e300, retries: 1_000_000_000, ..config("http://127.0.0.1:9/v1") });
+    assert_eq!(judge.config.retries, 1_000_000_000, "the config is kept; the client bounds what it does");
+}

@@ -53,3 +53,120 @@ fn world_corpus_never_replaces_a_directory_or_file_it_did_not_write() {
     assert_eq!(code, 0, "{err}");
     assert!(ours.join("corpus.jsonl").is_file());
 }
+
+#[test]
+fn a_diverging_run_exits_non_zero_naming_the_step_once_and_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Finite weights whose first forward pass overflows: attention norms of 1e30.
+    let cfg = ordo_world::organism_config();
+    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
+    for layer in 0..cfg.num_hidden_layers {
+        let name = format!("model.layers.{layer}.input_layernorm.weight");
+        let big = (params.var(&name).unwrap().as_tensor() * 1e30).unwrap();
+        params.insert(name, big).unwrap();
+    }
+    let model = tmp.path().join("model");
+    ordo_model::weights::save_hf_dir(&model, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        r#"
+[experiment]
+name = "diverge"
+seeds = [1]
+world = "leaky-tests"
+[model]
+init = "hf:model"
+[stages]
+sft = { kind = "sft", size = 16, steps = 2, batch_size = 4 }
+[arms]
+a = ["sft"]
+[probe]
+enabled = false
+"#,
+    )
+    .unwrap();
+    let runs = tmp.path().join("runs");
+    let (code, _, err) = ordo(&["run", exp.to_str().unwrap(), "--runs", runs.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert_eq!(err.matches("step 1: the loss is NaN").count(), 1, "{err}");
+    assert!(err.contains("error: stage `sft` (seed 1): step 1: the loss is NaN (not finite)"), "{err}");
+    let committed: Vec<_> = std::fs::read_dir(runs.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(committed.is_empty(), "{committed:?}");
+}
+
+#[test]
+fn generate_refuses_more_new_tokens_than_positions_at_once() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hf/llama-tiny");
+    let started = std::time::Instant::now();
+    let (code, _, err) = ordo(&[
+        "generate",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "100000000",
+        "--format",
+        "ids",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exceeds the model's"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn transcripts_name_an_arm_stage_suite_seed_or_monitor_the_run_does_not_have() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = r#"{"arm":"a","seed":1,"stage":"rlvf","suite":"wrong_test","verdicts":{"keyword":true},"labels":{"hack":true}}"#;
+    std::fs::write(tmp.path().join("transcripts.jsonl"), format!("{line}\n")).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let (code, out, err) = ordo(&["transcripts", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 of 1 matching"), "{out}");
+    for (flag, value, want) in [
+        ("--arm", "zzz", "no arm \"zzz\" in this run (it has: a)"),
+        ("--seed", "7", "no seed \"7\" in this run (it has: 1)"),
+        ("--stage", "pref", "no stage \"pref\""),
+        ("--suite", "clean", "no suite \"clean\""),
+        ("--monitor", "oracle", "no monitor \"oracle\" in this run (it has: keyword)"),
+    ] {
+        let (code, _, err) = ordo(&["transcripts", dir, flag, value]);
+        assert_ne!(code, 0, "{flag} {value}");
+        assert!(err.contains(want), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn status_reads_the_run_directorys_own_cache_and_refuses_what_is_not_a_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "a".repeat(64);
+    let runs = tmp.path().join("runs");
+    std::fs::create_dir_all(runs.join("exp")).unwrap();
+    std::fs::create_dir_all(runs.join("cache").join(&key)).unwrap();
+    std::fs::write(runs.join("cache").join(&key).join("ordo-node.json"), r#"{"files": {}}"#).unwrap();
+    let plan = format!(
+        r#"{{"nodes": [{{"key": "{key}", "stage": "pretrain", "kind": "pretrain", "seed": 0}}], "arms": [{{"arm": "a", "seed": 1, "chain": ["{key}"]}}]}}"#
+    );
+    std::fs::write(runs.join("exp/plan.json"), plan).unwrap();
+    // A copy of the runs directory, its original gone: the copy reports its own cache.
+    let copy = tmp.path().join("copy");
+    std::fs::rename(&runs, &copy).unwrap();
+    let (code, out, err) = ordo(&["status", copy.join("exp").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1/1 nodes complete; lock free"), "{out}");
+    // A lock file left by a dead or reused PID is not a held lock.
+    std::fs::write(copy.join("exp/lock"), "1\n").unwrap();
+    let (_, out, _) = ordo(&["status", copy.join("exp").to_str().unwrap()]);
+    assert!(out.contains("lock free"), "{out}");
+    for bad in ["[1,2,3]", "{\"nodes\": 3, \"arms\": []}", "{\"nodes\": [{\"key\": \"../../x\"}], \"arms\": []}"] {
+        std::fs::write(copy.join("exp/plan.json"), bad).unwrap();
+        let (code, _, err) = ordo(&["status", copy.join("exp").to_str().unwrap()]);
+        assert_ne!(code, 0, "{bad}");
+        assert!(err.contains("not an ordo plan") || err.contains("expected a 64-digit hex node key"), "{bad}: {err}");
+    }
+}
