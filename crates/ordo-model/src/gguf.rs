@@ -107,9 +107,14 @@ fn meta_f64(md: &HashMap<String, GValue>, key: &str) -> Option<f64> {
 
 /// Reads a GGUF model: config from metadata, tensors dequantised to f32 under HF names.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
-    let origin = path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let content = gguf_file::Content::read(&mut file)
+    read_gguf(&mut file, &path.display().to_string(), device)
+}
+
+/// Reads a GGUF model from any seekable reader; `origin` names it in errors.
+pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, device: &Device) -> Result<GgufModel> {
+    let origin = origin.to_string();
+    let content = gguf_file::Content::read(file)
         .map_err(|e| ModelError::Weights(format!("{origin}: not a readable GGUF file: {e}")))?;
     let md = &content.metadata;
     let arch = meta(md, "general.architecture", &origin)?
@@ -192,7 +197,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             None => return Err(ModelError::Weights(format!("{origin}: unexpected tensor `{name}`"))),
         };
         let q = content
-            .tensor(&mut file, name, device)
+            .tensor(file, name, device)
             .map_err(|e| ModelError::Weights(format!("{origin}: tensor `{name}`: {e}")))?;
         *stored_dtypes.entry(format!("{:?}", q.dtype())).or_default() += q.shape().elem_count();
         let mut t = q.dequantize(device)?;

@@ -44,6 +44,20 @@ fn token_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Parses a `tokenizer.json` text. It must be JSON first (checked here, since the `tokenizers`
+/// crate panics on some malformed definitions rather than returning an error); a panic inside
+/// `tokenizers` on a well-formed but invalid definition is turned into an error too.
+fn parse_tokenizer_json(text: &str) -> std::result::Result<tokenizers::Tokenizer, String> {
+    serde_json::from_str::<Value>(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_str(text)) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(p) => Err(format!(
+            "the tokenizers library rejected the definition ({})",
+            p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("a panic")
+        )),
+    }
+}
+
 impl TextTokenizer {
     /// Loads `tokenizer.json` (and `tokenizer_config.json` if present) from a directory;
     /// `None` when the directory has no tokenizer.
@@ -53,7 +67,7 @@ impl TextTokenizer {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&tok_path).map_err(|e| ModelError::io(&tok_path, e))?;
-        let inner = tokenizers::Tokenizer::from_str(&text)
+        let inner = parse_tokenizer_json(&text)
             .map_err(|e| ModelError::Tokenizer(format!("{}: not a valid tokenizer.json: {e}", tok_path.display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let config = if cfg_path.exists() {
@@ -72,7 +86,7 @@ impl TextTokenizer {
 
     /// Builds a tokenizer from a `tokenizer.json` value and a `tokenizer_config.json` value.
     pub fn from_json(tokenizer_json: &Value, config: Value) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_str(&tokenizer_json.to_string())
+        let inner = parse_tokenizer_json(&tokenizer_json.to_string())
             .map_err(|e| ModelError::Tokenizer(format!("invalid tokenizer definition: {e}")))?;
         Ok(TextTokenizer { inner, config })
     }

@@ -73,8 +73,13 @@ pub fn read_safetensors_dir(dir: &Path, device: &Device) -> Result<RawWeights> {
 
 fn read_safetensors_file(path: &Path, device: &Device, raw: &mut RawWeights) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        ModelError::Weights(format!("{}: not a valid safetensors file (truncated or corrupt?): {e}", path.display()))
+    read_safetensors_bytes(&bytes, &path.display().to_string(), device, raw)
+}
+
+/// Adds the tensors of one safetensors file's bytes to `raw` (as f32); `origin` names it in errors.
+pub fn read_safetensors_bytes(bytes: &[u8], origin: &str, device: &Device, raw: &mut RawWeights) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        ModelError::Weights(format!("{}: not a valid safetensors file (truncated or corrupt?): {e}", origin))
     })?;
     for (name, view) in st.tensors() {
         let dtype = match view.dtype() {
@@ -84,14 +89,14 @@ fn read_safetensors_file(path: &Path, device: &Device, raw: &mut RawWeights) -> 
             other => {
                 return Err(ModelError::Weights(format!(
                     "{}: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16",
-                    path.display()
+                    origin
                 )))
             }
         };
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?.to_dtype(DType::F32)?;
         *raw.stored_dtypes.entry(format!("{dtype:?}").to_lowercase()).or_default() += t.elem_count();
         if raw.tensors.insert(name.clone(), t).is_some() {
-            return Err(ModelError::Weights(format!("{}: tensor `{name}` appears twice", path.display())));
+            return Err(ModelError::Weights(format!("{}: tensor `{name}` appears twice", origin)));
         }
     }
     Ok(())
