@@ -23,6 +23,8 @@ pub const HANG: Duration = Duration::from_secs(20);
 pub struct Report {
     pub target: &'static str,
     pub execs: u64,
+    /// Inputs the parser accepted (the code after parsing ran on them too).
+    pub accepted: u64,
     pub panics: u64,
     /// Executions slower than [`SLOW`].
     pub slow: u64,
@@ -38,7 +40,7 @@ impl Report {
     /// The report as one JSON line (what a child process prints for its parent).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "target": self.target, "execs": self.execs, "panics": self.panics, "slow": self.slow,
+            "target": self.target, "execs": self.execs, "accepted": self.accepted, "panics": self.panics, "slow": self.slow,
             "slowest_ms": self.slowest_ms, "seconds": self.seconds, "peak_rss_mib": self.peak_rss_mib,
             "saved": self.saved,
         })
@@ -66,7 +68,7 @@ fn save(out: &Path, what: &str, target: Target, n: u64, input: &[u8]) -> PathBuf
 }
 
 /// Runs one input through a target and says whether it panicked (with the panic's message).
-pub fn run_one(target: Target, input: &[u8], ws: &targets::Workspace) -> Result<(), String> {
+pub fn run_one(target: Target, input: &[u8], ws: &targets::Workspace) -> Result<bool, String> {
     std::panic::catch_unwind(AssertUnwindSafe(|| targets::run(target, input, ws))).map_err(|p| {
         p.downcast_ref::<String>()
             .cloned()
@@ -101,6 +103,7 @@ pub fn fuzz(target: Target, execs: u64, seed: u64, out: &Path) -> anyhow::Result
     let mut report = Report {
         target: target.name(),
         execs: 0,
+        accepted: 0,
         panics: 0,
         slow: 0,
         slowest_ms: 0.0,
@@ -125,6 +128,7 @@ pub fn fuzz(target: Target, execs: u64, seed: u64, out: &Path) -> anyhow::Result
         let result = run_one(target, &input, &ws);
         let dt = t0.elapsed();
         current.lock().expect("watchdog lock").2 = false;
+        report.accepted += matches!(result, Ok(true)) as u64;
         if let Err(message) = &result {
             report.panics += 1;
             if report.saved.len() < 20 {

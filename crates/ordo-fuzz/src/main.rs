@@ -100,14 +100,15 @@ fn names() -> String {
 
 fn print_rows(rows: &[serde_json::Value]) {
     println!(
-        "{:<16} {:>10} {:>7} {:>6} {:>11} {:>9} {:>10}",
-        "target", "execs", "panics", "slow", "slowest ms", "seconds", "peak MiB"
+        "{:<16} {:>10} {:>9} {:>7} {:>6} {:>11} {:>9} {:>10}",
+        "target", "execs", "accepted", "panics", "slow", "slowest ms", "seconds", "peak MiB"
     );
     for r in rows {
         println!(
-            "{:<16} {:>10} {:>7} {:>6} {:>11.1} {:>9.1} {:>10}",
+            "{:<16} {:>10} {:>9} {:>7} {:>6} {:>11.1} {:>9.1} {:>10}",
             r["target"].as_str().unwrap_or("?"),
             r["execs"].as_u64().unwrap_or(0),
+            r["accepted"].as_u64().unwrap_or(0),
             r["panics"].as_u64().unwrap_or(0),
             r["slow"].as_u64().unwrap_or(0),
             r["slowest_ms"].as_f64().unwrap_or(0.0),

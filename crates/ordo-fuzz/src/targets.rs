@@ -170,63 +170,65 @@ pub fn seeds(target: Target, ws: &Workspace) -> anyhow::Result<Vec<Vec<u8>>> {
     })
 }
 
-/// Runs one input through the target. Errors are the parser doing its job; the caller catches panics.
-pub fn run(target: Target, input: &[u8], ws: &Workspace) {
+/// Runs one input through the target; true when the parser accepted it (so the code after parsing
+/// ran too). Errors are the parser doing its job; the caller catches panics.
+pub fn run(target: Target, input: &[u8], ws: &Workspace) -> bool {
     match target {
         Target::ExperimentToml => {
-            let Ok(text) = std::str::from_utf8(input) else { return };
-            if let Ok(exp) = ordo_lab::spec::parse(text, "fuzz.toml", &ws.root) {
-                let plan = ordo_lab::plan::plan(&exp);
-                let _ = ordo_lab::plan::model_parameters(&exp)
-                    .map(|n| plan.nodes.iter().map(|node| ordo_lab::plan::estimate_seconds(node, n)).sum::<f64>());
-            }
+            let Ok(text) = std::str::from_utf8(input) else { return false };
+            let Ok(exp) = ordo_lab::spec::parse(text, "fuzz.toml", &ws.root) else { return false };
+            let plan = ordo_lab::plan::plan(&exp);
+            let _ = ordo_lab::plan::model_parameters(&exp)
+                .map(|n| plan.nodes.iter().map(|node| ordo_lab::plan::estimate_seconds(node, n)).sum::<f64>());
+            true
         }
         Target::JsonlRows => {
-            let Ok(text) = std::str::from_utf8(input) else { return };
-            if let Ok(rows) = ordo_train::data::parse_jsonl(text, "fuzz.jsonl") {
-                for kind in ["text", "sft", "preferences", "rl_prompts"] {
-                    let _ = ordo_train::data::check_rows(&rows, "fuzz.jsonl", kind);
-                }
-                let _ = ordo_train::data::require_fields(&rows, "fuzz.jsonl", &["answer"]);
+            let Ok(text) = std::str::from_utf8(input) else { return false };
+            let Ok(rows) = ordo_train::data::parse_jsonl(text, "fuzz.jsonl") else { return false };
+            let mut any = false;
+            for kind in ["text", "sft", "preferences", "rl_prompts"] {
+                any |= ordo_train::data::check_rows(&rows, "fuzz.jsonl", kind).is_ok();
             }
+            let _ = ordo_train::data::require_fields(&rows, "fuzz.jsonl", &["answer"]);
+            any
         }
         Target::Safetensors => {
             let mut raw =
                 ordo_model::weights::RawWeights { tensors: Default::default(), stored_dtypes: Default::default() };
-            let _ = ordo_model::weights::read_safetensors_bytes(input, "fuzz.safetensors", &Device::Cpu, &mut raw);
+            ordo_model::weights::read_safetensors_bytes(input, "fuzz.safetensors", &Device::Cpu, &mut raw).is_ok()
         }
         Target::ConfigJson => {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) {
-                if let Ok(cfg) = ordo_model::ModelConfig::from_json(&v, "fuzz config.json") {
-                    let _ = (cfg.parameter_count(), cfg.to_hf_json(), cfg.kv_groups());
-                }
-            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) else { return false };
+            let Ok(cfg) = ordo_model::ModelConfig::from_json(&v, "fuzz config.json") else { return false };
+            let _ = (cfg.parameter_count(), cfg.to_hf_json(), cfg.kv_groups());
+            true
         }
         Target::Gguf => {
             let mut cursor = std::io::Cursor::new(input);
-            let _ = ordo_model::gguf::read_gguf(&mut cursor, "fuzz.gguf", &Device::Cpu);
+            ordo_model::gguf::read_gguf(&mut cursor, "fuzz.gguf", &Device::Cpu).is_ok()
         }
         Target::Tokenizer => {
             let dir = ws.root.join("tok");
             let _ = std::fs::remove_file(dir.join("tokenizer_config.json"));
-            if std::fs::write(dir.join("tokenizer.json"), input).is_ok() {
-                if let Ok(Some(tok)) = ordo_model::TextTokenizer::from_dir(&dir) {
-                    if let Ok(ids) = tok.encode("Q:12+3;T:15;{12+3=15}A:15;B:calc", true) {
-                        let _ = tok.decode(&ids, false);
-                    }
-                    let _ = tok.encode_strict("Q:1+2;{");
-                }
+            if std::fs::write(dir.join("tokenizer.json"), input).is_err() {
+                return false;
             }
+            let Ok(Some(tok)) = ordo_model::TextTokenizer::from_dir(&dir) else { return false };
+            if let Ok(ids) = tok.encode("Q:12+3;T:15;{12+3=15}A:15;B:calc", true) {
+                let _ = tok.decode(&ids, false);
+            }
+            let _ = tok.encode_strict("Q:1+2;{");
+            true
         }
         Target::ChatTemplate => {
-            let Ok(template) = std::str::from_utf8(input) else { return };
+            let Ok(template) = std::str::from_utf8(input) else { return false };
             let cfg = serde_json::json!({"bos_token": "<s>", "eos_token": {"content": "</s>"}});
             let msgs = [
                 ordo_model::ChatMessage::new("system", "Be brief."),
                 ordo_model::ChatMessage::new("user", "What is 2+2?"),
                 ordo_model::ChatMessage::new("assistant", "<think>2+2=4</think>4"),
             ];
-            let _ = ordo_model::tokenizer::render_chat_template(template, &msgs, true, &cfg);
+            ordo_model::tokenizer::render_chat_template(template, &msgs, true, &cfg).is_ok()
         }
     }
 }
