@@ -263,6 +263,11 @@ fn nonsense_settings_are_refused_before_anything_trains() {
         ("seq_len = 48", "seq_len = 100000000", "stages.pretrain.seq_len: expected a positive integer of at most"),
         ("seq_len = 48", "seq_len = 4096", "stages.pretrain.seq_len: 4096 positions do not fit the model's 128"),
         ("group_size = 2", "group_size = 1", "stages.rlvf.group_size: expected at least 2"),
+        (
+            "size = 16, steps = 1, batch_size = 2",
+            "prompts = [{ data = \"world:rl_prompts\", proportion = -0.5, rewards = [{ name = \"verifier\" }] }], steps = 1, batch_size = 2",
+            "stages.rlvf.prompts[0].proportion: expected a positive number, found -0.5",
+        ),
         ("group_size = 2", "group_size = 2, temperature = -1", "stages.rlvf.temperature: expected a number in (0, 10]"),
         ("group_size = 2", "group_size = 2, top_p = 1.5", "stages.rlvf.top_p: expected a number in (0, 1]"),
         ("size = 200, steps = 2", "size = 200, steps = 2, beta2 = 1.5", "beta2 must be in [0, 1)"),

@@ -69,9 +69,6 @@ impl OptimConfig {
         if !(self.lr > 0.0 && self.lr <= 1.0) {
             return bad(format!("lr must be in (0, 1], got {}", self.lr));
         }
-        if self.warmup_steps > self.steps {
-            return bad(format!("warmup_steps ({}) must not exceed steps ({})", self.warmup_steps, self.steps));
-        }
         let a = &self.adamw;
         for (name, v, range_ok, range) in [
             ("min_lr_ratio", self.min_lr_ratio, (0.0..=1.0).contains(&self.min_lr_ratio), "[0, 1]"),
