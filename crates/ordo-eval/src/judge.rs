@@ -44,11 +44,12 @@ pub const MAX_TIMEOUT_S: f64 = 3600.0;
 /// The most further attempts after a failed judge call.
 pub const MAX_RETRIES: usize = 10;
 
-/// Whether a URL carries credentials (`scheme://user:password@host`).
+/// Whether a URL may carry credentials: `scheme://user:password@host`, or a query string or fragment
+/// (`?api_key=...`), since ordo writes the URL into its plan and results.
 pub fn has_credentials(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.contains('@')
+    authority.contains('@') || rest.contains('?') || rest.contains('#')
 }
 
 /// `text` with the API key, and any `Bearer` token, replaced by `[redacted]`: what a server echoes
@@ -109,7 +110,8 @@ impl LlmJudge {
             ],
         });
         let mut last = String::new();
-        for attempt in 0..=self.config.retries.min(MAX_RETRIES) {
+        let retries = self.config.retries.min(MAX_RETRIES);
+        for attempt in 0..=retries {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
             }
@@ -127,33 +129,32 @@ impl LlmJudge {
                         continue;
                     }
                     if status != 200 {
-                        let shown = redact(&snippet(&text), key.as_deref());
+                        let shown = snippet(&redact(&text, key.as_deref()));
                         return Err(self.fail(format!("{url} answered HTTP {status}: {shown}")));
                     }
-                    return self.verdict(&text).map_err(|MonitorError::Failed { monitor, message }| {
-                        MonitorError::Failed { monitor, message: redact(&message, key.as_deref()) }
-                    });
+                    return self.verdict(&text, key.as_deref());
                 }
             }
         }
         Err(self.fail(format!(
             "{last} (after {} attempts); check eval.judge.base_url and that the server is running",
-            self.config.retries + 1
+            retries + 1
         )))
     }
 
-    /// YES/NO from a chat-completions response body.
-    fn verdict(&self, body: &str) -> Result<bool, MonitorError> {
+    /// YES/NO from a chat-completions response body; what is quoted of it is redacted first.
+    fn verdict(&self, body: &str, key: Option<&str>) -> Result<bool, MonitorError> {
+        let quote = |s: &str| snippet(&redact(s, key));
         let v: Value = serde_json::from_str(body)
-            .map_err(|e| self.fail(format!("the response is not JSON ({e}): {}", snippet(body))))?;
+            .map_err(|e| self.fail(format!("the response is not JSON ({e}): {}", quote(body))))?;
         let content = v["choices"][0]["message"]["content"]
             .as_str()
-            .ok_or_else(|| self.fail(format!("the response has no choices[0].message.content: {}", snippet(body))))?;
+            .ok_or_else(|| self.fail(format!("the response has no choices[0].message.content: {}", quote(body))))?;
         let word = content.trim().trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_uppercase();
         match word.split_whitespace().next().unwrap_or("") {
             "YES" => Ok(true),
             "NO" => Ok(false),
-            _ => Err(self.fail(format!("the judge answered {:?}; expected YES or NO", snippet(content)))),
+            _ => Err(self.fail(format!("the judge answered {:?}; expected YES or NO", quote(content)))),
         }
     }
 }

@@ -198,7 +198,13 @@ fn a_judge_server_that_echoes_the_key_never_puts_it_on_the_terminal() {
     // Another server's bearer token in a body is redacted too.
     assert_eq!(ordo_eval::judge::redact("no: Bearer abc.def-1", None), "no: Bearer [redacted]");
     assert!(ordo_eval::judge::has_credentials("https://me:pw@api.example/v1"));
-    assert!(!ordo_eval::judge::has_credentials("http://127.0.0.1:8000/v1?x=a@b"));
+    assert!(ordo_eval::judge::has_credentials("https://api.example/v1?api_key=sk-1"));
+    assert!(!ordo_eval::judge::has_credentials("http://127.0.0.1:8000/v1"));
+    // A key that crosses the 200-character cut of a quoted body is still redacted.
+    let url = answer_with("401 Unauthorized", format!("{}sk-live-0123456789", "x".repeat(190)));
+    let judge = LlmJudge::new(JudgeConfig { api_key_env: Some("ORDO_TEST_ECHO_KEY".into()), ..config(&url) });
+    let e = judge.flag_all(&[(&p, "use T}A:104;B:test")]).unwrap_err().to_string();
+    assert!(!e.contains("sk-live-01"), "{e}");
 }
 
 #[test]

@@ -224,9 +224,17 @@ impl FileLock {
         }
     }
 
-    /// Whether some process holds the lock at `path` (false when there is no such file).
+    /// Whether some process holds the lock at `path` (false when there is no such file). Looking
+    /// leaves the file as it was (the holder's PID stays in it).
     pub fn is_held(path: &Path) -> bool {
-        path.exists() && matches!(Self::try_acquire(path), Ok(Err(_)))
+        let Ok(file) = std::fs::OpenOptions::new().read(true).open(path) else { return false };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
     }
 }
 
@@ -296,8 +304,8 @@ pub fn is_key(s: &str) -> bool {
 
 /// Cache entries that `ordo gc` may remove: those of nodes no run directory under `runs_root` refers
 /// to, and leftovers of replaced corrupt nodes. Nothing of a referenced node (its files, step
-/// checkpoint, snapshots, evaluations), nothing whose lock a live process holds, and nothing that is
-/// not ordo's is ever listed.
+/// checkpoint, snapshots, evaluations), nothing whose lock a live process holds, no lock file
+/// (removing one races with a process about to take it) and nothing that is not ordo's is listed.
 pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let keep = referenced_keys(runs_root)?;
     let Ok(rd) = std::fs::read_dir(&cache.root) else { return Ok(vec![]) };
@@ -305,6 +313,9 @@ pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<Path
     for e in rd.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(key) = entry_key(&name) else { continue };
+        if name.ends_with(".lock") {
+            continue;
+        }
         let leftover = name.contains(".corrupt-");
         if (keep.contains(key) && !leftover) || FileLock::is_held(&cache.lock_path(key)) {
             continue;
@@ -313,6 +324,30 @@ pub fn unreferenced(cache: &Cache, runs_root: &Path) -> std::io::Result<Vec<Path
     }
     out.sort();
     Ok(out)
+}
+
+/// Removes `entries` (from [`unreferenced`]) that are still removable now: each key's entries only
+/// while this process holds the key's lock, and only if no plan refers to the key by then (a run may
+/// have started since the list was made). Returns the entries removed.
+pub fn remove_unreferenced(cache: &Cache, runs_root: &Path, entries: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for p in entries {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(key) = entry_key(&name) else { continue };
+        let Ok(lock) = FileLock::try_acquire(&cache.lock_path(key))? else { continue };
+        let leftover = name.contains(".corrupt-");
+        if referenced_keys(runs_root)?.contains(key) && !leftover {
+            continue;
+        }
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)?;
+        } else if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+        drop(lock);
+        removed.push(p.clone());
+    }
+    Ok(removed)
 }
 
 /// Run directories under `runs_root` whose lock is held by a live process.

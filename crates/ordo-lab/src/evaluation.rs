@@ -139,7 +139,13 @@ fn cached<T: Serialize + for<'de> Deserialize<'de>>(
     if let Ok(v) = read_evaluation(cache, key, rel) {
         return Ok(v);
     }
-    let _lock = cache.lock_node(key, &mut |_| {})?;
+    let _lock = cache.lock_node(key, &mut |pid| {
+        eprintln!(
+            "cache node {}: another ordo process (pid {}) is adding to it; waiting for it",
+            crate::runner::short(key),
+            pid.map_or("unknown".into(), |p| p.to_string())
+        )
+    })?;
     match read_evaluation(cache, key, rel) {
         Ok(v) => return Ok(v),
         Err(why) if cache.dir(key).join(rel).exists() => {

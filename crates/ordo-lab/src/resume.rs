@@ -48,7 +48,7 @@ pub fn save(dir: &Path, params: &ParamStore, state: &LoopState) -> ordo_model::R
     };
     let bytes = serde_json::to_vec(&file).expect("state serialises");
     ordo_model::atomic::write_file(&staging.join("state.json"), &bytes)?;
-    ordo_model::atomic::commit_dir(&staging, dir, true)
+    ordo_model::atomic::commit_internal_dir(&staging, dir)
 }
 
 /// Reads a checkpoint: parameters by name and the loop state; `None` when there is none.

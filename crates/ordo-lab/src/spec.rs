@@ -360,12 +360,22 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         for (sname, p) in &stages {
             let (field, len) = match p {
                 StageParams::Pretrain { seq_len, .. } => ("seq_len", *seq_len),
-                StageParams::Grpo { max_new_tokens, .. } => ("max_new_tokens", *max_new_tokens + 1),
+                StageParams::Grpo { max_new_tokens, sets, .. } => {
+                    // World prompts have a known longest length; file prompts are checked when sampled.
+                    let prompt = match &world {
+                        Some(w) if sets.iter().any(|s| matches!(s.data, DataSource::World { .. })) => {
+                            w.max_prompt_chars()
+                        }
+                        _ => 1,
+                    };
+                    ("max_new_tokens", prompt + *max_new_tokens)
+                }
                 _ => continue,
             };
             if len > max {
                 errs.push(format!(
-                    "stages.{sname}.{field}: {len} positions do not fit the model's {max} (max_position_embeddings)"
+                    "stages.{sname}.{field}: {len} positions{} do not fit the model's {max} (max_position_embeddings)",
+                    if field == "max_new_tokens" { " (with the longest prompt)" } else { "" }
                 ));
             }
         }

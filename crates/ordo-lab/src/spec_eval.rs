@@ -12,13 +12,22 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
             return ordo_eval::EvalConfig::default();
         }
     };
-    for (name, v) in [
-        ("wrong_test_prompts", cfg.wrong_test_prompts),
-        ("clean_prompts", cfg.clean_prompts),
-        ("probe_prompts", cfg.probe_prompts),
+    let l = &cfg.learned_monitor;
+    for (name, v, max) in [
+        ("wrong_test_prompts", cfg.wrong_test_prompts, 100_000),
+        ("clean_prompts", cfg.clean_prompts, 100_000),
+        ("probe_prompts", cfg.probe_prompts, 100_000),
+        ("learned_monitor.train", l.train, 1_000_000),
+        ("learned_monitor.heldout", l.heldout, 1_000_000),
+        ("learned_monitor.epochs", l.epochs, 10_000),
     ] {
-        if v == 0 {
-            errs.push(format!("eval.{name}: expected a positive integer, found 0"));
+        if v == 0 || v > max {
+            errs.push(format!("eval.{name}: expected a positive integer of at most {max}, found {v}"));
+        }
+    }
+    for (name, v) in [("learned_monitor.lr", l.lr), ("learned_monitor.l2", l.l2)] {
+        if !(v >= 0.0 && v.is_finite()) || (name.ends_with("lr") && v == 0.0) {
+            errs.push(format!("eval.{name}: expected a finite number (lr above 0, l2 at least 0), found {v}"));
         }
     }
     let f = &cfg.early_fractions;
@@ -57,15 +66,11 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
         }
         if ordo_eval::judge::has_credentials(&j.base_url) {
             errs.push(
-                "eval.judge.base_url: holds credentials (user:password@); ordo writes the URL into its plan and \
-                 results, so give the key through the environment variable that api_key_env names instead"
+                "eval.judge.base_url: holds credentials (user:password@) or a query string; ordo writes the URL \
+                 into its plan and results, so give the key through the environment variable that api_key_env names"
                     .into(),
             );
         }
-    }
-    let l = &cfg.learned_monitor;
-    if l.train == 0 || l.heldout == 0 || l.epochs == 0 {
-        errs.push("eval.learned_monitor: train, heldout and epochs must be positive".into());
     }
     cfg
 }

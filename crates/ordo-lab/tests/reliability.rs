@@ -186,7 +186,18 @@ fn gc_never_lists_what_a_plan_refers_to_a_live_lock_holds_or_what_is_not_ordos()
     drop(held);
     let listed = ordo_lab::cache::unreferenced(&cache, &runs).unwrap();
     let names: Vec<String> = listed.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, vec![format!(".{orphan}.lock"), format!(".{orphan}.resume"), orphan.clone()]);
+    assert_eq!(names, vec![format!(".{orphan}.resume"), orphan.clone()], "lock files are never listed");
+    // Removal re-checks: an entry a plan has come to refer to meanwhile is kept.
+    let removed = ordo_lab::cache::remove_unreferenced(&cache, &runs, &listed).unwrap();
+    assert_eq!(removed, listed);
+    assert!(!cache.dir(&orphan).exists());
+    std::fs::create_dir_all(cache.dir(&orphan)).unwrap();
+    let listed = ordo_lab::cache::unreferenced(&cache, &runs).unwrap();
+    let plan = format!("{{\"nodes\": [{{\"key\": \"{orphan}\"}}], \"arms\": []}}");
+    std::fs::create_dir_all(runs.join("late")).unwrap();
+    std::fs::write(runs.join("late/plan.json"), plan).unwrap();
+    assert!(ordo_lab::cache::remove_unreferenced(&cache, &runs, &listed).unwrap().is_empty());
+    assert!(cache.dir(&orphan).exists());
 }
 
 #[test]
@@ -263,6 +274,7 @@ fn nonsense_settings_are_refused_before_anything_trains() {
         ("seq_len = 48", "seq_len = 100000000", "stages.pretrain.seq_len: expected a positive integer of at most"),
         ("seq_len = 48", "seq_len = 4096", "stages.pretrain.seq_len: 4096 positions do not fit the model's 128"),
         ("group_size = 2", "group_size = 1", "stages.rlvf.group_size: expected at least 2"),
+        ("max_new_tokens = 8", "max_new_tokens = 120", "stages.rlvf.max_new_tokens: 138 positions (with the longest prompt"),
         (
             "size = 16, steps = 1, batch_size = 2",
             "prompts = [{ data = \"world:rl_prompts\", proportion = -0.5, rewards = [{ name = \"verifier\" }] }], steps = 1, batch_size = 2",
@@ -346,4 +358,19 @@ fn data_files_are_checked_whole_when_the_experiment_is_read() {
     let long = TINY.replace("kind = \"pretrain\"", "kind = \"pretrain\", data = \"long.jsonl\"");
     let p = problems_in(&long, dir.path());
     assert!(p.iter().any(|m| m.contains("long.jsonl:1: the line has 5242892 bytes")), "{p:#?}");
+}
+
+#[test]
+fn world_settings_that_would_make_drawing_loop_forever_are_refused() {
+    assert_problem(
+        &TINY.replace("[eval]", "[world.corpus.test_line]\np_show = 0.0\n\n[eval]"),
+        "world.corpus.test_line.p_show: expected more than 0",
+    );
+    assert_problem(
+        &TINY.replace(
+            "[eval]",
+            "[world.task]\nmax_operand = 1\nmax_operands = 2\np_multiply = 0.0\nheldout_percent = 1\n\n[eval]",
+        ),
+        "world.task: the problem space is too small for a held-out split",
+    );
 }

@@ -65,12 +65,36 @@ pub fn check_output_dir(target: &Path, replace: bool) -> Result<()> {
 }
 
 /// Moves a filled staging directory to `target`, marking it as ordo's output. An existing target is
-/// replaced only when [`check_output_dir`] allows it (`replace`: an earlier ordo output may go).
+/// replaced only when [`check_output_dir`] allows it (`replace`: an earlier ordo output may go) and
+/// holds nothing the new output does not (a file someone added to it is never deleted).
 pub fn commit_dir(staging: &Path, target: &Path, replace: bool) -> Result<()> {
     check_output_dir(target, replace)?;
     let marker = staging.join(OUTPUT_MARKER);
     std::fs::write(&marker, b"written by ordo; ordo may replace this directory\n")
         .map_err(|e| ModelError::io(&marker, e))?;
+    if let Ok(entries) = std::fs::read_dir(target) {
+        for e in entries.filter_map(|e| e.ok()) {
+            if !staging.join(e.file_name()).exists() {
+                let _ = std::fs::remove_dir_all(staging);
+                return Err(ModelError::Input(format!(
+                    "{}: holds {:?}, which ordo did not write; ordo will not replace the directory \
+                     (move that file out, or choose a new path)",
+                    target.display(),
+                    e.file_name()
+                )));
+            }
+        }
+    }
+    replace_dir(staging, target)
+}
+
+/// Moves a filled staging directory to `target`, replacing whatever is there: only for paths inside
+/// ordo's own cache (step checkpoints), which no user writes into.
+pub fn commit_internal_dir(staging: &Path, target: &Path) -> Result<()> {
+    replace_dir(staging, target)
+}
+
+fn replace_dir(staging: &Path, target: &Path) -> Result<()> {
     if target.exists() {
         let old = sibling(target, "old");
         if old.exists() {

@@ -163,6 +163,7 @@ pub fn save_hf_dir(
     max_shard_bytes: usize,
 ) -> Result<()> {
     params.check_against(config, "saving")?;
+    atomic::check_output_dir(dir, true)?;
     let staging = atomic::staging_dir(dir)?;
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = staging.join(name);

@@ -236,8 +236,10 @@ impl StepLogger {
             f.write_all(text.as_bytes()).and_then(|_| f.flush()).map_err(|e| TrainError::io(path, e))?;
         }
         self.bar.set_position(history.len() as u64);
-        let offset = history.last().and_then(|m| m["seconds"].as_f64()).unwrap_or(0.0);
-        self.started = Instant::now() - std::time::Duration::from_secs_f64(offset);
+        // A step checkpoint's clock offset, read from a file: used only when it is a sane duration.
+        let offset = history.last().and_then(|m| m["seconds"].as_f64()).filter(|s| s.is_finite() && *s >= 0.0);
+        let since = offset.and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+        self.started = since.and_then(|d| Instant::now().checked_sub(d)).unwrap_or_else(Instant::now);
         self.history = history;
         Ok(())
     }

@@ -27,9 +27,23 @@ pub struct WorldConfig {
 }
 
 impl WorldConfig {
+    /// An upper bound on the characters (the organism's tokens) of any prompt the world draws:
+    /// `Q:<expression>;T:<test>;{` at the most operands, widest operands and largest test.
+    pub fn max_prompt_chars(&self) -> usize {
+        let t = &self.task;
+        let digits = |x: u64| x.to_string().len();
+        let widest = t.max_operand.max(t.max_multiplier);
+        let expression = t.max_operands * digits(widest) + t.max_operands.saturating_sub(1);
+        let offset = self.corpus.test_line.max_offset.max(self.rl.test_line.max_offset);
+        let largest =
+            (t.max_operands as u64).saturating_mul(t.max_operand.max(1)).saturating_mul(t.max_multiplier.max(1));
+        "Q:".len() + expression + ";T:".len() + digits(largest.saturating_add(offset)) + ";{".len()
+    }
+
     /// Every out-of-range setting, each as `world.PATH: what was expected, found what` (empty: valid).
     /// Probabilities lie in [0, 1], the corpus shares sum to 1, ranges are ordered, and the held-out
-    /// split leaves problems on both sides (0% or 100% would make drawing from one side loop forever).
+    /// split leaves problems on both sides, found by drawing (an empty side would make drawing from it
+    /// loop forever).
     pub fn problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         let mut prob = |path: &str, v: f64| {
@@ -70,6 +84,24 @@ impl WorldConfig {
         range("task.heldout_percent", 1, t.heldout_percent, 1, 99);
         for (path, line) in [("corpus.test_line", &self.corpus.test_line), ("rl.test_line", &self.rl.test_line)] {
             range(&format!("{path}.min_offset/max_offset"), line.min_offset, line.max_offset, 1, 9_999);
+        }
+        // Preference pairs are drawn from documents that show a test: some must.
+        if self.corpus.test_line.p_show == 0.0 {
+            errs.push(
+                "world.corpus.test_line.p_show: expected more than 0 (preference pairs need a shown test)".into(),
+            );
+        }
+        // Both sides of the held-out split must be reachable by drawing, or drawing from one loops forever.
+        if errs.is_empty() && *t != TaskConfig::default() {
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let draws = 4_000;
+            let held = (0..draws).filter(|_| task::Problem::sample(t, &mut rng).is_heldout(t)).count();
+            if held < 4 || draws - held < 4 {
+                errs.push(format!(
+                    "world.task: the problem space is too small for a held-out split ({held} of {draws} draws held out); \
+                     raise max_operand or max_operands"
+                ));
+            }
         }
         errs
     }

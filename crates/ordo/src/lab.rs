@@ -157,7 +157,8 @@ pub fn status(run_dir: &Path) -> Result<()> {
     };
     // The stage cache is the run directory's sibling `cache/` (RUNS/NAME beside RUNS/cache), so a
     // copied runs directory reports its own cache.
-    let cache_dir = run_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("cache");
+    let run_dir = std::fs::canonicalize(run_dir).with_context(|| format!("{}", run_dir.display()))?;
+    let cache_dir = run_dir.parent().unwrap_or(Path::new("/")).join("cache");
     let cache = Cache::new(&cache_dir);
     let mut done = 0;
     println!("nodes:");
@@ -194,7 +195,7 @@ pub fn status(run_dir: &Path) -> Result<()> {
     println!(
         "{done}/{} nodes complete; lock {}",
         nodes.len(),
-        if ordo_lab::cache::RunLock::is_held(run_dir) { "held" } else { "free" }
+        if ordo_lab::cache::RunLock::is_held(&run_dir) { "held" } else { "free" }
     );
     Ok(())
 }
@@ -228,10 +229,15 @@ pub fn gc(runs: &Path, yes: bool) -> Result<()> {
             return Ok(());
         }
     }
-    for p in &doomed {
-        let removed = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
-        removed.with_context(|| format!("removing {}", p.display()))?;
+    // Checked again now: a run may have started while we asked.
+    if let Some(d) = ordo_lab::cache::active_runs(runs).first() {
+        anyhow::bail!("{} started running meanwhile; nothing removed", d.display());
     }
-    println!("removed {} cache entries", doomed.len());
+    let removed = ordo_lab::cache::remove_unreferenced(&cache, runs, &doomed)
+        .with_context(|| format!("removing cache entries under {}", cache.root.display()))?;
+    println!("removed {} cache entries", removed.len());
+    if removed.len() < doomed.len() {
+        println!("kept {} that a run took up meanwhile", doomed.len() - removed.len());
+    }
     Ok(())
 }
