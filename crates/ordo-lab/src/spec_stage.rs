@@ -64,6 +64,7 @@ const WORLD_DATASETS: [(&str, &str, &str); 4] = [
 
 /// A data source: `world:NAME` (needs a world) or a JSONL path. `world_dataset` is the one world
 /// dataset of the stage's kind (the default); another world dataset is an error naming the field.
+/// A file is checked whole now, including the prompt metadata `fields` its rewards read.
 fn data_source(
     r: &mut Reader,
     errs: &mut Vec<String>,
@@ -72,6 +73,7 @@ fn data_source(
     world_dataset: &str,
     size: usize,
     base_dir: &Path,
+    fields: &[&str],
 ) -> DataSource {
     let world_default = world_dataset;
     let spec = r.string(errs, key);
@@ -110,6 +112,7 @@ fn data_source(
             })?;
             let rows = ordo_train::data::parse_jsonl(text, &origin)?;
             ordo_train::data::check_rows(&rows, &origin, kind)?;
+            ordo_train::data::require_fields(&rows, &origin, fields)?;
             Ok(crate::plan::sha256_hex(&bytes))
         });
         match checked {
@@ -212,7 +215,7 @@ pub(crate) fn parse_stage(
     let p = match kind.as_deref() {
         Some("pretrain") => {
             let size = r.count_max(errs, "size", Some(20_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "corpus", size, base_dir);
+            let data = data_source(&mut r, errs, "data", has_world, "corpus", size, base_dir, &[]);
             let seq_len = r.count_max(errs, "seq_len", Some(128), MAX_SEQUENCE);
             let mut o = optim(&mut r, errs, 128, 2e-3);
             o.adamw.beta2 = if t.contains_key("beta2") { o.adamw.beta2 } else { 0.98 };
@@ -220,19 +223,19 @@ pub(crate) fn parse_stage(
         }
         Some("sft") => {
             let size = r.count_max(errs, "size", Some(4_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "sft", size, base_dir);
+            let data = data_source(&mut r, errs, "data", has_world, "sft", size, base_dir, &[]);
             let max_len = r.count_max(errs, "max_len", Some(256), MAX_SEQUENCE);
             StageParams::Sft { data, max_len, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("reward_model") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir);
+            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir, &[]);
             let init_std = r.number_where(errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
             StageParams::RewardModel { data, init_std, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("dpo") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir);
+            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir, &[]);
             let loss = match r.string(errs, "loss").as_deref() {
                 None | Some("dpo") => PreferenceLoss::Dpo,
                 Some("ipo") => PreferenceLoss::Ipo,
@@ -261,18 +264,20 @@ pub(crate) fn parse_stage(
                         };
                         let mut sr = Reader::new(st, &p);
                         let size = sr.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
-                        let data = data_source(&mut sr, errs, "data", has_world, "rl_prompts", size, base_dir);
+                        let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
+                        let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
+                        let data = data_source(&mut sr, errs, "data", has_world, "rl_prompts", size, base_dir, &fields);
                         let proportion =
                             sr.number_where(errs, "proportion", 1.0, "a positive number", |x| x > 0.0 && x.is_finite());
-                        let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
                         sr.finish(errs);
                         Some(PromptSetSpec { data, proportion, rewards })
                     })
                     .collect(),
                 Some(Value::String(_)) | None => {
                     let size = r.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
-                    let data = data_source(&mut r, errs, "prompts", has_world, "rl_prompts", size, base_dir);
                     let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), errs);
+                    let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
+                    let data = data_source(&mut r, errs, "prompts", has_world, "rl_prompts", size, base_dir, &fields);
                     vec![PromptSetSpec { data, proportion: 1.0, rewards }]
                 }
                 Some(v) => {
@@ -288,18 +293,6 @@ pub(crate) fn parse_stage(
                     errs.push(format!(
                         "{path}.prompts[{i}]: prompts from a file can only use the answer_match reward (world rewards judge world prompts)"
                     ));
-                }
-                // Every prompt row must carry the metadata its rewards read.
-                if let DataSource::File { path: file, sha256 } = &set.data {
-                    let fields: Vec<&str> = set.rewards.iter().filter_map(|r| r.field.as_deref()).collect();
-                    if !sha256.is_empty() && !fields.is_empty() {
-                        let origin = file.display().to_string();
-                        if let Err(e) = ordo_train::data::read_jsonl(file)
-                            .and_then(|rows| ordo_train::data::require_fields(&rows, &origin, &fields))
-                        {
-                            errs.push(format!("{path}.prompts[{i}]: {e}"));
-                        }
-                    }
                 }
             }
             let cot = match (r.string(errs, "cot_open"), r.string(errs, "cot_close")) {
