@@ -11,7 +11,8 @@ and metrics (wall-clock fields aside), and the run's plan, results, summary, rep
 
     scripts/kill-campaign.py --ordo target/release/ordo --kills 20
 
-Exit status 0 only if every trial matched. Standard library only.
+Two further trials kill the run while it writes its report (a window of milliseconds that timed kills
+miss). Exit status 0 only if every trial matched. Standard library only.
 """
 
 import argparse
@@ -116,6 +117,21 @@ def phase(runs, plan_kinds):
     return "evaluation or commit"
 
 
+def kill_during_report(ordo, workdir, runs):
+    """Starts a run and kills it while it writes the report: once summary.json exists and
+    transcripts.jsonl (written last) does not. True if it was killed in that window."""
+    cmd = [ordo, "run", str(workdir / "exp.toml"), "--runs", str(runs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = runs / "kills"
+    while proc.poll() is None:
+        if (run_dir / "summary.json").exists() and not (run_dir / "transcripts.jsonl").exists():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.0005)
+    return False
+
+
 def run(ordo, workdir, runs, kill_after=None):
     cmd = [ordo, "run", str(workdir / "exp.toml"), "--runs", str(runs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -138,6 +154,7 @@ def main():
     ap.add_argument("--ordo", default="target/release/ordo", help="the ordo binary")
     ap.add_argument("--kills", type=int, default=20, help="trials (one kill each)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the kill moments")
+    ap.add_argument("--report-kills", type=int, default=2, help="further trials killed while the report is written")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
     ordo = str(Path(args.ordo).resolve())
@@ -174,6 +191,22 @@ def main():
         diff = sorted(k for k in set(got) | set(reference) if got.get(k) != reference.get(k))
         results.append((at, where, same and killed))
         print(f"trial {i + 1:2d}: killed at {at:6.1f} s during {where:<22} resumed: {'identical' if same else 'DIFFERENT: ' + ', '.join(diff[:5])}")
+        if not args.keep:
+            shutil.rmtree(runs, ignore_errors=True)
+    # Report writing lasts milliseconds, too short for a timed kill to land in: these trials watch the
+    # run directory and kill as soon as the report has begun.
+    for j in range(args.report_kills):
+        runs = base / f"report-{j:02d}"
+        for _ in range(5):
+            killed = kill_during_report(ordo, base, runs)
+            if killed:
+                break
+            shutil.rmtree(runs, ignore_errors=True)
+        run(ordo, base, runs)
+        same = outputs(runs) == reference
+        where = "report writing" if killed else "missed the report window"
+        results.append((None, where, same and killed))
+        print(f"report trial {j + 1}: killed during {where:<22} resumed: {'identical' if same else 'DIFFERENT'}")
         if not args.keep:
             shutil.rmtree(runs, ignore_errors=True)
     identical = sum(1 for _, _, s in results if s)

@@ -47,17 +47,9 @@ impl Report {
     }
 }
 
-/// Resets the process's peak resident memory (Linux `clear_refs`), so each target's peak is its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The process's peak resident memory since the last reset, MiB.
+/// The process's peak resident memory since the last reset, MiB (Linux; None elsewhere).
 pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib / 1024.0)
+    ordo_train::bench::peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64)
 }
 
 fn save(out: &Path, what: &str, target: Target, n: u64, input: &[u8]) -> PathBuf {
@@ -97,7 +89,7 @@ pub fn fuzz(target: Target, execs: u64, seed: u64, out: &Path) -> anyhow::Result
             std::process::exit(3);
         }
     });
-    reset_peak_rss();
+    ordo_train::bench::reset_peak_rss();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
     let mut report = Report {
