@@ -69,10 +69,9 @@ fn data_source(
     r: &mut Reader,
     errs: &mut Vec<String>,
     key: &'static str,
-    has_world: bool,
+    (has_world, base_dir): (bool, &Path),
     world_dataset: &str,
     size: usize,
-    base_dir: &Path,
     fields: &[&str],
 ) -> DataSource {
     let world_default = world_dataset;
@@ -215,7 +214,7 @@ pub(crate) fn parse_stage(
     let p = match kind.as_deref() {
         Some("pretrain") => {
             let size = r.count_max(errs, "size", Some(20_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "corpus", size, base_dir, &[]);
+            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "corpus", size, &[]);
             let seq_len = r.count_max(errs, "seq_len", Some(128), MAX_SEQUENCE);
             let mut o = optim(&mut r, errs, 128, 2e-3);
             o.adamw.beta2 = if t.contains_key("beta2") { o.adamw.beta2 } else { 0.98 };
@@ -223,19 +222,19 @@ pub(crate) fn parse_stage(
         }
         Some("sft") => {
             let size = r.count_max(errs, "size", Some(4_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "sft", size, base_dir, &[]);
+            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "sft", size, &[]);
             let max_len = r.count_max(errs, "max_len", Some(256), MAX_SEQUENCE);
             StageParams::Sft { data, max_len, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("reward_model") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir, &[]);
+            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
             let init_std = r.number_where(errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
             StageParams::RewardModel { data, init_std, optim: optim(&mut r, errs, 16, 1e-4) }
         }
         Some("dpo") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", has_world, "preferences", size, base_dir, &[]);
+            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
             let loss = match r.string(errs, "loss").as_deref() {
                 None | Some("dpo") => PreferenceLoss::Dpo,
                 Some("ipo") => PreferenceLoss::Ipo,
@@ -266,7 +265,8 @@ pub(crate) fn parse_stage(
                         let size = sr.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                         let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
                         let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
-                        let data = data_source(&mut sr, errs, "data", has_world, "rl_prompts", size, base_dir, &fields);
+                        let data =
+                            data_source(&mut sr, errs, "data", (has_world, base_dir), "rl_prompts", size, &fields);
                         let proportion =
                             sr.number_where(errs, "proportion", 1.0, "a positive number", |x| x > 0.0 && x.is_finite());
                         sr.finish(errs);
@@ -277,7 +277,7 @@ pub(crate) fn parse_stage(
                     let size = r.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                     let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), errs);
                     let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
-                    let data = data_source(&mut r, errs, "prompts", has_world, "rl_prompts", size, base_dir, &fields);
+                    let data = data_source(&mut r, errs, "prompts", (has_world, base_dir), "rl_prompts", size, &fields);
                     vec![PromptSetSpec { data, proportion: 1.0, rewards }]
                 }
                 Some(v) => {
