@@ -2,7 +2,7 @@
 //! way ordo reads a file of that kind (errors are fine; a panic, a hang or unbounded memory is not).
 
 use candle_core::Device;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A parser ordo exposes to files a user (or an attacker) writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,11 +231,6 @@ pub fn run(target: Target, input: &[u8], ws: &Workspace) -> bool {
             ordo_model::tokenizer::render_chat_template(template, &msgs, true, &cfg).is_ok()
         }
     }
-}
-
-/// Reads a saved input (a regression file) for a target.
-pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
-    std::fs::read(path)
 }
 
 /// A small experiment that uses file data, a probe and most stage kinds.

@@ -6,36 +6,8 @@ use ordo_lab::plan::plan;
 use ordo_lab::{RunOptions, RunSummary};
 use std::path::Path;
 
-const TINY: &str = r#"
-[experiment]
-name = "tiny"
-seeds = [1, 2]
-world = "leaky-tests"
-
-[model]
-init = "scratch"
-preset = "organism"
-
-[stages]
-pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len = 48 }
-sft      = { kind = "sft", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
-pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
-rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
-
-[arms]
-a = ["pretrain", "sft"]
-b = ["pretrain", "pref", "rlvf"]
-c = ["pretrain", "rlvf", "pref"]
-
-[eval]
-wrong_test_prompts = 2
-clean_prompts = 2
-probe_prompts = 2
-learned_monitor = { train = 40, heldout = 20, epochs = 20 }
-
-[probe]
-enabled = false
-"#;
+mod common;
+use common::{problems, TINY};
 
 fn run_text(text: &str, dir: &Path) -> RunSummary {
     let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap();
@@ -139,14 +111,6 @@ fn a_run_directory_has_one_runner_at_a_time() {
     // A lock left by a process that no longer exists is taken over.
     std::fs::write(dir.path().join("lock"), "999999999\n").unwrap();
     assert!(RunLock::acquire(dir.path()).is_ok());
-}
-
-fn problems(text: &str) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    match ordo_lab::spec::parse(text, "bad.toml", dir.path()) {
-        Ok(_) => panic!("the spec should have been rejected"),
-        Err(e) => e.problems,
-    }
 }
 
 #[test]

@@ -5,36 +5,15 @@ use ordo_lab::cache::{Cache, NodeState, RunLock};
 use ordo_lab::plan::plan;
 use ordo_lab::{RunOptions, RunSummary};
 use std::path::Path;
+use std::sync::LazyLock;
 
-const TINY: &str = r#"
-[experiment]
-name = "tiny"
-seeds = [1]
-world = "leaky-tests"
+mod common;
+use common::{problems, problems_in};
 
-[model]
-init = "scratch"
-preset = "organism"
-
-[stages]
-pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len = 48 }
-sft      = { kind = "sft", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
-pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
-rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
-
-[arms]
-a = ["pretrain", "sft"]
-b = ["pretrain", "pref", "rlvf"]
-
-[eval]
-wrong_test_prompts = 2
-clean_prompts = 2
-probe_prompts = 2
-learned_monitor = { train = 40, heldout = 20, epochs = 20 }
-
-[probe]
-enabled = false
-"#;
+/// The shared tiny experiment on one seed, with arms `a` (pretrain, sft) and `b` (pretrain, pref, rlvf).
+static TINY: LazyLock<String> = LazyLock::new(|| {
+    common::TINY.replace("seeds = [1, 2]", "seeds = [1]").replace("c = [\"pretrain\", \"rlvf\", \"pref\"]\n", "")
+});
 
 fn options(dir: &Path, name: &str) -> RunOptions {
     RunOptions { run_dir: dir.join("runs").join(name), cache_dir: dir.join("runs/cache"), progress: false }
@@ -43,17 +22,6 @@ fn options(dir: &Path, name: &str) -> RunOptions {
 fn run_text(text: &str, dir: &Path) -> Result<RunSummary, ordo_lab::LabError> {
     let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap_or_else(|e| panic!("{e}"));
     ordo_lab::run(&exp, &options(dir, &exp.name))
-}
-
-fn problems_in(text: &str, dir: &Path) -> Vec<String> {
-    match ordo_lab::spec::parse(text, "bad.toml", dir) {
-        Ok(_) => panic!("the spec should have been rejected"),
-        Err(e) => e.problems,
-    }
-}
-
-fn problems(text: &str) -> Vec<String> {
-    problems_in(text, tempfile::tempdir().unwrap().path())
 }
 
 fn assert_problem(text: &str, want: &str) {
@@ -104,8 +72,8 @@ fn a_model_with_non_finite_weights_is_not_trained_on_or_evaluated() {
     params.insert(name, nan).unwrap();
     assert!(params.check_finite("x").unwrap_err().to_string().contains("`model.norm.weight` holds 128 NaN"));
     // A cached node whose weights became NaN is refused when a child stage loads it.
-    let exp = ordo_lab::spec::parse(TINY, "x.toml", dir.path()).unwrap();
-    run_text(TINY, dir.path()).unwrap();
+    let exp = ordo_lab::spec::parse(&TINY, "x.toml", dir.path()).unwrap();
+    run_text(&TINY, dir.path()).unwrap();
     let cache = Cache::new(&dir.path().join("runs/cache"));
     let p = plan(&exp);
     let base = &p.nodes[0].key;
@@ -166,9 +134,9 @@ fn two_experiments_sharing_nodes_on_one_cache_build_each_node_once_and_completel
 fn gc_never_lists_what_a_plan_refers_to_a_live_lock_holds_or_what_is_not_ordos() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    run_text(TINY, dir.path()).unwrap();
+    run_text(&TINY, dir.path()).unwrap();
     let cache = Cache::new(&runs.join("cache"));
-    let exp = ordo_lab::spec::parse(TINY, "x", dir.path()).unwrap();
+    let exp = ordo_lab::spec::parse(&TINY, "x", dir.path()).unwrap();
     let key = plan(&exp).nodes[0].key.clone();
     // An interrupted run's step checkpoint, snapshots and staging of a referenced node stay.
     for side in ["resume", "snapshots", "staging"] {
@@ -224,7 +192,7 @@ fn a_world_dataset_must_fit_the_stage_kind() {
         ("pretrain", "world:sft", "stages.pretrain.data: world:sft holds prompt-completion examples"),
     ] {
         let text = TINY.replace(&format!("{stage:<8} = {{ kind"), &format!("{stage:<8} = {{ data = {data:?}, kind"));
-        assert_ne!(text, TINY);
+        assert_ne!(text, *TINY);
         assert_problem(&text, want);
     }
     assert_problem(
@@ -239,8 +207,8 @@ fn a_world_dataset_must_fit_the_stage_kind() {
 #[test]
 fn an_edited_evaluation_is_not_reported_as_measured() {
     let dir = tempfile::tempdir().unwrap();
-    run_text(TINY, dir.path()).unwrap();
-    let exp = ordo_lab::spec::parse(TINY, "x", dir.path()).unwrap();
+    run_text(&TINY, dir.path()).unwrap();
+    let exp = ordo_lab::spec::parse(&TINY, "x", dir.path()).unwrap();
     let cache = Cache::new(&dir.path().join("runs/cache"));
     let key = plan(&exp).arms[0].chain.last().unwrap().clone();
     let rel = ordo_lab::evaluation::eval_file("eval", &exp, 1);
@@ -255,7 +223,7 @@ fn an_edited_evaluation_is_not_reported_as_measured() {
     std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     assert!(cache.evaluation(&key, &rel).unwrap_err().contains("does not match its checksum"));
     // The next run evaluates again: the report holds the measured value, not the edited one.
-    run_text(TINY, dir.path()).unwrap();
+    run_text(&TINY, dir.path()).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), honest);
     let results = std::fs::read_to_string(dir.path().join("runs/tiny/results.json")).unwrap();
     assert!(!results.contains("0.123456"));
@@ -317,7 +285,7 @@ fn nonsense_settings_are_refused_before_anything_trains() {
     ];
     for (from, to, want) in cases {
         let text = TINY.replacen(from, to, 1);
-        assert_ne!(text, TINY, "{from}");
+        assert_ne!(text, *TINY, "{from}");
         assert_problem(&text, want);
     }
     // No message repeats a credential.
@@ -347,7 +315,7 @@ fn data_files_are_checked_whole_when_the_experiment_is_read() {
         "size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"verifier\" }]",
         "prompts = \"tasks.jsonl\", steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"answer_match\", field = \"answer\" }]",
     );
-    assert_ne!(rl, TINY);
+    assert_ne!(rl, *TINY);
     let p = problems_in(&rl, dir.path());
     assert!(p.iter().any(|m| m.contains("tasks.jsonl:2: field `answer` is missing")), "{p:#?}");
     // A device, which would never end, and an over-long line.
