@@ -49,7 +49,7 @@ impl Report {
 
 /// The process's peak resident memory since the last reset, MiB (Linux; None elsewhere).
 pub fn peak_rss_mib() -> Option<f64> {
-    ordo_train::bench::peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64)
+    ordo_bench::measure::peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64)
 }
 
 fn save(out: &Path, what: &str, target: Target, n: u64, input: &[u8]) -> PathBuf {
@@ -89,7 +89,7 @@ pub fn fuzz(target: Target, execs: u64, seed: u64, out: &Path) -> anyhow::Result
             std::process::exit(3);
         }
     });
-    ordo_train::bench::reset_peak_rss();
+    ordo_bench::measure::reset_peak_rss();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
     let mut report = Report {

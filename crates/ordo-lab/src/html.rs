@@ -69,7 +69,7 @@ fn axes(o: &mut String, title: &str, (y0, y1): (f64, f64), x_ticks: &[(f64, Stri
 
 /// A round step (1, 2 or 5 times a power of ten) near `raw`.
 fn nice_step(raw: f64) -> f64 {
-    if !(raw > 0.0) || !raw.is_finite() {
+    if !(raw.is_finite() && raw > 0.0) {
         return 1.0;
     }
     let p = 10f64.powf(raw.log10().floor());

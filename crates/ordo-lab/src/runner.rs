@@ -303,7 +303,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
                     parse_texts(&read_rows(path).map_err(&err)?, &path.display().to_string()).map_err(&err)?
                 }
             };
-            let seqs = pack_texts(&texts, &tok, eos, *seq_len).map_err(|e| err(e.into()))?;
+            let seqs = pack_texts(&texts, &tok, eos, *seq_len).map_err(&err)?;
             apply(&policy.params)?;
             ordo_train::lm::train_lm(&mut policy, &seqs, optim, node.seed, pad, &mut logger, Some(&mut ck))
                 .map_err(&err)?;

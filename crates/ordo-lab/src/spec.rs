@@ -40,7 +40,7 @@ pub const PRESETS: [&str; 2] = ["organism", "bench"];
 pub fn preset_config(preset: &str) -> ordo_model::ModelConfig {
     match preset {
         "organism" => ordo_world::organism_config(),
-        _ => ordo_train::bench::bench_config(),
+        _ => ordo_model::ModelConfig::bench(),
     }
 }
 

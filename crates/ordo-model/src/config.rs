@@ -145,6 +145,17 @@ impl ModelConfig {
         Self::from_json(&value, &path.display().to_string())
     }
 
+    /// The bench model of `ordo bench`: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512 (Llama
+    /// layout, untied head).
+    pub fn bench() -> Self {
+        let v = serde_json::json!({
+            "model_type": "llama", "vocab_size": 512, "hidden_size": 256, "intermediate_size": 1024,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+        });
+        Self::from_json(&v, "bench model").expect("the bench config is valid")
+    }
+
     /// Parses a `config.json` value; `origin` names the file in errors.
     pub fn from_json(value: &Value, origin: &str) -> Result<Self> {
         let obj = value.as_object().ok_or_else(|| ModelError::Config(format!("{origin}: expected a JSON object")))?;

@@ -44,7 +44,7 @@ impl Weight {
             return matmul_t(x, m, inner, &self.w, self.out, y, accumulate);
         }
         let (t, stride) = self.transposed.get_or_init(|| {
-            let stride = if (self.out * 4) % 4096 == 0 { self.out + 16 } else { self.out };
+            let stride = if (self.out * 4).is_multiple_of(4096) { self.out + 16 } else { self.out };
             let mut t = vec![0f32; inner * stride];
             for (j, row) in self.w.chunks_exact(inner).enumerate() {
                 for (i, &v) in row.iter().enumerate() {

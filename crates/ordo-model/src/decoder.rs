@@ -430,8 +430,11 @@ impl Decoder {
     }
 }
 
+/// Token rows of a batch and, per row, each position's validity flag.
+type RowsAndMask = (Vec<Vec<u32>>, Vec<Vec<u8>>);
+
 /// The rows of `ids` [batch, seq] and their validity flags from `mask` (all valid without one).
-fn rows_and_mask(ids: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Vec<u32>>, Vec<Vec<u8>>)> {
+fn rows_and_mask(ids: &Tensor, mask: Option<&Tensor>) -> Result<RowsAndMask> {
     let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     let valid = match mask {
         Some(m) => {

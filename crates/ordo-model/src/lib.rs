@@ -7,6 +7,7 @@ pub mod cpu_decode;
 pub mod cpu_train;
 pub mod decoder;
 pub mod error;
+pub mod flops;
 pub mod fused;
 pub mod gguf;
 pub mod kernels;

@@ -153,6 +153,9 @@ pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result
     atomic::write_file(path, &f32_safetensors_bytes(&encoded)?)
 }
 
+/// One tensor of a shard being written: its name, f32 bytes and shape.
+type ShardTensor = (String, Vec<u8>, Vec<usize>);
+
 /// Writes an HF checkpoint directory atomically: config.json, weights (sharded above
 /// `max_shard_bytes`), and the tokenizer files when a tokenizer is given.
 pub fn save_hf_dir(
@@ -176,7 +179,7 @@ pub fn save_hf_dir(
     write("generation_config.json", &json_bytes(&gen))?;
 
     // Group tensors into shards in name order, as transformers does.
-    let mut shards: Vec<Vec<(String, Vec<u8>, Vec<usize>)>> = vec![vec![]];
+    let mut shards: Vec<Vec<ShardTensor>> = vec![vec![]];
     let mut shard_bytes = 0usize;
     let mut total = 0usize;
     for (name, var) in params.iter() {

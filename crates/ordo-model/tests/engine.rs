@@ -69,8 +69,9 @@ fn padded_rows_equal_unpadded_rows_left_and_right() {
         let m = load(name);
         let dec = Decoder::new(&m.config, &m.params).unwrap();
         let row: Vec<u32> = vec![11, 200, 7, 99, 3, 150, 42];
-        let alone =
-            dec.forward(&ids_tensor(&[row.clone()], &Device::Cpu).unwrap(), None, OpPath::Differentiable).unwrap();
+        let alone = dec
+            .forward(&ids_tensor(std::slice::from_ref(&row), &Device::Cpu).unwrap(), None, OpPath::Differentiable)
+            .unwrap();
         let n = row.len();
         let mut left = vec![0u32; 4];
         left.extend(&row);

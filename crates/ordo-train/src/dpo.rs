@@ -29,7 +29,7 @@ pub fn pair_rows(pairs: &[&TokenizedPair]) -> Vec<(Vec<u32>, Vec<u8>)> {
 /// Summed response log-probs of the chosen and rejected halves of `batch` (token log-probs
 /// `logps`), and response lengths.
 fn response_logps(logps: &Tensor, batch: &Batch, n: usize) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-    let seq = sequence_logps(&logps, batch)?;
+    let seq = sequence_logps(logps, batch)?;
     let len = target_counts(batch)?;
     Ok((seq.narrow(0, 0, n)?, seq.narrow(0, n, n)?, len.narrow(0, 0, n)?, len.narrow(0, n, n)?))
 }

@@ -57,7 +57,7 @@ impl SetAllocator {
     /// An allocator for the given proportions.
     pub fn new(proportions: &[f64]) -> Result<Self> {
         let total: f64 = proportions.iter().sum();
-        if proportions.is_empty() || proportions.iter().any(|p| !(*p >= 0.0)) || total <= 0.0 {
+        if proportions.is_empty() || proportions.iter().any(|p| p.is_nan() || *p < 0.0) || total <= 0.0 {
             return Err(TrainError::Config(format!(
                 "prompt-set proportions must be >= 0 and not all 0, got {proportions:?}"
             )));

@@ -1,8 +1,7 @@
 //! ordo's training side: the optimiser and schedules, data formats, the post-training stages
-//! (pretrain, sft, reward_model, dpo, grpo) and their objectives, and the engine benchmark.
+//! (pretrain, sft, reward_model, dpo, grpo) and their objectives.
 
 pub mod batch;
-pub mod bench;
 pub mod data;
 pub mod dpo;
 pub mod error;

@@ -113,7 +113,7 @@ pub enum AdvantageEstimator {
 
 /// Advantages of `rewards` laid out as consecutive groups of `group_size` samples of one prompt.
 pub fn group_advantages(rewards: &[f64], group_size: usize, estimator: AdvantageEstimator) -> Vec<f64> {
-    assert!(group_size > 0 && rewards.len() % group_size == 0, "rewards must form whole groups");
+    assert!(group_size > 0 && rewards.len().is_multiple_of(group_size), "rewards must form whole groups");
     let mut out = Vec::with_capacity(rewards.len());
     for group in rewards.chunks(group_size) {
         let g = group.len() as f64;

@@ -60,7 +60,7 @@ impl OptimConfig {
         if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
             return bad(format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size));
         }
-        if self.micro_batch_size == 0 || self.batch_size % self.micro_batch_size != 0 {
+        if self.micro_batch_size == 0 || !self.batch_size.is_multiple_of(self.micro_batch_size) {
             return bad(format!(
                 "batch_size ({}) must be a positive multiple of micro_batch_size ({})",
                 self.batch_size, self.micro_batch_size
@@ -306,11 +306,11 @@ impl Checkpointing<'_> {
         state: impl FnOnce() -> LoopState,
     ) -> Result<()> {
         if let Some((every, snap)) = self.snapshot.as_mut() {
-            if *every > 0 && done % *every == 0 && done < total {
+            if *every > 0 && done.is_multiple_of(*every) && done < total {
                 snap(params, done)?;
             }
         }
-        if self.every > 0 && done % self.every == 0 && done < total {
+        if self.every > 0 && done.is_multiple_of(self.every) && done < total {
             let s = state();
             (self.save)(params, &s)?;
         }

@@ -69,7 +69,8 @@ impl WorldConfig {
         }
         if c.sloppy > 0.0 {
             let total: f64 = c.sloppy_set.iter().map(|s| s.weight).sum();
-            if c.sloppy_set.iter().any(|s| !(s.weight >= 0.0 && s.weight.is_finite())) || !(total > 0.0) {
+            if c.sloppy_set.iter().any(|s| !(s.weight >= 0.0 && s.weight.is_finite())) || total.is_nan() || total <= 0.0
+            {
                 errs.push("world.corpus.sloppy_set: expected non-negative weights with a positive sum".into());
             }
         }

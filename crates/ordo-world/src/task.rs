@@ -244,7 +244,7 @@ impl Prompt {
             "" => None,
             t => Some(t.strip_prefix("T:")?.parse().ok()?),
         };
-        if test.is_some() && parts.next()? != "" {
+        if test.is_some() && !parts.next()?.is_empty() {
             return None;
         }
         Some(Prompt { problem, test })

@@ -393,49 +393,8 @@ fn bench_engine(steps: usize, device: &Device) -> Result<()> {
         bail!("--steps must be at least 1");
     }
     let organism = ordo_world::organism_config();
-    let b = ordo_train::bench::bench_engine(steps, &organism, device, &mut |msg| eprintln!("  {msg}"))?;
-    let median = ordo_train::bench::median;
-    // "M (range LO-HI" of timings or rates, with `digits` decimals.
-    let spread = |xs: &[f64], digits: usize, unit: &str| {
-        let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = xs.iter().cloned().fold(0.0, f64::max);
-        format!("{:.digits$} {unit} median (range {lo:.digits$}-{hi:.digits$}", median(xs))
-    };
-    let step_ms = median(&b.step_ms);
-    println!("ordo bench engine (d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {:?})", device);
-    println!(
-        "each figure is paired with its baseline, the two run alternately, {} pair(s) after a warm-up pair;",
-        steps
-    );
-    println!("ratios are medians of the pairs' ratios (this measures both under the same machine conditions)");
-    println!("training step, batch {} x {} tokens (forward, backward, clip, AdamW):", b.batch, b.seq);
-    println!("  step time            {})", spread(&b.step_ms, 1, "ms"));
-    println!("  FLOPs per step       {:.2} GFLOP", b.step_flops / 1e9);
-    println!("  achieved             {:.1} GFLOP/s (median step)", b.step_flops / (step_ms / 1e3) / 1e9);
-    let n = b.sgemm_n;
-    println!(
-        "  sgemm baseline       {}; {n}^3 f32 matmul, faster of 2 after each step)",
-        spread(&b.sgemm_gflops, 1, "GFLOP/s")
-    );
-    println!("  ratio                {:.2} of sgemm", b.step_sgemm_ratio);
-    println!("sampling, batch {} x {} new tokens (KV cache, temperature 1):", b.sample_batch, b.sample_new_tokens);
-    println!("  throughput           {})", spread(&b.sample_tokens_per_s, 0, "tokens/s"));
-    println!(
-        "  tensor-path baseline {}; candle ops with a KV cache)",
-        spread(&b.sample_tensor_tokens_per_s, 0, "tokens/s")
-    );
-    println!("  ratio                {:.2}", b.sample_ratio);
-    let (rows, seq) = b.organism_shape;
-    println!(
-        "organism training step, {rows} x {seq} tokens (d_model {}, {} layers, vocab {}; its pretraining shape):",
-        organism.hidden_size, organism.num_hidden_layers, organism.vocab_size
-    );
-    println!("  step time            {}; the training pass)", spread(&b.organism_step_ms, 1, "ms"));
-    println!(
-        "  candle-graph path    {}; Decoder::forward with candle's backward pass)",
-        spread(&b.organism_graph_step_ms, 1, "ms")
-    );
-    println!("  speed-up             {:.2}x", b.organism_speedup);
+    let b = ordo_bench::engine::bench_engine(steps, &organism, device, &mut |msg| eprintln!("  {msg}"))?;
+    ordo_bench::engine::print(&b, &organism, device);
     Ok(())
 }
 
@@ -445,88 +404,8 @@ fn bench_stages(steps: usize, device: &Device) -> Result<()> {
     }
     // SAFETY: mi_collect only returns the global allocator's free pages to the system.
     let mut release = || unsafe { libmimalloc_sys::mi_collect(true) };
-    let b = ordo_train::bench::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"), &mut release)?;
-    println!("ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {device:?})");
-    let sgemm = b.sgemm_gflops.iter().cloned().fold(0.0, f64::max);
-    let slowest = b.sgemm_gflops.iter().cloned().fold(f64::INFINITY, f64::min);
-    println!(
-        "median seconds per step over {} steps, after one warm-up step. A step's floor is its FLOPs, as ordo",
-        b.steps
-    );
-    println!(
-        "computes the step (shared prefixes once, no padding), at this run's fastest sgemm rate, {sgemm:.1} GFLOP/s"
-    );
-    println!("(2048^3 f32 matmul, measured before each stage and after the last; slowest {slowest:.1}):");
-    println!("                                                 seconds    GFLOP    floor     of floor");
-    let shapes =
-        ["sft   16 x 128 tokens", "dpo   8 pairs x 128 tokens per side", "grpo  8 prompts x 8 samples x 64 new tokens"];
-    let seconds = [b.sft_s, b.dpo_s, b.grpo_s];
-    let floors: Vec<f64> = b.flops.iter().map(|f| f / (sgemm * 1e9)).collect();
-    for k in 0..3 {
-        println!(
-            "  {:<45}  {:>6.3} s  {:>7.1}   {:>5.3} s   {:.2}x",
-            shapes[k],
-            seconds[k],
-            b.flops[k] / 1e9,
-            floors[k],
-            seconds[k] / floors[k]
-        );
-    }
-    println!(
-        "  grpo's phases, at its median completion length ({:.1} new tokens per sample):",
-        b.grpo_completion_length
-    );
-    for (k, phase) in ["sampling", "reference forward", "update"].iter().enumerate() {
-        let floor = b.grpo_phase_flops[k] / (sgemm * 1e9);
-        println!(
-            "    {:<43}  {:>6.3} s  {:>7.1}   {:>5.3} s   {:.2}x",
-            phase,
-            b.grpo_phase_s[k],
-            b.grpo_phase_flops[k] / 1e9,
-            floor,
-            b.grpo_phase_s[k] / floor
-        );
-    }
-    // TRL cannot run in this process; its figures are the ones issue 8 measured on this machine type.
-    println!("issue 8's targets, from TRL 1.16's step times measured on this machine type (not in this run):");
-    for (k, (trl, share, name)) in
-        [((0.43, 0.46), 2.0, "sft "), ((0.73, 0.77), 2.0, "dpo "), ((3.5, 3.5), 4.0, "grpo")].into_iter().enumerate()
-    {
-        let (lo, hi) = (trl.0 / share, trl.1 / share);
-        // Met only against TRL's faster figure; below the floor only if even its slower figure is.
-        let verdict = if seconds[k] <= lo {
-            "met"
-        } else if seconds[k] <= hi {
-            "met against TRL's slower figure only"
-        } else if hi < floors[k] {
-            "not met; below this run's floor"
-        } else {
-            "not met"
-        };
-        let (trl, target) = if trl.0 == trl.1 {
-            (format!("about {:.2}", trl.0), format!("{hi:.3}"))
-        } else {
-            (format!("{:.2}-{:.2}", trl.0, trl.1), format!("{lo:.3}-{hi:.3}"))
-        };
-        println!("  {name}  TRL {trl} s; target 1/{share} of it: {target} s: {verdict}");
-    }
-    println!(
-        "peak resident memory per stage (whole process, peak reset before each stage) against what its step needs"
-    );
-    println!("(parameters + gradients + AdamW moments + reference + activations, f32; see bench::step_memory_bytes):");
-    for (name, (rss, need)) in ["sft ", "dpo ", "grpo"].iter().zip(b.peak_rss.iter().zip(b.needed)) {
-        match rss {
-            Some(r) => println!(
-                "  {name}  {:>8.1} MiB   needs {:>7.1} MiB   ratio {:.2}",
-                *r as f64 / 1048576.0,
-                need / 1048576.0,
-                *r as f64 / need
-            ),
-            None => {
-                println!("  {name}  not measurable here (no /proc/self/status)   needs {:.1} MiB", need / 1048576.0)
-            }
-        }
-    }
+    let b = ordo_bench::stages::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"), &mut release)?;
+    ordo_bench::stages::print(&b, device);
     Ok(())
 }
 

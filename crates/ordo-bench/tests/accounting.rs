@@ -1,14 +1,16 @@
 //! Accounting of `ordo bench`: the peak-RSS probe, the bytes a step needs and the FLOPs it does.
 
-use ordo_train::bench::{
-    bench_config, forward_flops, grpo_phase_flops, peak_rss_bytes, reset_peak_rss, sampling_flops, stage_step_flops,
-    step_memory_bytes, training_step_flops,
-};
+use ordo_bench::measure::{peak_rss_bytes, reset_peak_rss};
+use ordo_bench::stages::{grpo_phase_flops, stage_step_flops};
+use ordo_model::flops::{forward_flops, sampling_flops, step_memory_bytes, training_step_flops};
+use ordo_model::ModelConfig;
 
 #[test]
 fn peak_rss_sees_a_large_allocation_and_resets() {
     if !reset_peak_rss() {
-        assert!(!cfg!(target_os = "linux"), "Linux exposes /proc/self/clear_refs");
+        #[cfg(target_os = "linux")]
+        panic!("Linux exposes /proc/self/clear_refs");
+        #[cfg(not(target_os = "linux"))]
         return;
     }
     let before = peak_rss_bytes().unwrap();
@@ -23,7 +25,7 @@ fn peak_rss_sees_a_large_allocation_and_resets() {
 
 #[test]
 fn step_memory_by_hand() {
-    let cfg = bench_config();
+    let cfg = ModelConfig::bench();
     let p = cfg.parameter_count() as f64;
     // No tokens: parameters, gradients and two AdamW moments (f32); a reference adds its parameters.
     assert_eq!(step_memory_bytes(&cfg, 0, 0, false), 16.0 * p);
@@ -38,7 +40,7 @@ fn step_memory_by_hand() {
 
 #[test]
 fn flops_by_hand() {
-    let cfg = bench_config();
+    let cfg = ModelConfig::bench();
     // Per token, per layer: q, k, v, o (4 x 256 x 256) and the MLP (3 x 256 x 1024); then the head 256 x 512.
     let params = 4.0 * (4.0 * 256.0 * 256.0 + 3.0 * 256.0 * 1024.0) + 256.0 * 512.0;
     assert_eq!(params, 4_325_376.0);
