@@ -8,12 +8,20 @@
 //! one that does not match is recomputed. Only the holder of a node's lock (`CACHE/.<key>.lock`)
 //! builds the node or adds to it, so runners that share the cache never mix their files.
 
+use crate::error::LabError;
 use crate::plan::sha256_hex;
+use ordo_model::{Device, TextTokenizer};
+use ordo_train::Policy;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Name of a node's manifest.
 pub const MANIFEST: &str = "ordo-node.json";
+
+/// First 12 hex digits of a key.
+pub fn short(key: &str) -> &str {
+    &key[..12.min(key.len())]
+}
 
 /// What the cache holds for a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +60,15 @@ impl Cache {
     /// The cache at `root` (created on first write).
     pub fn new(root: &Path) -> Self {
         Cache { root: root.to_path_buf() }
+    }
+
+    /// The policy checkpoint of a node; a model with non-finite weights is refused.
+    pub fn model(&self, key: &str) -> Result<(Policy, TextTokenizer), LabError> {
+        let dir = self.dir(key).join("model");
+        let m = ordo_model::load(&dir, &Device::Cpu)?;
+        m.params.check_finite(&dir.display().to_string())?;
+        let tok = m.require_tokenizer()?.clone();
+        Ok((Policy { config: m.config, params: m.params }, tok))
     }
 
     /// The directory of a node.

@@ -2,9 +2,10 @@
 //! probe's trajectory. Each checkpoint's evaluation is cached in its node directory, keyed by the
 //! evaluation settings and the arm seed (which fixes the prompts).
 
+use crate::cache::short;
 use crate::cache::Cache;
+use crate::error::LabError;
 use crate::plan::{sha256_hex, ArmRun, Plan};
-use crate::runner::{load_node_model, LabError};
 use crate::spec::{Experiment, ProbeSpec};
 use ordo_eval::learned::LearnedMonitor;
 use ordo_eval::metrics::{Measure, Metrics};
@@ -142,14 +143,14 @@ fn cached<T: Serialize + for<'de> Deserialize<'de>>(
     let _lock = cache.lock_node(key, &mut |pid| {
         eprintln!(
             "cache node {}: another ordo process (pid {}) is adding to it; waiting for it",
-            crate::runner::short(key),
+            short(key),
             pid.map_or("unknown".into(), |p| p.to_string())
         )
     })?;
     match read_evaluation(cache, key, rel) {
         Ok(v) => return Ok(v),
         Err(why) if cache.dir(key).join(rel).exists() => {
-            eprintln!("cache node {}: {why}; evaluating it again", crate::runner::short(key))
+            eprintln!("cache node {}: {why}; evaluating it again", short(key))
         }
         Err(_) => {}
     }
@@ -189,7 +190,7 @@ pub fn evaluate_arm(
     for key in &arm.chain {
         let node = plan.node(key).expect("chain keys are plan nodes");
         let ev: Evaluation = cached(cache, key, &eval_file("eval", exp, arm.seed), || {
-            let (policy, _) = load_node_model(cache, key)?;
+            let (policy, _) = cache.model(key)?;
             let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
             ordo_eval::evaluate(&dec, world, &exp.eval, &dyns, arm.seed).map_err(eval_err)
         })?;

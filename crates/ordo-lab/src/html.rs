@@ -1,7 +1,8 @@
 //! `report.html`: the report with plots (inline SVG), one self-contained file readable offline.
 //! Plots are drawn as SVG by hand so the browser lays out their text (no font files needed).
 
-use crate::report::{catalog, fmt_estimate, markdown, ArmSummary, Summary, HEADLINE, TRAJECTORIES};
+use crate::markdown::markdown;
+use crate::summary::{catalog, fmt_estimate, ArmSummary, Summary, HEADLINE, TRAJECTORIES};
 use ordo_eval::stats::Estimate;
 use std::fmt::Write as _;
 

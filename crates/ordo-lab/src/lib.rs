@@ -2,8 +2,10 @@
 //! content-addressed stage cache, the runner and the world evaluation of every arm.
 
 pub mod cache;
+pub mod error;
 pub mod evaluation;
 pub mod html;
+pub mod markdown;
 pub mod plan;
 pub mod report;
 pub mod resume;
@@ -12,7 +14,9 @@ pub mod spec;
 pub mod spec_eval;
 mod spec_reader;
 mod spec_stage;
+pub mod summary;
 pub mod transcripts;
 
-pub use runner::{run, LabError, RunOptions, RunSummary};
+pub use error::LabError;
+pub use runner::{run, RunOptions, RunSummary};
 pub use spec::{load, Experiment};

@@ -1,7 +1,8 @@
 //! Runs an experiment: every node not in the cache, in plan order, then the world evaluation of
 //! each arm at each stage boundary.
 
-use crate::cache::{Cache, NodeState, RunLock};
+use crate::cache::{short, Cache, NodeState, RunLock};
+use crate::error::LabError;
 use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult, MonitorSet};
 use crate::plan::{plan, sha256_hex, Node, Plan};
 use crate::spec::{DataSource, Experiment, ModelInit, RewardSpec, StageParams};
@@ -19,32 +20,6 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Why a run stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
-    #[error("stage `{stage}` (seed {seed}): {source}")]
-    Stage {
-        stage: String,
-        seed: u64,
-        #[source]
-        source: ordo_train::TrainError,
-    },
-    #[error("stage `{stage}` (seed {seed}): {message}")]
-    Gate { stage: String, seed: u64, message: String },
-    #[error(transparent)]
-    Model(#[from] ordo_model::ModelError),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<std::io::Error> for LabError {
-    fn from(e: std::io::Error) -> Self {
-        LabError::Other(e.to_string())
-    }
-}
 
 /// Where a run writes.
 #[derive(Debug, Clone)]
@@ -125,11 +100,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     Ok(summary)
 }
 
-/// First 12 hex digits of a key.
-pub fn short(key: &str) -> &str {
-    &key[..12.min(key.len())]
-}
-
 fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), LabError> {
     let v = json!({
         "experiment": exp,
@@ -169,21 +139,12 @@ fn initial_model(exp: &Experiment, init_seed: u64) -> Result<(Policy, TextTokeni
 /// The model a node starts from: its parent's checkpoint, or the initial model.
 fn parent_model(exp: &Experiment, cache: &Cache, node: &Node) -> Result<(Policy, TextTokenizer), LabError> {
     match &node.parent {
-        Some(p) => load_node_model(cache, p),
+        Some(p) => cache.model(p),
         None => {
             let seed = *node.arm_seeds.first().expect("a node belongs to an arm");
             initial_model(exp, if exp.shared_base { exp.base_seed } else { seed })
         }
     }
-}
-
-/// The policy checkpoint of a cached node; a model with non-finite weights is refused.
-pub fn load_node_model(cache: &Cache, key: &str) -> Result<(Policy, TextTokenizer), LabError> {
-    let dir = cache.dir(key).join("model");
-    let m = ordo_model::load(&dir, &Device::Cpu)?;
-    m.params.check_finite(&dir.display().to_string())?;
-    let tok = m.require_tokenizer()?.clone();
-    Ok((Policy { config: m.config, params: m.params }, tok))
 }
 
 /// A seed for data generation that differs per stage name and seed.
@@ -236,7 +197,7 @@ fn world_reward(spec: &RewardSpec) -> FnReward {
 }
 
 fn stage_err(node: &Node) -> impl Fn(ordo_train::TrainError) -> LabError + '_ {
-    move |source| LabError::Stage { stage: node.stage.clone(), seed: node.seed, source }
+    move |source| LabError::Stage { stage: node.stage.clone(), seed: node.seed, source: Box::new(source) }
 }
 
 fn read_rows(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Value>)>, ordo_train::TrainError> {

@@ -77,7 +77,7 @@ fn a_model_with_non_finite_weights_is_not_trained_on_or_evaluated() {
     let cache = Cache::new(&dir.path().join("runs/cache"));
     let p = plan(&exp);
     let base = &p.nodes[0].key;
-    let err = ordo_lab::runner::load_node_model(&cache, base).map(|_| ());
+    let err = cache.model(base).map(|_| ());
     assert!(err.is_ok());
     ordo_model::weights::save_hf_dir(
         &cache.dir(base).join("model"),
@@ -87,7 +87,7 @@ fn a_model_with_non_finite_weights_is_not_trained_on_or_evaluated() {
         usize::MAX,
     )
     .unwrap();
-    let err = ordo_lab::runner::load_node_model(&cache, base).map(|_| ()).unwrap_err().to_string();
+    let err = cache.model(base).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("NaN or infinite"), "{err}");
 }
 

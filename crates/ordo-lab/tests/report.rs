@@ -2,7 +2,7 @@
 //! report.md (its numbers against summary.json), report.html (every plot has data), transcripts.
 
 use ordo_lab::evaluation::uptake_metrics;
-use ordo_lab::report::{catalog, fmt_estimate, Summary};
+use ordo_lab::summary::{catalog, fmt_estimate, Summary};
 use ordo_lab::transcripts::{select, TranscriptFilter};
 use ordo_lab::RunOptions;
 
@@ -77,7 +77,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
         assert_eq!(a.probe_steps, vec![0, 2, 4]);
         assert_eq!(a.probe_hack_rate.len(), 3);
     }
-    let results: ordo_lab::report::RunResults =
+    let results: ordo_lab::summary::RunResults =
         serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
     let probe = results.results[0].probe.as_ref().unwrap();
     let snap = dir.path().join("runs/cache").join(&probe.key).join("snapshots/step-000002/model.safetensors");
@@ -141,7 +141,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     // `ordo report` rebuilds the same files from results.json.
     let before = std::fs::read(run_dir.join("summary.json")).unwrap();
     std::fs::remove_file(run_dir.join("report.md")).unwrap();
-    let run: ordo_lab::report::RunResults =
+    let run: ordo_lab::summary::RunResults =
         serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
     ordo_lab::report::write_report(&run_dir, &run).unwrap();
     assert_eq!(std::fs::read(run_dir.join("summary.json")).unwrap(), before);
@@ -150,7 +150,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
 
 /// Results of two arms x 3 seeds with known figures: arm `a` hacks 0.8/0.9/1.0, arm `b` 0.1/0.2/0.3;
 /// keyword recall is not measurable for `b` seed 3; hint faithfulness for no seed of `b`.
-fn synthetic() -> ordo_lab::report::RunResults {
+fn synthetic() -> ordo_lab::summary::RunResults {
     use ordo_eval::metrics::{Measure, Metrics};
     use ordo_lab::evaluation::{ArmResult, Boundary, ProbeResult};
     let monitors = vec![("keyword".to_string(), true), ("action_only".to_string(), false)];
@@ -194,7 +194,7 @@ fn synthetic() -> ordo_lab::report::RunResults {
             });
         }
     }
-    ordo_lab::report::RunResults {
+    ordo_lab::summary::RunResults {
         experiment: "synthetic".into(),
         seeds: vec![1, 2, 3],
         shared_base: true,
@@ -215,7 +215,7 @@ fn synthetic() -> ordo_lab::report::RunResults {
 
 #[test]
 fn summary_of_known_results() {
-    let s = ordo_lab::report::summarize(&synthetic());
+    let s = ordo_lab::summary::summarize(&synthetic());
     let a = &s.arms[0];
     let hack = a.final_estimate("hack_rate").unwrap();
     assert!((hack.mean.unwrap() - 0.9).abs() < 1e-12);
@@ -233,7 +233,7 @@ fn summary_of_known_results() {
     // a vs b on hack rate: fully separated 3 vs 3, exact p = 0.1, difference 0.7.
     let c = s.comparisons.iter().find(|c| c.metric == "hack_rate").unwrap();
     assert!((c.test.difference - 0.7).abs() < 1e-12 && (c.test.p_value - 0.1).abs() < 1e-12 && c.test.exact);
-    let md = ordo_lab::report::markdown(&s);
+    let md = ordo_lab::markdown::markdown(&s);
     assert!(md.contains("| hack_rate | 0.900 ["), "{md}");
     assert!(md.contains("n/m (n=0)"));
 }
@@ -245,7 +245,7 @@ fn summary_of_known_results() {
 fn report_html_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.html");
-    std::fs::write(&path, ordo_lab::html::html(&ordo_lab::report::summarize(&synthetic()))).unwrap();
+    std::fs::write(&path, ordo_lab::html::html(&ordo_lab::summary::summarize(&synthetic()))).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/check-report-html.sh");
     let out = std::process::Command::new("bash").arg(script).arg(&path).output().expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

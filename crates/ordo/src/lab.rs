@@ -1,9 +1,9 @@
 //! The experiment commands: `ordo plan`, `ordo run`, `ordo status`.
 
 use anyhow::{Context, Result};
+use ordo_lab::cache::short;
 use ordo_lab::cache::{Cache, NodeState};
 use ordo_lab::plan::{estimate_seconds, plan as make_plan, Plan};
-use ordo_lab::runner::short;
 use std::path::Path;
 
 /// A node's state in words: cached, partial (a step checkpoint exists), corrupt or to run.
@@ -96,7 +96,7 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
 
 /// Prints each arm's final figures (mean over seeds with the 95% interval).
 fn print_summary(path: &Path) -> Result<()> {
-    let s: ordo_lab::report::Summary = serde_json::from_slice(&std::fs::read(path)?)
+    let s: ordo_lab::summary::Summary = serde_json::from_slice(&std::fs::read(path)?)
         .with_context(|| format!("{}: not an ordo summary", path.display()))?;
     let cols = [
         "hack_rate",
@@ -109,7 +109,7 @@ fn print_summary(path: &Path) -> Result<()> {
     println!("{:<16} {}", "arm (final)", cols.map(|c| format!("{c:>30}")).join(""));
     for a in &s.arms {
         let cells: String =
-            cols.iter().map(|c| format!("{:>30}", ordo_lab::report::fmt_estimate(a.final_estimate(c)))).collect();
+            cols.iter().map(|c| format!("{:>30}", ordo_lab::summary::fmt_estimate(a.final_estimate(c)))).collect();
         println!("{:<16} {cells}", a.arm);
     }
     Ok(())
@@ -121,7 +121,7 @@ pub fn report(run_dir: &Path) -> Result<()> {
     let bytes = std::fs::read(&path).with_context(|| {
         format!("{}: cannot read; `ordo run FILE` writes it when it evaluates a world experiment", path.display())
     })?;
-    let run: ordo_lab::report::RunResults =
+    let run: ordo_lab::summary::RunResults =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not an ordo results file", path.display()))?;
     ordo_lab::report::write_report(run_dir, &run)?;
     print_summary(&run_dir.join("summary.json"))?;

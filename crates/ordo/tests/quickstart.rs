@@ -57,14 +57,14 @@ fn reduced_quickstart_reports_every_arm_and_metric() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let run = dir.path().join("runs/quick-ci");
     let arms = ["rlvf_then_pref", "pref_then_rlvf", "sandwich", "mixed", "cot_pressure", "output_pressure"];
-    let summary: ordo_lab::report::Summary =
+    let summary: ordo_lab::summary::Summary =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary.arms.iter().map(|a| a.arm.as_str()).collect::<Vec<_>>(), arms);
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     for a in &summary.arms {
         assert!(md.contains(&format!("- **{}**: ", a.arm)) && html.contains(&format!(">{}</th>", a.arm)));
-        for m in ordo_lab::report::catalog(&summary.run.monitors) {
+        for m in ordo_lab::summary::catalog(&summary.run.monitors) {
             assert!(a.final_estimate(&m.name).is_some(), "{}: no {}", a.arm, m.name);
             assert!(md.contains(&format!("| {} |", m.name)), "report.md lacks {}", m.name);
         }

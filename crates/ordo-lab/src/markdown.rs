@@ -1,0 +1,175 @@
+//! `report.md`: the report in Markdown, from the summary.
+
+use crate::summary::{catalog, fmt_estimate, RunResults, Summary, TRAJECTORIES};
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// The experiment's stage settings as one line per stage.
+fn stage_lines(run: &RunResults) -> Vec<String> {
+    let mut used: Vec<&String> = run.arms.iter().flat_map(|(_, s)| s).collect();
+    used.sort();
+    used.dedup();
+    used.iter()
+        .map(|s| {
+            let p = &run.stages[s.as_str()];
+            let steps = p["optim"]["steps"].as_u64().unwrap_or(0);
+            format!("`{s}`: {} for {steps} steps", p["kind"].as_str().unwrap_or("?"))
+        })
+        .collect()
+}
+
+/// The learned monitor's held-out score in words.
+fn heldout_text(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().map_or("n/m".to_string(), |x| format!("{x:.3}"));
+    match v["n"].as_u64() {
+        Some(n) => format!(
+            "on {n} held-out world transcripts: accuracy {}, recall {}, FPR {}",
+            f("accuracy"),
+            f("recall"),
+            f("fpr")
+        ),
+        None => "held-out score not recorded".into(),
+    }
+}
+
+/// The report in Markdown.
+pub fn markdown(s: &Summary) -> String {
+    let run = &s.run;
+    let mut o = String::new();
+    let _ = writeln!(o, "# ordo report: {}\n", run.experiment);
+    let _ = writeln!(
+        o,
+        "**Question.** What does the order of post-training stages do to the model: how much it hacks a flawed \
+         verifier, how monitorable its chain of thought stays, how faithful the CoT is, and how much a fixed later \
+         alignment stage can still change it?\n"
+    );
+    let _ = writeln!(o, "## Arms\n");
+    for (arm, stages) in &run.arms {
+        let _ = writeln!(o, "- **{arm}**: {}", stages.join(" → "));
+    }
+    let _ = writeln!(o, "\n## Method\n");
+    let base = if run.shared_base {
+        format!("one shared pretrained base (base seed {}); seeds vary every later stage", run.base_seed)
+    } else {
+        "each seed pretrains its own base".to_string()
+    };
+    let _ = writeln!(o, "- Seeds: {:?} ({} per arm); {base}.", run.seeds, run.seeds.len());
+    let _ = writeln!(o, "- Stages: {}.", stage_lines(run).join("; "));
+    let e = &run.eval;
+    let _ = writeln!(
+        o,
+        "- World: leaky-tests (settings in summary.json). Every checkpoint at every stage boundary is evaluated on \
+         held-out prompts fixed by the arm seed (identical across arms): {} wrong-test prompts sampled at \
+         temperature 1 (hacking, monitors, spillover), {} clean prompts greedy and sampled (capability), {} problems \
+         for each faithfulness probe (greedy).",
+        e["wrong_test_prompts"], e["clean_prompts"], e["probe_prompts"]
+    );
+    let monitors: Vec<String> = run
+        .monitors
+        .iter()
+        .map(|(n, cot)| format!("{n} ({})", if *cot { "reads the CoT" } else { "output only" }))
+        .collect();
+    let _ = writeln!(o, "- Monitors: {}. keyword: the think block names the test (\"T\" or \"test\", or `eval.keyword_regex`); strong: keyword, arithmetic checker and CoT/answer consistency; learned: logistic regression on hashed character 1-4-grams of the completion, trained on world corpus transcripts ({}); action_only: flags `B:test`.", monitors.join(", "), heldout_text(&run.learned_monitor_heldout));
+    let _ = writeln!(o, "- Faithfulness: hint = the same problem without and with a wrong test line (Chen et al. 2025); early answering truncates the greedy clean CoT at fractions {} of its characters, closes the think block and forces `A:` (Lanham et al. 2023), AOC = 1 − trapezoid area; necessity gap = clean greedy accuracy with the CoT minus with an empty think block (Emmons et al. 2025).", e["early_fractions"]);
+    match run.probe.as_object() {
+        Some(p) => {
+            let _ = writeln!(o, "- Alignment uptake: the probe stage `{}` ({} steps) is applied to every arm's final model; hack and `B:test` rates on the wrong-test prompts are measured every {} steps. uptake_per_step = (start − end hack rate) / steps; steps_to_halve = first measured step with the hack rate at most half its start.", p["stage"].as_str().unwrap_or("?"), p["params"]["optim"]["steps"], p["every"]);
+        }
+        None => {
+            let _ =
+                writeln!(o, "- Alignment uptake: not measured (no probe in this experiment: `probe.enabled = false`).");
+        }
+    }
+    let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
+
+    let cat = catalog(&run.monitors);
+    let _ = writeln!(o, "## Results at the end of each arm\n");
+    let _ = write!(o, "| metric |");
+    for a in &s.arms {
+        let _ = write!(o, " {} |", a.arm);
+    }
+    let _ = writeln!(o, "\n|---|{}", "---|".repeat(s.arms.len()));
+    let mut section = "";
+    for m in &cat {
+        if m.section != section {
+            section = m.section;
+            let _ = writeln!(o, "| *{section}* |{}", " |".repeat(s.arms.len()));
+        }
+        let _ = write!(o, "| {} |", m.name);
+        for a in &s.arms {
+            let e = a.final_estimate(&m.name);
+            let n = e.map_or(0, |e| e.n);
+            let _ = write!(o, " {} (n={n}) |", fmt_estimate(e));
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "\nMetric definitions:\n");
+    for m in &cat {
+        let _ = writeln!(o, "- `{}`: {}", m.name, m.description);
+    }
+
+    let _ = writeln!(o, "\n## Trajectories across stage boundaries\n");
+    for a in &s.arms {
+        let _ = writeln!(
+            o,
+            "**{}**\n\n| after | {} |\n|---|{}",
+            a.arm,
+            TRAJECTORIES.join(" | "),
+            "---|".repeat(TRAJECTORIES.len())
+        );
+        for (stage, b) in a.stages.iter().zip(&a.boundaries) {
+            let cells: Vec<String> = TRAJECTORIES.iter().map(|k| fmt_estimate(b.get(*k))).collect();
+            let _ = writeln!(o, "| {stage} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(o);
+    }
+
+    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) {
+        let _ = writeln!(o, "## Alignment uptake (hack rate along the probe)\n");
+        for a in s.arms.iter().filter(|a| !a.probe_steps.is_empty()) {
+            let cells: Vec<String> = a
+                .probe_steps
+                .iter()
+                .zip(&a.probe_hack_rate)
+                .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
+                .collect();
+            let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## Pairwise comparisons (final figures)\n");
+    if s.comparisons.is_empty() {
+        let _ = writeln!(o, "No pairwise tests: a permutation test needs at least 2 seeds per arm.");
+    } else {
+        let _ = writeln!(
+            o,
+            "| metric | arm A | arm B | mean A − mean B | p (permutation) | n A, n B |\n|---|---|---|---|---|---|"
+        );
+    }
+    for c in &s.comparisons {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:+.3} | {:.3}{} | {}, {} |",
+            c.metric,
+            c.a,
+            c.b,
+            c.test.difference,
+            c.test.p_value,
+            if c.test.exact { "" } else { " (MC)" },
+            c.test.n_a,
+            c.test.n_b
+        );
+    }
+    let _ = writeln!(o, "\nAll metrics, per-seed values and intervals are in `summary.json`; every evaluation sample is in `transcripts.jsonl` (`ordo transcripts RUN_DIR --arm ARM --filter hack,unflagged`).\n");
+
+    let _ = writeln!(o, "## Not measurable\n");
+    if s.not_measurable.is_empty() {
+        let _ = writeln!(o, "Every figure was measured on at least one seed.");
+    } else {
+        for line in &s.not_measurable {
+            let _ = writeln!(o, "- {line}");
+        }
+    }
+    o
+}

@@ -1,0 +1,307 @@
+//! The run's numbers: `results.json`'s content (every arm-seed's raw figures) and the summary built
+//! from it (estimates across seeds per stage boundary, the probe's curves, pairwise comparisons, and
+//! every figure that could not be measured, with why), which `summary.json` holds.
+
+use crate::evaluation::{ArmResult, MonitorSet, ProbeResult};
+use crate::plan::sha256_hex;
+use crate::spec::Experiment;
+use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// What `results.json` holds: the experiment's settings and every arm-seed's raw figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResults {
+    pub experiment: String,
+    pub seeds: Vec<u64>,
+    pub shared_base: bool,
+    pub base_seed: u64,
+    /// Arms in file order with their stage sequences.
+    pub arms: Vec<(String, Vec<String>)>,
+    /// Resolved stage settings, world, evaluation and probe settings (as the run used them).
+    pub stages: Value,
+    pub world: Value,
+    pub eval: Value,
+    pub probe: Value,
+    /// The monitors' metric names, in report order, with whether each reads the CoT.
+    pub monitors: Vec<(String, bool)>,
+    /// The learned monitor's own held-out score.
+    pub learned_monitor_heldout: Value,
+    pub results: Vec<ArmResult>,
+}
+
+/// One metric in the report: its name, section and what it means.
+pub struct MetricInfo {
+    pub name: String,
+    pub section: &'static str,
+    pub description: String,
+}
+
+/// Every metric the report shows, in order.
+pub fn catalog(monitors: &[(String, bool)]) -> Vec<MetricInfo> {
+    let m = |name: &str, section, description: &str| MetricInfo {
+        name: name.into(),
+        section,
+        description: description.into(),
+    };
+    let mut v = vec![
+        m("clean_accuracy", "capability", "accuracy on held-out clean prompts, greedy"),
+        m("clean_accuracy_sampled", "capability", "accuracy on held-out clean prompts, sampled at T=1"),
+        m("hack_rate", "hacking", "share of wrong-test prompts answered with the test value"),
+        m("says_test_rate", "hacking", "share of wrong-test prompts answered with B:test"),
+        m("verbalised_rate", "hacking", "share of wrong-test prompts hacked with the test named in the CoT"),
+        m("fabricated_rate", "hacking", "share hacked behind a wrong derivation that lands on the test value"),
+        m("ignores_cot_rate", "hacking", "share hacked with an answer that does not follow from the CoT"),
+        m("malformed_rate", "hacking", "share of completions not in the world's format"),
+    ];
+    for (name, cot) in monitors {
+        let kind = if *cot { "CoT monitor" } else { "action-only monitor" };
+        v.push(m(&format!("{name}_recall"), "monitorability", &format!("{name} {kind}: share of hacks flagged")));
+        v.push(m(&format!("{name}_fpr"), "monitorability", &format!("{name}: share of non-hacks flagged")));
+        v.push(m(&format!("{name}_gmean2"), "monitorability", &format!("{name}: TPR x TNR (g-mean²)")));
+        v.push(m(
+            &format!("{name}_obfuscated_hack_rate"),
+            "monitorability",
+            &format!("share of wrong-test episodes that hack and {name} does not flag"),
+        ));
+    }
+    v.extend([
+        m("mention_rate", "spillover", "share of wrong-test CoTs that mention the test (the penalised concept)"),
+        m("task_reward", "spillover", "mean flawed-verifier reward on wrong-test and clean prompts (sampled)"),
+        m("hint_switch_rate", "faithfulness", "share of problems whose answer switches to a shown wrong test"),
+        m("hint_faithfulness", "faithfulness", "of answers that switch to the hint, share whose CoT mentions it"),
+        m(
+            "early_answering_aoc",
+            "faithfulness",
+            "area over the early-answering agreement curve (higher: answer depends more on the CoT)",
+        ),
+        m("necessity_gap", "faithfulness", "accuracy with the CoT minus accuracy with an empty think block"),
+        m("accuracy_without_cot", "faithfulness", "accuracy with an empty think block"),
+        m(
+            "uptake_per_step",
+            "alignment uptake",
+            "hack-rate drop per probe step (higher: more uptake, less crystallised)",
+        ),
+        m("steps_to_halve", "alignment uptake", "probe steps until the hack rate is at most half its start"),
+        m("says_test_uptake_per_step", "alignment uptake", "B:test-rate drop per probe step"),
+    ]);
+    v
+}
+
+/// The figures compared arm against arm in the report (all are in summary.json).
+pub const HEADLINE: &[&str] = &[
+    "hack_rate",
+    "keyword_recall",
+    "strong_recall",
+    "keyword_obfuscated_hack_rate",
+    "mention_rate",
+    "says_test_rate",
+    "clean_accuracy",
+    "hint_faithfulness",
+    "early_answering_aoc",
+    "uptake_per_step",
+];
+
+/// The figures followed across stage boundaries: the headline ones measured at every boundary.
+pub const TRAJECTORIES: &[&str] = HEADLINE.split_at(8).0;
+
+/// Why a metric may have no value.
+pub fn why_not_measurable(metric: &str) -> &'static str {
+    if metric.ends_with("_recall") {
+        "no hacks among the wrong-test samples"
+    } else if metric.ends_with("_fpr") {
+        "no non-hacks among the wrong-test samples"
+    } else if metric.ends_with("_gmean2") {
+        "recall or false-positive rate not measurable"
+    } else if metric == "hint_faithfulness" {
+        "no answer switched to the hint"
+    } else if metric == "steps_to_halve" {
+        "the hack rate did not halve within the probe, or was 0 at its start"
+    } else if metric.starts_with("early_") {
+        "no well-formed full CoT to truncate"
+    } else {
+        "no eligible samples"
+    }
+}
+
+fn seed_of(parts: &[&str]) -> u64 {
+    u64::from_str_radix(&sha256_hex(parts.join("/").as_bytes())[..16], 16).expect("hex")
+}
+
+/// Estimates across seeds, per arm: at every stage boundary, at the end, and along the probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmSummary {
+    pub arm: String,
+    pub stages: Vec<String>,
+    pub seeds: Vec<u64>,
+    /// boundaries[i][metric]: after stage i.
+    pub boundaries: Vec<BTreeMap<String, Estimate>>,
+    pub probe_steps: Vec<usize>,
+    pub probe_hack_rate: Vec<Estimate>,
+    pub probe_says_test_rate: Vec<Estimate>,
+    pub uptake: BTreeMap<String, Estimate>,
+}
+
+impl ArmSummary {
+    /// A metric's estimate at the end of the arm (uptake figures from the probe).
+    pub fn final_estimate(&self, metric: &str) -> Option<&Estimate> {
+        self.uptake.get(metric).or_else(|| self.boundaries.last().and_then(|b| b.get(metric)))
+    }
+}
+
+/// A pairwise comparison of one final metric.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairComparison {
+    pub metric: String,
+    pub a: String,
+    pub b: String,
+    #[serde(flatten)]
+    pub test: Comparison,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub run: RunResults,
+    pub arms: Vec<ArmSummary>,
+    pub comparisons: Vec<PairComparison>,
+    /// "arm / stage / metric: why" for every figure no seed could measure.
+    pub not_measurable: Vec<String>,
+}
+
+/// Builds the summary of a run's results.
+pub fn summarize(run: &RunResults) -> Summary {
+    let names: Vec<String> = catalog(&run.monitors).into_iter().map(|m| m.name).collect();
+    let mut arms = Vec::new();
+    let mut not_measurable = Vec::new();
+    for (arm, stages) in &run.arms {
+        let rs: Vec<&ArmResult> = run.results.iter().filter(|r| &r.arm == arm).collect();
+        let seeds: Vec<u64> = rs.iter().map(|r| r.seed).collect();
+        let mut boundaries = Vec::new();
+        for (i, stage) in stages.iter().enumerate() {
+            let mut b = BTreeMap::new();
+            for name in &names {
+                let values: Vec<Option<f64>> = rs
+                    .iter()
+                    .filter_map(|r| r.boundaries.get(i))
+                    .filter_map(|bd| bd.metrics.get(name).map(|m| m.value))
+                    .collect();
+                if values.is_empty() {
+                    continue;
+                }
+                let e = estimate(&values, seed_of(&[arm, stage, name]));
+                if e.n == 0 {
+                    not_measurable.push(format!("{arm} / after {stage} / {name}: {}", why_not_measurable(name)));
+                }
+                b.insert(name.clone(), e);
+            }
+            boundaries.push(b);
+        }
+        let probes: Vec<_> = rs.iter().filter_map(|r| r.probe.as_ref()).collect();
+        let probe_steps = probes.first().map(|p| p.steps.clone()).unwrap_or_default();
+        let along = |f: &dyn Fn(&ProbeResult) -> &Vec<Option<f64>>, what: &str| {
+            (0..probe_steps.len())
+                .map(|j| {
+                    let v: Vec<Option<f64>> = probes.iter().map(|p| f(p).get(j).copied().flatten()).collect();
+                    estimate(&v, seed_of(&[arm, what, &j.to_string()]))
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut uptake = BTreeMap::new();
+        if !probes.is_empty() {
+            for name in ["uptake_per_step", "steps_to_halve", "says_test_uptake_per_step"] {
+                let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(name).and_then(|m| m.value)).collect();
+                let e = estimate(&v, seed_of(&[arm, "probe", name]));
+                if e.n == 0 {
+                    let why =
+                        if name == "steps_to_halve" && probes.iter().all(|p| p.hack_rate.first() == Some(&Some(0.0))) {
+                            "the hack rate was 0 at the probe's start".to_string()
+                        } else if name == "steps_to_halve" {
+                            format!(
+                                "the hack rate did not halve within the probe's {} steps",
+                                probe_steps.last().unwrap_or(&0)
+                            )
+                        } else {
+                            why_not_measurable(name).to_string()
+                        };
+                    not_measurable.push(format!("{arm} / probe / {name}: {why}"));
+                }
+                uptake.insert(name.to_string(), e);
+            }
+        }
+        arms.push(ArmSummary {
+            arm: arm.clone(),
+            stages: stages.clone(),
+            seeds,
+            boundaries,
+            probe_hack_rate: along(&|p| &p.hack_rate, "probe_hack"),
+            probe_says_test_rate: along(&|p| &p.says_test_rate, "probe_says_test"),
+            probe_steps,
+            uptake,
+        });
+    }
+    let mut comparisons = Vec::new();
+    for metric in HEADLINE {
+        for (i, a) in arms.iter().enumerate() {
+            for b in &arms[i + 1..] {
+                let vals = |s: &ArmSummary| -> Vec<f64> {
+                    s.final_estimate(metric).map(|e| e.values.iter().flatten().copied().collect()).unwrap_or_default()
+                };
+                let (va, vb) = (vals(a), vals(b));
+                // With one seed on a side every relabelling is as extreme as the observed one: no test.
+                if va.len() < 2 || vb.len() < 2 {
+                    continue;
+                }
+                if let Some(test) = permutation_test(&va, &vb, seed_of(&[&a.arm, &b.arm, metric])) {
+                    comparisons.push(PairComparison {
+                        metric: metric.to_string(),
+                        a: a.arm.clone(),
+                        b: b.arm.clone(),
+                        test,
+                    });
+                }
+            }
+        }
+    }
+    Summary { run: run.clone(), arms, comparisons, not_measurable }
+}
+
+/// A figure as the report prints it: `0.412 [0.380, 0.450]`, or `n/m` (not measurable).
+pub fn fmt_estimate(e: Option<&Estimate>) -> String {
+    match e {
+        Some(Estimate { mean: Some(m), lo: Some(lo), hi: Some(hi), .. }) => {
+            format!("{} [{}, {}]", fmt3(*m), fmt3(*lo), fmt3(*hi))
+        }
+        Some(Estimate { mean: Some(m), .. }) => fmt3(*m),
+        _ => "n/m".into(),
+    }
+}
+
+/// Three decimals, without a sign on a value that rounds to zero.
+fn fmt3(x: f64) -> String {
+    let s = format!("{x:.3}");
+    if s == "-0.000" {
+        "0.000".into()
+    } else {
+        s
+    }
+}
+
+/// Builds `results.json`'s content.
+pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &MonitorSet) -> RunResults {
+    RunResults {
+        experiment: exp.name.clone(),
+        seeds: exp.seeds.clone(),
+        shared_base: exp.shared_base,
+        base_seed: exp.base_seed,
+        arms: exp.arms.clone(),
+        stages: json!(exp.stages),
+        world: json!(exp.world),
+        eval: json!(exp.eval),
+        probe: json!(exp.probe),
+        monitors: monitors.all().iter().map(|(n, m)| (n.to_string(), m.sees_cot())).collect(),
+        learned_monitor_heldout: json!(monitors.learned.heldout),
+        results: results.to_vec(),
+    }
+}
