@@ -5,8 +5,8 @@
 use crate::cache::short;
 use crate::cache::Cache;
 use crate::error::LabError;
+use crate::experiment::{Experiment, ProbeSpec};
 use crate::plan::{sha256_hex, ArmRun, Plan};
-use crate::spec::{Experiment, ProbeSpec};
 use ordo_eval::learned::LearnedMonitor;
 use ordo_eval::metrics::{Measure, Metrics};
 use ordo_eval::{EvalConfig, Evaluation, TranscriptMonitor};

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod error;
 pub mod evaluation;
+pub mod experiment;
 pub mod html;
 pub mod markdown;
 pub mod plan;
@@ -18,5 +19,6 @@ pub mod summary;
 pub mod transcripts;
 
 pub use error::LabError;
+pub use experiment::Experiment;
 pub use runner::{run, RunOptions, RunSummary};
-pub use spec::{load, Experiment};
+pub use spec::load;

@@ -1,7 +1,7 @@
 //! The plan: per seed, the arms form a prefix tree of stage nodes; a node's key hashes everything
 //! that changes its result (parent key, stage name, resolved stage config, seed, model init, world).
 
-use crate::spec::{Experiment, StageParams};
+use crate::experiment::{Experiment, StageParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -141,9 +141,9 @@ fn add_node(
 
 /// Parameters of the model every arm starts from (for cost estimates); an error names the file.
 pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
-    use crate::spec::ModelInit;
+    use crate::experiment::ModelInit;
     match &exp.model {
-        ModelInit::Scratch { preset, .. } => Ok(crate::spec::preset_config(preset).parameter_count()),
+        ModelInit::Scratch { preset, .. } => Ok(crate::experiment::preset_config(preset).parameter_count()),
         ModelInit::Hf { path } => Ok(ordo_model::ModelConfig::from_file(&path.join("config.json"))?.parameter_count()),
         ModelInit::Gguf { path } => ordo_model::gguf::gguf_parameter_count(path),
     }

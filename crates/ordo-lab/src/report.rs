@@ -5,8 +5,8 @@
 use crate::cache::{short, Cache};
 use crate::error::LabError;
 use crate::evaluation::{eval_file, read_evaluation, ArmResult, MonitorSet};
+use crate::experiment::Experiment;
 use crate::plan::Plan;
-use crate::spec::Experiment;
 use crate::summary::{run_results, summarize, RunResults, Summary};
 use ordo_eval::Evaluation;
 use serde_json::{json, Value};

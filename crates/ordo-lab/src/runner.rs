@@ -4,8 +4,8 @@
 use crate::cache::{short, Cache, NodeState, RunLock};
 use crate::error::LabError;
 use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult, MonitorSet};
+use crate::experiment::{DataSource, Experiment, ModelInit, RewardSpec, StageParams};
 use crate::plan::{plan, sha256_hex, Node, Plan};
-use crate::spec::{DataSource, Experiment, ModelInit, RewardSpec, StageParams};
 use ordo_model::{Device, ParamStore, TextTokenizer};
 use ordo_train::data::*;
 use ordo_train::grpo::{parse_aggregation, train_grpo, GrpoConfig, PromptSet};
@@ -117,7 +117,7 @@ fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), La
 fn initial_model(exp: &Experiment, init_seed: u64) -> Result<(Policy, TextTokenizer), LabError> {
     match &exp.model {
         ModelInit::Scratch { preset, init_std } => {
-            let config = crate::spec::preset_config(preset);
+            let config = crate::experiment::preset_config(preset);
             let tok = if exp.world.is_some() {
                 ordo_world::tokenizer()
             } else {

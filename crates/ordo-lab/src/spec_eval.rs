@@ -1,6 +1,6 @@
 //! The `[eval]` and `[probe]` tables of an experiment file.
 
-use crate::spec::{ProbeSpec, StageParams, DEFAULT_PROBE};
+use crate::experiment::{ProbeSpec, StageParams, DEFAULT_PROBE};
 use toml::Value;
 
 /// Reads `[eval]` into the evaluation settings and checks them.

@@ -1,6 +1,6 @@
 //! The stages of an experiment file: each kind's settings with defaults, data sources and rewards.
 
-use crate::spec::{DataSource, PromptSetSpec, RewardSpec, StageParams};
+use crate::experiment::{DataSource, PromptSetSpec, RewardSpec, StageParams};
 use crate::spec_reader::{type_name, Reader};
 use ordo_train::losses::{AdvantageEstimator, PreferenceLoss};
 use ordo_train::optim::AdamWConfig;

@@ -3,8 +3,8 @@
 //! every figure that could not be measured, with why), which `summary.json` holds.
 
 use crate::evaluation::{ArmResult, MonitorSet, ProbeResult};
+use crate::experiment::Experiment;
 use crate::plan::sha256_hex;
-use crate::spec::Experiment;
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
