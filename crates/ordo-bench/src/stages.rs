@@ -7,10 +7,10 @@ use ordo_model::flops::{forward_flops, sampling_flops, step_memory_bytes, traini
 use ordo_model::{ModelConfig, ParamStore};
 use ordo_train::batch::Policy;
 use ordo_train::data::{TokenizedPair, TokenizedSequence};
-use ordo_train::dpo::train_dpo;
-use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet};
+use ordo_train::dpo::{train_dpo, DpoSettings};
+use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::train_lm;
-use ordo_train::losses::{AdvantageEstimator, ClipConfig, LossAggregation, PreferenceLoss, PreferenceLossConfig};
+use ordo_train::losses::{AdvantageEstimator, PreferenceLoss, PreferenceLossConfig};
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
 use ordo_train::trainer::{OptimConfig, StepLogger};
 use rand::{Rng, SeedableRng};
@@ -123,7 +123,8 @@ pub fn bench_stages(
     let loss = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
     let mut log = StepLogger::new("dpo", steps + 1, None, false)?;
     let reference = policy.frozen_copy()?;
-    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &optim(8), &loss, 0, 0, &mut log, None)?;
+    let settings = DpoSettings { preference: loss, optim: optim(8) };
+    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &settings, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
     peak_rss[1] = peak_rss_bytes();
     sgemm_gflops[2] = sgemm()?;
@@ -149,16 +150,22 @@ pub fn bench_stages(
         rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0 }],
     }];
     let grpo = GrpoConfig {
-        optim: optim(8),
-        group_size: 8,
-        max_new_tokens: 64,
-        temperature: 1.0,
-        top_p: None,
-        top_k: None,
+        settings: GrpoSettings {
+            group_size: 8,
+            max_new_tokens: 64,
+            temperature: 1.0,
+            top_p: None,
+            top_k: None,
+            inner_epochs: 1,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            kl_coef: 0.02,
+            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
+            aggregation: Aggregation::SequenceMean,
+            optim: optim(8),
+            cot: None,
+        },
         stop_tokens: vec![],
-        inner_epochs: 1,
-        clip: ClipConfig { eps_low: 0.2, eps_high: 0.2, kl_coef: 0.02, aggregation: LossAggregation::SequenceMean },
-        advantage: AdvantageEstimator::Grpo { scale_by_std: true },
         cot: CotFormat::default(),
     };
     let mut log = StepLogger::new("grpo", steps + 1, None, false)?;

@@ -1,7 +1,10 @@
 //! An experiment as ordo runs it: the model's start, the stages with their resolved settings, the arms
 //! as stage sequences, the seeds, the evaluation and the uptake probe. `spec` builds it from the file.
 
-use ordo_train::losses::{AdvantageEstimator, PreferenceLoss};
+use ordo_train::dpo::DpoSettings;
+use ordo_train::grpo::GrpoSettings;
+use ordo_train::lm::{PretrainSettings, SftSettings};
+use ordo_train::reward_model::RewardModelSettings;
 use ordo_train::trainer::OptimConfig;
 use ordo_world::monitors::Monitor;
 use serde::Serialize;
@@ -68,55 +71,40 @@ pub struct PromptSetSpec {
     pub rewards: Vec<RewardSpec>,
 }
 
-/// The fully resolved settings of a stage (defaults filled in); hashed into node keys.
+/// A stage: where its data comes from and its kind's settings (defaults filled in), all hashed into
+/// node keys. The settings are the trainer's own struct, written at the stage's level.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StageParams {
     Pretrain {
         data: DataSource,
-        seq_len: usize,
-        optim: OptimConfig,
+        #[serde(flatten)]
+        settings: PretrainSettings,
     },
     Sft {
         data: DataSource,
-        max_len: usize,
-        optim: OptimConfig,
+        #[serde(flatten)]
+        settings: SftSettings,
     },
     RewardModel {
         data: DataSource,
-        init_std: f64,
-        optim: OptimConfig,
+        #[serde(flatten)]
+        settings: RewardModelSettings,
     },
     Dpo {
         data: DataSource,
-        loss: PreferenceLoss,
-        beta: f64,
-        simpo_gamma: f64,
-        length_normalize: bool,
-        optim: OptimConfig,
+        #[serde(flatten)]
+        settings: DpoSettings,
     },
     Grpo {
         sets: Vec<PromptSetSpec>,
-        group_size: usize,
-        max_new_tokens: usize,
-        temperature: f64,
-        top_p: Option<f64>,
-        top_k: Option<usize>,
-        inner_epochs: usize,
-        clip_low: f64,
-        clip_high: f64,
-        kl_coef: f64,
-        advantage: AdvantageEstimator,
-        aggregation: String,
         /// The readiness gate run on the start model (world experiments), or None.
         gate: Option<ordo_world::gate::GateConfig>,
-        optim: OptimConfig,
-        /// Think-block delimiters (None: the world's `{` `}`, else `<think>` `</think>`).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cot: Option<ordo_train::rewards::CotFormat>,
         /// Wrap file prompts as one user message in the model's chat template.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         chat_template: bool,
+        #[serde(flatten)]
+        settings: GrpoSettings,
     },
 }
 
@@ -131,15 +119,19 @@ impl StageParams {
             StageParams::Grpo { .. } => "grpo",
         }
     }
+    /// The stage's optimiser settings.
+    pub fn optim(&self) -> &OptimConfig {
+        match self {
+            StageParams::Pretrain { settings, .. } => &settings.optim,
+            StageParams::Sft { settings, .. } => &settings.optim,
+            StageParams::RewardModel { settings, .. } => &settings.optim,
+            StageParams::Dpo { settings, .. } => &settings.optim,
+            StageParams::Grpo { settings, .. } => &settings.optim,
+        }
+    }
     /// Optimiser steps the stage takes.
     pub fn steps(&self) -> usize {
-        match self {
-            StageParams::Pretrain { optim, .. }
-            | StageParams::Sft { optim, .. }
-            | StageParams::RewardModel { optim, .. }
-            | StageParams::Dpo { optim, .. }
-            | StageParams::Grpo { optim, .. } => optim.steps,
-        }
+        self.optim().steps
     }
 }
 

@@ -15,6 +15,7 @@ pub mod spec;
 pub mod spec_eval;
 mod spec_reader;
 mod spec_stage;
+mod stages;
 pub mod summary;
 pub mod transcripts;
 

@@ -164,29 +164,30 @@ pub fn estimate_seconds(node: &Node, params: usize) -> f64 {
     let steps = node.params.steps() as f64;
     let p = params as f64;
     let flops = |per_token: f64, tokens: f64| per_token * p * tokens / FLOPS_PER_SECOND;
+    let batch = node.params.optim().batch_size;
     let per_step = match &node.params {
-        StageParams::Pretrain { optim, seq_len, .. } => {
-            let tokens = (optim.batch_size * seq_len) as f64;
+        StageParams::Pretrain { settings, .. } => {
+            let tokens = (batch * settings.seq_len) as f64;
             (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
-        StageParams::Sft { optim, max_len, .. } => {
+        StageParams::Sft { settings, .. } => {
             // Examples are rarely full length: half of max_len on average.
-            let tokens = (optim.batch_size * max_len) as f64 / 2.0;
+            let tokens = (batch * settings.max_len) as f64 / 2.0;
             (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
-        StageParams::RewardModel { optim, .. } => {
-            let tokens = optim.batch_size as f64 * 2.0 * 64.0;
+        StageParams::RewardModel { .. } => {
+            let tokens = batch as f64 * 2.0 * 64.0;
             (tokens * 4.8e-5).max(flops(6.0, tokens))
         }
-        StageParams::Dpo { optim, .. } => {
+        StageParams::Dpo { .. } => {
             // Both sides through the policy (forward and backward) and the reference (forward); the
             // prompt both sides share is computed once: about half the slots on average.
-            let tokens = optim.batch_size as f64 * 2.0 * 64.0;
+            let tokens = batch as f64 * 2.0 * 64.0;
             (tokens * 2.9e-5).max(flops(8.0, tokens / 2.0))
         }
-        StageParams::Grpo { optim, group_size, max_new_tokens, .. } => {
+        StageParams::Grpo { settings: s, .. } => {
             // Completions average about half of max_new_tokens (the group's prompt is computed once).
-            let tokens = (optim.batch_size * group_size * max_new_tokens) as f64;
+            let tokens = (batch * s.group_size * s.max_new_tokens) as f64;
             (tokens * 3.5e-5).max(flops(2.0 + 6.0 + 2.0, tokens / 2.0))
         }
     };

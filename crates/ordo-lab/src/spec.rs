@@ -185,8 +185,8 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     if let Some(max) = positions {
         for (sname, p) in &stages {
             let (field, len) = match p {
-                StageParams::Pretrain { seq_len, .. } => ("seq_len", *seq_len),
-                StageParams::Grpo { max_new_tokens, sets, .. } => {
+                StageParams::Pretrain { settings, .. } => ("seq_len", settings.seq_len),
+                StageParams::Grpo { settings, sets, .. } => {
                     // World prompts have a known longest length; file prompts are checked when sampled.
                     let prompt = match &world {
                         Some(w) if sets.iter().any(|s| matches!(s.data, DataSource::World { .. })) => {
@@ -194,7 +194,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
                         }
                         _ => 1,
                     };
-                    ("max_new_tokens", prompt + *max_new_tokens)
+                    ("max_new_tokens", prompt + settings.max_new_tokens)
                 }
                 _ => continue,
             };

@@ -1,5 +1,6 @@
 //! Reading TOML tables field by field, collecting every problem with its path.
 
+use ordo_train::settings::SettingsReader;
 use toml::Value;
 
 /// Reads fields of one TOML table, recording problems with their paths and unknown keys.
@@ -22,6 +23,10 @@ pub(crate) fn type_name(v: &Value) -> String {
 }
 
 impl<'a> Reader<'a> {
+    /// This table as a [`SettingsReader`] recording its problems in `errs`.
+    pub(crate) fn settings<'r>(&'r mut self, errs: &'r mut Vec<String>) -> Fields<'r, 'a> {
+        Fields { reader: self, errs }
+    }
     pub(crate) fn new(table: &'a toml::Table, path: &str) -> Self {
         Reader { table, path: path.to_string(), used: Vec::new() }
     }
@@ -69,11 +74,7 @@ impl<'a> Reader<'a> {
         expected: &str,
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let v = self.number(errs, key, default);
-        if !ok(v) {
-            errs.push(format!("{}: expected {expected}, found {v}", self.at(key)));
-        }
-        v
+        self.settings(errs).number_where(key, default, expected, &ok)
     }
     /// A positive integer of at most `max`.
     pub(crate) fn count_max(
@@ -83,14 +84,7 @@ impl<'a> Reader<'a> {
         default: Option<usize>,
         max: usize,
     ) -> usize {
-        let v = self.count(errs, key, default);
-        if v > max {
-            errs.push(format!("{}: expected a positive integer of at most {max}, found {v}", self.at(key)));
-        }
-        v
-    }
-    pub(crate) fn opt_number(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<f64> {
-        self.table.contains_key(key).then(|| self.number(errs, key, 0.0))
+        self.settings(errs).count_max(key, default, max)
     }
     pub(crate) fn count(&mut self, errs: &mut Vec<String>, key: &'static str, default: Option<usize>) -> usize {
         match self.raw(key) {
@@ -106,9 +100,6 @@ impl<'a> Reader<'a> {
                 default.unwrap_or(1)
             }
         }
-    }
-    pub(crate) fn opt_count(&mut self, errs: &mut Vec<String>, key: &'static str) -> Option<usize> {
-        self.table.contains_key(key).then(|| self.count(errs, key, Some(1)))
     }
     pub(crate) fn seed(&mut self, errs: &mut Vec<String>, key: &'static str, default: u64) -> u64 {
         match self.raw(key) {
@@ -150,5 +141,38 @@ impl<'a> Reader<'a> {
                 errs.push(format!("{}: unknown key (known keys here: {})", self.at(k), known.join(", ")));
             }
         }
+    }
+}
+
+/// A [`Reader`] and the problem list it records into: how stage settings read an experiment table.
+pub(crate) struct Fields<'r, 'a> {
+    reader: &'r mut Reader<'a>,
+    errs: &'r mut Vec<String>,
+}
+
+impl SettingsReader for Fields<'_, '_> {
+    fn at(&self, key: &str) -> String {
+        self.reader.at(key)
+    }
+    fn path(&self) -> &str {
+        &self.reader.path
+    }
+    fn problem(&mut self, message: String) {
+        self.errs.push(message);
+    }
+    fn has(&self, key: &str) -> bool {
+        self.reader.table.contains_key(key)
+    }
+    fn string(&mut self, key: &'static str) -> Option<String> {
+        self.reader.string(self.errs, key)
+    }
+    fn number(&mut self, key: &'static str, default: f64) -> f64 {
+        self.reader.number(self.errs, key, default)
+    }
+    fn count(&mut self, key: &'static str, default: Option<usize>) -> usize {
+        self.reader.count(self.errs, key, default)
+    }
+    fn boolean(&mut self, key: &'static str, default: bool) -> bool {
+        self.reader.boolean(self.errs, key, default)
     }
 }

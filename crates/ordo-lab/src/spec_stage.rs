@@ -2,57 +2,16 @@
 
 use crate::experiment::{DataSource, PromptSetSpec, RewardSpec, StageParams};
 use crate::spec_reader::{type_name, Reader};
-use ordo_train::losses::{AdvantageEstimator, PreferenceLoss};
-use ordo_train::optim::AdamWConfig;
-use ordo_train::schedule::Decay;
-use ordo_train::trainer::OptimConfig;
+use ordo_train::dpo::DpoSettings;
+use ordo_train::grpo::GrpoSettings;
+use ordo_train::lm::{PretrainSettings, SftSettings};
+use ordo_train::reward_model::RewardModelSettings;
 use ordo_world::monitors::Monitor;
 use std::path::Path;
 use toml::Value;
 
 /// The most examples a stage may generate from the world (they are held in memory).
 pub const MAX_WORLD_EXAMPLES: usize = 5_000_000;
-/// The longest sequence a setting may ask for (the model's own position limit is checked too).
-pub const MAX_SEQUENCE: usize = 1 << 20;
-
-/// The optimiser settings every stage kind accepts.
-fn optim(r: &mut Reader, errs: &mut Vec<String>, batch: usize, lr: f64) -> OptimConfig {
-    let steps = r.count(errs, "steps", None);
-    let batch_size = r.count(errs, "batch_size", Some(batch));
-    let micro_batch_size = r.count(errs, "micro_batch_size", Some(batch_size));
-    let decay = match r.string(errs, "schedule").as_deref() {
-        None | Some("constant") => Decay::Constant,
-        Some("linear") => Decay::Linear,
-        Some("cosine") => Decay::Cosine,
-        Some(other) => {
-            errs.push(format!(
-                "{}: expected \"constant\", \"linear\" or \"cosine\", found {other:?}",
-                r.at("schedule")
-            ));
-            Decay::Constant
-        }
-    };
-    let cfg = OptimConfig {
-        steps,
-        batch_size,
-        micro_batch_size,
-        lr: r.number(errs, "lr", lr),
-        warmup_steps: r.opt_count(errs, "warmup_steps").unwrap_or(0),
-        decay,
-        min_lr_ratio: r.number(errs, "min_lr_ratio", 0.1),
-        adamw: AdamWConfig {
-            beta1: r.number(errs, "beta1", 0.9),
-            beta2: r.number(errs, "beta2", 0.999),
-            eps: 1e-8,
-            weight_decay: r.number(errs, "weight_decay", 0.01),
-        },
-        max_grad_norm: r.number(errs, "max_grad_norm", 1.0),
-    };
-    if let Err(e) = cfg.validate() {
-        errs.push(format!("{}: {e}", r.path));
-    }
-    cfg
-}
 
 /// The world's datasets, with what each holds and the stage kinds that read it.
 const WORLD_DATASETS: [(&str, &str, &str); 4] = [
@@ -215,40 +174,22 @@ pub(crate) fn parse_stage(
         Some("pretrain") => {
             let size = r.count_max(errs, "size", Some(20_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", (has_world, base_dir), "corpus", size, &[]);
-            let seq_len = r.count_max(errs, "seq_len", Some(128), MAX_SEQUENCE);
-            let mut o = optim(&mut r, errs, 128, 2e-3);
-            o.adamw.beta2 = if t.contains_key("beta2") { o.adamw.beta2 } else { 0.98 };
-            StageParams::Pretrain { data, seq_len, optim: o }
+            StageParams::Pretrain { data, settings: PretrainSettings::read(&mut r.settings(errs)) }
         }
         Some("sft") => {
             let size = r.count_max(errs, "size", Some(4_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", (has_world, base_dir), "sft", size, &[]);
-            let max_len = r.count_max(errs, "max_len", Some(256), MAX_SEQUENCE);
-            StageParams::Sft { data, max_len, optim: optim(&mut r, errs, 16, 1e-4) }
+            StageParams::Sft { data, settings: SftSettings::read(&mut r.settings(errs)) }
         }
         Some("reward_model") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
-            let init_std = r.number_where(errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
-            StageParams::RewardModel { data, init_std, optim: optim(&mut r, errs, 16, 1e-4) }
+            StageParams::RewardModel { data, settings: RewardModelSettings::read(&mut r.settings(errs)) }
         }
         Some("dpo") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
             let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
-            let loss = match r.string(errs, "loss").as_deref() {
-                None | Some("dpo") => PreferenceLoss::Dpo,
-                Some("ipo") => PreferenceLoss::Ipo,
-                Some("simpo") => PreferenceLoss::Simpo,
-                Some(other) => {
-                    errs.push(format!("{path}.loss: expected \"dpo\", \"ipo\" or \"simpo\", found {other:?}"));
-                    PreferenceLoss::Dpo
-                }
-            };
-            let beta = r.number_where(errs, "beta", 0.1, "a number in (0, 1000]", |x| x > 0.0 && x <= 1000.0);
-            let simpo_gamma =
-                r.number_where(errs, "simpo_gamma", 0.5, "a number in [0, 100]", |x| (0.0..=100.0).contains(&x));
-            let length_normalize = r.boolean(errs, "length_normalize", false);
-            StageParams::Dpo { data, loss, beta, simpo_gamma, length_normalize, optim: optim(&mut r, errs, 16, 1e-4) }
+            StageParams::Dpo { data, settings: DpoSettings::read(&mut r.settings(errs)) }
         }
         Some("grpo") => {
             let sets: Vec<PromptSetSpec> = match r.raw("prompts") {
@@ -295,94 +236,35 @@ pub(crate) fn parse_stage(
                     ));
                 }
             }
-            let cot = match (r.string(errs, "cot_open"), r.string(errs, "cot_close")) {
-                (None, None) => None,
-                (Some(open), Some(close)) if !open.is_empty() && !close.is_empty() => {
-                    Some(ordo_train::rewards::CotFormat { open, close })
-                }
-                _ => {
-                    errs.push(format!("{path}: cot_open and cot_close go together and must not be empty"));
-                    None
-                }
-            };
             let chat_template = r.boolean(errs, "chat_template", false);
-            let advantage = match r.string(errs, "advantage").as_deref() {
-                None | Some("grpo") => AdvantageEstimator::Grpo { scale_by_std: true },
-                Some("dr_grpo") => AdvantageEstimator::Grpo { scale_by_std: false },
-                Some("rloo") => AdvantageEstimator::Rloo,
-                Some(other) => {
-                    errs.push(format!("{path}.advantage: expected \"grpo\", \"dr_grpo\" or \"rloo\", found {other:?}"));
-                    AdvantageEstimator::Grpo { scale_by_std: true }
+            let settings = GrpoSettings::read(&mut r.settings(errs), ordo_world::gate::MAX_COMPLETION_TOKENS);
+            let gate = {
+                let on = r.boolean(errs, "gate", has_world);
+                let d = ordo_world::gate::GateConfig::default();
+                let g = ordo_world::gate::GateConfig {
+                    min_clean_accuracy: r.number_where(
+                        errs,
+                        "gate_min_clean_accuracy",
+                        d.min_clean_accuracy,
+                        "a rate in [0, 1]",
+                        |x| (0.0..=1.0).contains(&x),
+                    ),
+                    max_silent_hack_rate: r.number_where(
+                        errs,
+                        "gate_max_silent_hack_rate",
+                        d.max_silent_hack_rate,
+                        "a rate in [0, 1]",
+                        |x| (0.0..=1.0).contains(&x),
+                    ),
+                    prompts: r.count_max(errs, "gate_prompts", Some(d.prompts), 100_000),
+                    seed: 0,
+                };
+                if on && !has_world {
+                    errs.push(format!("{path}.gate: the readiness gate needs a world"));
                 }
+                on.then_some(g)
             };
-            let aggregation = r.string(errs, "aggregation").unwrap_or_else(|| "sequence_mean".into());
-            if ordo_train::grpo::parse_aggregation(&aggregation, 1).is_err() {
-                errs.push(format!(
-                    "{path}.aggregation: expected sequence_mean, token_mean or dr_grpo, found {aggregation:?}"
-                ));
-            }
-            StageParams::Grpo {
-                sets,
-                group_size: {
-                    let g = r.count_max(errs, "group_size", Some(8), 1024);
-                    if g < 2 {
-                        errs.push(format!(
-                            "{path}.group_size: expected at least 2 (advantages compare samples within a group), found {g}"
-                        ));
-                    }
-                    g
-                },
-                max_new_tokens: r.count_max(
-                    errs,
-                    "max_new_tokens",
-                    Some(ordo_world::gate::MAX_COMPLETION_TOKENS),
-                    MAX_SEQUENCE,
-                ),
-                temperature: r.number_where(errs, "temperature", 1.0, "a number in (0, 10]", |x| x > 0.0 && x <= 10.0),
-                top_p: {
-                    let v = r.opt_number(errs, "top_p");
-                    if v.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-                        errs.push(format!("{path}.top_p: expected a number in (0, 1], found {}", v.unwrap_or(0.0)));
-                    }
-                    v
-                },
-                top_k: r.opt_count(errs, "top_k"),
-                inner_epochs: r.count_max(errs, "inner_epochs", Some(1), 100),
-                clip_low: r.number_where(errs, "clip_low", 0.2, "a number in [0, 1)", |x| (0.0..1.0).contains(&x)),
-                clip_high: r.number_where(errs, "clip_high", 0.2, "a number in [0, 10]", |x| (0.0..=10.0).contains(&x)),
-                kl_coef: r.number_where(errs, "kl_coef", 0.02, "a number in [0, 100]", |x| (0.0..=100.0).contains(&x)),
-                advantage,
-                aggregation,
-                gate: {
-                    let on = r.boolean(errs, "gate", has_world);
-                    let d = ordo_world::gate::GateConfig::default();
-                    let g = ordo_world::gate::GateConfig {
-                        min_clean_accuracy: r.number_where(
-                            errs,
-                            "gate_min_clean_accuracy",
-                            d.min_clean_accuracy,
-                            "a rate in [0, 1]",
-                            |x| (0.0..=1.0).contains(&x),
-                        ),
-                        max_silent_hack_rate: r.number_where(
-                            errs,
-                            "gate_max_silent_hack_rate",
-                            d.max_silent_hack_rate,
-                            "a rate in [0, 1]",
-                            |x| (0.0..=1.0).contains(&x),
-                        ),
-                        prompts: r.count_max(errs, "gate_prompts", Some(d.prompts), 100_000),
-                        seed: 0,
-                    };
-                    if on && !has_world {
-                        errs.push(format!("{path}.gate: the readiness gate needs a world"));
-                    }
-                    on.then_some(g)
-                },
-                optim: optim(&mut r, errs, 16, 1e-4),
-                cot,
-                chat_template,
-            }
+            StageParams::Grpo { sets, gate, chat_template, settings }
         }
         Some(other) => {
             errs.push(format!("{path}.kind: unknown stage kind {other:?} (pretrain, sft, reward_model, dpo, grpo)"));

@@ -6,7 +6,7 @@ use ordo_train::rewards::{answer_match, RewardSource, RlPrompt};
 
 #[test]
 fn answer_match_compares_the_last_answer_with_the_metadata() {
-    let re = regex::Regex::new(ordo_lab::runner::DEFAULT_ANSWER_PATTERN).unwrap();
+    let re = regex::Regex::new(ordo_train::rewards::DEFAULT_ANSWER_PATTERN).unwrap();
     let r = answer_match("answer_match", "answer", &re, false);
     let prompt = |v: serde_json::Value| RlPrompt {
         text: "q".into(),

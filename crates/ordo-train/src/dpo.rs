@@ -6,10 +6,41 @@ use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::{preference_loss, PreferenceBatch, PreferenceLoss, PreferenceLossConfig};
 use crate::optim::Gradients;
+use crate::settings::{choice, SettingsReader};
 use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::OpPath;
+use serde::Serialize;
 use std::time::Instant;
+
+/// Settings of a `dpo` stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DpoSettings {
+    /// The preference loss and its constants (written at this level in the experiment file).
+    #[serde(flatten)]
+    pub preference: PreferenceLossConfig,
+    pub optim: OptimConfig,
+}
+
+impl DpoSettings {
+    /// Reads the settings; defaults: DPO, beta 0.1, SimPO gamma 0.5, no length normalisation,
+    /// batch 16, lr 1e-4.
+    pub fn read(r: &mut dyn SettingsReader) -> Self {
+        let loss = choice(
+            r,
+            "loss",
+            &[("dpo", PreferenceLoss::Dpo), ("ipo", PreferenceLoss::Ipo), ("simpo", PreferenceLoss::Simpo)],
+            PreferenceLoss::Dpo,
+        );
+        let beta = r.number_where("beta", 0.1, "a number in (0, 1000]", &|x| x > 0.0 && x <= 1000.0);
+        let simpo_gamma = r.number_where("simpo_gamma", 0.5, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
+        let length_normalize = r.boolean("length_normalize", false);
+        DpoSettings {
+            preference: PreferenceLossConfig { loss, beta, simpo_gamma, length_normalize },
+            optim: OptimConfig::read(r, 16, 1e-4),
+        }
+    }
+}
 
 /// Rows of a preference batch: every pair's prompt + chosen, then every pair's prompt + rejected,
 /// with the response tokens as targets.
@@ -49,17 +80,18 @@ fn pair_loss(t: [&Tensor; 6], cfg: &PreferenceLossConfig) -> Result<crate::losse
 }
 
 /// Trains `policy` on preference pairs against `reference` (unused for SimPO).
+#[allow(clippy::too_many_arguments)]
 pub fn train_dpo(
     policy: &mut Policy,
     reference: &Policy,
     data: &[TokenizedPair],
-    optim: &OptimConfig,
-    loss_cfg: &PreferenceLossConfig,
+    settings: &DpoSettings,
     seed: u64,
     pad: u32,
     logger: &mut StepLogger,
     mut ckpt: Option<&mut Checkpointing>,
 ) -> Result<Optimizer> {
+    let (optim, loss_cfg) = (&settings.optim, &settings.preference);
     optim.validate()?;
     let device = policy.device();
     let ref_dec = reference.inference_decoder()?;

@@ -10,28 +10,168 @@ use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
 use crate::rewards::{score_all, CotFormat, RlPrompt, WeightedReward};
+use crate::settings::{choice, SettingsReader, MAX_SEQUENCE};
 use crate::trainer::{end_step, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
 use ordo_model::{sampler, OpPath, SamplingParams, TextTokenizer};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-/// Settings of a GRPO stage (`optim.batch_size` is the number of prompts per step).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrpoConfig {
-    pub optim: OptimConfig,
+/// How per-token losses are averaged, by the names experiment files use (each name is kept as
+/// written: it is part of the node key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Mean over each sequence's tokens, then over sequences (the original GRPO).
+    SequenceMean,
+    /// The same as `sequence_mean`.
+    Grpo,
+    /// Sum over the batch's tokens over their number (DAPO).
+    TokenMean,
+    /// The same as `token_mean`.
+    Dapo,
+    /// The same as `token_mean`.
+    Bnpo,
+    /// Sum over the batch's tokens over batch size x `max_new_tokens` (Dr.GRPO).
+    DrGrpo,
+    /// The same as `dr_grpo`.
+    Constant,
+}
+
+impl Aggregation {
+    /// Every accepted name.
+    pub const NAMES: [(&'static str, Aggregation); 7] = [
+        ("sequence_mean", Aggregation::SequenceMean),
+        ("grpo", Aggregation::Grpo),
+        ("token_mean", Aggregation::TokenMean),
+        ("dapo", Aggregation::Dapo),
+        ("bnpo", Aggregation::Bnpo),
+        ("dr_grpo", Aggregation::DrGrpo),
+        ("constant", Aggregation::Constant),
+    ];
+
+    /// The loss's aggregation, with completions of at most `max_completion_len` tokens.
+    pub fn to_loss(self, max_completion_len: usize) -> LossAggregation {
+        match self {
+            Aggregation::SequenceMean | Aggregation::Grpo => LossAggregation::SequenceMean,
+            Aggregation::TokenMean | Aggregation::Dapo | Aggregation::Bnpo => LossAggregation::TokenMean,
+            Aggregation::DrGrpo | Aggregation::Constant => LossAggregation::ConstantNormalizer { max_completion_len },
+        }
+    }
+}
+
+/// Settings of a `grpo` stage (`optim.batch_size` is the number of prompts per step).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrpoSettings {
     /// Completions sampled per prompt (G).
     pub group_size: usize,
+    /// Most tokens sampled per completion.
     pub max_new_tokens: usize,
+    /// Sampling temperature.
     pub temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (None: all).
     pub top_p: Option<f64>,
+    /// Keep only the k most likely tokens (None: all).
     pub top_k: Option<usize>,
-    /// Tokens that end a completion (kept in it).
-    pub stop_tokens: Vec<u32>,
     /// Optimiser steps on each sampled batch (mu); the ratio is to the policy that sampled it.
     pub inner_epochs: usize,
-    pub clip: ClipConfig,
+    /// Lower clip range: the ratio is clipped below at `1 - clip_low`.
+    pub clip_low: f64,
+    /// Upper clip range: the ratio is clipped above at `1 + clip_high` (DAPO's clip-higher when larger).
+    pub clip_high: f64,
+    /// Coefficient of the k3 KL penalty to the reference (0 disables it; the KL is still reported).
+    pub kl_coef: f64,
+    /// How rewards become advantages within a group.
     pub advantage: AdvantageEstimator,
+    /// How per-token losses are averaged.
+    pub aggregation: Aggregation,
+    pub optim: OptimConfig,
+    /// Think-block delimiters, when the stage sets them (None: the world's, else `<think>` `</think>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cot: Option<CotFormat>,
+}
+
+impl GrpoSettings {
+    /// Reads the settings; `max_new_tokens` defaults to `default_max_new_tokens` (the world's longest
+    /// completion). Other defaults: G 8, temperature 1, mu 1, clip 0.2 / 0.2, KL 0.02, GRPO
+    /// advantages, sequence-mean aggregation, batch 16, lr 1e-4.
+    pub fn read(r: &mut dyn SettingsReader, default_max_new_tokens: usize) -> Self {
+        let cot = match (r.string("cot_open"), r.string("cot_close")) {
+            (None, None) => None,
+            (Some(open), Some(close)) if !open.is_empty() && !close.is_empty() => Some(CotFormat { open, close }),
+            _ => {
+                let path = r.path().to_string();
+                r.problem(format!("{path}: cot_open and cot_close go together and must not be empty"));
+                None
+            }
+        };
+        let advantage = choice(
+            r,
+            "advantage",
+            &[
+                ("grpo", AdvantageEstimator::Grpo { scale_by_std: true }),
+                ("dr_grpo", AdvantageEstimator::Grpo { scale_by_std: false }),
+                ("rloo", AdvantageEstimator::Rloo),
+            ],
+            AdvantageEstimator::Grpo { scale_by_std: true },
+        );
+        let aggregation = choice(r, "aggregation", &Aggregation::NAMES, Aggregation::SequenceMean);
+        let group_size = r.count_max("group_size", Some(8), 1024);
+        if group_size < 2 {
+            let at = r.at("group_size");
+            r.problem(format!(
+                "{at}: expected at least 2 (advantages compare samples within a group), found {group_size}"
+            ));
+        }
+        let max_new_tokens = r.count_max("max_new_tokens", Some(default_max_new_tokens), MAX_SEQUENCE);
+        let temperature = r.number_where("temperature", 1.0, "a number in (0, 10]", &|x| x > 0.0 && x <= 10.0);
+        let top_p = r.opt_number("top_p");
+        if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            let at = r.at("top_p");
+            r.problem(format!("{at}: expected a number in (0, 1], found {p}"));
+        }
+        let top_k = r.opt_count("top_k");
+        let inner_epochs = r.count_max("inner_epochs", Some(1), 100);
+        let clip_low = r.number_where("clip_low", 0.2, "a number in [0, 1)", &|x| (0.0..1.0).contains(&x));
+        let clip_high = r.number_where("clip_high", 0.2, "a number in [0, 10]", &|x| (0.0..=10.0).contains(&x));
+        let kl_coef = r.number_where("kl_coef", 0.02, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
+        let optim = OptimConfig::read(r, 16, 1e-4);
+        GrpoSettings {
+            group_size,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            inner_epochs,
+            clip_low,
+            clip_high,
+            kl_coef,
+            advantage,
+            aggregation,
+            optim,
+            cot,
+        }
+    }
+
+    /// The clipped objective these settings define.
+    pub fn clip(&self) -> ClipConfig {
+        ClipConfig {
+            eps_low: self.clip_low,
+            eps_high: self.clip_high,
+            kl_coef: self.kl_coef,
+            aggregation: self.aggregation.to_loss(self.max_new_tokens),
+        }
+    }
+}
+
+/// A GRPO stage as it runs: its settings, and what the model and world add to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpoConfig {
+    pub settings: GrpoSettings,
+    /// Tokens that end a completion (kept in it).
+    pub stop_tokens: Vec<u32>,
+    /// The think block's delimiters (the settings' own, else the world's or the default).
     pub cot: CotFormat,
 }
 
@@ -105,19 +245,20 @@ pub fn train_grpo(
     logger: &mut StepLogger,
     mut ckpt: Option<&mut Checkpointing>,
 ) -> Result<Optimizer> {
-    cfg.optim.validate()?;
-    if cfg.group_size < 2 {
+    let (s, clip) = (&cfg.settings, cfg.settings.clip());
+    s.optim.validate()?;
+    if s.group_size < 2 {
         return Err(TrainError::Config("group_size must be at least 2 (advantages are relative to the group)".into()));
     }
-    if cfg.inner_epochs == 0 {
+    if s.inner_epochs == 0 {
         return Err(TrainError::Config("inner_epochs (mu) must be at least 1".into()));
     }
     if let Some(s) = sets.iter().find(|s| s.prompts.is_empty()) {
         return Err(TrainError::Config(format!("prompt set `{}` is empty", s.name)));
     }
     let device = policy.device();
-    let mut optim_cfg = cfg.optim.clone();
-    optim_cfg.steps = cfg.optim.steps * cfg.inner_epochs;
+    let mut optim_cfg = s.optim.clone();
+    optim_cfg.steps = s.optim.steps * s.inner_epochs;
     let mut alloc = SetAllocator::new(&sets.iter().map(|s| s.proportion).collect::<Vec<_>>())?;
     let fresh: Vec<DataOrder> =
         sets.iter().enumerate().map(|(i, s)| DataOrder::new(s.prompts.len(), seed.wrapping_add(i as u64))).collect();
@@ -126,12 +267,12 @@ pub fn train_grpo(
         alloc.carry = carry;
     }
     let ref_dec = reference.inference_decoder()?;
-    let g = cfg.group_size;
+    let g = s.group_size;
 
-    for step in start..cfg.optim.steps {
+    for step in start..s.optim.steps {
         let started = Instant::now();
         // 1. Prompts from each set, each repeated G times (groups are contiguous).
-        let counts = alloc.next(cfg.optim.batch_size);
+        let counts = alloc.next(s.optim.batch_size);
         let mut chosen: Vec<(usize, &RlPrompt)> = Vec::new();
         for (si, n) in counts.iter().enumerate() {
             for i in orders[si].take(*n) {
@@ -143,10 +284,10 @@ pub fn train_grpo(
 
         // 2. Sample completions with the current policy.
         let params = SamplingParams {
-            max_new_tokens: cfg.max_new_tokens,
-            temperature: cfg.temperature,
-            top_k: cfg.top_k,
-            top_p: cfg.top_p,
+            max_new_tokens: s.max_new_tokens,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
             stop_tokens: cfg.stop_tokens.clone(),
             seed: step_seed(seed, step),
         };
@@ -177,7 +318,7 @@ pub fn train_grpo(
         }
 
         // 4. Group-relative advantages.
-        let adv = group_advantages(&rewards, g, cfg.advantage);
+        let adv = group_advantages(&rewards, g, s.advantage);
         let adv_t = Tensor::from_vec(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), adv.len(), &device)?;
 
         // 5. Sequences (prompt + completion, completion tokens as targets); old and reference log-probs.
@@ -196,7 +337,7 @@ pub fn train_grpo(
         let batch = Batch::new(&rows, pad, &device)?;
         // With one inner epoch the sampling policy is the policy being trained: its log-probs are the
         // training forward's own values (detached), so that forward pass is not run twice.
-        let mut old_logps = match cfg.inner_epochs {
+        let mut old_logps = match s.inner_epochs {
             1 => None,
             _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Fused)?.0),
         };
@@ -206,13 +347,13 @@ pub fn train_grpo(
 
         // 6. mu optimiser steps on the clipped objective.
         let (mut loss_v, mut kl, mut clip_frac, mut entropy, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for epoch in 0..cfg.inner_epochs {
+        for epoch in 0..s.inner_epochs {
             let (logps, pred, pass) = train_logps(&policy.decoder()?, &batch)?;
             if epoch == 0 {
                 entropy = mean_entropy(&pred, &batch)?;
             }
             let old_logps = old_logps.get_or_insert_with(|| logps.detach());
-            let out = clipped_policy_loss(&logps, old_logps, Some(&ref_logps), &adv_t, &batch.targets, &cfg.clip)?;
+            let out = clipped_policy_loss(&logps, old_logps, Some(&ref_logps), &adv_t, &batch.targets, &clip)?;
             loss_v = scalar(&out.loss)?;
             kl = out.kl;
             clip_frac = out.clip_fraction;
@@ -245,23 +386,11 @@ pub fn train_grpo(
             &opt,
             &orders,
             &alloc.carry,
-            (step, cfg.optim.steps),
+            (step, s.optim.steps),
             metrics,
             &format!("reward {mean_reward:.3} kl {kl:.4}"),
         )?;
     }
     logger.finish();
     Ok(opt)
-}
-
-/// Converts loss aggregation names used in configs.
-pub fn parse_aggregation(name: &str, max_completion_len: usize) -> Result<LossAggregation> {
-    match name {
-        "sequence_mean" | "grpo" => Ok(LossAggregation::SequenceMean),
-        "token_mean" | "dapo" | "bnpo" => Ok(LossAggregation::TokenMean),
-        "dr_grpo" | "constant" => Ok(LossAggregation::ConstantNormalizer { max_completion_len }),
-        other => Err(TrainError::Config(format!(
-            "loss aggregation `{other}` is unknown; expected sequence_mean (grpo), token_mean (dapo) or dr_grpo"
-        ))),
-    }
 }

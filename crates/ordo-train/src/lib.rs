@@ -12,6 +12,7 @@ pub mod optim;
 pub mod reward_model;
 pub mod rewards;
 pub mod schedule;
+pub mod settings;
 pub mod trainer;
 
 pub use batch::Policy;

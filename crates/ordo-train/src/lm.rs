@@ -6,9 +6,47 @@ use crate::batch::{scalar, train_logps, Batch, Policy};
 use crate::data::TokenizedSequence;
 use crate::error::{Result, TrainError};
 use crate::optim::Gradients;
+use crate::settings::{SettingsReader, MAX_SEQUENCE};
 use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
+use serde::Serialize;
 use std::time::Instant;
+
+/// Settings of a `pretrain` stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PretrainSettings {
+    /// Tokens per packed training sequence (documents joined by EOS, then cut).
+    pub seq_len: usize,
+    pub optim: OptimConfig,
+}
+
+impl PretrainSettings {
+    /// Reads the settings; defaults: 128-token sequences, batch 128, lr 2e-3, AdamW beta2 0.98.
+    pub fn read(r: &mut dyn SettingsReader) -> Self {
+        let seq_len = r.count_max("seq_len", Some(128), MAX_SEQUENCE);
+        let mut optim = OptimConfig::read(r, 128, 2e-3);
+        if !r.has("beta2") {
+            optim.adamw.beta2 = 0.98;
+        }
+        PretrainSettings { seq_len, optim }
+    }
+}
+
+/// Settings of an `sft` stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SftSettings {
+    /// Longest example in tokens (prompt and completion); longer ones are cut at the end.
+    pub max_len: usize,
+    pub optim: OptimConfig,
+}
+
+impl SftSettings {
+    /// Reads the settings; defaults: 256 tokens, batch 16, lr 1e-4.
+    pub fn read(r: &mut dyn SettingsReader) -> Self {
+        let max_len = r.count_max("max_len", Some(256), MAX_SEQUENCE);
+        SftSettings { max_len, optim: OptimConfig::read(r, 16, 1e-4) }
+    }
+}
 
 /// Number of target tokens of a sequence (the first token is never a target).
 fn n_targets(s: &TokenizedSequence) -> usize {

@@ -36,9 +36,11 @@ pub struct PreferenceBatch<'a> {
 }
 
 /// Settings of a preference loss.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PreferenceLossConfig {
+    /// DPO's sigmoid loss, IPO's squared loss or SimPO's reference-free margin loss.
     pub loss: PreferenceLoss,
+    /// Strength of the implicit KL constraint (DPO, SimPO) or the inverse target margin (IPO).
     pub beta: f64,
     /// SimPO's target margin gamma.
     pub simpo_gamma: f64,

@@ -6,10 +6,28 @@ use crate::data::TokenizedPair;
 use crate::error::Result;
 use crate::losses::bradley_terry_loss;
 use crate::optim::Gradients;
+use crate::settings::SettingsReader;
 use crate::trainer::{end_step, metrics, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::{DType, Tensor};
 use ordo_model::{Decoder, OpPath, ParamStore};
+use serde::Serialize;
 use std::time::Instant;
+
+/// Settings of a `reward_model` stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RewardModelSettings {
+    /// Standard deviation of the fresh scalar head's initial weights.
+    pub init_std: f64,
+    pub optim: OptimConfig,
+}
+
+impl RewardModelSettings {
+    /// Reads the settings; defaults: head std 0.02, batch 16, lr 1e-4.
+    pub fn read(r: &mut dyn SettingsReader) -> Self {
+        let init_std = r.number_where("init_std", 0.02, "a number in (0, 1]", &|x| x > 0.0 && x <= 1.0);
+        RewardModelSettings { init_std, optim: OptimConfig::read(r, 16, 1e-4) }
+    }
+}
 
 /// A reward model initialised from a causal LM: its decoder weights, and a fresh `score` head
 /// [1, hidden] drawn N(0, std²) from `seed` (the LM head is dropped).

@@ -15,6 +15,9 @@ pub struct RlPrompt {
     pub metadata: Map<String, Value>,
 }
 
+/// The answer `answer_match` extracts by default: the last number in the shown text.
+pub const DEFAULT_ANSWER_PATTERN: &str = r"(-?\d+(?:\.\d+)?)";
+
 /// Where the think block of a completion starts and ends (e.g. `<think>` / `</think>`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CotFormat {

@@ -4,6 +4,7 @@
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, Gradients};
 use crate::schedule::{Decay, LrSchedule};
+use crate::settings::{choice, SettingsReader};
 use ordo_model::ParamStore;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -51,6 +52,41 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
+    /// Reads the optimiser settings every stage kind accepts, with this kind's default batch size and
+    /// learning rate; problems include the range checks of `validate`.
+    pub fn read(r: &mut dyn SettingsReader, batch: usize, lr: f64) -> Self {
+        let steps = r.count("steps", None);
+        let batch_size = r.count("batch_size", Some(batch));
+        let micro_batch_size = r.count("micro_batch_size", Some(batch_size));
+        let decay = choice(
+            r,
+            "schedule",
+            &[("constant", Decay::Constant), ("linear", Decay::Linear), ("cosine", Decay::Cosine)],
+            Decay::Constant,
+        );
+        let cfg = OptimConfig {
+            steps,
+            batch_size,
+            micro_batch_size,
+            lr: r.number("lr", lr),
+            warmup_steps: r.opt_count("warmup_steps").unwrap_or(0),
+            decay,
+            min_lr_ratio: r.number("min_lr_ratio", 0.1),
+            adamw: AdamWConfig {
+                beta1: r.number("beta1", 0.9),
+                beta2: r.number("beta2", 0.999),
+                eps: 1e-8,
+                weight_decay: r.number("weight_decay", 0.01),
+            },
+            max_grad_norm: r.number("max_grad_norm", 1.0),
+        };
+        if let Err(e) = cfg.validate() {
+            let path = r.path().to_string();
+            r.problem(format!("{path}: {e}"));
+        }
+        cfg
+    }
+
     /// Checks the settings; errors say which one is wrong and what range it must lie in.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));

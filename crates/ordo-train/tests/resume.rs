@@ -2,7 +2,7 @@
 
 use ordo_model::{ParamStore, TextTokenizer};
 use ordo_train::data::{tokenize_sft, SftExample};
-use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet};
+use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::train_lm;
 use ordo_train::losses::*;
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
@@ -88,16 +88,22 @@ fn grpo_with_mixed_sets_resumes_bit_identically() {
             .collect()
     };
     let cfg = GrpoConfig {
-        optim: OptimConfig { steps: 5, batch_size: 3, micro_batch_size: 3, lr: 1e-2, ..Default::default() },
-        group_size: 3,
-        max_new_tokens: 4,
-        temperature: 1.0,
-        top_p: Some(0.9),
-        top_k: None,
+        settings: GrpoSettings {
+            group_size: 3,
+            max_new_tokens: 4,
+            temperature: 1.0,
+            top_p: Some(0.9),
+            top_k: None,
+            inner_epochs: 2,
+            clip_low: 0.2,
+            clip_high: 0.3,
+            kl_coef: 0.1,
+            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
+            aggregation: Aggregation::TokenMean,
+            optim: OptimConfig { steps: 5, batch_size: 3, micro_batch_size: 3, lr: 1e-2, ..Default::default() },
+            cot: None,
+        },
         stop_tokens: vec![1],
-        inner_epochs: 2,
-        clip: ClipConfig { eps_low: 0.2, eps_high: 0.3, kl_coef: 0.1, aggregation: LossAggregation::TokenMean },
-        advantage: AdvantageEstimator::Grpo { scale_by_std: true },
         cot: CotFormat::default(),
     };
     check(3, &|p, log, ck| {

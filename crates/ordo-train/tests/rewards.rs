@@ -3,7 +3,7 @@
 
 use ordo_model::TextTokenizer;
 use ordo_train::data::{tokenize_pair, PreferenceExample};
-use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet, SetAllocator};
+use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet, SetAllocator};
 use ordo_train::losses::*;
 use ordo_train::reward_model::{reward_model_from, train_reward_model};
 use ordo_train::rewards::*;
@@ -69,26 +69,32 @@ fn prompt_sets_are_mixed_in_their_proportions() {
 
 fn grpo_cfg(steps: usize, mu: usize) -> GrpoConfig {
     GrpoConfig {
-        optim: OptimConfig {
-            steps,
-            batch_size: 4,
-            micro_batch_size: 4,
-            lr: 1e-2,
-            warmup_steps: 0,
-            decay: Decay::Constant,
-            min_lr_ratio: 1.0,
-            adamw: Default::default(),
-            max_grad_norm: 1.0,
+        settings: GrpoSettings {
+            group_size: 4,
+            max_new_tokens: 4,
+            temperature: 1.0,
+            top_p: Some(0.95),
+            top_k: None,
+            inner_epochs: mu,
+            clip_low: 0.2,
+            clip_high: 0.28,
+            kl_coef: 0.05,
+            advantage: AdvantageEstimator::Rloo,
+            aggregation: Aggregation::TokenMean,
+            optim: OptimConfig {
+                steps,
+                batch_size: 4,
+                micro_batch_size: 4,
+                lr: 1e-2,
+                warmup_steps: 0,
+                decay: Decay::Constant,
+                min_lr_ratio: 1.0,
+                adamw: Default::default(),
+                max_grad_norm: 1.0,
+            },
+            cot: None,
         },
-        group_size: 4,
-        max_new_tokens: 4,
-        temperature: 1.0,
-        top_p: Some(0.95),
-        top_k: None,
         stop_tokens: vec![1],
-        inner_epochs: mu,
-        clip: ClipConfig { eps_low: 0.2, eps_high: 0.28, kl_coef: 0.05, aggregation: LossAggregation::TokenMean },
-        advantage: AdvantageEstimator::Rloo,
         cot: CotFormat::default(),
     }
 }
@@ -106,7 +112,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         })
         .collect();
     let mut rm = reward_model_from(&tiny_policy(&tok, 1), 0.02, 2).unwrap();
-    let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).optim };
+    let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).settings.optim };
     train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap(), None)
         .unwrap();
     let rm_source = RewardModelSource { name: "rm".into(), sees_cot: false, model: rm, tokenizer: tok.clone(), pad: 0 };

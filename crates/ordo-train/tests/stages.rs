@@ -5,8 +5,8 @@ use ordo_model::tokenizer::char_tokenizer;
 use ordo_model::TextTokenizer;
 use ordo_train::batch::{logps_from_logits, Batch};
 use ordo_train::data::*;
-use ordo_train::dpo::{evaluate_pairs, train_dpo};
-use ordo_train::grpo::{train_grpo, GrpoConfig, PromptSet};
+use ordo_train::dpo::{evaluate_pairs, train_dpo, DpoSettings};
+use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::{lm_gradients, target_nll, train_lm};
 use ordo_train::losses::*;
 use ordo_train::reward_model::{pairwise_accuracy, reward_model_from, train_reward_model};
@@ -150,14 +150,16 @@ fn dpo_raises_margin_and_accuracy_on_held_out_pairs() {
         p.params = policy.params.deep_clone().unwrap();
         let cfg = PreferenceLossConfig { loss, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
         let mut log = quiet(40);
-        train_dpo(&mut p, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log, None).unwrap();
+        let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3) };
+        train_dpo(&mut p, &reference, &train, &settings, 0, PAD, &mut log, None).unwrap();
         let (margin, acc) = evaluate_pairs(&p, &reference, &held_out, 0.1, PAD).unwrap();
         assert!(margin > 0.1 && acc > 0.9, "{loss:?}: held-out margin {margin}, accuracy {acc}");
     }
     // SimPO needs no reference and learns too.
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Simpo, beta: 2.0, simpo_gamma: 0.5, length_normalize: true };
     let mut log = quiet(40);
-    train_dpo(&mut policy, &reference, &train, &optim(40, 8, 3e-3), &cfg, 0, PAD, &mut log, None).unwrap();
+    let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3) };
+    train_dpo(&mut policy, &reference, &train, &settings, 0, PAD, &mut log, None).unwrap();
     let (_, acc) = evaluate_pairs(&policy, &reference, &held_out, 0.1, PAD).unwrap();
     assert!(acc > 0.9, "SimPO held-out accuracy {acc}");
 }
@@ -201,16 +203,22 @@ fn a_share(_: &RlPrompt, out: &str) -> f64 {
 
 fn grpo_cfg(steps: usize, kl_coef: f64) -> GrpoConfig {
     GrpoConfig {
-        optim: optim(steps, 8, 1e-2),
-        group_size: 8,
-        max_new_tokens: 4,
-        temperature: 1.0,
-        top_p: None,
-        top_k: None,
+        settings: GrpoSettings {
+            group_size: 8,
+            max_new_tokens: 4,
+            temperature: 1.0,
+            top_p: None,
+            top_k: None,
+            inner_epochs: 1,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            kl_coef: kl_coef,
+            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
+            aggregation: Aggregation::SequenceMean,
+            optim: optim(steps, 8, 1e-2),
+            cot: None,
+        },
         stop_tokens: vec![],
-        inner_epochs: 1,
-        clip: ClipConfig { eps_low: 0.2, eps_high: 0.2, kl_coef, aggregation: LossAggregation::SequenceMean },
-        advantage: AdvantageEstimator::Grpo { scale_by_std: true },
         cot: CotFormat::default(),
     }
 }
