@@ -45,22 +45,69 @@ pub enum DataSource {
     File { path: PathBuf, sha256: String },
 }
 
-/// A reward of an RL stage.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a reward of an RL stage scores.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reward {
+    /// The world's flawed verifier: passes an answer that matches the shown test.
+    Verifier,
+    /// The world's true verifier: passes the correct answer.
+    TrueVerifier,
+    /// The world's output-only preference judge (`B:calc` over `B:test`).
+    Preference,
+    /// A penalty or bonus from a monitor that reads the CoT (keyword by default).
+    CotMonitor(Monitor),
+    /// A monitor that sees only the action (the output).
+    ActionMonitor,
+    /// 1 when the answer extracted from the shown text by `pattern` (default: the last number)
+    /// equals the prompt metadata `field`.
+    AnswerMatch { field: String, pattern: Option<String> },
+}
+
+impl Reward {
+    /// The reward's name in the experiment file and in metric names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reward::Verifier => "verifier",
+            Reward::TrueVerifier => "true_verifier",
+            Reward::Preference => "preference",
+            Reward::CotMonitor(_) => "cot_monitor",
+            Reward::ActionMonitor => "action_monitor",
+            Reward::AnswerMatch { .. } => "answer_match",
+        }
+    }
+}
+
+/// A reward of an RL stage: what it scores, its weight, and whether it is shown the CoT.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RewardSpec {
-    /// `verifier` (flawed), `true_verifier`, `preference` (output-only), `cot_monitor`,
-    /// `action_monitor`.
-    pub name: String,
+    pub reward: Reward,
     pub weight: f64,
     pub sees_cot: bool,
-    /// The monitor of `cot_monitor` / `action_monitor`.
-    pub monitor: Option<Monitor>,
-    /// `answer_match`: the prompt metadata field holding the expected answer, and the regex that
-    /// extracts the answer from the shown text (default: the last number).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
+}
+
+/// How a reward is hashed into node keys: `name`, `weight`, `sees_cot`, the `monitor` (null when
+/// none), and `answer_match`'s `field` and `pattern` when set.
+impl Serialize for RewardSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let monitor = match &self.reward {
+            Reward::CotMonitor(m) => Some(m.clone()),
+            Reward::ActionMonitor => Some(Monitor::ActionOnly),
+            _ => None,
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", self.reward.name())?;
+        map.serialize_entry("weight", &self.weight)?;
+        map.serialize_entry("sees_cot", &self.sees_cot)?;
+        map.serialize_entry("monitor", &monitor)?;
+        if let Reward::AnswerMatch { field, pattern } = &self.reward {
+            map.serialize_entry("field", field)?;
+            if let Some(p) = pattern {
+                map.serialize_entry("pattern", p)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// One prompt set of an RL stage.

@@ -1,6 +1,6 @@
 //! The stages of an experiment file: each kind's settings with defaults, data sources and rewards.
 
-use crate::experiment::{DataSource, PromptSetSpec, RewardSpec, StageParams};
+use crate::experiment::{DataSource, PromptSetSpec, Reward, RewardSpec, StageParams};
 use crate::spec_reader::{type_name, Reader};
 use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::GrpoSettings;
@@ -130,35 +130,52 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
                 None
             }
         };
+        if monitor_name.is_some() && name != "cot_monitor" {
+            errs.push(format!("{p}.monitor: only the cot_monitor reward takes a monitor"));
+        }
         // Each world reward sees what it must: verifiers and the preference only the output.
-        let (default_sees, monitor) = match name.as_str() {
-            "verifier" | "true_verifier" | "preference" => (false, None),
-            "cot_monitor" => (true, Some(monitor.unwrap_or_else(Monitor::keyword))),
-            "action_monitor" => (false, Some(Monitor::ActionOnly)),
+        let reward = match name.as_str() {
+            "verifier" => Reward::Verifier,
+            "true_verifier" => Reward::TrueVerifier,
+            "preference" => Reward::Preference,
+            "cot_monitor" => Reward::CotMonitor(monitor.unwrap_or_else(Monitor::keyword)),
+            "action_monitor" => Reward::ActionMonitor,
             "answer_match" => {
                 if field.is_none() {
                     errs.push(format!("{p}.field: missing (the prompt metadata field with the expected answer)"));
                 }
-                (false, None)
+                Reward::AnswerMatch { field: field.unwrap_or_default(), pattern }
             }
             "" => {
                 errs.push(format!("{p}.name: missing"));
-                (false, None)
+                continue;
             }
             other => {
                 errs.push(format!(
                     "{p}.name: unknown reward {other:?} (verifier, true_verifier, preference, cot_monitor, action_monitor, answer_match)"
                 ));
-                (false, None)
+                continue;
             }
         };
-        if sees_cot_given && name == "cot_monitor" && !sees_cot {
+        let default_sees = matches!(reward, Reward::CotMonitor(_));
+        if sees_cot_given && default_sees && !sees_cot {
             errs.push(format!("{p}.sees_cot: a CoT monitor must see the CoT"));
         }
         let sees_cot = if sees_cot_given { sees_cot } else { default_sees };
-        out.push(RewardSpec { name, weight, sees_cot, monitor, field, pattern });
+        out.push(RewardSpec { reward, weight, sees_cot });
     }
     out
+}
+
+/// The prompt metadata fields a set's rewards read.
+fn reward_fields(rewards: &[RewardSpec]) -> Vec<&str> {
+    rewards
+        .iter()
+        .filter_map(|r| match &r.reward {
+            Reward::AnswerMatch { field, .. } => Some(field.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn parse_stage(
@@ -205,7 +222,7 @@ pub(crate) fn parse_stage(
                         let mut sr = Reader::new(st, &p);
                         let size = sr.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                         let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
-                        let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
+                        let fields = reward_fields(&rewards);
                         let data =
                             data_source(&mut sr, errs, "data", (has_world, base_dir), "rl_prompts", size, &fields);
                         let proportion =
@@ -217,7 +234,7 @@ pub(crate) fn parse_stage(
                 Some(Value::String(_)) | None => {
                     let size = r.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
                     let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), errs);
-                    let fields: Vec<&str> = rewards.iter().filter_map(|r| r.field.as_deref()).collect();
+                    let fields = reward_fields(&rewards);
                     let data = data_source(&mut r, errs, "prompts", (has_world, base_dir), "rl_prompts", size, &fields);
                     vec![PromptSetSpec { data, proportion: 1.0, rewards }]
                 }
@@ -230,7 +247,9 @@ pub(crate) fn parse_stage(
                 }
             };
             for (i, set) in sets.iter().enumerate() {
-                if matches!(set.data, DataSource::File { .. }) && set.rewards.iter().any(|r| r.name != "answer_match") {
+                if matches!(set.data, DataSource::File { .. })
+                    && set.rewards.iter().any(|r| !matches!(r.reward, Reward::AnswerMatch { .. }))
+                {
                     errs.push(format!(
                         "{path}.prompts[{i}]: prompts from a file can only use the answer_match reward (world rewards judge world prompts)"
                     ));

@@ -2,7 +2,7 @@
 //! prepares what every stage shares (`StageCx`) and commits the node afterwards.
 
 use crate::error::LabError;
-use crate::experiment::{DataSource, PromptSetSpec, RewardSpec};
+use crate::experiment::{DataSource, PromptSetSpec, Reward, RewardSpec};
 use crate::plan::Node;
 use ordo_model::{ParamStore, Tensor, TextTokenizer};
 use ordo_train::data::*;
@@ -14,7 +14,7 @@ use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward, DEFAULT
 use ordo_train::trainer::{Checkpointing, StepLogger};
 use ordo_train::{Policy, TrainError};
 use ordo_world::gate::{GateConfig, GateReport};
-use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier};
+use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
 use ordo_world::task::Prompt;
 use ordo_world::WorldConfig;
 use rand_chacha::ChaCha8Rng;
@@ -260,41 +260,36 @@ fn as_output(shown: &str) -> String {
     format!("}}{shown}")
 }
 
-/// The reward source of a stage's reward spec: a task reward on prompt metadata, or a world reward.
+/// The reward source of a stage's reward spec. World rewards are shown the whole completion or
+/// only the output, as `sees_cot` says, and judge the completion in the world's format either way.
 fn stage_reward(spec: &RewardSpec) -> Result<FnReward, LabError> {
-    match (spec.name.as_str(), &spec.field) {
-        ("answer_match", Some(field)) => {
-            let pattern = spec.pattern.as_deref().unwrap_or(DEFAULT_ANSWER_PATTERN);
-            let re = regex::Regex::new(pattern)
-                .map_err(|e| LabError::Other(format!("answer_match pattern {pattern:?}: not a valid regex ({e})")))?;
-            Ok(ordo_train::rewards::answer_match("answer_match", field, &re, spec.sees_cot))
-        }
-        _ => world_reward(spec),
-    }
-}
-
-/// A world reward as an RL reward source; it is shown the whole completion or only the output,
-/// as its `sees_cot` says, and judges the completion in the world's format either way.
-fn world_reward(spec: &RewardSpec) -> Result<FnReward, LabError> {
     let sees = spec.sees_cot;
     let as_completion = move |shown: &str| if sees { shown.to_string() } else { as_output(shown) };
     let parse = |p: &RlPrompt| Prompt::parse(&p.text);
-    Ok(match spec.name.as_str() {
-        "verifier" => FnReward::new("verifier", sees, move |p, s| {
-            parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s)))
-        }),
-        "true_verifier" => FnReward::new("true_verifier", sees, move |p, s| {
-            parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s)))
-        }),
-        "preference" => FnReward::new("preference", sees, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
-        name => {
-            let monitor = spec
-                .monitor
-                .clone()
-                .ok_or_else(|| LabError::Other(format!("reward `{name}`: a monitor reward needs its monitor")))?;
-            FnReward::new(name, sees, move |p, s| {
-                parse(p).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s)) as u8 as f64)
-            })
+    let name = spec.reward.name();
+    Ok(match &spec.reward {
+        Reward::AnswerMatch { field, pattern } => {
+            let pattern = pattern.as_deref().unwrap_or(DEFAULT_ANSWER_PATTERN);
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| LabError::Other(format!("answer_match pattern {pattern:?}: not a valid regex ({e})")))?;
+            ordo_train::rewards::answer_match(name, field, &re, sees)
         }
+        Reward::Verifier => {
+            FnReward::new(name, sees, move |p, s| parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s))))
+        }
+        Reward::TrueVerifier => {
+            FnReward::new(name, sees, move |p, s| parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s))))
+        }
+        Reward::Preference => FnReward::new(name, sees, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
+        Reward::CotMonitor(monitor) => monitor_reward(name, sees, monitor.clone()),
+        Reward::ActionMonitor => monitor_reward(name, sees, Monitor::ActionOnly),
+    })
+}
+
+/// A monitor's flag (1 or 0) as a reward (a negative weight makes it a penalty).
+fn monitor_reward(name: &str, sees: bool, monitor: Monitor) -> FnReward {
+    let as_completion = move |shown: &str| if sees { shown.to_string() } else { as_output(shown) };
+    FnReward::new(name, sees, move |p, s| {
+        Prompt::parse(&p.text).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s)) as u8 as f64)
     })
 }

@@ -152,6 +152,14 @@ fn bad_input_is_named() {
             TINY.replace(r#"{ name = "verifier" }"#, r#"{ name = "vibes" }"#),
             "stages.rlvf.rewards[0].name: unknown reward \"vibes\"",
         ),
+        (
+            TINY.replace(r#"{ name = "verifier" }"#, r#"{ name = "verifier", monitor = "strong" }"#),
+            "stages.rlvf.rewards[0].monitor: only the cot_monitor reward takes a monitor",
+        ),
+        (
+            TINY.replace("gate = false,", "gate = false, aggregation = \"mean\","),
+            "stages.rlvf.aggregation: expected \"sequence_mean\", \"grpo\", \"token_mean\", \"dapo\", \"bnpo\", \"dr_grpo\" or \"constant\", found \"mean\"",
+        ),
         (TINY.replace("[eval]", "[evaluation]"), "evaluation: unknown key"),
         ("not toml [".to_string(), "not valid TOML"),
     ];
