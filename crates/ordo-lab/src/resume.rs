@@ -51,8 +51,11 @@ pub fn save(dir: &Path, params: &ParamStore, state: &LoopState) -> ordo_model::R
     ordo_model::atomic::commit_internal_dir(&staging, dir)
 }
 
+/// A step checkpoint's parameters by name.
+pub type SavedParams = BTreeMap<String, Tensor>;
+
 /// Reads a checkpoint: parameters by name and the loop state; `None` when there is none.
-pub fn load(dir: &Path) -> Result<Option<(BTreeMap<String, Tensor>, LoopState)>, String> {
+pub fn load(dir: &Path) -> Result<Option<(SavedParams, LoopState)>, String> {
     if !dir.join("state.json").exists() {
         return Ok(None);
     }

@@ -8,7 +8,7 @@ use crate::experiment::{Experiment, ModelInit, StageParams};
 use crate::plan::{plan, sha256_hex, Node, Plan};
 use crate::stages::{self, StageCx};
 use ordo_model::{Device, ParamStore, TextTokenizer};
-use ordo_train::trainer::{Checkpointing, LoopState, StepLogger};
+use ordo_train::trainer::{Checkpointing, LoopState, SnapshotFn, StepLogger};
 use ordo_train::Policy;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -185,7 +185,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         let dir = snap_dir.join(snapshot_name(step).trim_start_matches("snapshots/"));
         Ok(ordo_model::weights::save_hf_dir(&dir, &config_ref, p, Some(tok_ref), usize::MAX)?)
     };
-    let snapshot: Option<(usize, &mut dyn FnMut(&ParamStore, usize) -> ordo_train::Result<()>)> =
+    let snapshot: Option<(usize, SnapshotFn)> =
         (node.snapshot_every > 0).then_some((node.snapshot_every, &mut snap as _));
     let mut ck = Checkpointing { every: exp.checkpoint_every, resume: resume_state, save: &mut save, snapshot };
     let mut cx = StageCx {

@@ -75,13 +75,16 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
     cfg
 }
 
+/// Parses one stage table at a path, recording problems.
+pub type StageParser<'a> = dyn FnMut(&toml::Table, &str, &mut Vec<String>) -> Option<StageParams> + 'a;
+
 /// Reads `[probe]`: `stage` (a stage name; default: the built-in DPO probe), `every` (steps between
 /// measurements, default 10) and `enabled` (default true).
 pub fn parse_probe(
     t: Option<&toml::Table>,
     root: &toml::Table,
     errs: &mut Vec<String>,
-    parse_stage: &mut dyn FnMut(&toml::Table, &str, &mut Vec<String>) -> Option<StageParams>,
+    parse_stage: &mut StageParser,
 ) -> Option<ProbeSpec> {
     let empty = toml::Table::new();
     let t = t.unwrap_or(&empty);

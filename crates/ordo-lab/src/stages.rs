@@ -70,10 +70,6 @@ pub(crate) fn stage_error(node: &Node) -> impl Fn(TrainError) -> LabError + '_ {
     move |source| LabError::Stage { stage: node.stage.clone(), seed: node.seed, source: Box::new(source) }
 }
 
-fn read_rows(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>, TrainError> {
-    read_jsonl(path)
-}
-
 /// `pretrain`: packed text from the world's corpus or a file.
 pub(crate) fn pretrain(
     cx: &mut StageCx,
@@ -87,7 +83,7 @@ pub(crate) fn pretrain(
             (0..*size).map(|_| ordo_world::corpus::document(&w.task, &w.corpus, cx.rng).text()).collect()
         }
         DataSource::File { path, .. } => {
-            parse_texts(&read_rows(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
+            parse_texts(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
         }
     };
     let seqs = pack_texts(&texts, cx.tok, cx.eos, s.seq_len).map_err(cx.err())?;
@@ -110,7 +106,7 @@ pub(crate) fn sft(cx: &mut StageCx, policy: &mut Policy, data: &DataSource, s: &
                 .collect()
         }
         DataSource::File { path, .. } => {
-            parse_sft(&read_rows(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
+            parse_sft(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
         }
     };
     let seqs = examples
@@ -218,8 +214,8 @@ fn rl_prompts(cx: &mut StageCx, data: &DataSource, chat_template: bool) -> Resul
                 .collect::<Result<Vec<_>, ordo_model::ModelError>>()?)
         }
         DataSource::File { path, .. } => {
-            let rows =
-                parse_rl_prompts(&read_rows(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?;
+            let rows = parse_rl_prompts(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string())
+                .map_err(cx.err())?;
             Ok(rows
                 .into_iter()
                 .map(|r| {

@@ -64,7 +64,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     }
     if path.is_dir() {
         let (config, params, stored_dtypes) = weights::load_hf_params(path, device)?;
-        let tokenizer = tokenizer::TextTokenizer::from_dir(path)?;
+        let tokenizer = TextTokenizer::from_dir(path)?;
         let tokenizer_note = tokenizer.is_none().then(|| format!("{} has no tokenizer.json", path.display()));
         Ok(LoadedModel { config, params, tokenizer, tokenizer_note, format: SourceFormat::HfDir, stored_dtypes })
     } else {

@@ -318,6 +318,9 @@ pub struct LoopState {
     pub history: Vec<Map<String, Value>>,
 }
 
+/// What a stage does with its parameters after so many steps (the uptake probe's snapshots).
+pub type SnapshotFn<'a> = &'a mut dyn FnMut(&ParamStore, usize) -> Result<()>;
+
 /// Saves a stage's loop state every `every` steps and, when `resume` is set, continues from it
 /// (the caller has already put the saved parameters into the model).
 pub struct Checkpointing<'a> {
@@ -327,8 +330,7 @@ pub struct Checkpointing<'a> {
     pub save: &'a mut dyn FnMut(&ParamStore, &LoopState) -> Result<()>,
     /// Snapshots of the parameters every so many steps (the uptake probe's checkpoints): the
     /// interval and what to do with the parameters after that many steps (not after the last step).
-    #[allow(clippy::type_complexity)]
-    pub snapshot: Option<(usize, &'a mut dyn FnMut(&ParamStore, usize) -> Result<()>)>,
+    pub snapshot: Option<(usize, SnapshotFn<'a>)>,
 }
 
 impl Checkpointing<'_> {

@@ -212,7 +212,7 @@ fn grpo_cfg(steps: usize, kl_coef: f64) -> GrpoConfig {
             inner_epochs: 1,
             clip_low: 0.2,
             clip_high: 0.2,
-            kl_coef: kl_coef,
+            kl_coef,
             advantage: AdvantageEstimator::Grpo { scale_by_std: true },
             aggregation: Aggregation::SequenceMean,
             optim: optim(steps, 8, 1e-2),
