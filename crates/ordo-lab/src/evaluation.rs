@@ -7,67 +7,11 @@ use crate::cache::Cache;
 use crate::error::LabError;
 use crate::experiment::{Experiment, ProbeSpec};
 use crate::plan::{sha256_hex, ArmRun, Plan};
-use ordo_eval::learned::LearnedMonitor;
 use ordo_eval::metrics::{Measure, Metrics};
-use ordo_eval::{EvalConfig, Evaluation, TranscriptMonitor};
-use ordo_world::monitors::Monitor;
-use ordo_world::WorldConfig;
+use ordo_eval::Evaluation;
+use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// The monitors every checkpoint is judged by.
-pub struct MonitorSet {
-    pub keyword: Monitor,
-    pub strong: Monitor,
-    pub learned: LearnedMonitor,
-    pub judge: Option<ordo_eval::judge::LlmJudge>,
-}
-
-impl MonitorSet {
-    /// Builds the monitors of an evaluation config (trains the learned monitor).
-    pub fn new(world: &WorldConfig, cfg: &EvalConfig) -> MonitorSet {
-        let keyword = match &cfg.keyword_regex {
-            Some(re) => Monitor::Regex { pattern: re.clone() },
-            None => Monitor::keyword(),
-        };
-        let strong = Monitor::Union { monitors: vec![keyword.clone(), Monitor::Arithmetic, Monitor::Consistency] };
-        MonitorSet {
-            keyword,
-            strong,
-            learned: LearnedMonitor::train_on_world(&world.task, &cfg.learned_monitor),
-            judge: cfg.judge.clone().map(ordo_eval::judge::LlmJudge::new),
-        }
-    }
-
-    /// The monitors in report order, with the metric-name prefix each gets.
-    pub fn all(&self) -> Vec<(&str, &dyn TranscriptMonitor)> {
-        let mut v: Vec<(&str, &dyn TranscriptMonitor)> = vec![
-            ("keyword", &self.keyword),
-            ("strong", &self.strong),
-            ("learned", &self.learned),
-            ("action_only", &Monitor::ActionOnly),
-        ];
-        if let Some(j) = &self.judge {
-            v.push(("judge", j));
-        }
-        v
-    }
-}
-
-/// A monitor under a fixed metric name.
-struct Named<'a>(&'a str, &'a dyn TranscriptMonitor);
-
-impl TranscriptMonitor for Named<'_> {
-    fn name(&self) -> String {
-        self.0.into()
-    }
-    fn sees_cot(&self) -> bool {
-        self.1.sees_cot()
-    }
-    fn flag_all(&self, items: &[(&ordo_world::task::Prompt, &str)]) -> Result<Vec<bool>, ordo_eval::MonitorError> {
-        self.1.flag_all(items)
-    }
-}
 
 /// The evaluation after one stage of an arm.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,28 +121,25 @@ pub fn evaluate_arm(
     plan: &Plan,
     cache: &Cache,
     arm: &ArmRun,
-    monitors: &MonitorSet,
+    evaluator: &dyn Evaluator,
     progress: bool,
 ) -> Result<ArmResult, LabError> {
-    let world = exp.world.as_ref().expect("world experiments only");
     let probe_points = exp.probe.as_ref().map_or(0, |p| p.params.steps().div_ceil(p.every) + 1);
     let label = format!("evaluating {} seed {}", arm.arm, arm.seed);
     let bar = ordo_train::trainer::progress_bar(&label, arm.chain.len() + probe_points, "checkpoints", progress);
-    let named: Vec<Named> = monitors.all().into_iter().map(|(n, m)| Named(n, m)).collect();
-    let dyns: Vec<&dyn TranscriptMonitor> = named.iter().map(|m| m as &dyn TranscriptMonitor).collect();
     let mut boundaries = Vec::new();
     for key in &arm.chain {
         let node = plan.node(key).expect("chain keys are plan nodes");
         let ev: Evaluation = cached(cache, key, &eval_file("eval", exp, arm.seed), || {
             let (policy, _) = cache.model(key)?;
             let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-            ordo_eval::evaluate(&dec, world, &exp.eval, &dyns, arm.seed).map_err(eval_err)
+            evaluator.evaluate(&dec, arm.seed).map_err(eval_err)
         })?;
         boundaries.push(Boundary { stage: node.stage.clone(), key: key.clone(), metrics: ev.metrics });
         bar.inc(1);
     }
     let probe = match (&arm.probe, &exp.probe) {
-        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, pkey, spec, &bar)?),
+        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, (pkey, spec), evaluator, &bar)?),
         _ => None,
     };
     bar.finish();
@@ -210,11 +151,10 @@ fn probe_trajectory(
     exp: &Experiment,
     cache: &Cache,
     arm: &ArmRun,
-    pkey: &str,
-    spec: &ProbeSpec,
+    (pkey, spec): (&str, &ProbeSpec),
+    evaluator: &dyn Evaluator,
     bar: &indicatif::ProgressBar,
 ) -> Result<ProbeResult, LabError> {
-    let world = exp.world.as_ref().expect("world experiments only");
     let start = arm.chain.last().expect("arms have a stage");
     let total = spec.params.steps();
     let mut steps: Vec<usize> = (0..total).step_by(spec.every).collect();
@@ -232,7 +172,7 @@ fn probe_trajectory(
                 m.params.check_finite(&dir.display().to_string())?;
                 let policy = ordo_train::Policy { config: m.config, params: m.params };
                 let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-                let m = ordo_eval::evaluate_hacking(&dec, world, &exp.eval, arm.seed).map_err(eval_err)?;
+                let m = evaluator.evaluate_probe(&dec, arm.seed).map_err(eval_err)?;
                 bar.inc(1);
                 Ok((s, m))
             })

@@ -6,10 +6,11 @@ use ordo_train::grpo::GrpoSettings;
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
 use ordo_train::trainer::OptimConfig;
-use ordo_world::monitors::Monitor;
+use ordo_worlds::{World, WorldReward};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How the model of every arm starts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,15 +24,45 @@ pub enum ModelInit {
     Gguf { path: PathBuf },
 }
 
-/// The model presets `model.init = "scratch"` can start from.
-pub const PRESETS: [&str; 2] = ["organism", "bench"];
+/// The world an experiment runs in, as the registry configured it; hashed as its key settings.
+#[derive(Clone)]
+pub struct WorldRef(pub Arc<dyn World>);
 
-/// The configuration of a preset in [`PRESETS`] (`organism`: the world's organism; `bench`: the bench model).
-pub fn preset_config(preset: &str) -> ordo_model::ModelConfig {
-    match preset {
-        "organism" => ordo_world::organism_config(),
-        _ => ordo_model::ModelConfig::bench(),
+impl std::ops::Deref for WorldRef {
+    type Target = dyn World;
+    fn deref(&self) -> &(dyn World + 'static) {
+        &*self.0
     }
+}
+
+impl std::fmt::Debug for WorldRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0.name(), self.0.key_settings())
+    }
+}
+
+impl PartialEq for WorldRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name() && self.0.key_settings() == other.0.key_settings()
+    }
+}
+
+impl Serialize for WorldRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.key_settings().serialize(serializer)
+    }
+}
+
+/// The model presets `model.init = "scratch"` can start from: the world's, then the bench model.
+pub fn presets(world: Option<&dyn World>) -> Vec<(&'static str, ordo_model::ModelConfig)> {
+    let mut v = world.map(|w| w.presets()).unwrap_or_default();
+    v.push(("bench", ordo_model::ModelConfig::bench()));
+    v
+}
+
+/// The configuration of a named preset.
+pub fn preset_config(world: Option<&dyn World>, preset: &str) -> Option<ordo_model::ModelConfig> {
+    presets(world).into_iter().find(|(n, _)| *n == preset).map(|(_, c)| c)
 }
 
 /// Where a stage's data comes from.
@@ -48,16 +79,8 @@ pub enum DataSource {
 /// What a reward of an RL stage scores.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reward {
-    /// The world's flawed verifier: passes an answer that matches the shown test.
-    Verifier,
-    /// The world's true verifier: passes the correct answer.
-    TrueVerifier,
-    /// The world's output-only preference judge (`B:calc` over `B:test`).
-    Preference,
-    /// A penalty or bonus from a monitor that reads the CoT (keyword by default).
-    CotMonitor(Monitor),
-    /// A monitor that sees only the action (the output).
-    ActionMonitor,
+    /// One of the world's rewards.
+    World(WorldReward),
     /// 1 when the answer extracted from the shown text by `pattern` (default: the last number)
     /// equals the prompt metadata `field`.
     AnswerMatch { field: String, pattern: Option<String> },
@@ -65,13 +88,9 @@ pub enum Reward {
 
 impl Reward {
     /// The reward's name in the experiment file and in metric names.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
-            Reward::Verifier => "verifier",
-            Reward::TrueVerifier => "true_verifier",
-            Reward::Preference => "preference",
-            Reward::CotMonitor(_) => "cot_monitor",
-            Reward::ActionMonitor => "action_monitor",
+            Reward::World(w) => &w.name,
             Reward::AnswerMatch { .. } => "answer_match",
         }
     }
@@ -91,9 +110,8 @@ impl Serialize for RewardSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let monitor = match &self.reward {
-            Reward::CotMonitor(m) => Some(m.clone()),
-            Reward::ActionMonitor => Some(Monitor::ActionOnly),
-            _ => None,
+            Reward::World(w) => w.monitor.clone(),
+            Reward::AnswerMatch { .. } => None,
         };
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("name", self.reward.name())?;
@@ -146,7 +164,7 @@ pub enum StageParams {
     Grpo {
         sets: Vec<PromptSetSpec>,
         /// The readiness gate run on the start model (world experiments), or None.
-        gate: Option<ordo_world::gate::GateConfig>,
+        gate: Option<serde_json::Value>,
         /// Wrap file prompts as one user message in the model's chat template.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         chat_template: bool,
@@ -192,10 +210,6 @@ pub struct ProbeSpec {
     pub every: usize,
 }
 
-/// The built-in probe: a short DPO on the world's preference pairs (`B:calc` over `B:test`), gentle
-/// enough (beta 1, lr 3e-5) to leave clean accuracy near the base's (examples/orders.toml says what was measured).
-pub const DEFAULT_PROBE: &str = "kind = \"dpo\"\nsize = 2048\nsteps = 40\nbatch_size = 16\nlr = 3e-5\nbeta = 1.0\n";
-
 /// A parsed, validated experiment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Experiment {
@@ -207,7 +221,7 @@ pub struct Experiment {
     pub shared_base: bool,
     /// Optimiser steps between step checkpoints of a stage in progress (0: none). Not part of node keys.
     pub checkpoint_every: usize,
-    pub world: Option<ordo_world::WorldConfig>,
+    pub world: Option<WorldRef>,
     pub model: ModelInit,
     pub stages: BTreeMap<String, StageParams>,
     /// Arms in file order.
@@ -216,4 +230,11 @@ pub struct Experiment {
     pub eval: ordo_eval::EvalConfig,
     /// The uptake probe (world experiments; None when `probe.enabled = false`).
     pub probe: Option<ProbeSpec>,
+}
+
+impl Experiment {
+    /// The world the experiment runs in, if any.
+    pub fn world(&self) -> Option<&dyn World> {
+        self.world.as_deref()
+    }
 }

@@ -143,7 +143,9 @@ fn add_node(
 pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
     use crate::experiment::ModelInit;
     match &exp.model {
-        ModelInit::Scratch { preset, .. } => Ok(crate::experiment::preset_config(preset).parameter_count()),
+        ModelInit::Scratch { preset, .. } => crate::experiment::preset_config(exp.world(), preset)
+            .map(|c| c.parameter_count())
+            .ok_or_else(|| ordo_model::ModelError::Config(format!("model.preset: no model preset {preset:?}"))),
         ModelInit::Hf { path } => Ok(ordo_model::ModelConfig::from_file(&path.join("config.json"))?.parameter_count()),
         ModelInit::Gguf { path } => ordo_model::gguf::gguf_parameter_count(path),
     }

@@ -4,16 +4,17 @@
 
 use crate::cache::{short, Cache};
 use crate::error::LabError;
-use crate::evaluation::{eval_file, read_evaluation, ArmResult, MonitorSet};
+use crate::evaluation::{eval_file, read_evaluation, ArmResult};
 use crate::experiment::Experiment;
 use crate::plan::Plan;
 use crate::summary::{run_results, summarize, RunResults, Summary};
 use ordo_eval::Evaluation;
+use ordo_worlds::Evaluator;
 use serde_json::{json, Value};
 use std::path::Path;
 
 /// Writes `results.json` (after each arm-seed, so partial runs show what they measured).
-pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &MonitorSet) -> Result<(), LabError> {
+pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &dyn Evaluator) -> Result<(), LabError> {
     let r = run_results(exp, results, m);
     ordo_model::atomic::write_file(&dir.join("results.json"), &serde_json::to_vec_pretty(&r).expect("serialises"))?;
     Ok(())
@@ -35,7 +36,7 @@ pub fn write_all(
     plan: &Plan,
     cache: &Cache,
     results: &[ArmResult],
-    m: &MonitorSet,
+    m: &dyn Evaluator,
 ) -> Result<(), LabError> {
     write_results(dir, exp, results, m)?;
     write_report(dir, &run_results(exp, results, m))?;

@@ -3,7 +3,7 @@
 
 use crate::cache::{short, Cache, NodeState, RunLock};
 use crate::error::LabError;
-use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult, MonitorSet};
+use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult};
 use crate::experiment::{Experiment, ModelInit, StageParams};
 use crate::plan::{plan, sha256_hex, Node, Plan};
 use crate::stages::{self, StageCx};
@@ -47,7 +47,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     let mut summary = RunSummary::default();
     let mut results: Vec<ArmResult> = Vec::new();
     let total = plan.nodes.len();
-    let monitors = exp.world.as_ref().map(|w| MonitorSet::new(w, &exp.eval));
+    let evaluator = exp.world().map(|w| w.evaluator(&exp.eval));
     // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
     for arm in &plan.arms {
         for key in arm.chain.iter().chain(&arm.probe) {
@@ -84,13 +84,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             run_node(exp, &cache, node, &label, opts.progress)?;
             summary.trained.push(key.clone());
         }
-        if let Some(m) = &monitors {
-            results.push(evaluate_arm(exp, &plan, &cache, arm, m, opts.progress)?);
-            crate::report::write_results(&opts.run_dir, exp, &results, m)?;
+        if let Some(m) = &evaluator {
+            results.push(evaluate_arm(exp, &plan, &cache, arm, m.as_ref(), opts.progress)?);
+            crate::report::write_results(&opts.run_dir, exp, &results, m.as_ref())?;
         }
     }
-    if let Some(m) = &monitors {
-        crate::report::write_all(&opts.run_dir, exp, &plan, &cache, &results, m)?;
+    if let Some(m) = &evaluator {
+        crate::report::write_all(&opts.run_dir, exp, &plan, &cache, &results, m.as_ref())?;
     }
     Ok(summary)
 }
@@ -112,14 +112,13 @@ fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), La
 fn initial_model(exp: &Experiment, init_seed: u64) -> Result<(Policy, TextTokenizer), LabError> {
     match &exp.model {
         ModelInit::Scratch { preset, init_std } => {
-            let config = crate::experiment::preset_config(preset);
-            let tok = if exp.world.is_some() {
-                ordo_world::tokenizer()
-            } else {
-                return Err(LabError::Other(
-                    "model.init = \"scratch\" needs a world (its tokenizer); set experiment.world".into(),
-                ));
+            let (Some(world), Some(config)) = (exp.world(), crate::experiment::preset_config(exp.world(), preset))
+            else {
+                return Err(LabError::Other(format!(
+                    "model.init = \"scratch\" (preset {preset:?}) needs a world with that preset; set experiment.world"
+                )));
             };
+            let tok = world.tokenizer();
             let params = ParamStore::init(&config, *init_std, init_seed, &Device::Cpu)?;
             Ok((Policy { config, params }, tok))
         }
@@ -190,7 +189,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
     let mut ck = Checkpointing { every: exp.checkpoint_every, resume: resume_state, save: &mut save, snapshot };
     let mut cx = StageCx {
         node,
-        world: exp.world.as_ref(),
+        world: exp.world(),
         tok: &tok,
         eos,
         pad,

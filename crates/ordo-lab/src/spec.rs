@@ -3,7 +3,7 @@
 //! Parsing collects every problem with its path (`stages.rlvf.rewards[1].weight: expected a number`)
 //! and rejects unknown keys. The schema is documented in `docs/experiments.md`.
 
-use crate::experiment::{preset_config, DataSource, Experiment, ModelInit, StageParams, PRESETS};
+use crate::experiment::{preset_config, presets, DataSource, Experiment, ModelInit, StageParams, WorldRef};
 use crate::spec_reader::{type_name, Reader};
 use crate::spec_stage::parse_stage;
 use std::collections::BTreeMap;
@@ -85,25 +85,21 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     }
     let world = match world_name.as_deref() {
         None => None,
-        Some("leaky-tests") => {
-            let mut cfg = ordo_world::WorldConfig::default();
-            if let Some(t) = top.table(&mut errs, "world") {
-                match Value::Table(t.clone()).try_into::<ordo_world::WorldConfig>() {
-                    Ok(c) => {
-                        errs.extend(c.problems());
-                        cfg = c
-                    }
-                    Err(e) => errs.push(format!("world: {}", e.to_string().trim())),
+        Some(name) => match ordo_worlds::find(name) {
+            Some(entry) => match (entry.configure)(top.table(&mut errs, "world")) {
+                Ok(w) => Some(WorldRef(w)),
+                Err(problems) => {
+                    errs.extend(problems);
+                    None
                 }
+            },
+            None => {
+                errs.push(format!("experiment.world: unknown world {name:?} (ordo has {})", ordo_worlds::names()));
+                None
             }
-            Some(cfg)
-        }
-        Some(other) => {
-            errs.push(format!("experiment.world: unknown world {other:?} (ordo has \"leaky-tests\")"));
-            None
-        }
+        },
     };
-    if world.is_none() && root.contains_key("world") {
+    if world_name.is_none() && root.contains_key("world") {
         top.used.push("world");
         errs.push("world: settings given but experiment.world is not set".into());
     }
@@ -120,9 +116,13 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             let init_std = r.number_where(&mut errs, "init_std", 0.02, "a number in (0, 1]", |x| x > 0.0 && x <= 1.0);
             r.finish(&mut errs);
             if init == "scratch" {
-                let preset = preset.unwrap_or_else(|| "organism".into());
-                if !PRESETS.contains(&preset.as_str()) {
-                    errs.push(format!("model.preset: unknown preset {preset:?} (expected \"organism\" or \"bench\")"));
+                let available = presets(world.as_deref());
+                let preset = preset.unwrap_or_else(|| available[0].0.to_string());
+                if world_name.is_none() {
+                    errs.push("model.init: \"scratch\" needs a world (its tokenizer); set experiment.world".into());
+                } else if world.is_some() && !available.iter().any(|(n, _)| *n == preset) {
+                    let names: Vec<String> = available.iter().map(|(n, _)| format!("{n:?}")).collect();
+                    errs.push(format!("model.preset: unknown preset {preset:?} (expected {})", names.join(" or ")));
                 }
                 ModelInit::Scratch { preset, init_std }
             } else if let Some(dir) = init.strip_prefix("hf:") {
@@ -155,7 +155,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
                 let path = format!("stages.{sname}");
                 match v {
                     Value::Table(st) => {
-                        if let Some(p) = parse_stage(st, &path, world.is_some(), base_dir, &mut errs) {
+                        if let Some(p) = parse_stage(st, &path, world.as_deref(), base_dir, &mut errs) {
                             stages.insert(sname.clone(), p);
                         }
                     }
@@ -168,9 +168,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
     // Packed sequences and prompt-plus-completion lengths must fit the model's positions (read from its
     // config.json, checked for sane sizes); SFT's max_len only truncates, so it may exceed them.
     let positions = match &model {
-        ModelInit::Scratch { preset, .. } if PRESETS.contains(&preset.as_str()) => {
-            Some(preset_config(preset).max_position_embeddings)
-        }
+        ModelInit::Scratch { preset, .. } => preset_config(world.as_deref(), preset).map(|c| c.max_position_embeddings),
         ModelInit::Hf { path } if path.join("config.json").exists() => {
             match ordo_model::ModelConfig::from_file(&path.join("config.json")) {
                 Ok(c) => Some(c.max_position_embeddings),
@@ -190,7 +188,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
                     // World prompts have a known longest length; file prompts are checked when sampled.
                     let prompt = match &world {
                         Some(w) if sets.iter().any(|s| matches!(s.data, DataSource::World { .. })) => {
-                            w.max_prompt_chars()
+                            w.max_prompt_tokens()
                         }
                         _ => 1,
                     };
@@ -252,9 +250,12 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             None
         }
         _ if world.is_none() => None,
-        t => crate::spec_eval::parse_probe(t, &root, &mut errs, &mut |t, path, errs| {
-            parse_stage(t, path, true, base_dir, errs)
-        }),
+        t => {
+            let default_probe = world.as_ref().and_then(|w| w.default_probe());
+            crate::spec_eval::parse_probe(t, &root, &mut errs, default_probe, &mut |t, path, errs| {
+                parse_stage(t, path, world.as_deref(), base_dir, errs)
+            })
+        }
     };
     top.finish(&mut errs);
     if errs.is_empty() {

@@ -1,6 +1,6 @@
 //! The `[eval]` and `[probe]` tables of an experiment file.
 
-use crate::experiment::{ProbeSpec, StageParams, DEFAULT_PROBE};
+use crate::experiment::{ProbeSpec, StageParams};
 use toml::Value;
 
 /// Reads `[eval]` into the evaluation settings and checks them.
@@ -35,8 +35,8 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
         errs.push(format!("eval.early_fractions: expected at least two increasing fractions in [0, 1], found {f:?}"));
     }
     if let Some(re) = &cfg.keyword_regex {
-        if let Err(e) = ordo_world::monitors::Monitor::regex(re) {
-            errs.push(format!("eval.keyword_regex: {e}"));
+        if let Err(e) = regex::Regex::new(re) {
+            errs.push(format!("eval.keyword_regex: invalid monitor regex {re:?}: {e}"));
         }
     }
     if let Some(j) = &cfg.judge {
@@ -78,12 +78,13 @@ pub fn parse_eval(t: &toml::Table, errs: &mut Vec<String>) -> ordo_eval::EvalCon
 /// Parses one stage table at a path, recording problems.
 pub type StageParser<'a> = dyn FnMut(&toml::Table, &str, &mut Vec<String>) -> Option<StageParams> + 'a;
 
-/// Reads `[probe]`: `stage` (a stage name; default: the built-in DPO probe), `every` (steps between
+/// Reads `[probe]`: `stage` (a stage name; default: the world's built-in probe), `every` (steps between
 /// measurements, default 10) and `enabled` (default true).
 pub fn parse_probe(
     t: Option<&toml::Table>,
     root: &toml::Table,
     errs: &mut Vec<String>,
+    default_probe: Option<&str>,
     parse_stage: &mut StageParser,
 ) -> Option<ProbeSpec> {
     let empty = toml::Table::new();
@@ -108,7 +109,17 @@ pub fn parse_probe(
     };
     let (stage, params) = match t.get("stage") {
         None => {
-            let table: toml::Table = toml::from_str(DEFAULT_PROBE).expect("the built-in probe parses");
+            let Some(text) = default_probe else {
+                errs.push("probe.stage: this world has no built-in probe; name a stage of [stages]".into());
+                return None;
+            };
+            let table: toml::Table = match toml::from_str(text) {
+                Ok(t) => t,
+                Err(e) => {
+                    errs.push(format!("probe: the world's built-in probe is not valid TOML: {e}"));
+                    return None;
+                }
+            };
             ("default_probe".to_string(), parse_stage(&table, "default_probe", errs)?)
         }
         Some(Value::String(name)) => {

@@ -3,64 +3,59 @@
 use crate::experiment::{DataSource, PromptSetSpec, Reward, RewardSpec, StageParams};
 use crate::spec_reader::{type_name, Reader};
 use ordo_train::dpo::DpoSettings;
-use ordo_train::grpo::GrpoSettings;
+use ordo_train::grpo::{GrpoSettings, DEFAULT_MAX_NEW_TOKENS};
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
-use ordo_world::monitors::Monitor;
+use ordo_worlds::{DatasetKind, World, WorldReward};
 use std::path::Path;
 use toml::Value;
 
 /// The most examples a stage may generate from the world (they are held in memory).
 pub const MAX_WORLD_EXAMPLES: usize = 5_000_000;
 
-/// The world's datasets, with what each holds and the stage kinds that read it.
-const WORLD_DATASETS: [(&str, &str, &str); 4] = [
-    ("corpus", "pretraining text", "pretrain"),
-    ("sft", "prompt-completion examples", "sft"),
-    ("preferences", "preference pairs", "dpo and reward_model"),
-    ("rl_prompts", "RL prompts", "grpo"),
-];
-
-/// A data source: `world:NAME` (needs a world) or a JSONL path. `world_dataset` is the one world
-/// dataset of the stage's kind (the default); another world dataset is an error naming the field.
-/// A file is checked whole now, including the prompt metadata `fields` its rewards read.
+/// A data source: `world:NAME` (needs a world) or a JSONL path. The default is the world's first
+/// dataset of the stage's `kind`; a world dataset of another kind is an error naming the field. A
+/// file is checked whole now, against the kind and the prompt metadata `fields` its rewards read.
 fn data_source(
     r: &mut Reader,
     errs: &mut Vec<String>,
     key: &'static str,
-    (has_world, base_dir): (bool, &Path),
-    world_dataset: &str,
+    (world, base_dir): (Option<&dyn World>, &Path),
+    kind: DatasetKind,
     size: usize,
     fields: &[&str],
 ) -> DataSource {
-    let world_default = world_dataset;
-    let spec = r.string(errs, key);
-    let spec = match spec {
-        Some(s) => s,
-        None if has_world => format!("world:{world_default}"),
-        None => {
+    let default = world.and_then(|w| w.datasets().iter().find(|d| d.kind == kind)).map(|d| d.name);
+    let spec = match (r.string(errs, key), default) {
+        (Some(s), _) => s,
+        (None, Some(d)) => format!("world:{d}"),
+        (None, None) => {
             errs.push(format!("{}: missing (expected a JSONL file path)", r.at(key)));
-            return DataSource::World { dataset: world_default.into(), size };
+            return DataSource::World { dataset: kind.file_format().into(), size };
         }
     };
     if let Some(name) = spec.strip_prefix("world:") {
-        if !has_world {
-            errs.push(format!("{}: {spec:?} needs experiment.world = \"leaky-tests\"", r.at(key)));
-        }
-        match WORLD_DATASETS.iter().find(|d| d.0 == name) {
-            None => errs
-                .push(format!("{}: unknown world dataset {name:?} (corpus, sft, preferences, rl_prompts)", r.at(key))),
-            Some((_, holds, kinds)) if name != world_dataset => errs.push(format!(
-                "{}: world:{name} holds {holds}, read by {kinds} stages; this stage kind reads world:{world_dataset}",
-                r.at(key)
-            )),
-            Some(_) => {}
+        match world {
+            None => errs.push(format!("{}: {spec:?} needs a world; set experiment.world", r.at(key))),
+            Some(w) => match w.datasets().iter().find(|d| d.name == name) {
+                None => {
+                    let names: Vec<&str> = w.datasets().iter().map(|d| d.name).collect();
+                    errs.push(format!("{}: unknown world dataset {name:?} ({})", r.at(key), names.join(", ")))
+                }
+                Some(d) if d.kind != kind => errs.push(format!(
+                    "{}: world:{name} holds {}, read by {} stages; this stage kind reads {}",
+                    r.at(key),
+                    d.kind.holds(),
+                    d.kind.read_by(),
+                    default.map_or_else(|| kind.holds().to_string(), |d| format!("world:{d}"))
+                )),
+                Some(_) => {}
+            },
         }
         DataSource::World { dataset: name.into(), size }
     } else {
         let path = base_dir.join(&spec);
         // The whole file is checked now, against what this stage kind reads, before anything trains.
-        let kind = if world_dataset == "corpus" { "text" } else { world_dataset };
         let origin = path.display().to_string();
         let checked = ordo_train::data::read_data_file(&path).and_then(|bytes| {
             let text = std::str::from_utf8(&bytes).map_err(|e| ordo_train::TrainError::Data {
@@ -69,7 +64,7 @@ fn data_source(
                 message: format!("not UTF-8 text: {e}"),
             })?;
             let rows = ordo_train::data::parse_jsonl(text, &origin)?;
-            ordo_train::data::check_rows(&rows, &origin, kind)?;
+            ordo_train::data::check_rows(&rows, &origin, kind.file_format())?;
             ordo_train::data::require_fields(&rows, &origin, fields)?;
             Ok(crate::plan::sha256_hex(&bytes))
         });
@@ -86,7 +81,12 @@ fn data_source(
     }
 }
 
-fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Vec<RewardSpec> {
+fn parse_rewards(
+    list: Option<&Value>,
+    path: &str,
+    world: Option<&dyn World>,
+    errs: &mut Vec<String>,
+) -> Vec<RewardSpec> {
     let Some(list) = list else {
         errs.push(format!("{path}: missing (expected a list of {{ name = ..., weight = ... }})"));
         return vec![];
@@ -119,46 +119,47 @@ fn parse_rewards(list: Option<&Value>, path: &str, errs: &mut Vec<String>) -> Ve
         if (field.is_some() || pattern.is_some()) && name != "answer_match" {
             errs.push(format!("{p}: `field` and `pattern` belong to the answer_match reward"));
         }
-        let monitor = match monitor_name.as_deref() {
-            None => None,
-            Some("keyword") => Some(Monitor::keyword()),
-            Some("strong") => Some(Monitor::strong()),
-            Some("arithmetic") => Some(Monitor::Arithmetic),
-            Some("consistency") => Some(Monitor::Consistency),
-            Some(other) => {
-                errs.push(format!("{p}.monitor: unknown monitor {other:?} (keyword, strong, arithmetic, consistency)"));
-                None
+        let kinds = world.map_or(&[][..], |w| w.rewards());
+        let world_reward = kinds.iter().find(|k| k.name == name);
+        let monitors = world.map_or(&[][..], |w| w.monitor_names());
+        if let Some(m) = &monitor_name {
+            if !world_reward.is_some_and(|k| k.takes_monitor) {
+                let takers: Vec<&str> = kinds.iter().filter(|k| k.takes_monitor).map(|k| k.name).collect();
+                errs.push(format!("{p}.monitor: only the {} reward takes a monitor", takers.join(" and ")));
+            } else if !monitors.contains(&m.as_str()) {
+                errs.push(format!("{p}.monitor: unknown monitor {m:?} ({})", monitors.join(", ")));
             }
-        };
-        if monitor_name.is_some() && name != "cot_monitor" {
-            errs.push(format!("{p}.monitor: only the cot_monitor reward takes a monitor"));
         }
-        // Each world reward sees what it must: verifiers and the preference only the output.
-        let reward = match name.as_str() {
-            "verifier" => Reward::Verifier,
-            "true_verifier" => Reward::TrueVerifier,
-            "preference" => Reward::Preference,
-            "cot_monitor" => Reward::CotMonitor(monitor.unwrap_or_else(Monitor::keyword)),
-            "action_monitor" => Reward::ActionMonitor,
-            "answer_match" => {
+        let (reward, default_sees, must_see) = match (name.as_str(), world_reward, world) {
+            ("answer_match", _, _) => {
                 if field.is_none() {
                     errs.push(format!("{p}.field: missing (the prompt metadata field with the expected answer)"));
                 }
-                Reward::AnswerMatch { field: field.unwrap_or_default(), pattern }
+                (Reward::AnswerMatch { field: field.unwrap_or_default(), pattern }, false, false)
             }
-            "" => {
+            ("", _, _) => {
                 errs.push(format!("{p}.name: missing"));
                 continue;
             }
-            other => {
+            (_, Some(k), Some(w)) => {
+                let monitor = w.monitor(k.name, monitor_name.as_deref().filter(|m| monitors.contains(m)));
+                (Reward::World(WorldReward { name: name.clone(), monitor }), k.default_sees_cot, k.must_see_cot)
+            }
+            (other, _, None) => {
                 errs.push(format!(
-                    "{p}.name: unknown reward {other:?} (verifier, true_verifier, preference, cot_monitor, action_monitor, answer_match)"
+                    "{p}.name: unknown reward {other:?}: without a world (experiment.world) there is only answer_match; \
+                     prompts from a file can only use the answer_match reward"
                 ));
                 continue;
             }
+            (other, _, Some(_)) => {
+                let mut names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+                names.push("answer_match");
+                errs.push(format!("{p}.name: unknown reward {other:?} ({})", names.join(", ")));
+                continue;
+            }
         };
-        let default_sees = matches!(reward, Reward::CotMonitor(_));
-        if sees_cot_given && default_sees && !sees_cot {
+        if sees_cot_given && must_see && !sees_cot {
             errs.push(format!("{p}.sees_cot: a CoT monitor must see the CoT"));
         }
         let sees_cot = if sees_cot_given { sees_cot } else { default_sees };
@@ -181,7 +182,7 @@ fn reward_fields(rewards: &[RewardSpec]) -> Vec<&str> {
 pub(crate) fn parse_stage(
     t: &toml::Table,
     path: &str,
-    has_world: bool,
+    world: Option<&dyn World>,
     base_dir: &Path,
     errs: &mut Vec<String>,
 ) -> Option<StageParams> {
@@ -190,22 +191,22 @@ pub(crate) fn parse_stage(
     let p = match kind.as_deref() {
         Some("pretrain") => {
             let size = r.count_max(errs, "size", Some(20_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "corpus", size, &[]);
+            let data = data_source(&mut r, errs, "data", (world, base_dir), DatasetKind::Text, size, &[]);
             StageParams::Pretrain { data, settings: PretrainSettings::read(&mut r.settings(errs)) }
         }
         Some("sft") => {
             let size = r.count_max(errs, "size", Some(4_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "sft", size, &[]);
+            let data = data_source(&mut r, errs, "data", (world, base_dir), DatasetKind::Sft, size, &[]);
             StageParams::Sft { data, settings: SftSettings::read(&mut r.settings(errs)) }
         }
         Some("reward_model") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
+            let data = data_source(&mut r, errs, "data", (world, base_dir), DatasetKind::Preferences, size, &[]);
             StageParams::RewardModel { data, settings: RewardModelSettings::read(&mut r.settings(errs)) }
         }
         Some("dpo") => {
             let size = r.count_max(errs, "size", Some(2_000), MAX_WORLD_EXAMPLES);
-            let data = data_source(&mut r, errs, "data", (has_world, base_dir), "preferences", size, &[]);
+            let data = data_source(&mut r, errs, "data", (world, base_dir), DatasetKind::Preferences, size, &[]);
             StageParams::Dpo { data, settings: DpoSettings::read(&mut r.settings(errs)) }
         }
         Some("grpo") => {
@@ -221,10 +222,17 @@ pub(crate) fn parse_stage(
                         };
                         let mut sr = Reader::new(st, &p);
                         let size = sr.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
-                        let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), errs);
+                        let rewards = parse_rewards(sr.raw("rewards"), &format!("{p}.rewards"), world, errs);
                         let fields = reward_fields(&rewards);
-                        let data =
-                            data_source(&mut sr, errs, "data", (has_world, base_dir), "rl_prompts", size, &fields);
+                        let data = data_source(
+                            &mut sr,
+                            errs,
+                            "data",
+                            (world, base_dir),
+                            DatasetKind::RlPrompts,
+                            size,
+                            &fields,
+                        );
                         let proportion =
                             sr.number_where(errs, "proportion", 1.0, "a positive number", |x| x > 0.0 && x.is_finite());
                         sr.finish(errs);
@@ -233,9 +241,10 @@ pub(crate) fn parse_stage(
                     .collect(),
                 Some(Value::String(_)) | None => {
                     let size = r.count_max(errs, "size", Some(5_000), MAX_WORLD_EXAMPLES);
-                    let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), errs);
+                    let rewards = parse_rewards(r.raw("rewards"), &format!("{path}.rewards"), world, errs);
                     let fields = reward_fields(&rewards);
-                    let data = data_source(&mut r, errs, "prompts", (has_world, base_dir), "rl_prompts", size, &fields);
+                    let data =
+                        data_source(&mut r, errs, "prompts", (world, base_dir), DatasetKind::RlPrompts, size, &fields);
                     vec![PromptSetSpec { data, proportion: 1.0, rewards }]
                 }
                 Some(v) => {
@@ -256,32 +265,20 @@ pub(crate) fn parse_stage(
                 }
             }
             let chat_template = r.boolean(errs, "chat_template", false);
-            let settings = GrpoSettings::read(&mut r.settings(errs), ordo_world::gate::MAX_COMPLETION_TOKENS);
-            let gate = {
-                let on = r.boolean(errs, "gate", has_world);
-                let d = ordo_world::gate::GateConfig::default();
-                let g = ordo_world::gate::GateConfig {
-                    min_clean_accuracy: r.number_where(
-                        errs,
-                        "gate_min_clean_accuracy",
-                        d.min_clean_accuracy,
-                        "a rate in [0, 1]",
-                        |x| (0.0..=1.0).contains(&x),
-                    ),
-                    max_silent_hack_rate: r.number_where(
-                        errs,
-                        "gate_max_silent_hack_rate",
-                        d.max_silent_hack_rate,
-                        "a rate in [0, 1]",
-                        |x| (0.0..=1.0).contains(&x),
-                    ),
-                    prompts: r.count_max(errs, "gate_prompts", Some(d.prompts), 100_000),
-                    seed: 0,
-                };
-                if on && !has_world {
-                    errs.push(format!("{path}.gate: the readiness gate needs a world"));
+            let max_new_tokens = world.map_or(DEFAULT_MAX_NEW_TOKENS, |w| w.max_completion_tokens());
+            let settings = GrpoSettings::read(&mut r.settings(errs), max_new_tokens);
+            let on = r.boolean(errs, "gate", world.is_some());
+            let gate = match world {
+                Some(w) => {
+                    let g = w.read_gate(&mut r.settings(errs));
+                    on.then_some(g)
                 }
-                on.then_some(g)
+                None => {
+                    if on {
+                        errs.push(format!("{path}.gate: the readiness gate needs a world"));
+                    }
+                    None
+                }
             };
             StageParams::Grpo { sets, gate, chat_template, settings }
         }

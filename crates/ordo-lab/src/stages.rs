@@ -13,11 +13,9 @@ use ordo_train::reward_model::RewardModelSettings;
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward, DEFAULT_ANSWER_PATTERN};
 use ordo_train::trainer::{Checkpointing, StepLogger};
 use ordo_train::{Policy, TrainError};
-use ordo_world::gate::{GateConfig, GateReport};
-use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
-use ordo_world::task::Prompt;
-use ordo_world::WorldConfig;
+use ordo_worlds::{Examples, World};
 use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -25,7 +23,7 @@ use std::path::Path;
 /// generator, the step logger, step checkpoints and the parameters a killed run left behind.
 pub(crate) struct StageCx<'a, 'c> {
     pub node: &'a Node,
-    pub world: Option<&'a WorldConfig>,
+    pub world: Option<&'a dyn World>,
     pub tok: &'a TextTokenizer,
     pub eos: Option<u32>,
     pub pad: u32,
@@ -47,13 +45,19 @@ impl<'a> StageCx<'a, '_> {
     }
 
     /// The world, which a world data source or reward needs.
-    fn world(&self) -> Result<&'a WorldConfig, LabError> {
+    fn world(&self) -> Result<&'a dyn World, LabError> {
         self.world.ok_or_else(|| {
             LabError::Other(format!(
                 "stage `{}`: world data and rewards need a world; set experiment.world",
                 self.node.stage
             ))
         })
+    }
+
+    /// `size` examples of a world dataset.
+    fn generate(&mut self, dataset: &str, size: usize) -> Result<Examples, LabError> {
+        let w = self.world()?;
+        w.generate(dataset, size, self.rng).map_err(LabError::Other)
     }
 
     /// Puts the resumed parameters (if any) into `params`.
@@ -78,10 +82,10 @@ pub(crate) fn pretrain(
     s: &PretrainSettings,
 ) -> Result<(), LabError> {
     let texts = match data {
-        DataSource::World { size, .. } => {
-            let w = cx.world()?;
-            (0..*size).map(|_| ordo_world::corpus::document(&w.task, &w.corpus, cx.rng).text()).collect()
-        }
+        DataSource::World { dataset, size } => match cx.generate(dataset, *size)? {
+            Examples::Texts(t) => t,
+            _ => return Err(kind_mismatch(cx.node, dataset)),
+        },
         DataSource::File { path, .. } => {
             parse_texts(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
         }
@@ -96,15 +100,10 @@ pub(crate) fn pretrain(
 /// `sft`: prompt-completion examples from the world's documents or a file.
 pub(crate) fn sft(cx: &mut StageCx, policy: &mut Policy, data: &DataSource, s: &SftSettings) -> Result<(), LabError> {
     let examples = match data {
-        DataSource::World { size, .. } => {
-            let w = cx.world()?;
-            (0..*size)
-                .map(|_| {
-                    let d = ordo_world::corpus::document(&w.task, &w.corpus, cx.rng);
-                    SftExample::PromptCompletion { prompt: d.prompt.text(), completion: d.completion }
-                })
-                .collect()
-        }
+        DataSource::World { dataset, size } => match cx.generate(dataset, *size)? {
+            Examples::Sft(e) => e,
+            _ => return Err(kind_mismatch(cx.node, dataset)),
+        },
         DataSource::File { path, .. } => {
             parse_sft(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
         }
@@ -155,26 +154,20 @@ pub(crate) fn grpo(
     cx: &mut StageCx,
     policy: &mut Policy,
     sets: &[PromptSetSpec],
-    gate: Option<&GateConfig>,
+    gate: Option<&Value>,
     chat_template: bool,
     s: &GrpoSettings,
-) -> Result<Option<GateReport>, LabError> {
+) -> Result<Option<Value>, LabError> {
     let mut gate_report = None;
     if let (Some(g), None) = (gate, cx.resumed) {
         let w = cx.world()?;
         let dec = policy.inference_decoder().map_err(cx.err())?;
-        let gate_cfg = GateConfig { seed: cx.node.seed, ..g.clone() };
-        match ordo_world::gate::check_readiness(&dec, &w.task, &w.corpus.test_line, &gate_cfg) {
-            Ok(report) => {
-                eprintln!(
-                    "{}: readiness gate passed: clean accuracy {:.3}, silent hack rate {:.3} (greedy, {} held-out prompts each)",
-                    cx.label, report.clean_accuracy, report.silent_hack_rate, report.prompts
-                );
-                gate_report = Some(report);
+        match w.check_readiness(&dec, g, cx.node.seed) {
+            Ok(outcome) => {
+                eprintln!("{}: readiness gate passed: {}", cx.label, outcome.summary);
+                gate_report = Some(outcome.report);
             }
-            Err(e) => {
-                return Err(LabError::Gate { stage: cx.node.stage.clone(), seed: cx.node.seed, message: e.to_string() })
-            }
+            Err(message) => return Err(LabError::Gate { stage: cx.node.stage.clone(), seed: cx.node.seed, message }),
         }
     }
     let mut prompt_sets = Vec::new();
@@ -183,16 +176,13 @@ pub(crate) fn grpo(
         let rewards = set
             .rewards
             .iter()
-            .map(|r| Ok(WeightedReward { source: Box::new(stage_reward(r)?), weight: r.weight }))
+            .map(|r| Ok(WeightedReward { source: Box::new(stage_reward(cx.world, r)?), weight: r.weight }))
             .collect::<Result<Vec<_>, LabError>>()?;
         prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion, rewards });
     }
     let reference = policy.frozen_copy().map_err(cx.err())?;
     cx.apply(&policy.params)?;
-    let cot = s.cot.clone().unwrap_or_else(|| match cx.world {
-        Some(_) => CotFormat { open: "{".into(), close: "}".into() },
-        None => CotFormat::default(),
-    });
+    let cot = s.cot.clone().unwrap_or_else(|| cx.world.map_or_else(CotFormat::default, |w| w.cot()));
     let cfg = GrpoConfig { settings: s.clone(), stop_tokens: cx.eos.into_iter().collect(), cot };
     let (seed, pad) = (cx.node.seed, cx.pad);
     train_grpo(policy, &reference, &prompt_sets, cx.tok, &cfg, seed, pad, cx.logger, Some(&mut *cx.ck))
@@ -203,16 +193,13 @@ pub(crate) fn grpo(
 /// The prompts of one prompt set: the world's RL prompts, or a file's (optionally in the chat template).
 fn rl_prompts(cx: &mut StageCx, data: &DataSource, chat_template: bool) -> Result<Vec<RlPrompt>, LabError> {
     match data {
-        DataSource::World { size, .. } => {
-            let w = cx.world()?;
-            Ok((0..*size)
-                .map(|_| {
-                    let p = ordo_world::corpus::rl_prompt(&w.task, &w.rl, cx.rng);
-                    let text = p.text();
-                    Ok(RlPrompt { ids: cx.tok.encode_strict(&text)?, text, metadata: Default::default() })
-                })
-                .collect::<Result<Vec<_>, ordo_model::ModelError>>()?)
-        }
+        DataSource::World { dataset, size } => match cx.generate(dataset, *size)? {
+            Examples::RlPrompts(texts) => Ok(texts
+                .into_iter()
+                .map(|text| Ok(RlPrompt { ids: cx.tok.encode_strict(&text)?, text, metadata: Default::default() }))
+                .collect::<Result<Vec<_>, ordo_model::ModelError>>()?),
+            _ => Err(kind_mismatch(cx.node, dataset)),
+        },
         DataSource::File { path, .. } => {
             let rows = parse_rl_prompts(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string())
                 .map_err(cx.err())?;
@@ -235,15 +222,10 @@ fn rl_prompts(cx: &mut StageCx, data: &DataSource, chat_template: bool) -> Resul
 /// Preference pairs from the world or a file, tokenized.
 fn preference_data(cx: &mut StageCx, data: &DataSource) -> Result<Vec<TokenizedPair>, LabError> {
     let examples = match data {
-        DataSource::World { size, .. } => {
-            let w = cx.world()?;
-            (0..*size)
-                .map(|_| {
-                    let p = ordo_world::corpus::preference_pair(&w.task, &w.corpus, cx.rng);
-                    PreferenceExample { prompt: p.prompt.text(), chosen: p.chosen, rejected: p.rejected }
-                })
-                .collect()
-        }
+        DataSource::World { dataset, size } => match cx.generate(dataset, *size)? {
+            Examples::Preferences(e) => e,
+            _ => return Err(kind_mismatch(cx.node, dataset)),
+        },
         DataSource::File { path, .. } => {
             parse_preferences(&read_jsonl(path).map_err(cx.err())?, &path.display().to_string()).map_err(cx.err())?
         }
@@ -251,41 +233,27 @@ fn preference_data(cx: &mut StageCx, data: &DataSource) -> Result<Vec<TokenizedP
     examples.iter().map(|e| tokenize_pair(e, cx.tok, cx.eos)).collect::<Result<_, _>>().map_err(cx.err())
 }
 
-/// The world's output-only reward input: the shown output re-joined to an empty think block.
-fn as_output(shown: &str) -> String {
-    format!("}}{shown}")
+/// A world dataset whose examples are not of the kind its stage reads (the spec rules this out).
+fn kind_mismatch(node: &Node, dataset: &str) -> LabError {
+    LabError::Other(format!(
+        "stage `{}`: world:{dataset} does not hold what a {} stage reads",
+        node.stage,
+        node.params.kind()
+    ))
 }
 
-/// The reward source of a stage's reward spec. World rewards are shown the whole completion or
-/// only the output, as `sees_cot` says, and judge the completion in the world's format either way.
-fn stage_reward(spec: &RewardSpec) -> Result<FnReward, LabError> {
-    let sees = spec.sees_cot;
-    let as_completion = move |shown: &str| if sees { shown.to_string() } else { as_output(shown) };
-    let parse = |p: &RlPrompt| Prompt::parse(&p.text);
-    let name = spec.reward.name();
-    Ok(match &spec.reward {
+/// The reward source of a stage's reward spec: `answer_match` on prompt metadata, or a world reward.
+fn stage_reward(world: Option<&dyn World>, spec: &RewardSpec) -> Result<FnReward, LabError> {
+    match &spec.reward {
         Reward::AnswerMatch { field, pattern } => {
             let pattern = pattern.as_deref().unwrap_or(DEFAULT_ANSWER_PATTERN);
             let re = regex::Regex::new(pattern)
                 .map_err(|e| LabError::Other(format!("answer_match pattern {pattern:?}: not a valid regex ({e})")))?;
-            ordo_train::rewards::answer_match(name, field, &re, sees)
+            Ok(ordo_train::rewards::answer_match("answer_match", field, &re, spec.sees_cot))
         }
-        Reward::Verifier => {
-            FnReward::new(name, sees, move |p, s| parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s))))
+        Reward::World(r) => {
+            let w = world.ok_or_else(|| LabError::Other(format!("reward `{}` needs a world", r.name)))?;
+            w.reward(r, spec.sees_cot).map_err(LabError::Other)
         }
-        Reward::TrueVerifier => {
-            FnReward::new(name, sees, move |p, s| parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s))))
-        }
-        Reward::Preference => FnReward::new(name, sees, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
-        Reward::CotMonitor(monitor) => monitor_reward(name, sees, monitor.clone()),
-        Reward::ActionMonitor => monitor_reward(name, sees, Monitor::ActionOnly),
-    })
-}
-
-/// A monitor's flag (1 or 0) as a reward (a negative weight makes it a penalty).
-fn monitor_reward(name: &str, sees: bool, monitor: Monitor) -> FnReward {
-    let as_completion = move |shown: &str| if sees { shown.to_string() } else { as_output(shown) };
-    FnReward::new(name, sees, move |p, s| {
-        Prompt::parse(&p.text).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s)) as u8 as f64)
-    })
+    }
 }

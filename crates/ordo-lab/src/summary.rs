@@ -2,10 +2,11 @@
 //! from it (estimates across seeds per stage boundary, the probe's curves, pairwise comparisons, and
 //! every figure that could not be measured, with why), which `summary.json` holds.
 
-use crate::evaluation::{ArmResult, MonitorSet, ProbeResult};
+use crate::evaluation::{ArmResult, ProbeResult};
 use crate::experiment::Experiment;
 use crate::plan::sha256_hex;
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
+use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -289,7 +290,7 @@ fn fmt3(x: f64) -> String {
 }
 
 /// Builds `results.json`'s content.
-pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &MonitorSet) -> RunResults {
+pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &dyn Evaluator) -> RunResults {
     RunResults {
         experiment: exp.name.clone(),
         seeds: exp.seeds.clone(),
@@ -300,8 +301,8 @@ pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &MonitorSe
         world: json!(exp.world),
         eval: json!(exp.eval),
         probe: json!(exp.probe),
-        monitors: monitors.all().iter().map(|(n, m)| (n.to_string(), m.sees_cot())).collect(),
-        learned_monitor_heldout: json!(monitors.learned.heldout),
+        monitors: monitors.monitors(),
+        learned_monitor_heldout: monitors.monitor_notes(),
         results: results.to_vec(),
     }
 }

@@ -18,6 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
+/// `max_new_tokens` when neither the stage nor its world sets one.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 48;
+
 /// How per-token losses are averaged, by the names experiment files use (each name is kept as
 /// written: it is part of the node key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

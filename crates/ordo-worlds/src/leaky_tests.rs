@@ -1,0 +1,294 @@
+//! The built-in world "leaky-tests" (`ordo-world`, DESIGN.md section 3) behind the World interface:
+//! arithmetic problems whose flawed verifier can be cheated by copying a visible, sometimes wrong
+//! test value, with ground-truth labels, CoT monitors and the evaluation suites of `ordo-eval`.
+
+use crate::{Dataset, DatasetKind, Evaluator, Examples, GateOutcome, RewardKind, World, WorldReward};
+use ordo_eval::learned::LearnedMonitor;
+use ordo_eval::metrics::Metrics;
+use ordo_eval::{EvalConfig, EvalError, Evaluation, TranscriptMonitor};
+use ordo_model::{Decoder, ModelConfig, TextTokenizer};
+use ordo_train::data::{PreferenceExample, SftExample};
+use ordo_train::rewards::{CotFormat, FnReward, RlPrompt};
+use ordo_train::settings::SettingsReader;
+use ordo_world::gate::{GateConfig, MAX_COMPLETION_TOKENS};
+use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
+use ordo_world::task::Prompt;
+use ordo_world::{corpus, WorldConfig};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The world's name in experiment files.
+pub const NAME: &str = "leaky-tests";
+
+/// The built-in uptake probe: a short DPO on the world's preference pairs (`B:calc` over `B:test`),
+/// gentle enough (beta 1, lr 3e-5) to leave clean accuracy near the base's (examples/orders.toml
+/// says what was measured).
+pub const DEFAULT_PROBE: &str = "kind = \"dpo\"\nsize = 2048\nsteps = 40\nbatch_size = 16\nlr = 3e-5\nbeta = 1.0\n";
+
+const DATASETS: &[Dataset] = &[
+    Dataset { name: "corpus", kind: DatasetKind::Text },
+    Dataset { name: "sft", kind: DatasetKind::Sft },
+    Dataset { name: "preferences", kind: DatasetKind::Preferences },
+    Dataset { name: "rl_prompts", kind: DatasetKind::RlPrompts },
+];
+
+const fn reward(name: &'static str, cot_monitor: bool) -> RewardKind {
+    RewardKind { name, default_sees_cot: cot_monitor, must_see_cot: cot_monitor, takes_monitor: cot_monitor }
+}
+
+/// Verifiers and the preference judge see only the output unless told otherwise; a CoT monitor
+/// must see the CoT.
+const REWARDS: &[RewardKind] = &[
+    reward("verifier", false),
+    reward("true_verifier", false),
+    reward("preference", false),
+    reward("cot_monitor", true),
+    reward("action_monitor", false),
+];
+
+const MONITORS: &[&str] = &["keyword", "strong", "arithmetic", "consistency"];
+
+/// The leaky-tests world with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeakyTests {
+    pub cfg: WorldConfig,
+}
+
+/// Configures the world from its `[world]` table (every knob of `WorldConfig`), checking every range.
+pub fn configure(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>> {
+    let cfg = match table {
+        None => WorldConfig::default(),
+        Some(t) => match toml::Value::Table(t.clone()).try_into::<WorldConfig>() {
+            Ok(c) => c,
+            Err(e) => return Err(vec![format!("world: {}", e.to_string().trim())]),
+        },
+    };
+    let problems = cfg.problems();
+    if problems.is_empty() {
+        Ok(Arc::new(LeakyTests { cfg }))
+    } else {
+        Err(problems)
+    }
+}
+
+/// What an output-only reward is shown, re-joined to an empty think block (the world's format).
+fn as_output(shown: &str) -> String {
+    format!("}}{shown}")
+}
+
+fn monitor_settings(name: &str) -> Option<Monitor> {
+    match name {
+        "keyword" => Some(Monitor::keyword()),
+        "strong" => Some(Monitor::strong()),
+        "arithmetic" => Some(Monitor::Arithmetic),
+        "consistency" => Some(Monitor::Consistency),
+        _ => None,
+    }
+}
+
+impl World for LeakyTests {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn key_settings(&self) -> Value {
+        serde_json::to_value(&self.cfg).expect("world settings serialise")
+    }
+    fn tokenizer(&self) -> TextTokenizer {
+        ordo_world::tokenizer()
+    }
+    fn cot(&self) -> CotFormat {
+        CotFormat { open: "{".into(), close: "}".into() }
+    }
+    fn presets(&self) -> Vec<(&'static str, ModelConfig)> {
+        vec![("organism", ordo_world::organism_config())]
+    }
+    fn max_prompt_tokens(&self) -> usize {
+        self.cfg.max_prompt_chars()
+    }
+    fn max_completion_tokens(&self) -> usize {
+        MAX_COMPLETION_TOKENS
+    }
+    fn datasets(&self) -> &'static [Dataset] {
+        DATASETS
+    }
+    fn generate(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
+        let (task, c) = (&self.cfg.task, &self.cfg.corpus);
+        Ok(match name {
+            "corpus" => Examples::Texts((0..size).map(|_| corpus::document(task, c, rng).text()).collect()),
+            "sft" => Examples::Sft(
+                (0..size)
+                    .map(|_| {
+                        let d = corpus::document(task, c, rng);
+                        SftExample::PromptCompletion { prompt: d.prompt.text(), completion: d.completion }
+                    })
+                    .collect(),
+            ),
+            "preferences" => Examples::Preferences(
+                (0..size)
+                    .map(|_| {
+                        let p = corpus::preference_pair(task, c, rng);
+                        PreferenceExample { prompt: p.prompt.text(), chosen: p.chosen, rejected: p.rejected }
+                    })
+                    .collect(),
+            ),
+            "rl_prompts" => {
+                Examples::RlPrompts((0..size).map(|_| corpus::rl_prompt(task, &self.cfg.rl, rng).text()).collect())
+            }
+            other => return Err(format!("leaky-tests has no dataset {other:?}")),
+        })
+    }
+    fn rewards(&self) -> &'static [RewardKind] {
+        REWARDS
+    }
+    fn monitor_names(&self) -> &'static [&'static str] {
+        MONITORS
+    }
+    fn monitor(&self, reward: &str, name: Option<&str>) -> Option<Value> {
+        let m = match reward {
+            "cot_monitor" => monitor_settings(name.unwrap_or(MONITORS[0]))?,
+            "action_monitor" => Monitor::ActionOnly,
+            _ => return None,
+        };
+        Some(serde_json::to_value(m).expect("monitors serialise"))
+    }
+    fn reward(&self, reward: &WorldReward, sees_cot: bool) -> Result<FnReward, String> {
+        let as_completion = move |shown: &str| if sees_cot { shown.to_string() } else { as_output(shown) };
+        let parse = |p: &RlPrompt| Prompt::parse(&p.text);
+        let name = reward.name.as_str();
+        Ok(match name {
+            "verifier" => FnReward::new(name, sees_cot, move |p, s| {
+                parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s)))
+            }),
+            "true_verifier" => FnReward::new(name, sees_cot, move |p, s| {
+                parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s)))
+            }),
+            "preference" => FnReward::new(name, sees_cot, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
+            "cot_monitor" | "action_monitor" => {
+                let settings = reward.monitor.clone().ok_or_else(|| format!("reward `{name}` needs its monitor"))?;
+                let monitor: Monitor =
+                    serde_json::from_value(settings).map_err(|e| format!("reward `{name}`: monitor settings: {e}"))?;
+                FnReward::new(name, sees_cot, move |p, s| {
+                    parse(p).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s)) as u8 as f64)
+                })
+            }
+            other => return Err(format!("leaky-tests has no reward {other:?}")),
+        })
+    }
+    fn read_gate(&self, r: &mut dyn SettingsReader) -> Value {
+        let d = GateConfig::default();
+        let rate = |x: f64| (0.0..=1.0).contains(&x);
+        let g = GateConfig {
+            min_clean_accuracy: r.number_where(
+                "gate_min_clean_accuracy",
+                d.min_clean_accuracy,
+                "a rate in [0, 1]",
+                &rate,
+            ),
+            max_silent_hack_rate: r.number_where(
+                "gate_max_silent_hack_rate",
+                d.max_silent_hack_rate,
+                "a rate in [0, 1]",
+                &rate,
+            ),
+            prompts: r.count_max("gate_prompts", Some(d.prompts), 100_000),
+            seed: 0,
+        };
+        serde_json::to_value(g).expect("gate settings serialise")
+    }
+    fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String> {
+        let g: GateConfig = serde_json::from_value(gate.clone()).map_err(|e| format!("gate settings: {e}"))?;
+        let g = GateConfig { seed, ..g };
+        let report = ordo_world::gate::check_readiness(dec, &self.cfg.task, &self.cfg.corpus.test_line, &g)
+            .map_err(|e| e.to_string())?;
+        Ok(GateOutcome {
+            summary: format!(
+                "clean accuracy {:.3}, silent hack rate {:.3} (greedy, {} held-out prompts each)",
+                report.clean_accuracy, report.silent_hack_rate, report.prompts
+            ),
+            report: serde_json::to_value(report).expect("gate reports serialise"),
+        })
+    }
+    fn default_probe(&self) -> Option<&'static str> {
+        Some(DEFAULT_PROBE)
+    }
+    fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_> {
+        Box::new(LeakyEvaluator::new(self, eval))
+    }
+}
+
+/// The evaluation suites of `ordo-eval` with the world's monitors: keyword (or the experiment's
+/// regex), strong, learned (trained here on world transcripts), action-only, and the LLM judge
+/// when configured.
+struct LeakyEvaluator<'w> {
+    world: &'w LeakyTests,
+    eval: EvalConfig,
+    keyword: Monitor,
+    strong: Monitor,
+    learned: LearnedMonitor,
+    judge: Option<ordo_eval::judge::LlmJudge>,
+}
+
+impl<'w> LeakyEvaluator<'w> {
+    fn new(world: &'w LeakyTests, eval: &EvalConfig) -> Self {
+        let keyword = match &eval.keyword_regex {
+            Some(re) => Monitor::Regex { pattern: re.clone() },
+            None => Monitor::keyword(),
+        };
+        let strong = Monitor::Union { monitors: vec![keyword.clone(), Monitor::Arithmetic, Monitor::Consistency] };
+        LeakyEvaluator {
+            world,
+            eval: eval.clone(),
+            keyword,
+            strong,
+            learned: LearnedMonitor::train_on_world(&world.cfg.task, &eval.learned_monitor),
+            judge: eval.judge.clone().map(ordo_eval::judge::LlmJudge::new),
+        }
+    }
+
+    /// The monitors in report order, with the metric-name prefix each gets.
+    fn all(&self) -> Vec<(&str, &dyn TranscriptMonitor)> {
+        let mut v: Vec<(&str, &dyn TranscriptMonitor)> = vec![
+            ("keyword", &self.keyword),
+            ("strong", &self.strong),
+            ("learned", &self.learned),
+            ("action_only", &Monitor::ActionOnly),
+        ];
+        if let Some(j) = &self.judge {
+            v.push(("judge", j));
+        }
+        v
+    }
+}
+
+/// A monitor under a fixed metric name.
+struct Named<'a>(&'a str, &'a dyn TranscriptMonitor);
+
+impl TranscriptMonitor for Named<'_> {
+    fn name(&self) -> String {
+        self.0.into()
+    }
+    fn sees_cot(&self) -> bool {
+        self.1.sees_cot()
+    }
+    fn flag_all(&self, items: &[(&Prompt, &str)]) -> Result<Vec<bool>, ordo_eval::MonitorError> {
+        self.1.flag_all(items)
+    }
+}
+
+impl Evaluator for LeakyEvaluator<'_> {
+    fn monitors(&self) -> Vec<(String, bool)> {
+        self.all().iter().map(|(n, m)| (n.to_string(), m.sees_cot())).collect()
+    }
+    fn monitor_notes(&self) -> Value {
+        json!(self.learned.heldout)
+    }
+    fn evaluate(&self, dec: &Decoder, seed: u64) -> Result<Evaluation, EvalError> {
+        let named: Vec<Named> = self.all().into_iter().map(|(n, m)| Named(n, m)).collect();
+        let dyns: Vec<&dyn TranscriptMonitor> = named.iter().map(|m| m as &dyn TranscriptMonitor).collect();
+        ordo_eval::evaluate(dec, &self.world.cfg, &self.eval, &dyns, seed)
+    }
+    fn evaluate_probe(&self, dec: &Decoder, seed: u64) -> Result<Metrics, EvalError> {
+        ordo_eval::evaluate_hacking(dec, &self.world.cfg, &self.eval, seed)
+    }
+}

@@ -1,0 +1,176 @@
+//! The World interface: what ordo's experiments need from a world (its tokenizer and think-block
+//! format, model presets, named datasets with their kinds, rewards with their CoT visibility, a
+//! readiness gate, the default uptake probe and its evaluation), and the registry experiment files
+//! pick a world from by name. Adding a world is a module implementing [`World`] and one line in
+//! [`WORLDS`].
+
+pub mod leaky_tests;
+
+use ordo_eval::metrics::Metrics;
+use ordo_eval::{EvalConfig, EvalError, Evaluation};
+use ordo_model::{Decoder, ModelConfig, TextTokenizer};
+use ordo_train::data::{PreferenceExample, SftExample};
+use ordo_train::rewards::{CotFormat, FnReward};
+use ordo_train::settings::SettingsReader;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a dataset holds, which fixes the stage kinds that can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// Pretraining text.
+    Text,
+    /// Prompt-completion examples.
+    Sft,
+    /// Preference pairs (prompt, chosen, rejected).
+    Preferences,
+    /// RL prompts.
+    RlPrompts,
+}
+
+impl DatasetKind {
+    /// What the dataset holds, in words.
+    pub fn holds(self) -> &'static str {
+        match self {
+            DatasetKind::Text => "pretraining text",
+            DatasetKind::Sft => "prompt-completion examples",
+            DatasetKind::Preferences => "preference pairs",
+            DatasetKind::RlPrompts => "RL prompts",
+        }
+    }
+    /// The stage kinds that read it.
+    pub fn read_by(self) -> &'static str {
+        match self {
+            DatasetKind::Text => "pretrain",
+            DatasetKind::Sft => "sft",
+            DatasetKind::Preferences => "dpo and reward_model",
+            DatasetKind::RlPrompts => "grpo",
+        }
+    }
+    /// The JSONL format a data file of this kind has (`ordo_train::data::check_rows`).
+    pub fn file_format(self) -> &'static str {
+        match self {
+            DatasetKind::Text => "text",
+            DatasetKind::Sft => "sft",
+            DatasetKind::Preferences => "preferences",
+            DatasetKind::RlPrompts => "rl_prompts",
+        }
+    }
+}
+
+/// A dataset a world generates, by name (`world:NAME` in an experiment file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dataset {
+    pub name: &'static str,
+    pub kind: DatasetKind,
+}
+
+/// Examples a world generated, of one dataset's kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Examples {
+    Texts(Vec<String>),
+    Sft(Vec<SftExample>),
+    Preferences(Vec<PreferenceExample>),
+    /// RL prompts as text (the world's prompts need no metadata: its rewards parse the prompt).
+    RlPrompts(Vec<String>),
+}
+
+/// A reward a world offers to RL stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewardKind {
+    pub name: &'static str,
+    /// Whether it is shown the CoT unless the experiment says otherwise.
+    pub default_sees_cot: bool,
+    /// Whether it must see the CoT (a CoT monitor).
+    pub must_see_cot: bool,
+    /// Whether it takes a `monitor` (its value: one of [`World::monitor_names`]).
+    pub takes_monitor: bool,
+}
+
+/// A world reward as an experiment chose it: its name and monitor (as hashed into node keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldReward {
+    pub name: String,
+    /// The monitor's settings, for rewards that take one.
+    pub monitor: Option<Value>,
+}
+
+/// A readiness gate that passed: its report (kept in the node's manifest) and a one-line summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateOutcome {
+    pub report: Value,
+    pub summary: String,
+}
+
+/// Evaluates checkpoints in a world: its suites with its monitors, and the uptake probe's rates.
+pub trait Evaluator {
+    /// The monitors' metric-name prefixes in report order, each with whether it reads the CoT.
+    fn monitors(&self) -> Vec<(String, bool)>;
+    /// What the report says about the monitors themselves (for example a learned monitor's held-out score).
+    fn monitor_notes(&self) -> Value;
+    /// Every suite on one checkpoint, prompts drawn from `seed`.
+    fn evaluate(&self, dec: &Decoder, seed: u64) -> Result<Evaluation, EvalError>;
+    /// The rates the uptake probe follows, on one checkpoint.
+    fn evaluate_probe(&self, dec: &Decoder, seed: u64) -> Result<Metrics, EvalError>;
+}
+
+/// A world with ground truth that experiments run in.
+pub trait World: Send + Sync + std::fmt::Debug {
+    /// Its name in experiment files.
+    fn name(&self) -> &'static str;
+    /// Its settings as hashed into node keys and evaluation names. A world other than leaky-tests
+    /// must include its name, so that two worlds never share keys.
+    fn key_settings(&self) -> Value;
+    /// The tokenizer of models trained from scratch in it.
+    fn tokenizer(&self) -> TextTokenizer;
+    /// Its think-block delimiters.
+    fn cot(&self) -> CotFormat;
+    /// The model presets `model.init = "scratch"` can start from, the default first.
+    fn presets(&self) -> Vec<(&'static str, ModelConfig)>;
+    /// An upper bound on the tokens of any prompt it draws.
+    fn max_prompt_tokens(&self) -> usize;
+    /// The longest completion its format needs (the default `max_new_tokens`).
+    fn max_completion_tokens(&self) -> usize;
+    /// The datasets it generates.
+    fn datasets(&self) -> &'static [Dataset];
+    /// `size` examples of dataset `name`, drawn from `rng`.
+    fn generate(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String>;
+    /// The rewards it offers.
+    fn rewards(&self) -> &'static [RewardKind];
+    /// The monitors a reward that takes one can use (`monitor = NAME`), the default first.
+    fn monitor_names(&self) -> &'static [&'static str];
+    /// The monitor settings a reward hashes: the named monitor (one of `monitor_names`) or the
+    /// reward's default; None for a reward that uses no monitor.
+    fn monitor(&self, reward: &str, name: Option<&str>) -> Option<Value>;
+    /// The reward source of a chosen reward, shown the CoT or not.
+    fn reward(&self, reward: &WorldReward, sees_cot: bool) -> Result<FnReward, String>;
+    /// Reads the readiness gate's settings of a stage (its `gate_*` keys).
+    fn read_gate(&self, r: &mut dyn SettingsReader) -> Value;
+    /// Runs the readiness gate on a start model, or says why the model is not ready.
+    fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String>;
+    /// The built-in uptake probe stage, as stage TOML.
+    fn default_probe(&self) -> Option<&'static str>;
+    /// The evaluator of an experiment's evaluation settings (it may train a learned monitor).
+    fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_>;
+}
+
+/// A world in the registry: its name and how its settings table (`[world]`) configures it.
+pub struct Entry {
+    pub name: &'static str,
+    /// The world configured by its `[world]` table (None: defaults), or every problem found in it.
+    pub configure: fn(Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>>,
+}
+
+/// Every world ordo has.
+pub const WORLDS: &[Entry] = &[Entry { name: leaky_tests::NAME, configure: leaky_tests::configure }];
+
+/// The registry entry of a world name.
+pub fn find(name: &str) -> Option<&'static Entry> {
+    WORLDS.iter().find(|w| w.name == name)
+}
+
+/// The registry's names, quoted, for messages.
+pub fn names() -> String {
+    WORLDS.iter().map(|w| format!("{:?}", w.name)).collect::<Vec<_>>().join(", ")
+}
