@@ -155,11 +155,13 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_>;
 }
 
+/// Configures a world from its `[world]` table (None: defaults), or lists every problem found in it.
+pub type Configure = fn(Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>>;
+
 /// A world in the registry: its name and how its settings table (`[world]`) configures it.
 pub struct Entry {
     pub name: &'static str,
-    /// The world configured by its `[world]` table (None: defaults), or every problem found in it.
-    pub configure: fn(Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>>,
+    pub configure: Configure,
 }
 
 /// Every world ordo has.
