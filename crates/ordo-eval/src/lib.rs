@@ -2,6 +2,7 @@
 //! pluggable monitors (rule-based, learned, LLM judge), metrics from labelled transcripts, and
 //! statistics across seeds (bootstrap intervals, permutation tests). Definitions: DESIGN.md section 4.
 
+pub mod catalogue;
 pub mod judge;
 pub mod learned;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! Plots are drawn as SVG by hand so the browser lays out their text (no font files needed).
 
 use crate::markdown::markdown;
-use crate::summary::{catalog, fmt_estimate, ArmSummary, Summary, HEADLINE, TRAJECTORIES};
+use crate::summary::{fmt_estimate, ArmSummary, Summary};
+use ordo_eval::catalogue::Catalogue;
 use ordo_eval::stats::Estimate;
 use std::fmt::Write as _;
 
@@ -187,10 +188,6 @@ fn empty_plot(title: &str) -> String {
     )
 }
 
-fn is_rate(metric: &str) -> bool {
-    !matches!(metric, "uptake_per_step" | "says_test_uptake_per_step" | "steps_to_halve" | "necessity_gap")
-}
-
 /// One series per arm, in the arms' colours.
 fn arm_series<'a>(s: &'a Summary, points: impl Fn(&ArmSummary) -> Vec<(f64, f64, f64, f64)>) -> Vec<Series<'a>> {
     s.arms
@@ -203,8 +200,8 @@ fn arm_series<'a>(s: &'a Summary, points: impl Fn(&ArmSummary) -> Vec<(f64, f64,
 /// The HTML report.
 pub fn html(s: &Summary) -> String {
     let mut o = String::new();
-    let known: Vec<String> = catalog(&s.run.monitors).into_iter().map(|m| m.name).collect();
-    let shown = |m: &&&str| known.iter().any(|k| k == **m);
+    let cat = Catalogue::suites(&s.run.monitors);
+    let shown = |m: &&&str| cat.get(m).is_some();
     let _ = write!(o, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ordo report: {}</title><style>{}</style></head><body>", esc(&s.run.experiment), CSS);
     let legend: String = s
         .arms
@@ -222,7 +219,7 @@ pub fn html(s: &Summary) -> String {
     let _ = write!(o, "<h2>Trajectories across stage boundaries</h2><p>Mean over seeds after each stage of each arm, with the 95% bootstrap interval as a band. x: number of stages done.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
     let depth = s.arms.iter().map(|a| a.stages.len()).max().unwrap_or(1);
     let ticks: Vec<(f64, String)> = (1..=depth).map(|i| (i as f64, i.to_string())).collect();
-    for metric in TRAJECTORIES.iter().filter(shown) {
+    for metric in cat.trajectories.iter().filter(shown) {
         let series = arm_series(s, |a| {
             a.boundaries
                 .iter()
@@ -236,8 +233,8 @@ pub fn html(s: &Summary) -> String {
 
     let _ = write!(o, "<h2>Final figures per arm</h2><p>Mean over seeds at the end of each arm (uptake: along the probe), whiskers: 95% bootstrap interval.</p><div class=\"plots\">");
     let arms: Vec<&ArmSummary> = s.arms.iter().collect();
-    for metric in HEADLINE.iter().filter(shown) {
-        o.push_str(&bar_plot(metric, &arms, metric, is_rate(metric)));
+    for metric in cat.headline.iter().filter(shown) {
+        o.push_str(&bar_plot(metric, &arms, metric, cat.is_rate(metric)));
     }
     o.push_str("</div>");
 
@@ -265,8 +262,8 @@ pub fn html(s: &Summary) -> String {
         let _ = write!(o, "<th>{}</th>", esc(&a.arm));
     }
     o.push_str("</tr>");
-    for m in catalog(&s.run.monitors) {
-        let _ = write!(o, "<tr><td title=\"{}\">{}</td>", esc(&m.description), esc(&m.name));
+    for m in &cat.metrics {
+        let _ = write!(o, "<tr><td title=\"{}\">{}</td>", esc(&m.definition), esc(&m.name));
         for a in &s.arms {
             let e = a.final_estimate(&m.name);
             let _ = write!(o, "<td>{} <small>n={}</small></td>", fmt_estimate(e), e.map_or(0, |e| e.n));

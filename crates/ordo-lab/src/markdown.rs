@@ -1,6 +1,7 @@
 //! `report.md`: the report in Markdown, from the summary.
 
-use crate::summary::{catalog, fmt_estimate, RunResults, Summary, TRAJECTORIES};
+use crate::summary::{fmt_estimate, RunResults, Summary};
+use ordo_eval::catalogue::Catalogue;
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -82,7 +83,7 @@ pub fn markdown(s: &Summary) -> String {
     }
     let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
 
-    let cat = catalog(&run.monitors);
+    let cat = Catalogue::suites(&run.monitors);
     let _ = writeln!(o, "## Results at the end of each arm\n");
     let _ = write!(o, "| metric |");
     for a in &s.arms {
@@ -90,9 +91,9 @@ pub fn markdown(s: &Summary) -> String {
     }
     let _ = writeln!(o, "\n|---|{}", "---|".repeat(s.arms.len()));
     let mut section = "";
-    for m in &cat {
-        if m.section != section {
-            section = m.section;
+    for m in &cat.metrics {
+        if m.family != section {
+            section = m.family;
             let _ = writeln!(o, "| *{section}* |{}", " |".repeat(s.arms.len()));
         }
         let _ = write!(o, "| {} |", m.name);
@@ -104,8 +105,8 @@ pub fn markdown(s: &Summary) -> String {
         let _ = writeln!(o);
     }
     let _ = writeln!(o, "\nMetric definitions:\n");
-    for m in &cat {
-        let _ = writeln!(o, "- `{}`: {}", m.name, m.description);
+    for m in &cat.metrics {
+        let _ = writeln!(o, "- `{}`: {}", m.name, m.definition);
     }
 
     let _ = writeln!(o, "\n## Trajectories across stage boundaries\n");
@@ -114,11 +115,11 @@ pub fn markdown(s: &Summary) -> String {
             o,
             "**{}**\n\n| after | {} |\n|---|{}",
             a.arm,
-            TRAJECTORIES.join(" | "),
-            "---|".repeat(TRAJECTORIES.len())
+            cat.trajectories.join(" | "),
+            "---|".repeat(cat.trajectories.len())
         );
         for (stage, b) in a.stages.iter().zip(&a.boundaries) {
-            let cells: Vec<String> = TRAJECTORIES.iter().map(|k| fmt_estimate(b.get(*k))).collect();
+            let cells: Vec<String> = cat.trajectories.iter().map(|k| fmt_estimate(b.get(*k))).collect();
             let _ = writeln!(o, "| {stage} | {} |", cells.join(" | "));
         }
         let _ = writeln!(o);

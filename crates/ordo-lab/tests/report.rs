@@ -1,8 +1,9 @@
 //! The report end to end on a tiny experiment with the uptake probe: results, summary.json,
 //! report.md (its numbers against summary.json), report.html (every plot has data), transcripts.
 
+use ordo_eval::catalogue::Catalogue;
 use ordo_lab::evaluation::uptake_metrics;
-use ordo_lab::summary::{catalog, fmt_estimate, Summary};
+use ordo_lab::summary::{fmt_estimate, Summary};
 use ordo_lab::transcripts::{select, TranscriptFilter};
 use ordo_lab::RunOptions;
 
@@ -69,7 +70,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
         assert_eq!(a.seeds, vec![1, 2]);
         assert_eq!(a.boundaries.len(), 3);
         // Every metric of the catalog is reported (measured or not) at the end of every arm.
-        for m in catalog(&summary.run.monitors) {
+        for m in Catalogue::suites(&summary.run.monitors).metrics {
             let e = a.final_estimate(&m.name).unwrap_or_else(|| panic!("{} has no {}", a.arm, m.name));
             assert_eq!(e.values.len(), 2, "{}: one value per seed", m.name);
         }
@@ -90,7 +91,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     // report.md: every cell of the results table is the summary's estimate.
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     let mut checked = 0;
-    for m in catalog(&summary.run.monitors) {
+    for m in Catalogue::suites(&summary.run.monitors).metrics {
         let row = md
             .lines()
             .find(|l| l.starts_with(&format!("| {} |", m.name)))
@@ -154,7 +155,7 @@ fn synthetic() -> ordo_lab::summary::RunResults {
     use ordo_eval::metrics::{Measure, Metrics};
     use ordo_lab::evaluation::{ArmResult, Boundary, ProbeResult};
     let monitors = vec![("keyword".to_string(), true), ("action_only".to_string(), false)];
-    let names: Vec<String> = catalog(&monitors).into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = Catalogue::suites(&monitors).metrics.into_iter().map(|m| m.name).collect();
     let mut results = Vec::new();
     for (arm, base) in [("a", 0.7), ("b", 0.0)] {
         for seed in 1..=3u64 {

@@ -98,15 +98,8 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
 fn print_summary(path: &Path) -> Result<()> {
     let s: ordo_lab::summary::Summary = serde_json::from_slice(&std::fs::read(path)?)
         .with_context(|| format!("{}: not an ordo summary", path.display()))?;
-    let cols = [
-        "hack_rate",
-        "keyword_recall",
-        "keyword_obfuscated_hack_rate",
-        "says_test_rate",
-        "clean_accuracy",
-        "uptake_per_step",
-    ];
-    println!("{:<16} {}", "arm (final)", cols.map(|c| format!("{c:>30}")).join(""));
+    let cols = ordo_eval::catalogue::Catalogue::suites(&s.run.monitors).cli_columns;
+    println!("{:<16} {}", "arm (final)", cols.iter().map(|c| format!("{c:>30}")).collect::<String>());
     for a in &s.arms {
         let cells: String =
             cols.iter().map(|c| format!("{:>30}", ordo_lab::summary::fmt_estimate(a.final_estimate(c)))).collect();

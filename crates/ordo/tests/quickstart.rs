@@ -64,7 +64,7 @@ fn reduced_quickstart_reports_every_arm_and_metric() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     for a in &summary.arms {
         assert!(md.contains(&format!("- **{}**: ", a.arm)) && html.contains(&format!(">{}</th>", a.arm)));
-        for m in ordo_lab::summary::catalog(&summary.run.monitors) {
+        for m in ordo_eval::catalogue::Catalogue::suites(&summary.run.monitors).metrics {
             assert!(a.final_estimate(&m.name).is_some(), "{}: no {}", a.arm, m.name);
             assert!(md.contains(&format!("| {} |", m.name)), "report.md lacks {}", m.name);
         }
