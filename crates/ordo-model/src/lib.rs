@@ -95,6 +95,58 @@ impl LoadedModel {
         })
     }
 
+    /// Architecture, sizes, parameter count, stored dtype and tokenizer, one per line (`ordo model info`).
+    pub fn describe(&self, path: &Path) -> String {
+        use std::fmt::Write as _;
+        let m = self;
+        let mut o = String::new();
+        let c = &m.config;
+        let _ = writeln!(o, "path:                 {}", path.display());
+        let _ = writeln!(
+            o,
+            "format:               {}",
+            match m.format {
+                SourceFormat::HfDir => "HF checkpoint directory",
+                SourceFormat::Gguf => "GGUF",
+            }
+        );
+        let _ = writeln!(o, "architecture:         {} ({})", c.family.architecture(), c.family.model_type());
+        let _ = writeln!(o, "layers:               {}", c.num_hidden_layers);
+        let _ = writeln!(o, "hidden size:          {}", c.hidden_size);
+        let _ = writeln!(o, "intermediate size:    {}", c.intermediate_size);
+        let _ = writeln!(
+            o,
+            "attention heads:      {} (kv heads {}, head_dim {})",
+            c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        );
+        let _ = writeln!(o, "vocab size:           {}", c.vocab_size);
+        let _ = writeln!(o, "max positions:        {}", c.max_position_embeddings);
+        let _ = writeln!(o, "rope theta:           {}", c.rope_theta);
+        let _ = writeln!(o, "rms norm eps:         {}", c.rms_norm_eps);
+        let _ = writeln!(o, "tied embeddings:      {}", c.tie_word_embeddings);
+        let _ = writeln!(o, "q/k/v bias, q/k norm: {}, {}", c.qkv_bias, c.qk_norm);
+        let _ = writeln!(
+            o,
+            "parameters:           {} ({:.2}M)",
+            m.params.parameter_count(),
+            m.params.parameter_count() as f64 / 1e6
+        );
+        let dtypes: Vec<String> = m.stored_dtypes.iter().map(|(d, n)| format!("{d} ({n} elements)")).collect();
+        let _ = writeln!(o, "stored dtype:         {}", dtypes.join(", "));
+        let _ = writeln!(o, "compute dtype:        f32");
+        match (&m.tokenizer, &m.tokenizer_note) {
+            (Some(t), _) => writeln!(
+                o,
+                "tokenizer:            {} tokens{}",
+                t.vocab_size(),
+                if t.chat_template().is_some() { ", chat template" } else { "" }
+            ),
+            (None, note) => writeln!(o, "tokenizer:            none ({})", note.as_deref().unwrap_or("")),
+        }
+        .expect("writing to a String cannot fail");
+        o
+    }
+
     /// Saves as an HF checkpoint directory (atomically).
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
         weights::save_hf_dir(dir, &self.config, &self.params, self.tokenizer.as_ref(), weights::DEFAULT_MAX_SHARD_BYTES)

@@ -13,9 +13,11 @@ use ordo_train::settings::SettingsReader;
 use ordo_world::gate::{GateConfig, MAX_COMPLETION_TOKENS};
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
 use ordo_world::task::Prompt;
-use ordo_world::{corpus, WorldConfig};
+use ordo_world::{corpus, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The world's name in experiment files.
@@ -214,6 +216,27 @@ impl World for LeakyTests {
     }
     fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_> {
         Box::new(LeakyEvaluator::new(self, eval))
+    }
+    fn samples(&self, n: usize, seed: u64) -> String {
+        ordo_world::sample_text(&self.cfg, n, seed)
+    }
+    fn write_datasets(
+        &self,
+        dir: &Path,
+        sizes: &BTreeMap<String, usize>,
+        seed: u64,
+        replace: bool,
+    ) -> ordo_model::Result<Vec<String>> {
+        let d = DatasetSizes::default();
+        let size = |name: &str, default: usize| sizes.get(name).copied().unwrap_or(default);
+        let sizes = DatasetSizes {
+            corpus: size("corpus", d.corpus),
+            preferences: size("preferences", d.preferences),
+            rl_prompts: size("rl_prompts", d.rl_prompts),
+            eval_prompts: size("eval", d.eval_prompts),
+        };
+        ordo_world::write_datasets(dir, &self.cfg, &sizes, seed, replace)?;
+        Ok(ordo_world::DATASET_FILES.iter().map(|f| f.to_string()).collect())
     }
 }
 

@@ -14,6 +14,8 @@ use ordo_train::rewards::{CotFormat, FnReward};
 use ordo_train::settings::SettingsReader;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 /// What a dataset holds, which fixes the stage kinds that can read it.
@@ -153,6 +155,18 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn default_probe(&self) -> Option<&'static str>;
     /// The evaluator of an experiment's evaluation settings (it may train a learned monitor).
     fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_>;
+    /// `n` samples of each kind of example it draws from `seed`, with their ground-truth labels, as text.
+    fn samples(&self, n: usize, seed: u64) -> String;
+    /// Writes its datasets as JSONL files (and its tokenizer) into `dir`, `sizes` examples of each
+    /// named dataset (others at their defaults); returns the files written. An existing `dir` is
+    /// replaced only when it is an earlier ordo output and `replace` is set.
+    fn write_datasets(
+        &self,
+        dir: &Path,
+        sizes: &BTreeMap<String, usize>,
+        seed: u64,
+        replace: bool,
+    ) -> ordo_model::Result<Vec<String>>;
 }
 
 /// Configures a world from its `[world]` table (None: defaults), or lists every problem found in it.

@@ -130,14 +130,14 @@ fn world_sample_and_corpus() {
         "corpus",
         "--out",
         target.to_str().unwrap(),
-        "--corpus",
-        "100",
-        "--preferences",
-        "10",
-        "--rl-prompts",
-        "10",
-        "--eval-prompts",
-        "10",
+        "--size",
+        "corpus=100",
+        "--size",
+        "preferences=10",
+        "--size",
+        "rl_prompts=10",
+        "--size",
+        "eval=10",
     ]);
     assert_eq!(code, 0, "{err}");
     let corpus = std::fs::read_to_string(target.join("corpus.jsonl")).unwrap();

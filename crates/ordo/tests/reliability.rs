@@ -14,8 +14,8 @@ fn ordo(args: &[&str]) -> (i32, String, String) {
 }
 
 fn corpus(out: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["world", "corpus", "--out", out.to_str().unwrap(), "--corpus", "20"];
-    args.extend_from_slice(&["--preferences", "5", "--rl-prompts", "5", "--eval-prompts", "5"]);
+    let mut args = vec!["world", "corpus", "--out", out.to_str().unwrap(), "--size", "corpus=20"];
+    args.extend_from_slice(&["--size", "preferences=5", "--size", "rl_prompts=5", "--size", "eval=5"]);
     args.extend_from_slice(extra);
     ordo(&args)
 }
