@@ -352,7 +352,7 @@ impl TrainTape {
 pub struct TrainPass {
     /// `[batch, seq, vocab]` logits (a classifier: `[batch, seq, labels]`).
     pub logits: Tensor,
-    tape: Option<(CpuDecoder, TrainTape, ModelConfig)>,
+    tape: Option<(Arc<CpuDecoder>, TrainTape, ModelConfig)>,
 }
 
 impl TrainPass {
@@ -364,7 +364,7 @@ impl TrainPass {
     /// A pass on the hand-written path: `logits` `[rows * seq * vocab]` from `dec.forward_train`.
     pub(crate) fn on_tape(
         cfg: &ModelConfig,
-        dec: CpuDecoder,
+        dec: Arc<CpuDecoder>,
         logits: Vec<f32>,
         tape: TrainTape,
         device: &Device,

@@ -13,6 +13,7 @@ use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
+use std::sync::{Arc, OnceLock};
 
 /// A linear projection with an HF-layout weight `[out, in]` and an optional bias.
 #[derive(Debug, Clone)]
@@ -151,6 +152,10 @@ impl DecodeCache {
 }
 
 /// A Llama-family decoder built over a [`ParamStore`]'s tensors.
+///
+/// On the CPU in f32 its forward, training and sampling passes read a copy of the weights made at
+/// first use and kept for the decoder's life (one copy per optimiser step, not per call): a decoder
+/// is a snapshot of the parameters for one step. Build a new one after changing the parameters.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     cfg: ModelConfig,
@@ -160,6 +165,8 @@ pub struct Decoder {
     lm_head: Tensor,
     rope: RopeTables,
     device: Device,
+    /// The CPU weight view, built at first use (`None` inside: the decoder has no CPU path).
+    cpu: OnceLock<Option<Arc<CpuDecoder>>>,
 }
 
 impl Decoder {
@@ -201,13 +208,14 @@ impl Decoder {
             lm_head,
             rope,
             device,
+            cpu: OnceLock::new(),
         })
     }
 
-    /// The CPU sampling path ([`CpuDecoder`]) over a copy of the weights as they are now (a later
-    /// optimiser step changes the parameters in place, not the copy: take one per use); `None` off
-    /// the CPU, for other dtypes than f32 and for classifiers (which are not sampled from).
-    pub fn cpu_decoder(&self) -> Result<Option<CpuDecoder>> {
+    /// The CPU sampling path ([`CpuDecoder`]) over this decoder's copy of the weights (see
+    /// [`Decoder`]); `None` off the CPU, for other dtypes than f32 and for classifiers (which are
+    /// not sampled from).
+    pub fn cpu_decoder(&self) -> Result<Option<Arc<CpuDecoder>>> {
         if self.cfg.score_labels.is_some() {
             return Ok(None);
         }
@@ -226,8 +234,18 @@ impl Decoder {
         TrainPass::on_tape(&self.cfg, weights, logits, tape, &self.device)
     }
 
-    /// [`CpuDecoder`] weights on the CPU in f32 (classifiers included), else `None`.
-    fn cpu_weights(&self) -> Result<Option<CpuDecoder>> {
+    /// [`CpuDecoder`] weights on the CPU in f32 (classifiers included), else `None`: copied from the
+    /// tensors at first use, then shared.
+    fn cpu_weights(&self) -> Result<Option<Arc<CpuDecoder>>> {
+        if let Some(view) = self.cpu.get() {
+            return Ok(view.clone());
+        }
+        let view = self.copy_cpu_weights()?.map(Arc::new);
+        Ok(self.cpu.get_or_init(|| view).clone())
+    }
+
+    /// A fresh copy of the weights as [`CpuDecoder`] weights (CPU, f32), else `None`.
+    fn copy_cpu_weights(&self) -> Result<Option<CpuDecoder>> {
         let eligible = self.device.is_cpu() && self.embed.dtype() == DType::F32;
         Ok(if eligible {
             let layers: Vec<LayerTensors<'_>> = self

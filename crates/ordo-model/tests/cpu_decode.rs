@@ -124,12 +124,15 @@ fn cpu_path_rejects_overflow_and_bad_feeds() {
     assert_eq!(cache.len(0), 0, "a rejected step caches nothing");
 }
 
-/// An optimiser step updates parameters in place; sampling afterwards must see the new weights, on
-/// the CPU path as on the tensor path (the CPU path copies the weights per call, never caches them).
+/// A decoder's CPU path copies the weights once, at first use, and shares that copy between its
+/// calls (its training passes included); a decoder built after an optimiser step updated the
+/// parameters in place sees the new weights, on the CPU path as on the tensor path.
 #[test]
-fn cpu_path_sees_parameters_updated_in_place() {
+fn cpu_path_copies_weights_once_per_decoder() {
     let m = ordo_model::load(&hf_fixture("llama-tiny"), &Device::Cpu).unwrap();
     let dec = Decoder::new(&m.config, &m.params).unwrap();
+    let view = dec.cpu_decoder().unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&view, &dec.cpu_decoder().unwrap().unwrap()), "one copy per decoder");
     let prompts = vec![vec![5u32, 17, 42], vec![9u32, 8, 7]];
     let greedy = SamplingParams::greedy(12);
     let before = sampler::generate(&dec, &prompts, &greedy).unwrap();
@@ -137,8 +140,10 @@ fn cpu_path_sees_parameters_updated_in_place() {
         let t = var.as_tensor();
         var.set(&(t + Tensor::randn(0f32, 0.5, t.dims(), &Device::Cpu).unwrap()).unwrap()).unwrap();
     }
-    let after = sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Auto).unwrap();
-    assert_eq!(after, sampler::generate_on(&dec, &prompts, &greedy, SamplingPath::Tensor).unwrap());
+    assert_eq!(sampler::generate(&dec, &prompts, &greedy).unwrap(), before, "the decoder keeps its snapshot");
+    let fresh = Decoder::new(&m.config, &m.params).unwrap();
+    let after = sampler::generate_on(&fresh, &prompts, &greedy, SamplingPath::Auto).unwrap();
+    assert_eq!(after, sampler::generate_on(&fresh, &prompts, &greedy, SamplingPath::Tensor).unwrap());
     assert_ne!(before, after, "perturbed weights should change 24 greedy tokens");
 }
 
