@@ -378,43 +378,9 @@ impl ModelConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 
-    /// Every parameter's HF name and shape, in checkpoint order.
+    /// Every parameter's HF name and shape, in checkpoint order (`tensors`).
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, hd, i) = (self.hidden_size, self.head_dim, self.intermediate_size);
-        let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
-        for l in 0..self.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let mut push = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
-            push("input_layernorm.weight", vec![h]);
-            push("self_attn.q_proj.weight", vec![q, h]);
-            push("self_attn.k_proj.weight", vec![kv, h]);
-            push("self_attn.v_proj.weight", vec![kv, h]);
-            if self.qkv_bias {
-                push("self_attn.q_proj.bias", vec![q]);
-                push("self_attn.k_proj.bias", vec![kv]);
-                push("self_attn.v_proj.bias", vec![kv]);
-            }
-            push("self_attn.o_proj.weight", vec![h, q]);
-            if self.o_bias {
-                push("self_attn.o_proj.bias", vec![h]);
-            }
-            if self.qk_norm {
-                push("self_attn.q_norm.weight", vec![hd]);
-                push("self_attn.k_norm.weight", vec![hd]);
-            }
-            push("post_attention_layernorm.weight", vec![h]);
-            push("mlp.gate_proj.weight", vec![i, h]);
-            push("mlp.up_proj.weight", vec![i, h]);
-            push("mlp.down_proj.weight", vec![h, i]);
-        }
-        out.push(("model.norm.weight".to_string(), vec![h]));
-        match self.score_labels {
-            Some(n) => out.push(("score.weight".to_string(), vec![n, h])),
-            None if !self.tie_word_embeddings => out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h])),
-            None => {}
-        }
-        out
+        crate::tensors::present(self).into_iter().map(|(name, spec)| (name, (spec.shape)(self))).collect()
     }
 
     /// Width of the decoder's output: the vocabulary, or the number of score labels of a classifier.

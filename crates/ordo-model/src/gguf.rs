@@ -3,6 +3,8 @@
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::params::ParamStore;
+use crate::tensors::{by_hf, GgufHeads};
+pub use crate::tensors::{gguf_name, hf_name};
 use crate::tokenizer::TextTokenizer;
 use candle_core::quantized::gguf_file::{self, Value as GValue};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -20,54 +22,6 @@ pub struct GgufModel {
     /// Elements stored per GGUF tensor type (e.g. "Q4_1").
     pub stored_dtypes: BTreeMap<String, usize>,
 }
-
-/// Translates an HF parameter name to its GGUF name.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    translate(hf, true)
-}
-
-/// Translates a GGUF tensor name to its HF parameter name.
-pub fn hf_name(gguf: &str) -> Option<String> {
-    translate(gguf, false)
-}
-
-/// Name translation over the tables below, in either direction.
-fn translate(name: &str, to_gguf: bool) -> Option<String> {
-    let pick = |pair: &(&'static str, &'static str)| if to_gguf { (pair.0, pair.1) } else { (pair.1, pair.0) };
-    if let Some((_, to)) = GLOBAL_NAMES.iter().map(pick).find(|(from, _)| *from == name) {
-        return Some(to.to_string());
-    }
-    let (from_prefix, to_prefix) = if to_gguf { ("model.layers.", "blk") } else { ("blk.", "model.layers") };
-    let (layer, tail) = name.strip_prefix(from_prefix)?.split_once('.')?;
-    let (_, to) = LAYER_NAMES.iter().map(pick).find(|(from, _)| *from == tail)?;
-    Some(format!("{to_prefix}.{layer}.{to}"))
-}
-
-/// (HF name, GGUF name) of tensors outside the layers.
-const GLOBAL_NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens.weight", "token_embd.weight"),
-    ("model.norm.weight", "output_norm.weight"),
-    ("lm_head.weight", "output.weight"),
-];
-
-/// (HF name, GGUF name) of each layer's tensors, after `model.layers.N.` / `blk.N.`.
-const LAYER_NAMES: &[(&str, &str)] = &[
-    ("input_layernorm.weight", "attn_norm.weight"),
-    ("self_attn.q_proj.weight", "attn_q.weight"),
-    ("self_attn.k_proj.weight", "attn_k.weight"),
-    ("self_attn.v_proj.weight", "attn_v.weight"),
-    ("self_attn.q_proj.bias", "attn_q.bias"),
-    ("self_attn.k_proj.bias", "attn_k.bias"),
-    ("self_attn.v_proj.bias", "attn_v.bias"),
-    ("self_attn.o_proj.weight", "attn_output.weight"),
-    ("self_attn.o_proj.bias", "attn_output.bias"),
-    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
-    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("post_attention_layernorm.weight", "ffn_norm.weight"),
-    ("mlp.gate_proj.weight", "ffn_gate.weight"),
-    ("mlp.up_proj.weight", "ffn_up.weight"),
-    ("mlp.down_proj.weight", "ffn_down.weight"),
-];
 
 /// llama.cpp stores Llama q/k projections with the two halves of each head interleaved.
 /// `to_gguf = false` undoes that (GGUF -> HF); `true` applies it (HF -> GGUF).
@@ -127,13 +81,15 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         ))
     })?;
     let key = |k: &str| format!("{arch}.{k}");
+    // The token embedding fixes the vocabulary and hidden sizes.
+    let embed_name = gguf_name("model.embed_tokens.weight").expect("the embedding has a GGUF name");
     let embd = content
         .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| ModelError::Weights(format!("{origin}: tensor token_embd.weight is missing")))?;
+        .get(&embed_name)
+        .ok_or_else(|| ModelError::Weights(format!("{origin}: tensor {embed_name} is missing")))?;
     let &[vocab, _] = embd.shape.dims() else {
         return Err(ModelError::Weights(format!(
-            "{origin}: tensor token_embd.weight has shape {:?}, expected [vocab, hidden]",
+            "{origin}: tensor {embed_name} has shape {:?}, expected [vocab, hidden]",
             embd.shape.dims()
         )));
     };
@@ -147,8 +103,10 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         true => meta_positive(md, &key("attention.key_length"), &origin)?,
         false => hidden / heads,
     };
-    let tied = !content.tensor_infos.contains_key("output.weight");
-    let has_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
+    let tied = !content.tensor_infos.contains_key(&gguf_name("lm_head.weight").expect("the LM head has a GGUF name"));
+    let has_bias = content
+        .tensor_infos
+        .contains_key(&gguf_name("model.layers.0.self_attn.q_proj.bias").expect("q bias has a GGUF name"));
     let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
     let cfg_json = json!({
         "model_type": arch,
@@ -193,7 +151,7 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         let hf = match hf_name(name) {
             Some(h) => h,
             // llama.cpp sometimes stores precomputed rope frequencies; they are not parameters.
-            None if name == "rope_freqs.weight" => continue,
+            None if crate::tensors::is_buffer(name) => continue,
             None => return Err(ModelError::Weights(format!("{origin}: unexpected tensor `{name}`"))),
         };
         let q = content
@@ -202,10 +160,10 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         *stored_dtypes.entry(format!("{:?}", q.dtype())).or_default() += q.shape().elem_count();
         let mut t = q.dequantize(device)?;
         if family == Family::Llama {
-            if hf.contains("self_attn.q_proj.") {
-                t = permute_heads(&t, heads, false)?;
-            } else if hf.contains("self_attn.k_proj.") {
-                t = permute_heads(&t, kv_heads, false)?;
+            match by_hf(&hf).and_then(|(_, s)| s.gguf_heads) {
+                Some(GgufHeads::Query) => t = permute_heads(&t, heads, false)?,
+                Some(GgufHeads::KeyValue) => t = permute_heads(&t, kv_heads, false)?,
+                None => {}
             }
         }
         params.insert(hf, t)?;
@@ -245,10 +203,10 @@ pub fn save_gguf(
         let g = gguf_name(name).ok_or_else(|| ModelError::Weights(format!("no GGUF name for `{name}`")))?;
         let mut t = var.as_tensor().clone();
         if config.family == Family::Llama {
-            if name.contains("self_attn.q_proj.") {
-                t = permute_heads(&t, config.num_attention_heads, true)?;
-            } else if name.contains("self_attn.k_proj.") {
-                t = permute_heads(&t, config.num_key_value_heads, true)?;
+            match by_hf(name).and_then(|(_, s)| s.gguf_heads) {
+                Some(GgufHeads::Query) => t = permute_heads(&t, config.num_attention_heads, true)?,
+                Some(GgufHeads::KeyValue) => t = permute_heads(&t, config.num_key_value_heads, true)?,
+                None => {}
             }
         }
         let d = if t.rank() == 1 || t.dim(1)? % dtype.block_size() != 0 { GgmlDType::F32 } else { dtype };

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod ops;
 pub mod params;
 pub mod sampler;
+pub mod tensors;
 mod token_layout;
 pub mod tokenizer;
 pub mod weights;

@@ -2,6 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::tensors::Init;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -162,16 +163,14 @@ impl ParamStore {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut store = ParamStore::new();
         let out_std = std / (2.0 * cfg.num_hidden_layers as f64).sqrt();
-        for (name, shape) in cfg.parameter_shapes() {
+        for (name, spec) in crate::tensors::present(cfg) {
+            let shape = (spec.shape)(cfg);
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = if name.ends_with("norm.weight") {
-                vec![1.0; n]
-            } else if name.ends_with(".bias") {
-                vec![0.0; n]
-            } else {
-                let s =
-                    if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { out_std } else { std };
-                (0..n).map(|_| (gaussian(&mut rng) * s) as f32).collect()
+            let data: Vec<f32> = match spec.init {
+                Init::Ones => vec![1.0; n],
+                Init::Zeros => vec![0.0; n],
+                Init::Normal => (0..n).map(|_| (gaussian(&mut rng) * std) as f32).collect(),
+                Init::ResidualNormal => (0..n).map(|_| (gaussian(&mut rng) * out_std) as f32).collect(),
             };
             store.insert(name, Tensor::from_vec(data, shape, device)?)?;
         }
