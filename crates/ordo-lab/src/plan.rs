@@ -152,13 +152,13 @@ pub fn model_parameters(exp: &Experiment) -> ordo_model::Result<usize> {
 }
 
 /// Sustained training throughput assumed for large models on 2 cores (the organism's training step
-/// reaches about 100 GFLOP/s, the bench model's 100-130: BENCHMARKS.md, session 5).
+/// reaches about 100 GFLOP/s, the bench model's 100-130; see BENCHMARKS.md).
 const FLOPS_PER_SECOND: f64 = 100e9;
 
 /// A rough cost estimate of a node in seconds on 2 cores (for `ordo plan`), for a model of `params`
 /// parameters. Small models are dominated by per-op overhead: measured on the organism preset
-/// (examples/orders.toml, session 5, node format v4), pretraining costs 4.8e-5 s per token (6.2e-5
-/// in session 4 with the same computation: this VM's speed varies), DPO 2.9e-5 s per token slot and
+/// (examples/orders.toml), pretraining costs 4.8e-5 to 6.2e-5 s per token (this VM's speed varies),
+/// DPO 2.9e-5 s per token slot and
 /// GRPO 3.5e-5 s per sampled-token slot (batch x group x max_new_tokens) with its update (both count
 /// padded slots; shared prefixes and padding are not computed). Large models are bound by arithmetic: 6 FLOPs per parameter per trained token (2 per
 /// sampled or reference token) at [`FLOPS_PER_SECOND`]. The estimate is the larger of the two.
