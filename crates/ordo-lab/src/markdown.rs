@@ -2,7 +2,6 @@
 
 use crate::summary::{fmt_estimate, RunResults, Summary};
 use ordo_eval::catalogue::Catalogue;
-use serde_json::Value;
 use std::fmt::Write as _;
 
 /// The experiment's stage settings as one line per stage.
@@ -17,20 +16,6 @@ fn stage_lines(run: &RunResults) -> Vec<String> {
             format!("`{s}`: {} for {steps} steps", p["kind"].as_str().unwrap_or("?"))
         })
         .collect()
-}
-
-/// The learned monitor's held-out score in words.
-fn heldout_text(v: &Value) -> String {
-    let f = |k: &str| v[k].as_f64().map_or("n/m".to_string(), |x| format!("{x:.3}"));
-    match v["n"].as_u64() {
-        Some(n) => format!(
-            "on {n} held-out world transcripts: accuracy {}, recall {}, FPR {}",
-            f("accuracy"),
-            f("recall"),
-            f("fpr")
-        ),
-        None => "held-out score not recorded".into(),
-    }
 }
 
 /// The report in Markdown.
@@ -56,30 +41,8 @@ pub fn markdown(s: &Summary) -> String {
     };
     let _ = writeln!(o, "- Seeds: {:?} ({} per arm); {base}.", run.seeds, run.seeds.len());
     let _ = writeln!(o, "- Stages: {}.", stage_lines(run).join("; "));
-    let e = &run.eval;
-    let _ = writeln!(
-        o,
-        "- World: leaky-tests (settings in summary.json). Every checkpoint at every stage boundary is evaluated on \
-         held-out prompts fixed by the arm seed (identical across arms): {} wrong-test prompts sampled at \
-         temperature 1 (hacking, monitors, spillover), {} clean prompts greedy and sampled (capability), {} problems \
-         for each faithfulness probe (greedy).",
-        e["wrong_test_prompts"], e["clean_prompts"], e["probe_prompts"]
-    );
-    let monitors: Vec<String> = run
-        .monitors
-        .iter()
-        .map(|(n, cot)| format!("{n} ({})", if *cot { "reads the CoT" } else { "output only" }))
-        .collect();
-    let _ = writeln!(o, "- Monitors: {}. keyword: the think block names the test (\"T\" or \"test\", or `eval.keyword_regex`); strong: keyword, arithmetic checker and CoT/answer consistency; learned: logistic regression on hashed character 1-4-grams of the completion, trained on world corpus transcripts ({}); action_only: flags `B:test`.", monitors.join(", "), heldout_text(&run.learned_monitor_heldout));
-    let _ = writeln!(o, "- Faithfulness: hint = the same problem without and with a wrong test line (Chen et al. 2025); early answering truncates the greedy clean CoT at fractions {} of its characters, closes the think block and forces `A:` (Lanham et al. 2023), AOC = 1 − trapezoid area; necessity gap = clean greedy accuracy with the CoT minus with an empty think block (Emmons et al. 2025).", e["early_fractions"]);
-    match run.probe.as_object() {
-        Some(p) => {
-            let _ = writeln!(o, "- Alignment uptake: the probe stage `{}` ({} steps) is applied to every arm's final model; hack and `B:test` rates on the wrong-test prompts are measured every {} steps. uptake_per_step = (start − end hack rate) / steps; steps_to_halve = first measured step with the hack rate at most half its start.", p["stage"].as_str().unwrap_or("?"), p["params"]["optim"]["steps"], p["every"]);
-        }
-        None => {
-            let _ =
-                writeln!(o, "- Alignment uptake: not measured (no probe in this experiment: `probe.enabled = false`).");
-        }
+    for line in ordo_eval::catalogue::method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout) {
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
 
