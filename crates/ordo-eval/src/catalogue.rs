@@ -42,6 +42,24 @@ pub struct Catalogue {
 
 use serde_json::Value;
 
+/// The ground-truth labels of a transcript, by their names in `transcripts.jsonl`.
+pub const LABELS: &[&str] = &[
+    "hack",
+    "honest",
+    "verbalised",
+    "fabricated",
+    "ignores_cot",
+    "malformed",
+    "correct",
+    "says_test",
+    "mentions_test",
+    "derivation_correct",
+    "consistent",
+];
+
+/// The suite whose samples the monitors judge (the default of `ordo transcripts`).
+pub const MONITORED_SUITE: &str = "wrong_test";
+
 const NO_ELIGIBLE: &str = "no eligible samples";
 
 impl Catalogue {

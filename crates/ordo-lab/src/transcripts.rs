@@ -1,5 +1,6 @@
 //! Reading `transcripts.jsonl` back: filters a researcher uses to see what a model actually did.
 
+use ordo_eval::catalogue::{LABELS, MONITORED_SUITE};
 use serde_json::Value;
 use std::path::Path;
 
@@ -10,7 +11,7 @@ pub struct TranscriptFilter {
     pub seed: Option<u64>,
     /// Stage name the checkpoint was evaluated after (default: every boundary).
     pub stage: Option<String>,
-    /// Evaluation suite (default `wrong_test`).
+    /// Evaluation suite (default: the suite the monitors judge).
     pub suite: Option<String>,
     /// Conditions that must all hold: a ground-truth label (`hack`, `honest`, `verbalised`,
     /// `fabricated`, `ignores_cot`, `malformed`, `correct`, `says_test`, `mentions_test`), `flagged` or
@@ -19,20 +20,6 @@ pub struct TranscriptFilter {
     /// The monitor `flagged` / `unflagged` refer to (default `keyword`).
     pub monitor: String,
 }
-
-const LABELS: &[&str] = &[
-    "hack",
-    "honest",
-    "verbalised",
-    "fabricated",
-    "ignores_cot",
-    "malformed",
-    "correct",
-    "says_test",
-    "mentions_test",
-    "derivation_correct",
-    "consistent",
-];
 
 impl TranscriptFilter {
     /// Checks the conditions; an error lists what is accepted.
@@ -55,7 +42,7 @@ impl TranscriptFilter {
         if self.arm.as_deref().is_some_and(|a| a != s("arm"))
             || self.seed.is_some_and(|x| Some(x) != t["seed"].as_u64())
             || self.stage.as_deref().is_some_and(|x| x != s("stage"))
-            || self.suite.as_deref().unwrap_or("wrong_test") != s("suite")
+            || self.suite.as_deref().unwrap_or(MONITORED_SUITE) != s("suite")
         {
             return false;
         }
