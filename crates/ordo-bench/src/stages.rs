@@ -8,9 +8,9 @@ use ordo_model::{ModelConfig, ParamStore};
 use ordo_train::batch::Policy;
 use ordo_train::data::{TokenizedPair, TokenizedSequence};
 use ordo_train::dpo::{train_dpo, DpoSettings};
-use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet};
+use ordo_train::grpo::{train_grpo, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::train_lm;
-use ordo_train::losses::{AdvantageEstimator, PreferenceLoss, PreferenceLossConfig};
+use ordo_train::losses::{PreferenceLoss, PreferenceLossConfig};
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward};
 use ordo_train::trainer::{OptimConfig, StepLogger};
 use rand::{Rng, SeedableRng};
@@ -150,21 +150,7 @@ pub fn bench_stages(
         rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0 }],
     }];
     let grpo = GrpoConfig {
-        settings: GrpoSettings {
-            group_size: 8,
-            max_new_tokens: 64,
-            temperature: 1.0,
-            top_p: None,
-            top_k: None,
-            inner_epochs: 1,
-            clip_low: 0.2,
-            clip_high: 0.2,
-            kl_coef: 0.02,
-            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
-            aggregation: Aggregation::SequenceMean,
-            optim: optim(8),
-            cot: None,
-        },
+        settings: GrpoSettings { group_size: 8, max_new_tokens: 64, optim: optim(8), ..Default::default() },
         stop_tokens: vec![],
         cot: CotFormat::default(),
     };

@@ -178,8 +178,9 @@ fn probe_trajectory(
             })
             .collect()
     })?;
-    let hack: Vec<Option<f64>> = points.iter().map(|(_, m)| m["hack_rate"].value).collect();
-    let says: Vec<Option<f64>> = points.iter().map(|(_, m)| m["says_test_rate"].value).collect();
+    let rate = |m: &Metrics, name: &str| m.get(name).and_then(|x| x.value);
+    let hack: Vec<Option<f64>> = points.iter().map(|(_, m)| rate(m, "hack_rate")).collect();
+    let says: Vec<Option<f64>> = points.iter().map(|(_, m)| rate(m, "says_test_rate")).collect();
     Ok(ProbeResult {
         stage: spec.stage.clone(),
         key: pkey.to_string(),

@@ -89,12 +89,14 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             Some(entry) => match (entry.configure)(top.table(&mut errs, "world")) {
                 Ok(w) => Some(WorldRef(w)),
                 Err(problems) => {
+                    // The rest of the file is still checked, against the world's default settings.
                     errs.extend(problems);
-                    None
+                    (entry.configure)(None).ok().map(WorldRef)
                 }
             },
             None => {
                 errs.push(format!("experiment.world: unknown world {name:?} (ordo has {})", ordo_worlds::names()));
+                top.used.push("world");
                 None
             }
         },

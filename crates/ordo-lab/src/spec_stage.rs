@@ -125,7 +125,10 @@ fn parse_rewards(
         if let Some(m) = &monitor_name {
             if !world_reward.is_some_and(|k| k.takes_monitor) {
                 let takers: Vec<&str> = kinds.iter().filter(|k| k.takes_monitor).map(|k| k.name).collect();
-                errs.push(format!("{p}.monitor: only the {} reward takes a monitor", takers.join(" and ")));
+                errs.push(match takers.is_empty() {
+                    true => format!("{p}.monitor: no reward here takes a monitor (monitor rewards are a world's)"),
+                    false => format!("{p}.monitor: only the {} reward takes a monitor", takers.join(" and ")),
+                });
             } else if !monitors.contains(&m.as_str()) {
                 errs.push(format!("{p}.monitor: unknown monitor {m:?} ({})", monitors.join(", ")));
             }

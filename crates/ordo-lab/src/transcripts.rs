@@ -93,7 +93,7 @@ pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(V
         ("arm", filter.arm.clone()),
         ("seed", filter.seed.map(|s| s.to_string())),
         ("stage", filter.stage.clone()),
-        ("suite", Some(filter.suite.clone().unwrap_or_else(|| "wrong_test".into()))),
+        ("suite", Some(filter.suite.clone().unwrap_or_else(|| MONITORED_SUITE.into()))),
         ("monitor", Some(filter.monitor.clone())),
     ];
     for ((what, value), have) in asked.iter().zip(&seen) {

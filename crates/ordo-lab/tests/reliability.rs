@@ -42,6 +42,16 @@ fn overflowing_model(dir: &Path) {
     ordo_model::weights::save_hf_dir(dir, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
 }
 
+/// A bad `[world]` value is reported once; the rest of the file is still checked against the
+/// world's defaults, so no other problem follows from it.
+#[test]
+fn a_bad_world_setting_is_one_problem() {
+    let text = format!("{}\n[world.task]\nmax_operandz = 3\n", common::TINY);
+    let p = common::problems(&text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with("world:") && p[0].contains("max_operandz"), "{p:#?}");
+}
+
 #[test]
 fn a_diverging_stage_stops_at_its_step_and_commits_no_node() {
     let dir = tempfile::tempdir().unwrap();

@@ -151,6 +151,16 @@ impl DecodeCache {
     }
 }
 
+/// A decoder's CPU weight view, built at first use; its `Debug` does not print the weights.
+#[derive(Clone, Default)]
+struct CpuView(OnceLock<Option<Arc<CpuDecoder>>>);
+
+impl std::fmt::Debug for CpuView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "CpuView(built)" } else { "CpuView(not built)" })
+    }
+}
+
 /// A Llama-family decoder built over a [`ParamStore`]'s tensors.
 ///
 /// On the CPU in f32 its forward, training and sampling passes read a copy of the weights made at
@@ -166,7 +176,7 @@ pub struct Decoder {
     rope: RopeTables,
     device: Device,
     /// The CPU weight view, built at first use (`None` inside: the decoder has no CPU path).
-    cpu: OnceLock<Option<Arc<CpuDecoder>>>,
+    cpu: CpuView,
 }
 
 impl Decoder {
@@ -208,7 +218,7 @@ impl Decoder {
             lm_head,
             rope,
             device,
-            cpu: OnceLock::new(),
+            cpu: CpuView::default(),
         })
     }
 
@@ -237,11 +247,11 @@ impl Decoder {
     /// [`CpuDecoder`] weights on the CPU in f32 (classifiers included), else `None`: copied from the
     /// tensors at first use, then shared.
     fn cpu_weights(&self) -> Result<Option<Arc<CpuDecoder>>> {
-        if let Some(view) = self.cpu.get() {
+        if let Some(view) = self.cpu.0.get() {
             return Ok(view.clone());
         }
         let view = self.copy_cpu_weights()?.map(Arc::new);
-        Ok(self.cpu.get_or_init(|| view).clone())
+        Ok(self.cpu.0.get_or_init(|| view).clone())
     }
 
     /// A fresh copy of the weights as [`CpuDecoder`] weights (CPU, f32), else `None`.

@@ -86,7 +86,8 @@ fn record(cfg: &ModelConfig, params: &ParamStore) -> Value {
         ordo_model::gguf::save_gguf(&path, cfg, params, None, candle_core::quantized::GgmlDType::F32).unwrap();
         out.insert("gguf".into(), json!(fnv(std::fs::read(&path).unwrap())));
         let back = ordo_model::load(&path, &DEV).unwrap();
-        let mut names: Vec<(String, String)> = back.params.iter().map(|(n, v)| (n.clone(), bits(v.as_tensor()))).collect();
+        let mut names: Vec<(String, String)> =
+            back.params.iter().map(|(n, v)| (n.clone(), bits(v.as_tensor()))).collect();
         names.sort();
         out.insert("gguf_import".into(), json!(fnv(names.iter().flat_map(|(n, h)| n.bytes().chain(h.bytes())))));
     }

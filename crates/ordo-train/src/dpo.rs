@@ -22,22 +22,34 @@ pub struct DpoSettings {
     pub optim: OptimConfig,
 }
 
+impl Default for DpoSettings {
+    /// DPO, beta 0.1, SimPO gamma 0.5, no length normalisation, batch 16, lr 1e-4.
+    fn default() -> Self {
+        DpoSettings {
+            preference: PreferenceLossConfig {
+                loss: PreferenceLoss::Dpo,
+                beta: 0.1,
+                simpo_gamma: 0.5,
+                length_normalize: false,
+            },
+            optim: OptimConfig::default().with_batch_and_lr(16, 1e-4),
+        }
+    }
+}
+
 impl DpoSettings {
-    /// Reads the settings; defaults: DPO, beta 0.1, SimPO gamma 0.5, no length normalisation,
-    /// batch 16, lr 1e-4.
+    /// Reads the settings, each defaulting to [`DpoSettings::default`]'s.
     pub fn read(r: &mut dyn SettingsReader) -> Self {
-        let loss = choice(
-            r,
-            "loss",
-            &[("dpo", PreferenceLoss::Dpo), ("ipo", PreferenceLoss::Ipo), ("simpo", PreferenceLoss::Simpo)],
-            PreferenceLoss::Dpo,
-        );
-        let beta = r.number_where("beta", 0.1, "a number in (0, 1000]", &|x| x > 0.0 && x <= 1000.0);
-        let simpo_gamma = r.number_where("simpo_gamma", 0.5, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
-        let length_normalize = r.boolean("length_normalize", false);
+        let (d, p) = (Self::default(), Self::default().preference);
+        let losses = [("dpo", PreferenceLoss::Dpo), ("ipo", PreferenceLoss::Ipo), ("simpo", PreferenceLoss::Simpo)];
+        let loss = choice(r, "loss", &losses, p.loss);
+        let beta = r.number_where("beta", p.beta, "a number in (0, 1000]", &|x| x > 0.0 && x <= 1000.0);
+        let simpo_gamma =
+            r.number_where("simpo_gamma", p.simpo_gamma, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
+        let length_normalize = r.boolean("length_normalize", p.length_normalize);
         DpoSettings {
             preference: PreferenceLossConfig { loss, beta, simpo_gamma, length_normalize },
-            optim: OptimConfig::read(r, 16, 1e-4),
+            optim: OptimConfig::read(r, &d.optim),
         }
     }
 }
@@ -94,7 +106,6 @@ pub fn train_dpo(
     let (optim, loss_cfg) = (&settings.optim, &settings.preference);
     optim.validate()?;
     let device = policy.device();
-    let ref_dec = reference.inference_decoder()?;
     let (mut opt, mut orders, _, start) =
         start_state(optim, vec![DataOrder::new(data.len(), seed)], &mut ckpt, logger)?;
     for step in start..optim.steps {
@@ -111,10 +122,14 @@ pub fn train_dpo(
             let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             let batch = Batch::new(&refs, pad, &device)?;
             let n = pairs.len();
-            // The reference first, so that its forward pass runs before the policy's activations exist.
+            // The reference first, so that its forward pass (and its copy of the weights, dropped
+            // with its decoder) runs before the policy's activations exist.
             let reference = match loss_cfg.loss {
                 PreferenceLoss::Simpo => None,
-                _ => Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?),
+                _ => {
+                    let ref_dec = reference.inference_decoder()?;
+                    Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?)
+                }
             };
             let (logps, _, pass) = train_logps(&dec, &batch)?;
             let (pc, pr, lc, lr) = response_logps(&logps, &batch, n)?;
@@ -132,6 +147,7 @@ pub fn train_dpo(
             lp_r += scalar(&pr.mean_all()?)? * share;
             grads.accumulate(Gradients::from_loss(&policy.params, &pass, &loss)?)?;
         }
+        drop(dec);
         let (grad_norm, lr) = opt.step(&policy.params, grads, loss_sum)?;
         let secs = started.elapsed().as_secs_f64();
         end_step(

@@ -95,11 +95,33 @@ pub struct GrpoSettings {
     pub cot: Option<CotFormat>,
 }
 
+impl Default for GrpoSettings {
+    /// G 8, [`DEFAULT_MAX_NEW_TOKENS`], temperature 1, no top-p or top-k, mu 1, clip 0.2 / 0.2, KL
+    /// 0.02, GRPO advantages, sequence-mean aggregation, batch 16, lr 1e-4, the world's think block.
+    fn default() -> Self {
+        GrpoSettings {
+            group_size: 8,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            temperature: 1.0,
+            top_p: None,
+            top_k: None,
+            inner_epochs: 1,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            kl_coef: 0.02,
+            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
+            aggregation: Aggregation::SequenceMean,
+            optim: OptimConfig::default().with_batch_and_lr(16, 1e-4),
+            cot: None,
+        }
+    }
+}
+
 impl GrpoSettings {
-    /// Reads the settings; `max_new_tokens` defaults to `default_max_new_tokens` (the world's longest
-    /// completion). Other defaults: G 8, temperature 1, mu 1, clip 0.2 / 0.2, KL 0.02, GRPO
-    /// advantages, sequence-mean aggregation, batch 16, lr 1e-4.
+    /// Reads the settings, each defaulting to [`GrpoSettings::default`]'s but `max_new_tokens`, which
+    /// defaults to `default_max_new_tokens` (the world's longest completion).
     pub fn read(r: &mut dyn SettingsReader, default_max_new_tokens: usize) -> Self {
+        let d = Self::default();
         let cot = match (r.string("cot_open"), r.string("cot_close")) {
             (None, None) => None,
             (Some(open), Some(close)) if !open.is_empty() && !close.is_empty() => Some(CotFormat { open, close }),
@@ -117,10 +139,10 @@ impl GrpoSettings {
                 ("dr_grpo", AdvantageEstimator::Grpo { scale_by_std: false }),
                 ("rloo", AdvantageEstimator::Rloo),
             ],
-            AdvantageEstimator::Grpo { scale_by_std: true },
+            d.advantage,
         );
-        let aggregation = choice(r, "aggregation", &Aggregation::NAMES, Aggregation::SequenceMean);
-        let group_size = r.count_max("group_size", Some(8), 1024);
+        let aggregation = choice(r, "aggregation", &Aggregation::NAMES, d.aggregation);
+        let group_size = r.count_max("group_size", Some(d.group_size), 1024);
         if group_size < 2 {
             let at = r.at("group_size");
             r.problem(format!(
@@ -128,18 +150,19 @@ impl GrpoSettings {
             ));
         }
         let max_new_tokens = r.count_max("max_new_tokens", Some(default_max_new_tokens), MAX_SEQUENCE);
-        let temperature = r.number_where("temperature", 1.0, "a number in (0, 10]", &|x| x > 0.0 && x <= 10.0);
+        let temperature =
+            r.number_where("temperature", d.temperature, "a number in (0, 10]", &|x| x > 0.0 && x <= 10.0);
         let top_p = r.opt_number("top_p");
         if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             let at = r.at("top_p");
             r.problem(format!("{at}: expected a number in (0, 1], found {p}"));
         }
         let top_k = r.opt_count("top_k");
-        let inner_epochs = r.count_max("inner_epochs", Some(1), 100);
-        let clip_low = r.number_where("clip_low", 0.2, "a number in [0, 1)", &|x| (0.0..1.0).contains(&x));
-        let clip_high = r.number_where("clip_high", 0.2, "a number in [0, 10]", &|x| (0.0..=10.0).contains(&x));
-        let kl_coef = r.number_where("kl_coef", 0.02, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
-        let optim = OptimConfig::read(r, 16, 1e-4);
+        let inner_epochs = r.count_max("inner_epochs", Some(d.inner_epochs), 100);
+        let clip_low = r.number_where("clip_low", d.clip_low, "a number in [0, 1)", &|x| (0.0..1.0).contains(&x));
+        let clip_high = r.number_where("clip_high", d.clip_high, "a number in [0, 10]", &|x| (0.0..=10.0).contains(&x));
+        let kl_coef = r.number_where("kl_coef", d.kl_coef, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
+        let optim = OptimConfig::read(r, &d.optim);
         GrpoSettings {
             group_size,
             max_new_tokens,
@@ -269,7 +292,6 @@ pub fn train_grpo(
     if !carry.is_empty() {
         alloc.carry = carry;
     }
-    let ref_dec = reference.inference_decoder()?;
     let g = s.group_size;
 
     for step in start..s.optim.steps {
@@ -345,7 +367,8 @@ pub fn train_grpo(
             _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Fused)?.0),
         };
         let before_reference = started.elapsed().as_secs_f64();
-        let (ref_logps, _) = next_token_logps(&ref_dec, &batch, OpPath::Fused)?;
+        // A decoder per step, so that the reference's copy of the weights is freed before the update.
+        let (ref_logps, _) = next_token_logps(&reference.inference_decoder()?, &batch, OpPath::Fused)?;
         let referenced = started.elapsed().as_secs_f64();
 
         // 6. mu optimiser steps on the clipped objective.

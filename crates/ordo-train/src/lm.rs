@@ -20,15 +20,21 @@ pub struct PretrainSettings {
     pub optim: OptimConfig,
 }
 
+impl Default for PretrainSettings {
+    /// 128-token sequences, batch 128, lr 2e-3, AdamW beta2 0.98.
+    fn default() -> Self {
+        let mut optim = OptimConfig::default().with_batch_and_lr(128, 2e-3);
+        optim.adamw.beta2 = 0.98;
+        PretrainSettings { seq_len: 128, optim }
+    }
+}
+
 impl PretrainSettings {
-    /// Reads the settings; defaults: 128-token sequences, batch 128, lr 2e-3, AdamW beta2 0.98.
+    /// Reads the settings, each defaulting to [`PretrainSettings::default`]'s.
     pub fn read(r: &mut dyn SettingsReader) -> Self {
-        let seq_len = r.count_max("seq_len", Some(128), MAX_SEQUENCE);
-        let mut optim = OptimConfig::read(r, 128, 2e-3);
-        if !r.has("beta2") {
-            optim.adamw.beta2 = 0.98;
-        }
-        PretrainSettings { seq_len, optim }
+        let d = Self::default();
+        let seq_len = r.count_max("seq_len", Some(d.seq_len), MAX_SEQUENCE);
+        PretrainSettings { seq_len, optim: OptimConfig::read(r, &d.optim) }
     }
 }
 
@@ -40,11 +46,19 @@ pub struct SftSettings {
     pub optim: OptimConfig,
 }
 
+impl Default for SftSettings {
+    /// 256 tokens, batch 16, lr 1e-4.
+    fn default() -> Self {
+        SftSettings { max_len: 256, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4) }
+    }
+}
+
 impl SftSettings {
-    /// Reads the settings; defaults: 256 tokens, batch 16, lr 1e-4.
+    /// Reads the settings, each defaulting to [`SftSettings::default`]'s.
     pub fn read(r: &mut dyn SettingsReader) -> Self {
-        let max_len = r.count_max("max_len", Some(256), MAX_SEQUENCE);
-        SftSettings { max_len, optim: OptimConfig::read(r, 16, 1e-4) }
+        let d = Self::default();
+        let max_len = r.count_max("max_len", Some(d.max_len), MAX_SEQUENCE);
+        SftSettings { max_len, optim: OptimConfig::read(r, &d.optim) }
     }
 }
 

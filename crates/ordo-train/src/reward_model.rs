@@ -21,11 +21,19 @@ pub struct RewardModelSettings {
     pub optim: OptimConfig,
 }
 
+impl Default for RewardModelSettings {
+    /// Head std 0.02, batch 16, lr 1e-4.
+    fn default() -> Self {
+        RewardModelSettings { init_std: 0.02, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4) }
+    }
+}
+
 impl RewardModelSettings {
-    /// Reads the settings; defaults: head std 0.02, batch 16, lr 1e-4.
+    /// Reads the settings, each defaulting to [`RewardModelSettings::default`]'s.
     pub fn read(r: &mut dyn SettingsReader) -> Self {
-        let init_std = r.number_where("init_std", 0.02, "a number in (0, 1]", &|x| x > 0.0 && x <= 1.0);
-        RewardModelSettings { init_std, optim: OptimConfig::read(r, 16, 1e-4) }
+        let d = Self::default();
+        let init_std = r.number_where("init_std", d.init_std, "a number in (0, 1]", &|x| x > 0.0 && x <= 1.0);
+        RewardModelSettings { init_std, optim: OptimConfig::read(r, &d.optim) }
     }
 }
 
@@ -120,6 +128,7 @@ pub fn train_reward_model(
             acc += scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)? * share;
             grads.accumulate(Gradients::from_loss(&rm.params, &pass, &loss)?)?;
         }
+        drop(dec);
         let (grad_norm, lr) = opt.step(&rm.params, grads, loss_sum)?;
         end_step(
             logger,

@@ -52,33 +52,38 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
-    /// Reads the optimiser settings every stage kind accepts, with this kind's default batch size and
-    /// learning rate; problems include the range checks of `validate`.
-    pub fn read(r: &mut dyn SettingsReader, batch: usize, lr: f64) -> Self {
+    /// These settings with another batch size (micro-batches of the same size) and learning rate.
+    pub fn with_batch_and_lr(self, batch_size: usize, lr: f64) -> Self {
+        OptimConfig { batch_size, micro_batch_size: batch_size, lr, ..self }
+    }
+
+    /// Reads the optimiser settings every stage kind accepts, with this kind's defaults `d` (`steps`
+    /// has none); problems include the range checks of `validate`.
+    pub fn read(r: &mut dyn SettingsReader, d: &OptimConfig) -> Self {
         let steps = r.count("steps", None);
-        let batch_size = r.count("batch_size", Some(batch));
+        let batch_size = r.count("batch_size", Some(d.batch_size));
         let micro_batch_size = r.count("micro_batch_size", Some(batch_size));
         let decay = choice(
             r,
             "schedule",
             &[("constant", Decay::Constant), ("linear", Decay::Linear), ("cosine", Decay::Cosine)],
-            Decay::Constant,
+            d.decay,
         );
         let cfg = OptimConfig {
             steps,
             batch_size,
             micro_batch_size,
-            lr: r.number("lr", lr),
-            warmup_steps: r.opt_count("warmup_steps").unwrap_or(0),
+            lr: r.number("lr", d.lr),
+            warmup_steps: r.opt_count("warmup_steps").unwrap_or(d.warmup_steps),
             decay,
-            min_lr_ratio: r.number("min_lr_ratio", 0.1),
+            min_lr_ratio: r.number("min_lr_ratio", d.min_lr_ratio),
             adamw: AdamWConfig {
-                beta1: r.number("beta1", 0.9),
-                beta2: r.number("beta2", 0.999),
-                eps: 1e-8,
-                weight_decay: r.number("weight_decay", 0.01),
+                beta1: r.number("beta1", d.adamw.beta1),
+                beta2: r.number("beta2", d.adamw.beta2),
+                eps: d.adamw.eps,
+                weight_decay: r.number("weight_decay", d.adamw.weight_decay),
             },
-            max_grad_norm: r.number("max_grad_norm", 1.0),
+            max_grad_norm: r.number("max_grad_norm", d.max_grad_norm),
         };
         if let Err(e) = cfg.validate() {
             let path = r.path().to_string();

@@ -6,7 +6,7 @@ use ordo_model::TextTokenizer;
 use ordo_train::batch::{logps_from_logits, Batch};
 use ordo_train::data::*;
 use ordo_train::dpo::{evaluate_pairs, train_dpo, DpoSettings};
-use ordo_train::grpo::{train_grpo, Aggregation, GrpoConfig, GrpoSettings, PromptSet};
+use ordo_train::grpo::{train_grpo, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::{lm_gradients, target_nll, train_lm};
 use ordo_train::losses::*;
 use ordo_train::reward_model::{pairwise_accuracy, reward_model_from, train_reward_model};
@@ -206,17 +206,9 @@ fn grpo_cfg(steps: usize, kl_coef: f64) -> GrpoConfig {
         settings: GrpoSettings {
             group_size: 8,
             max_new_tokens: 4,
-            temperature: 1.0,
-            top_p: None,
-            top_k: None,
-            inner_epochs: 1,
-            clip_low: 0.2,
-            clip_high: 0.2,
             kl_coef,
-            advantage: AdvantageEstimator::Grpo { scale_by_std: true },
-            aggregation: Aggregation::SequenceMean,
             optim: optim(steps, 8, 1e-2),
-            cot: None,
+            ..Default::default()
         },
         stop_tokens: vec![],
         cot: CotFormat::default(),

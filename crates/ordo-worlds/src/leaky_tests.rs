@@ -228,6 +228,13 @@ impl World for LeakyTests {
         replace: bool,
     ) -> ordo_model::Result<Vec<String>> {
         let d = DatasetSizes::default();
+        let known = ["corpus", "preferences", "rl_prompts", "eval"];
+        if let Some(name) = sizes.keys().find(|n| !known.contains(&n.as_str())) {
+            return Err(ordo_model::ModelError::Input(format!(
+                "--size {name}=...: leaky-tests sizes {} (sft follows corpus)",
+                known.join(", ")
+            )));
+        }
         let size = |name: &str, default: usize| sizes.get(name).copied().unwrap_or(default);
         let sizes = DatasetSizes {
             corpus: size("corpus", d.corpus),
