@@ -47,7 +47,7 @@ fn overflowing_model(dir: &Path) {
 #[test]
 fn a_bad_world_setting_is_one_problem() {
     let text = format!("{}\n[world.task]\nmax_operandz = 3\n", common::TINY);
-    let p = common::problems(&text);
+    let p = problems(&text);
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].starts_with("world:") && p[0].contains("max_operandz"), "{p:#?}");
 }
