@@ -378,11 +378,6 @@ impl ModelConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 
-    /// Every parameter's HF name and shape, in checkpoint order (`tensors`).
-    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        crate::tensors::present(self).into_iter().map(|(name, spec)| (name, (spec.shape)(self))).collect()
-    }
-
     /// Width of the decoder's output: the vocabulary, or the number of score labels of a classifier.
     pub fn output_size(&self) -> usize {
         self.score_labels.unwrap_or(self.vocab_size)

@@ -171,6 +171,13 @@ pub fn is_buffer(name: &str) -> bool {
     NOT_PARAMETERS.iter().any(|s| name.ends_with(s))
 }
 
+impl ModelConfig {
+    /// Every parameter's HF name and shape, in checkpoint order.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        present(self).into_iter().map(|(name, spec)| (name, (spec.shape)(self))).collect()
+    }
+}
+
 /// Every tensor present in `cfg`'s decoder with its full HF name, in checkpoint order.
 pub fn present(cfg: &ModelConfig) -> Vec<(String, &'static TensorSpec)> {
     let mut out: Vec<(String, &'static TensorSpec)> =
