@@ -20,6 +20,7 @@ use crate::fused::{
     rms_norm_rows, rms_norm_rows_backward, swiglu_backward_into, swiglu_into, AttnDims, CausalAttention,
 };
 use crate::kernels::{matmul_t, matmul_t_new, product, rotate_half_in_place, Operand};
+use crate::tensors::{self, Slot};
 use crate::token_layout::TokenLayout;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -395,42 +396,42 @@ impl TrainPass {
         };
         let (qw, kvw, hid) = (d.q_width(), d.kv_width(), d.hidden);
         for (l, g) in grads.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            put(format!("{p}.input_layernorm.weight"), &g.input_norm, None)?;
-            for (name, lo, hi) in [("q_proj", 0, qw), ("k_proj", qw, qw + kvw), ("v_proj", qw + kvw, qw + 2 * kvw)] {
-                put(format!("{p}.self_attn.{name}.weight"), &g.qkv[lo * hid..hi * hid], Some(hi - lo))?;
-                if let Some(b) = &g.qkv_bias {
-                    put(format!("{p}.self_attn.{name}.bias"), &b[lo..hi], None)?;
+            let n = |slot| tensors::hf(Some(l), slot);
+            put(n(Slot::InputNorm), &g.input_norm, None)?;
+            let stacked = [(Slot::Q, Slot::QBias, 0, qw), (Slot::K, Slot::KBias, qw, qw + kvw)];
+            for (w, b, lo, hi) in stacked.into_iter().chain([(Slot::V, Slot::VBias, qw + kvw, qw + 2 * kvw)]) {
+                put(n(w), &g.qkv[lo * hid..hi * hid], Some(hi - lo))?;
+                if let Some(bias) = &g.qkv_bias {
+                    put(n(b), &bias[lo..hi], None)?;
                 }
             }
             if let Some(w) = &g.q_norm {
-                put(format!("{p}.self_attn.q_norm.weight"), w, None)?;
+                put(n(Slot::QNorm), w, None)?;
             }
             if let Some(w) = &g.k_norm {
-                put(format!("{p}.self_attn.k_norm.weight"), w, None)?;
+                put(n(Slot::KNorm), w, None)?;
             }
-            put(format!("{p}.self_attn.o_proj.weight"), &g.o, Some(hid))?;
+            put(n(Slot::O), &g.o, Some(hid))?;
             if let Some(b) = &g.o_bias {
-                put(format!("{p}.self_attn.o_proj.bias"), b, None)?;
+                put(n(Slot::OBias), b, None)?;
             }
-            put(format!("{p}.post_attention_layernorm.weight"), &g.post_norm, None)?;
-            put(format!("{p}.mlp.gate_proj.weight"), &g.gate_up[..d.inter * hid], Some(d.inter))?;
-            put(format!("{p}.mlp.up_proj.weight"), &g.gate_up[d.inter * hid..], Some(d.inter))?;
-            put(format!("{p}.mlp.down_proj.weight"), &g.down, Some(hid))?;
+            put(n(Slot::PostNorm), &g.post_norm, None)?;
+            put(n(Slot::Gate), &g.gate_up[..d.inter * hid], Some(d.inter))?;
+            put(n(Slot::Up), &g.gate_up[d.inter * hid..], Some(d.inter))?;
+            put(n(Slot::Down), &g.down, Some(hid))?;
         }
-        put("model.norm.weight".into(), &grads.norm, None)?;
+        put(tensors::hf(None, Slot::Norm), &grads.norm, None)?;
         let embed_rows = grads.embed.len() / hid;
+        let embed = tensors::hf(None, Slot::Embed);
         match (cfg.score_labels.is_some(), cfg.tie_word_embeddings) {
             (true, _) => {
-                put("score.weight".into(), &grads.lm_head, Some(d.vocab))?;
-                put("model.embed_tokens.weight".into(), &grads.embed, Some(embed_rows))?;
+                put(tensors::hf(None, Slot::Score), &grads.lm_head, Some(d.vocab))?;
+                put(embed, &grads.embed, Some(embed_rows))?;
             }
-            (false, true) => {
-                put("model.embed_tokens.weight".into(), &sum(&grads.embed, &grads.lm_head), Some(embed_rows))?
-            }
+            (false, true) => put(embed, &sum(&grads.embed, &grads.lm_head), Some(embed_rows))?,
             (false, false) => {
-                put("lm_head.weight".into(), &grads.lm_head, Some(d.vocab))?;
-                put("model.embed_tokens.weight".into(), &grads.embed, Some(embed_rows))?;
+                put(tensors::hf(None, Slot::LmHead), &grads.lm_head, Some(d.vocab))?;
+                put(embed, &grads.embed, Some(embed_rows))?;
             }
         }
         Ok(out)

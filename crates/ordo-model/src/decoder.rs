@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::fused;
 use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
+use crate::tensors::{self, Slot};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache;
 use std::sync::{Arc, OnceLock};
@@ -23,10 +24,14 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(p: &ParamStore, prefix: &str, bias: bool) -> Result<Self> {
+    /// The weight of slot `weight` in `layer` and, when `bias` is given, that bias.
+    fn load(p: &ParamStore, layer: usize, weight: Slot, bias: Option<Slot>) -> Result<Self> {
         Ok(Linear {
-            weight: p.tensor(&format!("{prefix}.weight"))?,
-            bias: if bias { Some(p.tensor(&format!("{prefix}.bias"))?) } else { None },
+            weight: p.tensor(&tensors::hf(Some(layer), weight))?,
+            bias: match bias {
+                Some(b) => Some(p.tensor(&tensors::hf(Some(layer), b))?),
+                None => None,
+            },
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -183,38 +188,38 @@ impl Decoder {
     /// Builds the decoder over `params` (trainable parameters stay tracked by autograd).
     pub fn new(cfg: &ModelConfig, params: &ParamStore) -> Result<Self> {
         params.check_against(cfg, "building the decoder")?;
-        let embed = params.tensor("model.embed_tokens.weight")?;
+        let embed = params.tensor(&tensors::hf(None, Slot::Embed))?;
         let device = embed.device().clone();
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let p = format!("model.layers.{l}");
-                let a = format!("{p}.self_attn");
+                let t = |slot| params.tensor(&tensors::hf(Some(l), slot));
+                let bias = |b| cfg.qkv_bias.then_some(b);
                 Ok(Layer {
-                    input_norm: params.tensor(&format!("{p}.input_layernorm.weight"))?,
-                    q: Linear::load(params, &format!("{a}.q_proj"), cfg.qkv_bias)?,
-                    k: Linear::load(params, &format!("{a}.k_proj"), cfg.qkv_bias)?,
-                    v: Linear::load(params, &format!("{a}.v_proj"), cfg.qkv_bias)?,
-                    o: Linear::load(params, &format!("{a}.o_proj"), cfg.o_bias)?,
-                    q_norm: if cfg.qk_norm { Some(params.tensor(&format!("{a}.q_norm.weight"))?) } else { None },
-                    k_norm: if cfg.qk_norm { Some(params.tensor(&format!("{a}.k_norm.weight"))?) } else { None },
-                    post_norm: params.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
-                    gate: Linear::load(params, &format!("{p}.mlp.gate_proj"), false)?,
-                    up: Linear::load(params, &format!("{p}.mlp.up_proj"), false)?,
-                    down: Linear::load(params, &format!("{p}.mlp.down_proj"), false)?,
+                    input_norm: t(Slot::InputNorm)?,
+                    q: Linear::load(params, l, Slot::Q, bias(Slot::QBias))?,
+                    k: Linear::load(params, l, Slot::K, bias(Slot::KBias))?,
+                    v: Linear::load(params, l, Slot::V, bias(Slot::VBias))?,
+                    o: Linear::load(params, l, Slot::O, cfg.o_bias.then_some(Slot::OBias))?,
+                    q_norm: if cfg.qk_norm { Some(t(Slot::QNorm)?) } else { None },
+                    k_norm: if cfg.qk_norm { Some(t(Slot::KNorm)?) } else { None },
+                    post_norm: t(Slot::PostNorm)?,
+                    gate: Linear::load(params, l, Slot::Gate, None)?,
+                    up: Linear::load(params, l, Slot::Up, None)?,
+                    down: Linear::load(params, l, Slot::Down, None)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let rope = RopeTables::new(cfg, &device, embed.dtype())?;
         let lm_head = match cfg.score_labels {
-            Some(_) => params.tensor("score.weight")?,
+            Some(_) => params.tensor(&tensors::hf(None, Slot::Score))?,
             None if cfg.tie_word_embeddings => embed.clone(),
-            None => params.tensor("lm_head.weight")?,
+            None => params.tensor(&tensors::hf(None, Slot::LmHead))?,
         };
         Ok(Decoder {
             cfg: cfg.clone(),
             embed,
             layers,
-            norm: params.tensor("model.norm.weight")?,
+            norm: params.tensor(&tensors::hf(None, Slot::Norm))?,
             lm_head,
             rope,
             device,

@@ -3,7 +3,7 @@
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::params::ParamStore;
-use crate::tensors::{by_hf, GgufHeads};
+use crate::tensors::{self, by_hf, GgufHeads, Slot};
 pub use crate::tensors::{gguf_name, hf_name};
 use crate::tokenizer::TextTokenizer;
 use candle_core::quantized::gguf_file::{self, Value as GValue};
@@ -82,7 +82,7 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
     })?;
     let key = |k: &str| format!("{arch}.{k}");
     // The token embedding fixes the vocabulary and hidden sizes.
-    let embed_name = gguf_name("model.embed_tokens.weight").expect("the embedding has a GGUF name");
+    let embed_name = gguf_name(&tensors::hf(None, Slot::Embed)).expect("the embedding has a GGUF name");
     let embd = content
         .tensor_infos
         .get(&embed_name)
@@ -103,10 +103,12 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         true => meta_positive(md, &key("attention.key_length"), &origin)?,
         false => hidden / heads,
     };
-    let tied = !content.tensor_infos.contains_key(&gguf_name("lm_head.weight").expect("the LM head has a GGUF name"));
+    let tied = !content
+        .tensor_infos
+        .contains_key(&gguf_name(&tensors::hf(None, Slot::LmHead)).expect("the LM head has a GGUF name"));
     let has_bias = content
         .tensor_infos
-        .contains_key(&gguf_name("model.layers.0.self_attn.q_proj.bias").expect("q bias has a GGUF name"));
+        .contains_key(&gguf_name(&tensors::hf(Some(0), Slot::QBias)).expect("q bias has a GGUF name"));
     let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
     let cfg_json = json!({
         "model_type": arch,
@@ -151,7 +153,7 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         let hf = match hf_name(name) {
             Some(h) => h,
             // llama.cpp sometimes stores precomputed rope frequencies; they are not parameters.
-            None if crate::tensors::is_buffer(name) => continue,
+            None if tensors::is_buffer(name) => continue,
             None => return Err(ModelError::Weights(format!("{origin}: unexpected tensor `{name}`"))),
         };
         let q = content

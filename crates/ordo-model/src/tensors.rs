@@ -26,9 +26,35 @@ pub enum GgufHeads {
     KeyValue,
 }
 
+/// What a tensor is in the decoder, whatever its name in a file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Embed,
+    InputNorm,
+    Q,
+    K,
+    V,
+    QBias,
+    KBias,
+    VBias,
+    O,
+    OBias,
+    QNorm,
+    KNorm,
+    PostNorm,
+    Gate,
+    Up,
+    Down,
+    Norm,
+    Score,
+    LmHead,
+}
+
 /// One tensor of the decoder.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorSpec {
+    /// What it is.
+    pub slot: Slot,
     /// HF name (after `model.layers.N.` for a layer's tensors).
     pub hf: &'static str,
     /// GGUF name (after `blk.N.` for a layer's tensors); None where GGUF has none.
@@ -66,13 +92,14 @@ fn kv_width(c: &ModelConfig) -> usize {
 }
 
 const fn spec(
+    slot: Slot,
     hf: &'static str,
     gguf: Option<&'static str>,
     shape: fn(&ModelConfig) -> Vec<usize>,
     present: fn(&ModelConfig) -> bool,
     init: Init,
 ) -> TensorSpec {
-    TensorSpec { hf, gguf, shape, present, init, gguf_heads: None }
+    TensorSpec { slot, hf, gguf, shape, present, init, gguf_heads: None }
 }
 
 const fn heads(s: TensorSpec, h: GgufHeads) -> TensorSpec {
@@ -81,6 +108,7 @@ const fn heads(s: TensorSpec, h: GgufHeads) -> TensorSpec {
 
 /// Tensors before the layers, in checkpoint order.
 pub const BEFORE_LAYERS: &[TensorSpec] = &[spec(
+    Slot::Embed,
     "model.embed_tokens.weight",
     Some("token_embd.weight"),
     |c| vec![c.vocab_size, c.hidden_size],
@@ -90,9 +118,17 @@ pub const BEFORE_LAYERS: &[TensorSpec] = &[spec(
 
 /// Each layer's tensors, in checkpoint order (this order is also the order of initialisation's draws).
 pub const LAYER: &[TensorSpec] = &[
-    spec("input_layernorm.weight", Some("attn_norm.weight"), |c| vec![c.hidden_size], always, Init::Ones),
+    spec(
+        Slot::InputNorm,
+        "input_layernorm.weight",
+        Some("attn_norm.weight"),
+        |c| vec![c.hidden_size],
+        always,
+        Init::Ones,
+    ),
     heads(
         spec(
+            Slot::Q,
             "self_attn.q_proj.weight",
             Some("attn_q.weight"),
             |c| vec![q_width(c), c.hidden_size],
@@ -103,6 +139,7 @@ pub const LAYER: &[TensorSpec] = &[
     ),
     heads(
         spec(
+            Slot::K,
             "self_attn.k_proj.weight",
             Some("attn_k.weight"),
             |c| vec![kv_width(c), c.hidden_size],
@@ -111,28 +148,44 @@ pub const LAYER: &[TensorSpec] = &[
         ),
         GgufHeads::KeyValue,
     ),
-    spec("self_attn.v_proj.weight", Some("attn_v.weight"), |c| vec![kv_width(c), c.hidden_size], always, Init::Normal),
+    spec(
+        Slot::V,
+        "self_attn.v_proj.weight",
+        Some("attn_v.weight"),
+        |c| vec![kv_width(c), c.hidden_size],
+        always,
+        Init::Normal,
+    ),
     heads(
-        spec("self_attn.q_proj.bias", Some("attn_q.bias"), |c| vec![q_width(c)], qkv_bias, Init::Zeros),
+        spec(Slot::QBias, "self_attn.q_proj.bias", Some("attn_q.bias"), |c| vec![q_width(c)], qkv_bias, Init::Zeros),
         GgufHeads::Query,
     ),
     heads(
-        spec("self_attn.k_proj.bias", Some("attn_k.bias"), |c| vec![kv_width(c)], qkv_bias, Init::Zeros),
+        spec(Slot::KBias, "self_attn.k_proj.bias", Some("attn_k.bias"), |c| vec![kv_width(c)], qkv_bias, Init::Zeros),
         GgufHeads::KeyValue,
     ),
-    spec("self_attn.v_proj.bias", Some("attn_v.bias"), |c| vec![kv_width(c)], qkv_bias, Init::Zeros),
+    spec(Slot::VBias, "self_attn.v_proj.bias", Some("attn_v.bias"), |c| vec![kv_width(c)], qkv_bias, Init::Zeros),
     spec(
+        Slot::O,
         "self_attn.o_proj.weight",
         Some("attn_output.weight"),
         |c| vec![c.hidden_size, q_width(c)],
         always,
         Init::ResidualNormal,
     ),
-    spec("self_attn.o_proj.bias", Some("attn_output.bias"), |c| vec![c.hidden_size], o_bias, Init::Zeros),
-    spec("self_attn.q_norm.weight", Some("attn_q_norm.weight"), |c| vec![c.head_dim], qk_norm, Init::Ones),
-    spec("self_attn.k_norm.weight", Some("attn_k_norm.weight"), |c| vec![c.head_dim], qk_norm, Init::Ones),
-    spec("post_attention_layernorm.weight", Some("ffn_norm.weight"), |c| vec![c.hidden_size], always, Init::Ones),
+    spec(Slot::OBias, "self_attn.o_proj.bias", Some("attn_output.bias"), |c| vec![c.hidden_size], o_bias, Init::Zeros),
+    spec(Slot::QNorm, "self_attn.q_norm.weight", Some("attn_q_norm.weight"), |c| vec![c.head_dim], qk_norm, Init::Ones),
+    spec(Slot::KNorm, "self_attn.k_norm.weight", Some("attn_k_norm.weight"), |c| vec![c.head_dim], qk_norm, Init::Ones),
     spec(
+        Slot::PostNorm,
+        "post_attention_layernorm.weight",
+        Some("ffn_norm.weight"),
+        |c| vec![c.hidden_size],
+        always,
+        Init::Ones,
+    ),
+    spec(
+        Slot::Gate,
         "mlp.gate_proj.weight",
         Some("ffn_gate.weight"),
         |c| vec![c.intermediate_size, c.hidden_size],
@@ -140,6 +193,7 @@ pub const LAYER: &[TensorSpec] = &[
         Init::Normal,
     ),
     spec(
+        Slot::Up,
         "mlp.up_proj.weight",
         Some("ffn_up.weight"),
         |c| vec![c.intermediate_size, c.hidden_size],
@@ -147,6 +201,7 @@ pub const LAYER: &[TensorSpec] = &[
         Init::Normal,
     ),
     spec(
+        Slot::Down,
         "mlp.down_proj.weight",
         Some("ffn_down.weight"),
         |c| vec![c.hidden_size, c.intermediate_size],
@@ -157,9 +212,23 @@ pub const LAYER: &[TensorSpec] = &[
 
 /// Tensors after the layers, in checkpoint order.
 pub const AFTER_LAYERS: &[TensorSpec] = &[
-    spec("model.norm.weight", Some("output_norm.weight"), |c| vec![c.hidden_size], always, Init::Ones),
-    spec("score.weight", None, |c| vec![c.score_labels.unwrap_or(1), c.hidden_size], classifier, Init::Normal),
-    spec("lm_head.weight", Some("output.weight"), |c| vec![c.vocab_size, c.hidden_size], untied_lm_head, Init::Normal),
+    spec(Slot::Norm, "model.norm.weight", Some("output_norm.weight"), |c| vec![c.hidden_size], always, Init::Ones),
+    spec(
+        Slot::Score,
+        "score.weight",
+        None,
+        |c| vec![c.score_labels.unwrap_or(1), c.hidden_size],
+        classifier,
+        Init::Normal,
+    ),
+    spec(
+        Slot::LmHead,
+        "lm_head.weight",
+        Some("output.weight"),
+        |c| vec![c.vocab_size, c.hidden_size],
+        untied_lm_head,
+        Init::Normal,
+    ),
 ];
 
 /// What checkpoints may hold besides parameters (skipped on loading): HF's rotary inverse
@@ -217,6 +286,17 @@ fn full_name(layer: Option<usize>, spec: &TensorSpec, gguf: bool) -> Option<Stri
         Some(l) => format!("model.layers.{l}.{name}"),
         None => name.to_string(),
     })
+}
+
+/// The full HF name of a slot's tensor (`layer`: its layer, for a layer's tensor).
+pub fn hf(layer: Option<usize>, slot: Slot) -> String {
+    let spec = BEFORE_LAYERS
+        .iter()
+        .chain(LAYER)
+        .chain(AFTER_LAYERS)
+        .find(|s| s.slot == slot)
+        .expect("every slot has a row in the table");
+    full_name(layer.filter(|_| LAYER.iter().any(|s| s.slot == slot)), spec, false).expect("every tensor has an HF name")
 }
 
 /// Translates an HF parameter name to its GGUF name.

@@ -115,7 +115,9 @@ pub fn load_hf_params(dir: &Path, device: &Device) -> Result<(ModelConfig, Param
     let mut store = ParamStore::new();
     for (name, t) in raw.tensors {
         // Buffers some exporters include that are not parameters.
-        if crate::tensors::is_buffer(&name) || (config.tie_word_embeddings && name == "lm_head.weight") {
+        if crate::tensors::is_buffer(&name)
+            || (config.tie_word_embeddings && name == crate::tensors::hf(None, crate::tensors::Slot::LmHead))
+        {
             continue;
         }
         store.insert(name, t)?;
