@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 mod common;
-use common::{problems, problems_in};
+use common::{overflowing_model, problems, problems_in};
 
 /// The shared tiny experiment on one seed, with arms `a` (pretrain, sft) and `b` (pretrain, pref, rlvf).
 static TINY: LazyLock<String> = LazyLock::new(|| {
@@ -27,19 +27,6 @@ fn run_text(text: &str, dir: &Path) -> Result<RunSummary, ordo_lab::LabError> {
 fn assert_problem(text: &str, want: &str) {
     let p = problems(text);
     assert!(p.iter().any(|m| m.contains(want)), "expected {want:?} in {p:#?}");
-}
-
-/// An organism checkpoint with finite weights whose first forward pass overflows: attention norms
-/// of 1e30 make the attention scores infinite, and their softmax NaN.
-fn overflowing_model(dir: &Path) {
-    let cfg = ordo_world::organism_config();
-    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
-    for layer in 0..cfg.num_hidden_layers {
-        let name = format!("model.layers.{layer}.input_layernorm.weight");
-        let big = (params.var(&name).unwrap().as_tensor() * 1e30).unwrap();
-        params.insert(name, big).unwrap();
-    }
-    ordo_model::weights::save_hf_dir(dir, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
 }
 
 /// A bad `[world]` value is reported once; the rest of the file is still checked against the

@@ -2,6 +2,10 @@
 //! the bad input and checks the clear error, the non-zero exit and that nothing was lost.
 
 use std::path::Path;
+
+/// The experiment tests' shared helpers (a diverging checkpoint among them).
+#[path = "../../ordo-lab/tests/common/mod.rs"]
+mod common;
 use std::process::Command;
 
 fn ordo(args: &[&str]) -> (i32, String, String) {
@@ -57,16 +61,8 @@ fn world_corpus_never_replaces_a_directory_or_file_it_did_not_write() {
 #[test]
 fn a_diverging_run_exits_non_zero_naming_the_step_once_and_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    // Finite weights whose first forward pass overflows: attention norms of 1e30.
-    let cfg = ordo_world::organism_config();
-    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
-    for layer in 0..cfg.num_hidden_layers {
-        let name = format!("model.layers.{layer}.input_layernorm.weight");
-        let big = (params.var(&name).unwrap().as_tensor() * 1e30).unwrap();
-        params.insert(name, big).unwrap();
-    }
     let model = tmp.path().join("model");
-    ordo_model::weights::save_hf_dir(&model, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
+    common::overflowing_model(&model);
     let exp = tmp.path().join("exp.toml");
     std::fs::write(
         &exp,

@@ -1,4 +1,5 @@
-//! What the experiment tests share: a tiny experiment on the built-in world, and reading a spec's problems.
+//! What the experiment tests (and the CLI's) share: a tiny experiment on the built-in world, reading a
+//! spec's problems, and a checkpoint that diverges at its first step.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -46,4 +47,17 @@ pub fn problems_in(text: &str, dir: &Path) -> Vec<String> {
 /// The problems of a spec that must be rejected.
 pub fn problems(text: &str) -> Vec<String> {
     problems_in(text, tempfile::tempdir().unwrap().path())
+}
+
+/// An organism checkpoint with finite weights whose first forward pass overflows: attention norms
+/// of 1e30 make the attention scores infinite, and their softmax NaN.
+pub fn overflowing_model(dir: &Path) {
+    let cfg = ordo_world::organism_config();
+    let mut params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
+    for layer in 0..cfg.num_hidden_layers {
+        let name = format!("model.layers.{layer}.input_layernorm.weight");
+        let big = (params.var(&name).unwrap().as_tensor() * 1e30).unwrap();
+        params.insert(name, big).unwrap();
+    }
+    ordo_model::weights::save_hf_dir(dir, &cfg, &params, Some(&ordo_world::tokenizer()), usize::MAX).unwrap();
 }
