@@ -13,13 +13,12 @@
 //! starts this backward pass from the gradient the loss gives them. The tests compare every
 //! parameter's gradient with the composed candle path and with transformers.
 
+use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;
-use crate::cpu_decode::{add_bias_rows, CpuDecoder, CpuLayer};
+use crate::cpu::{Attend, BlockActivations, CpuDecoder, CpuLayer, Dims, Products};
 use crate::error::{ModelError, Result};
-use crate::fused::{
-    rms_norm_rows, rms_norm_rows_backward, swiglu_backward_into, swiglu_into, AttnDims, CausalAttention,
-};
-use crate::kernels::{matmul_t, matmul_t_new, product, rotate_half_in_place, Operand};
+use crate::kernels::{product, rotate_half_in_place, swiglu_backward_into, Operand};
+use crate::norm::{CpuNorm, NormGradients};
 use crate::tensors::{self, Slot};
 use crate::token_layout::TokenLayout;
 use candle_core::backprop::GradStore;
@@ -27,36 +26,48 @@ use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// What the backward pass needs of one layer's forward pass (compact token-major `[tokens, width]`,
-/// one row per distinct real-token prefix ([`TokenLayout`]), unless noted).
+/// What the backward pass needs of one layer's forward pass: the block's activations (compact
+/// token-major, one row per distinct real-token prefix ([`TokenLayout`])) and attention's inputs.
 struct LayerActivations {
-    /// The residual stream entering the layer.
-    x_in: Vec<f32>,
-    /// `x_in` after the input RMSNorm.
-    h_attn: Vec<f32>,
-    /// q/k/v after the projection (and bias), before the per-head norm: kept for models with q/k norm.
-    qkv_raw: Option<Vec<f32>>,
+    block: BlockActivations,
     /// Head-major `[rows, heads, seq, head_dim]` q and `[rows, kv_heads, seq, head_dim]` k and v,
     /// after the per-head norm and the rotary embedding.
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
-    /// The attention output before the o projection.
-    attn: Vec<f32>,
-    /// The residual stream after attention.
-    x_mid: Vec<f32>,
-    /// `x_mid` after the post-attention RMSNorm.
-    h_mlp: Vec<f32>,
-    /// gate and up projections, stacked per token.
-    gate_up: Vec<f32>,
-    /// `silu(gate) * up`.
-    act: Vec<f32>,
+}
+
+/// Attention over the padded grid of a batch of full sequences: the block's compact token-major
+/// q/k/v spread to every slot ([`TokenLayout`]), [`GridAttention`], and the owners' outputs back.
+/// With `keep`, each layer's head-major q, k and v are kept for the backward pass.
+struct BatchAttention<'a> {
+    layout: &'a TokenLayout,
+    attention: &'a GridAttention,
+    dims: Dims,
+    keep: bool,
+    kept: Vec<[Vec<f32>; 3]>,
+}
+
+impl Attend for BatchAttention<'_> {
+    fn attend(&mut self, _layer: usize, mask: Mask, qkv: &[f32], out: &mut [f32]) {
+        let (d, lay) = (self.dims, self.layout);
+        let (w, hd) = (d.qkv_width(), d.head_dim);
+        let q = lay.to_heads(qkv, w, 0, d.heads, hd, false);
+        let k = lay.to_heads(qkv, w, d.q_width(), d.kv_heads, hd, false);
+        let v = lay.to_heads(qkv, w, d.q_width() + d.kv_width(), d.kv_heads, hd, false);
+        let dims = AttnDims { b: lay.rows, heads: d.heads, kv_heads: d.kv_heads, t: lay.seq, d: hd };
+        let heads_out = self.attention.forward(dims, mask, &q, &k, &v);
+        lay.heads_to_tokens(&heads_out, d.heads, hd, out, d.q_width(), 0, false);
+        if self.keep {
+            self.kept.push([q, k, v]);
+        }
+    }
 }
 
 /// A training forward pass's activations, for [`TrainTape::backward`].
 pub struct TrainTape {
     layout: TokenLayout,
-    attention: CausalAttention,
+    attention: GridAttention,
     layers: Vec<LayerActivations>,
     /// The residual stream after the last layer, and after the final norm.
     x_final: Vec<f32>,
@@ -65,14 +76,14 @@ pub struct TrainTape {
 
 /// Gradients of one layer's weights, in [`CpuLayer`]'s stacked layout.
 pub(crate) struct LayerGradients {
-    pub input_norm: Vec<f32>,
+    pub input_norm: NormGradients,
     pub qkv: Vec<f32>,
     pub qkv_bias: Option<Vec<f32>>,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
+    pub q_norm: Option<NormGradients>,
+    pub k_norm: Option<NormGradients>,
     pub o: Vec<f32>,
     pub o_bias: Option<Vec<f32>>,
-    pub post_norm: Vec<f32>,
+    pub post_norm: NormGradients,
     pub gate_up: Vec<f32>,
     pub down: Vec<f32>,
 }
@@ -81,7 +92,7 @@ pub(crate) struct LayerGradients {
 pub(crate) struct DecoderGradients {
     pub embed: Vec<f32>,
     pub layers: Vec<LayerGradients>,
-    pub norm: Vec<f32>,
+    pub norm: NormGradients,
     pub lm_head: Vec<f32>,
 }
 
@@ -127,7 +138,7 @@ impl CpuDecoder {
         {
             return Err(ModelError::Input("expected a non-empty batch of equal-length rows and masks".into()));
         }
-        let vocab_in = self.embed.len() / d.hidden;
+        let vocab_in = self.vocab_in();
         if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab_in) {
             return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (size {vocab_in})")));
         }
@@ -142,80 +153,21 @@ impl CpuDecoder {
         // The per-token work runs once per distinct real-token prefix; padding gets none.
         let layout = TokenLayout::new(ids, valid);
         let n = layout.tokens();
-        let mut x = vec![0f32; n * d.hidden];
-        for (row, &id) in x.chunks_exact_mut(d.hidden).zip(&layout.ids) {
-            row.copy_from_slice(&self.embed[id as usize * d.hidden..(id as usize + 1) * d.hidden]);
+        let mut x = self.embed(&layout.ids);
+        let flags = Arc::new(valid.iter().flatten().copied().collect());
+        let attention = GridAttention::new(flags, t, 1.0 / (d.head_dim as f32).sqrt());
+        let mut batch = BatchAttention { layout: &layout, attention: &attention, dims: d, keep, kept: Vec::new() };
+        let mut blocks = Vec::with_capacity(if keep { self.layers.len() } else { 0 });
+        for l in 0..self.layers.len() {
+            blocks.extend(self.block(l, &mut x, &layout.positions, &mut batch, Products::Packed, keep));
         }
-        let attention = CausalAttention {
-            valid: Arc::new(valid.iter().flatten().copied().collect()),
-            scale: 1.0 / (d.head_dim as f32).sqrt(),
-        };
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let acts = self.layer_forward(layer, x, &layout, &attention)?;
-            let mut next = acts.x_mid.clone();
-            matmul_t(&acts.act, n, d.inter, &layer.down, d.hidden, &mut next, true);
-            x = next;
-            if keep {
-                layers.push(acts);
-            }
-        }
+        let layers =
+            blocks.into_iter().zip(batch.kept).map(|(block, [q, k, v])| LayerActivations { block, q, k, v }).collect();
         let mut normed = vec![0f32; x.len()];
-        rms_norm_rows(&x, &self.norm, d.eps, &mut normed);
-        let logits = layout.scatter(&matmul_t_new(&normed, n, d.hidden, &self.lm_head, d.vocab), d.vocab);
+        self.norm.rows(&x, &mut normed);
+        let logits = layout.scatter(&self.lm_head.product(&normed, n, Products::Packed), d.vocab);
         let tape = TrainTape { layout, attention, layers, x_final: x, normed };
         Ok((logits, tape))
-    }
-
-    /// One layer up to the MLP's down projection (the caller adds that to `x_mid`).
-    fn layer_forward(
-        &self,
-        layer: &CpuLayer,
-        x_in: Vec<f32>,
-        layout: &TokenLayout,
-        attention: &CausalAttention,
-    ) -> Result<LayerActivations> {
-        let d = self.dims;
-        let (n, b, t) = (layout.tokens(), layout.rows, layout.seq);
-        let mut h_attn = vec![0f32; x_in.len()];
-        rms_norm_rows(&x_in, &layer.input_norm, d.eps, &mut h_attn);
-        let mut qkv = matmul_t_new(&h_attn, n, d.hidden, &layer.qkv, d.qkv_width());
-        if let Some(bias) = &layer.qkv_bias {
-            add_bias_rows(&mut qkv, bias);
-        }
-        let qkv_raw = (layer.q_norm.is_some() || layer.k_norm.is_some()).then(|| qkv.clone());
-        self.norm_and_rotate(layer, &mut qkv, &layout.positions);
-        let dims = AttnDims { b, heads: d.heads, kv_heads: d.kv_heads, t, d: d.head_dim };
-        let (w, hd) = (d.qkv_width(), d.head_dim);
-        let q = layout.to_heads(&qkv, w, 0, d.heads, hd, false);
-        let k = layout.to_heads(&qkv, w, d.q_width(), d.kv_heads, hd, false);
-        let v = layout.to_heads(&qkv, w, d.q_width() + d.kv_width(), d.kv_heads, hd, false);
-        let out = attention.forward(dims, &q, &k, &v);
-        let mut attn = vec![0f32; n * d.q_width()];
-        layout.heads_to_tokens(&out, d.heads, hd, &mut attn, d.q_width(), 0, false);
-        let mut x_mid = x_in.clone();
-        matmul_t(&attn, n, d.q_width(), &layer.o, d.hidden, &mut x_mid, true);
-        if let Some(bias) = &layer.o_bias {
-            add_bias_rows(&mut x_mid, bias);
-        }
-        let mut h_mlp = vec![0f32; x_mid.len()];
-        rms_norm_rows(&x_mid, &layer.post_norm, d.eps, &mut h_mlp);
-        let gate_up = matmul_t_new(&h_mlp, n, d.hidden, &layer.gate_up, 2 * d.inter);
-        let mut act = vec![0f32; n * d.inter];
-        act.par_chunks_mut(d.inter).zip(gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
-            let (g, u) = gu.split_at(d.inter);
-            swiglu_into(g, u, a);
-        });
-        Ok(LayerActivations { x_in, h_attn, qkv_raw, q, k, v, attn, x_mid, h_mlp, gate_up, act })
-    }
-
-    /// Per-head RMSNorm of q and k (models with q/k norm) and the rotary embedding, in place on
-    /// token-major q/k/v rows, tokens in parallel ([`CpuDecoder::normalise_and_rotate_token`]).
-    fn norm_and_rotate(&self, layer: &CpuLayer, qkv: &mut [f32], positions: &[usize]) {
-        qkv.par_chunks_mut(self.dims.qkv_width())
-            .zip(positions.par_iter())
-            .with_min_len(16)
-            .for_each(|(row, &pos)| self.normalise_and_rotate_token(layer, row, pos));
     }
 }
 
@@ -237,7 +189,7 @@ impl TrainTape {
         let n = self.layout.tokens();
         let d_normed = product(Operand::plain(dlogits, n, d.vocab), Operand::plain(&dec.lm_head, d.vocab, d.hidden));
         let lm_head = product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
-        let (mut dx, norm) = rms_norm_rows_backward(&self.x_final, &dec.norm, &d_normed, d.eps);
+        let (mut dx, norm) = dec.norm.rows_backward(&self.x_final, &d_normed);
         let mut layers = Vec::with_capacity(dec.layers.len());
         for (layer, acts) in dec.layers.iter().zip(&self.layers).rev() {
             let (dx_in, grads) = self.layer_backward(dec, layer, acts, dx);
@@ -263,48 +215,48 @@ impl TrainTape {
         a: &LayerActivations,
         dx: Vec<f32>,
     ) -> (Vec<f32>, LayerGradients) {
-        let d = &dec.dims;
+        let (d, b) = (&dec.dims, &a.block);
         let n = self.layout.tokens();
         let (hid, inter) = (d.hidden, d.inter);
         // MLP: x_out = x_mid + down(silu(gate) * up).
         let d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
-        let down = product(Operand::t(&dx, n, hid), Operand::plain(&a.act, n, inter));
+        let down = product(Operand::t(&dx, n, hid), Operand::plain(&b.act, n, inter));
         let mut d_gate_up = vec![0f32; n * 2 * inter];
         d_gate_up
             .par_chunks_mut(2 * inter)
-            .zip(a.gate_up.par_chunks(2 * inter).zip(d_act.par_chunks(inter)))
+            .zip(b.gate_up.par_chunks(2 * inter).zip(d_act.par_chunks(inter)))
             .with_min_len(16)
             .for_each(|(dgu, (gu, da))| {
                 let (g, u) = gu.split_at(inter);
                 let (dg, du) = dgu.split_at_mut(inter);
                 swiglu_backward_into(g, u, da, dg, du);
             });
-        let gate_up = product(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&a.h_mlp, n, hid));
+        let gate_up = product(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&b.h_mlp, n, hid));
         let d_h_mlp = product(Operand::plain(&d_gate_up, n, 2 * inter), Operand::plain(&layer.gate_up, 2 * inter, hid));
-        let (d_mid_norm, post_norm) = rms_norm_rows_backward(&a.x_mid, &layer.post_norm, &d_h_mlp, d.eps);
+        let (d_mid_norm, post_norm) = layer.post_norm.rows_backward(&b.x_mid, &d_h_mlp);
         let d_mid = sum(&dx, &d_mid_norm);
         drop((dx, d_mid_norm, d_h_mlp, d_gate_up, d_act));
 
         // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)) (+ o bias).
         let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
-        let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&a.attn, n, d.q_width()));
+        let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&b.attn, n, d.q_width()));
         let d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
         // A shared token's output gradient enters attention once (at its owner slot); the gradients of
         // its q, k and v add up over every slot that reads it.
         let (lay, w, hd) = (&self.layout, d.qkv_width(), d.head_dim);
         let d_out = lay.to_heads(&d_attn, d.q_width(), 0, d.heads, hd, true);
         let dims = AttnDims { b: lay.rows, heads: d.heads, kv_heads: d.kv_heads, t: lay.seq, d: hd };
-        let [dq, dk, dv] = self.attention.backward(dims, &a.q, &a.k, &a.v, &d_out);
+        let [dq, dk, dv] = self.attention.backward(dims, layer.mask, (&a.q, &a.k, &a.v), &d_out);
         let mut d_qkv = vec![0f32; n * w];
         lay.heads_to_tokens(&dq, d.heads, hd, &mut d_qkv, w, 0, true);
         lay.heads_to_tokens(&dk, d.kv_heads, hd, &mut d_qkv, w, d.q_width(), true);
         lay.heads_to_tokens(&dv, d.kv_heads, hd, &mut d_qkv, w, d.q_width() + d.kv_width(), true);
         let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
         let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
-        let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&a.h_attn, n, hid));
+        let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&b.h_attn, n, hid));
         let d_h_attn =
             product(Operand::plain(&d_qkv, n, d.qkv_width()), Operand::plain(&layer.qkv, d.qkv_width(), hid));
-        let (d_in_norm, input_norm) = rms_norm_rows_backward(&a.x_in, &layer.input_norm, &d_h_attn, d.eps);
+        let (d_in_norm, input_norm) = layer.input_norm.rows_backward(&b.x_in, &d_h_attn);
         let d_in = sum(&d_mid, &d_in_norm);
         (d_in, LayerGradients { input_norm, qkv, qkv_bias, q_norm, k_norm, o, o_bias, post_norm, gate_up, down })
     }
@@ -317,7 +269,7 @@ impl TrainTape {
         layer: &CpuLayer,
         a: &LayerActivations,
         d_qkv: &mut [f32],
-    ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    ) -> (Option<NormGradients>, Option<NormGradients>) {
         let d = dec.dims;
         let (hd, half, w) = (d.head_dim, d.head_dim / 2, d.qkv_width());
         // The rotation's backward pass is the inverse rotation.
@@ -327,13 +279,13 @@ impl TrainTape {
                 rotate_half_in_place(&mut row[head * hd..(head + 1) * hd], c, s, -1.0);
             }
         });
-        let Some(raw) = &a.qkv_raw else { return (None, None) };
-        // Per-head RMSNorm over the q columns, then the k columns: gathered as rows of head_dim.
-        let mut unnorm = |at: usize, width: usize, weight: &Option<Vec<f32>>| -> Option<Vec<f32>> {
-            let w8 = weight.as_ref()?;
+        let Some(raw) = &a.block.qkv_raw else { return (None, None) };
+        // The per-head norm over the q columns, then the k columns: gathered as rows of head_dim.
+        let mut unnorm = |at: usize, width: usize, norm: &Option<CpuNorm>| -> Option<NormGradients> {
+            let norm = norm.as_ref()?;
             let gather =
                 |m: &[f32]| -> Vec<f32> { m.chunks_exact(w).flat_map(|r| r[at..at + width].iter().copied()).collect() };
-            let (dx, dw) = rms_norm_rows_backward(&gather(raw), w8, &gather(d_qkv), d.eps);
+            let (dx, dw) = norm.rows_backward(&gather(raw), &gather(d_qkv));
             for (row, g) in d_qkv.chunks_exact_mut(w).zip(dx.chunks_exact(width)) {
                 row[at..at + width].copy_from_slice(g);
             }
@@ -397,7 +349,9 @@ impl TrainPass {
         let (qw, kvw, hid) = (d.q_width(), d.kv_width(), d.hidden);
         for (l, g) in grads.layers.iter().enumerate() {
             let n = |slot| tensors::hf(Some(l), slot);
-            put(n(Slot::InputNorm), &g.input_norm, None)?;
+            for (name, v) in g.input_norm.named(Some(l), Slot::InputNorm) {
+                put(name, v, None)?;
+            }
             let stacked = [(Slot::Q, Slot::QBias, 0, qw), (Slot::K, Slot::KBias, qw, qw + kvw)];
             for (w, b, lo, hi) in stacked.into_iter().chain([(Slot::V, Slot::VBias, qw + kvw, qw + 2 * kvw)]) {
                 put(n(w), &g.qkv[lo * hid..hi * hid], Some(hi - lo))?;
@@ -405,22 +359,26 @@ impl TrainPass {
                     put(n(b), &bias[lo..hi], None)?;
                 }
             }
-            if let Some(w) = &g.q_norm {
-                put(n(Slot::QNorm), w, None)?;
-            }
-            if let Some(w) = &g.k_norm {
-                put(n(Slot::KNorm), w, None)?;
+            let head_norms = [(&g.q_norm, Slot::QNorm), (&g.k_norm, Slot::KNorm)];
+            for (name, v) in
+                head_norms.into_iter().filter_map(|(g, slot)| Some(g.as_ref()?.named(Some(l), slot))).flatten()
+            {
+                put(name, v, None)?;
             }
             put(n(Slot::O), &g.o, Some(hid))?;
             if let Some(b) = &g.o_bias {
                 put(n(Slot::OBias), b, None)?;
             }
-            put(n(Slot::PostNorm), &g.post_norm, None)?;
+            for (name, v) in g.post_norm.named(Some(l), Slot::PostNorm) {
+                put(name, v, None)?;
+            }
             put(n(Slot::Gate), &g.gate_up[..d.inter * hid], Some(d.inter))?;
             put(n(Slot::Up), &g.gate_up[d.inter * hid..], Some(d.inter))?;
             put(n(Slot::Down), &g.down, Some(hid))?;
         }
-        put(tensors::hf(None, Slot::Norm), &grads.norm, None)?;
+        for (name, v) in grads.norm.named(None, Slot::Norm) {
+            put(name, v, None)?;
+        }
         let embed_rows = grads.embed.len() / hid;
         let embed = tensors::hf(None, Slot::Embed);
         match (cfg.score_labels.is_some(), cfg.tie_word_embeddings) {

@@ -4,11 +4,12 @@
 //! per-head q/k RMSNorm and explicit `head_dim` for Qwen3), so one implementation serves all
 //! three, with weights named exactly as in HF.
 
+use crate::attention::{additive_bias, Mask};
 use crate::config::ModelConfig;
-use crate::cpu_decode::{CpuDecoder, LayerTensors};
+use crate::cpu::{CpuDecoder, LayerTensors};
 use crate::cpu_train::TrainPass;
 use crate::error::{ModelError, Result};
-use crate::fused;
+use crate::norm::NormTensors;
 use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
 use crate::tensors::{self, Slot};
@@ -41,14 +42,14 @@ impl Linear {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    input_norm: Tensor,
+    input_norm: NormTensors,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    post_norm: Tensor,
+    q_norm: Option<NormTensors>,
+    k_norm: Option<NormTensors>,
+    post_norm: NormTensors,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -126,6 +127,8 @@ pub struct DecodeCache {
     layers: Vec<KvCache>,
     /// For each row, one flag per cached position: 1 for a real token, 0 for padding.
     valid: Vec<Vec<u8>>,
+    /// For each row, each cached position's position id (real tokens before it).
+    positions: Vec<Vec<u32>>,
     /// For each row, the position id its next token gets.
     next_position: Vec<u32>,
 }
@@ -136,13 +139,19 @@ impl DecodeCache {
         DecodeCache {
             layers: (0..cfg.num_hidden_layers).map(|_| KvCache::new(2, capacity.max(1))).collect(),
             valid: vec![Vec::new(); batch],
+            positions: vec![Vec::new(); batch],
             next_position: vec![0; batch],
         }
     }
 
     /// Bookkeeping for one full-sequence pass that keeps no keys or values.
     fn uncached(batch: usize) -> Self {
-        DecodeCache { layers: Vec::new(), valid: vec![Vec::new(); batch], next_position: vec![0; batch] }
+        DecodeCache {
+            layers: Vec::new(),
+            valid: vec![Vec::new(); batch],
+            positions: vec![Vec::new(); batch],
+            next_position: vec![0; batch],
+        }
     }
 
     /// Number of cached positions.
@@ -176,7 +185,7 @@ pub struct Decoder {
     cfg: ModelConfig,
     embed: Tensor,
     layers: Vec<Layer>,
-    norm: Tensor,
+    norm: NormTensors,
     lm_head: Tensor,
     rope: RopeTables,
     device: Device,
@@ -192,17 +201,17 @@ impl Decoder {
         let device = embed.device().clone();
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let t = |slot| params.tensor(&tensors::hf(Some(l), slot));
+                let norm = |slot| NormTensors::load(params, cfg, Some(l), slot);
                 let bias = |b| cfg.qkv_bias.then_some(b);
                 Ok(Layer {
-                    input_norm: t(Slot::InputNorm)?,
+                    input_norm: norm(Slot::InputNorm)?,
                     q: Linear::load(params, l, Slot::Q, bias(Slot::QBias))?,
                     k: Linear::load(params, l, Slot::K, bias(Slot::KBias))?,
                     v: Linear::load(params, l, Slot::V, bias(Slot::VBias))?,
                     o: Linear::load(params, l, Slot::O, cfg.o_bias.then_some(Slot::OBias))?,
-                    q_norm: if cfg.qk_norm { Some(t(Slot::QNorm)?) } else { None },
-                    k_norm: if cfg.qk_norm { Some(t(Slot::KNorm)?) } else { None },
-                    post_norm: t(Slot::PostNorm)?,
+                    q_norm: if cfg.qk_norm { Some(norm(Slot::QNorm)?) } else { None },
+                    k_norm: if cfg.qk_norm { Some(norm(Slot::KNorm)?) } else { None },
+                    post_norm: norm(Slot::PostNorm)?,
                     gate: Linear::load(params, l, Slot::Gate, None)?,
                     up: Linear::load(params, l, Slot::Up, None)?,
                     down: Linear::load(params, l, Slot::Down, None)?,
@@ -219,7 +228,7 @@ impl Decoder {
             cfg: cfg.clone(),
             embed,
             layers,
-            norm: params.tensor(&tensors::hf(None, Slot::Norm))?,
+            norm: NormTensors::load(params, cfg, None, Slot::Norm)?,
             lm_head,
             rope,
             device,
@@ -287,12 +296,6 @@ impl Decoder {
         })
     }
 
-    /// Whether attention runs as one fused op: full sequences (no KV cache) on the training path, on
-    /// the CPU in f32. Otherwise it is composed and needs the additive mask `run` builds.
-    fn fused_attention(&self, cached: bool, path: OpPath) -> bool {
-        !cached && path == OpPath::Differentiable && fused::applies(&[&self.embed])
-    }
-
     /// A decoder over the same weights that autograd does not track (for sampling and evaluation).
     pub fn new_inference(cfg: &ModelConfig, params: &ParamStore) -> Result<Self> {
         let mut frozen = params.clone();
@@ -313,12 +316,12 @@ impl Decoder {
     /// Logits at every position: `ids` [batch, seq] (u32), `mask` [batch, seq] (1 = token,
     /// 0 = padding, left or right) -> [batch, seq, vocab] (a classifier: [batch, seq, labels]).
     /// Differentiable on [`OpPath::Differentiable`].
-    /// On [`OpPath::Fused`] on the CPU in f32 this is the hand-written forward pass of
+    /// On [`OpPath::Inference`] on the CPU in f32 this is the hand-written forward pass of
     /// [`crate::cpu_train`] without a graph, keeping no activations (padding's logits are 0 there;
     /// elsewhere they are whatever the masked computation gives: read logits at real tokens only).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
         let (rows, valid) = rows_and_mask(ids, mask)?;
-        if path == OpPath::Fused {
+        if path == OpPath::Inference {
             if let Some(weights) = self.cpu_weights()? {
                 let logits = weights.forward_logits(&rows, &valid)?;
                 let shape = (rows.len(), rows.first().map_or(0, Vec::len), weights.vocab());
@@ -332,7 +335,7 @@ impl Decoder {
     /// Appends `ids` (one chunk per row, equal lengths; `valid` marks padding) to the cache and
     /// returns the logits of the chunk's last position, [batch, vocab]. Uses fused ops.
     pub fn decode(&self, ids: &[Vec<u32>], valid: &[Vec<u8>], cache: &mut DecodeCache) -> Result<Tensor> {
-        let logits = self.run(ids, valid, cache, true, OpPath::Fused)?;
+        let logits = self.run(ids, valid, cache, true, OpPath::Inference)?;
         Ok(logits.squeeze(1)?)
     }
 
@@ -370,66 +373,57 @@ impl Decoder {
                 }
             }
             cache.valid[r].extend_from_slice(&valid[r]);
+            cache.positions[r].extend_from_slice(&positions[r]);
         }
         let offset = cache.len() - t;
-        let total = cache.len();
-        // The fused op masks by the validity flags itself; composed attention adds a bias
-        // [b, 1, t, total]: causal by cache index, padding keys masked.
-        let bias = if self.fused_attention(!cache.layers.is_empty(), path) {
-            None
-        } else {
-            let mut bias = vec![0f32; b * t * total];
-            for r in 0..b {
-                for i in 0..t {
-                    for k in 0..total {
-                        if k > offset + i || cache.valid[r][k] == 0 {
-                            bias[(r * t + i) * total + k] = -1e9;
-                        }
-                    }
-                }
+        // An additive bias [b, 1, t, cached positions] per distinct layer mask: 0 where a query
+        // sees a key, -1e9 where it does not.
+        let mut biases: Vec<(Mask, Tensor)> = Vec::new();
+        for l in 0..self.layers.len() {
+            let mask = Mask::of(&self.cfg, l);
+            if biases.iter().all(|(m, _)| *m != mask) {
+                let bias = additive_bias(mask, &positions, &cache.positions, &cache.valid, offset);
+                let shape = (b, 1, t, cache.len());
+                biases.push((mask, Tensor::from_vec(bias, shape, &self.device)?.to_dtype(self.embed.dtype())?));
             }
-            Some(Tensor::from_vec(bias, (b, 1, t, total), &self.device)?.to_dtype(self.embed.dtype())?)
-        };
+        }
         let (cos, sin) = self.rope.at(&positions, &self.device)?;
 
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let idx = Tensor::from_vec(flat, b * t, &self.device)?;
         let mut x = self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, path)?;
-            let mask = match &bias {
-                Some(bias) => AttentionMask::Additive(bias),
-                None => AttentionMask::Fused(&cache.valid),
-            };
-            let attn = self.attention(layer, &h, (&cos, &sin), mask, cache.layers.get_mut(l), path)?;
+            let h = layer.input_norm.forward(&x, path)?;
+            let mask = Mask::of(&self.cfg, l);
+            let bias = &biases.iter().find(|(m, _)| *m == mask).expect("a bias was built for every layer's mask").1;
+            let attn = self.attention(layer, &h, (&cos, &sin), bias, cache.layers.get_mut(l), path)?;
             x = (x + attn)?;
-            let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, path)?;
-            let mlp = layer.down.forward(&ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?, path)?)?;
+            let h = layer.post_norm.forward(&x, path)?;
+            let mlp = layer.down.forward(&ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?)?;
             x = (x + mlp)?;
         }
         if last_only {
             x = x.narrow(1, t - 1, 1)?;
         }
-        let x = ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, path)?;
+        let x = self.norm.forward(&x, path)?;
         Ok(ops::linear(&x, &self.lm_head, None)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: &Layer,
         h: &Tensor,
         (cos, sin): (&Tensor, &Tensor),
-        mask: AttentionMask<'_>,
+        bias: &Tensor,
         kv: Option<&mut KvCache>,
         path: OpPath,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let (b, t, _) = h.dims3()?;
-        let heads = |x: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+        let heads = |x: Tensor, n: usize, norm: &Option<NormTensors>| -> Result<Tensor> {
             let x = x.reshape((b, t, n, c.head_dim))?;
             let x = match norm {
-                Some(w) => ops::rms_norm(&x, w, c.rms_norm_eps, path)?,
+                Some(norm) => norm.forward(&x, path)?,
                 None => x,
             };
             Ok(x.transpose(1, 2)?.contiguous()?)
@@ -440,15 +434,6 @@ impl Decoder {
         let q = ops::rope(&q, cos, sin, path)?;
         let k = ops::rope(&k, cos, sin, path)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let bias = match mask {
-            AttentionMask::Fused(valid) => {
-                // Full sequence, training path: one fused op (causal + padding mask, grouped heads).
-                let out = fused::causal_attention(&q, &k, &v, valid, scale)?;
-                let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
-                return layer.o.forward(&out);
-            }
-            AttentionMask::Additive(bias) => bias,
-        };
         let (k, v) = match kv {
             Some(kv) => kv.append(&k, &v)?,
             None => (k, v),
@@ -480,14 +465,6 @@ fn rows_and_mask(ids: &Tensor, mask: Option<&Tensor>) -> Result<RowsAndMask> {
         None => vec![vec![1u8; rows.first().map_or(0, Vec::len)]; rows.len()],
     };
     Ok((rows, valid))
-}
-
-/// How attention masks causality and padding.
-enum AttentionMask<'a> {
-    /// The fused op, given each row's per-position validity flags.
-    Fused(&'a [Vec<u8>]),
-    /// Composed ops with an additive bias [b, 1, t, cached positions].
-    Additive(&'a Tensor),
 }
 
 /// Repeats each key/value head `n` times along the head axis (grouped-query attention).

@@ -2,15 +2,18 @@
 //! HF and GGUF checkpoints in and out, tokenizers with chat templates, and a KV-cached sampler.
 
 pub mod atomic;
+mod attention;
 pub mod config;
+pub mod cpu;
 pub mod cpu_decode;
 pub mod cpu_train;
 pub mod decoder;
 pub mod error;
 pub mod flops;
-pub mod fused;
 pub mod gguf;
 pub mod kernels;
+pub mod logprobs;
+mod norm;
 pub mod ops;
 pub mod params;
 pub mod sampler;

@@ -1,45 +1,31 @@
-//! Tensor ops of the decoder, each in a differentiable form for training and a fused form for decoding.
+//! Tensor ops of the decoder's candle path, each in a differentiable form for training and a fused
+//! form for inference.
 //!
 //! candle's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward pass: gradients
-//! silently stop at them. The training path therefore uses ordo's own fused ops with hand-written
-//! backward passes ([`crate::fused`]) on the CPU in f32, and ops composed from candle's
-//! differentiable ones elsewhere (and as the reference they are tested against); the inference
-//! path (no gradients needed) uses candle's fused kernels. Training and full-sequence inference on
-//! the CPU bypass these tensor ops altogether (`Decoder::forward_train`, [`crate::cpu_train`]);
-//! these ops serve the tensor path (other devices, the KV-cached tensor sampler, the tests'
-//! reference).
+//! silently stop at them. The differentiable forms are composed from candle's differentiable ops
+//! (the reference the CPU passes are tested against, and the training path off the CPU); the
+//! inference forms (sampling, evaluation off the CPU) use candle's fused kernels. Training and
+//! inference on the CPU in f32 do not use these ops ([`crate::cpu`]); the norm's forms are in
+//! [`crate::norm`].
 
-use crate::fused;
+use crate::logprobs;
 use candle_core::{Result, Tensor, D};
 
-/// Which implementation of each op a forward pass uses.
+/// Which form of each op a forward pass on the candle path uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpPath {
-    /// Every op has a backward pass: ordo's fused ops on the CPU in f32, composed ops elsewhere.
+    /// Ops composed from candle's differentiable ones: the reference, and training off the CPU.
     Differentiable,
-    /// Every op has a backward pass and is composed from candle's ops (the reference).
-    Composed,
-    /// Fused kernels without backward, for sampling and evaluation.
-    Fused,
-}
-
-/// RMSNorm over the last dimension: `x / sqrt(mean(x^2) + eps) * w`.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
-    match path {
-        OpPath::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
-        OpPath::Differentiable if fused::applies(&[x, w]) => fused::rms_norm(x, w, eps),
-        OpPath::Differentiable | OpPath::Composed => {
-            let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-            x.broadcast_mul(&inv)?.broadcast_mul(w)
-        }
-    }
+    /// candle's fused kernels, without backward: sampling and evaluation (on the CPU in f32,
+    /// `Decoder::forward` runs the CPU pass instead).
+    Inference,
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
-        OpPath::Fused => candle_nn::ops::softmax_last_dim(&x.contiguous()?),
-        OpPath::Differentiable | OpPath::Composed => {
+        OpPath::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?),
+        OpPath::Differentiable => {
             // Subtracting the (detached) maximum changes nothing mathematically; it keeps exp finite.
             let max = x.max_keepdim(D::Minus1)?.detach();
             let e = x.broadcast_sub(&max)?.exp()?;
@@ -61,9 +47,8 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 /// `x`: [batch, heads, seq, head_dim]; `cos`, `sin`: [batch, seq, head_dim / 2] (per-row positions).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
-        OpPath::Fused => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
-        OpPath::Differentiable if fused::applies(&[x, cos, sin]) => fused::rope(x, cos, sin),
-        OpPath::Differentiable | OpPath::Composed => {
+        OpPath::Inference => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        OpPath::Differentiable => {
             let half = x.dim(D::Minus1)? / 2;
             let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
             let x1 = x.narrow(D::Minus1, 0, half)?;
@@ -91,18 +76,15 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 }
 
 /// `silu(gate) * up` (the SwiGLU MLP's inner product).
-pub fn swiglu(gate: &Tensor, up: &Tensor, path: OpPath) -> Result<Tensor> {
-    match path {
-        OpPath::Differentiable if fused::applies(&[gate, up]) => fused::swiglu(gate, up),
-        _ => gate.silu()? * up,
-    }
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
 }
 
 /// Log-probability of each target token: `logits` [.., vocab], `targets` [..] (u32) -> [..]
 /// (fused with its backward pass on the CPU in f32).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if fused::applies(&[logits]) {
-        return fused::token_logprobs(logits, targets);
+    if logprobs::applies(&[logits]) {
+        return logprobs::token_logprobs(logits, targets);
     }
     token_logprobs_composed(logits, targets)
 }

@@ -120,7 +120,7 @@ fn gguf_with_an_unknown_tensor_type_or_garbage_is_rejected() {
 fn token_ids_outside_the_vocabulary_are_an_error() {
     let m = ordo_model::load(&hf_fixture("llama-tiny"), &Device::Cpu).unwrap();
     let dec = Decoder::new(&m.config, &m.params).unwrap();
-    let e = dec.forward(&ids_tensor(&[vec![1, 384]], &Device::Cpu).unwrap(), None, OpPath::Fused).unwrap_err();
+    let e = dec.forward(&ids_tensor(&[vec![1, 384]], &Device::Cpu).unwrap(), None, OpPath::Inference).unwrap_err();
     assert!(e.to_string().contains("token id 384 is out of the vocabulary (size 384)"), "{e}");
 }
 

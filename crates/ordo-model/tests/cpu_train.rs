@@ -26,7 +26,7 @@ fn check(cfg: &ModelConfig, params: &ParamStore, rows: &[Vec<u32>], mask: &[Vec<
     let real = mask.to_dtype(DType::F32).unwrap();
     let dec = Decoder::new(cfg, params).unwrap();
 
-    let composed = dec.forward(&ids, Some(&mask), OpPath::Composed).unwrap();
+    let composed = dec.forward(&ids, Some(&mask), OpPath::Differentiable).unwrap();
     let store = probe_loss(&composed, &real).backward().unwrap();
     let want: HashMap<String, Tensor> =
         params.iter().filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone()))).collect();
@@ -36,7 +36,7 @@ fn check(cfg: &ModelConfig, params: &ParamStore, rows: &[Vec<u32>], mask: &[Vec<
     let err = max_abs_diff(&masked(&pass.logits), &masked(&composed));
     assert!(err < 1e-4, "{what}: logits differ by {err}");
     // The inference forward (no activations kept) gives the very same logits.
-    let inference = dec.forward(&ids, Some(&mask), OpPath::Fused).unwrap();
+    let inference = dec.forward(&ids, Some(&mask), OpPath::Inference).unwrap();
     assert_eq!(max_abs_diff(&inference, &pass.logits), 0.0, "{what}: inference and training logits differ");
     let got: HashMap<String, Tensor> =
         pass.parameter_gradients(&probe_loss(&pass.logits, &real).backward().unwrap()).unwrap().into_iter().collect();

@@ -82,7 +82,7 @@ fn padded_rows_equal_unpadded_rows_left_and_right() {
             let mask: Vec<u32> = (0..n + 4).map(|i| (i >= offset && i < offset + n) as u32).collect();
             let ids = ids_tensor(&[other.clone(), padded], &Device::Cpu).unwrap();
             let mask = Tensor::new(vec![vec![1u32; n + 4], mask], &Device::Cpu).unwrap();
-            for path in [OpPath::Differentiable, OpPath::Fused] {
+            for path in [OpPath::Differentiable, OpPath::Inference] {
                 let out = dec.forward(&ids, Some(&mask), path).unwrap();
                 let got = out.get(1).unwrap().narrow(0, offset, n).unwrap();
                 let err = max_abs_diff(&got, &alone.get(0).unwrap());
@@ -143,7 +143,7 @@ fn sampling_is_seeded_and_honours_its_knobs() {
     let k5 = SamplingParams { top_k: Some(5), ..t1.clone() };
     let out = sampler::generate(&dec, &prompts[..1], &SamplingParams { max_new_tokens: 1, ..k5 }).unwrap();
     let logits =
-        last_logits(&dec.forward(&ids_tensor(&prompts[..1], &Device::Cpu).unwrap(), None, OpPath::Fused).unwrap())
+        last_logits(&dec.forward(&ids_tensor(&prompts[..1], &Device::Cpu).unwrap(), None, OpPath::Inference).unwrap())
             .unwrap();
     let mut row: Vec<(usize, f32)> = logits.get(0).unwrap().to_vec1::<f32>().unwrap().into_iter().enumerate().collect();
     row.sort_by(|x, y| y.1.total_cmp(&x.1));
@@ -173,7 +173,7 @@ fn gguf_round_trip_for_every_supported_type() {
     for name in FAMILIES {
         let m = load(name);
         let ids = ids_tensor(&rows_u32(&reference(name)["input_ids"]), &Device::Cpu).unwrap();
-        let want = Decoder::new(&m.config, &m.params).unwrap().forward(&ids, None, OpPath::Fused).unwrap();
+        let want = Decoder::new(&m.config, &m.params).unwrap().forward(&ids, None, OpPath::Inference).unwrap();
         for (dtype, tol) in [
             (GgmlDType::F32, 1e-6),
             (GgmlDType::F16, 5e-3),
@@ -195,7 +195,7 @@ fn gguf_round_trip_for_every_supported_type() {
                 let got = g.params.var(pname).unwrap().as_tensor();
                 assert_eq!(max_abs_diff(got, &expected), 0.0, "{name} {dtype:?} {pname}");
             }
-            let logits = Decoder::new(&g.config, &g.params).unwrap().forward(&ids, None, OpPath::Fused).unwrap();
+            let logits = Decoder::new(&g.config, &g.params).unwrap().forward(&ids, None, OpPath::Inference).unwrap();
             let err = max_abs_diff(&logits, &want) / max_abs(&want);
             assert!(err < tol, "{name} {dtype:?}: logits differ by {err} of their scale");
         }

@@ -64,7 +64,7 @@ fn record(cfg: &ModelConfig, params: &ParamStore) -> Value {
     g.sort();
     out.insert("gradients".into(), json!(fnv(g.iter().flat_map(|(n, h)| n.bytes().chain(h.bytes())))));
     let inference = Decoder::new_inference(cfg, params).unwrap();
-    let logits = inference.forward(&ids, Some(&mask_t), OpPath::Fused).unwrap();
+    let logits = inference.forward(&ids, Some(&mask_t), OpPath::Inference).unwrap();
     out.insert(
         "inference_logits".into(),
         json!(bits(&logits.broadcast_mul(&real.unsqueeze(D::Minus1).unwrap()).unwrap())),

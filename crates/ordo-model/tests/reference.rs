@@ -16,7 +16,7 @@ fn logits_match_transformers() {
         let m = load(name);
         let r = reference(name);
         let ids = ids_tensor(&rows_u32(&r["input_ids"]), &Device::Cpu).unwrap();
-        for path in [OpPath::Differentiable, OpPath::Fused] {
+        for path in [OpPath::Differentiable, OpPath::Inference] {
             let dec = Decoder::new(&m.config, &m.params).unwrap();
             let logits = dec.forward(&ids, None, path).unwrap();
             let err = max_abs_diff(&logits, &r["logits"]);

@@ -47,10 +47,10 @@ fn smollm2_gguf_completes_the_capital_of_france() {
     assert_eq!(tok2.encode(&chat, false).unwrap(), chat_ids);
     assert_eq!(tok2.chat_template(), tok.chat_template());
     let probe = ordo_model::decoder::ids_tensor(&[chat_ids[..8].to_vec()], &Device::Cpu).unwrap();
-    let a = dec.forward(&probe, None, ordo_model::OpPath::Fused).unwrap();
+    let a = dec.forward(&probe, None, ordo_model::OpPath::Inference).unwrap();
     let b = Decoder::new_inference(&back.config, &back.params)
         .unwrap()
-        .forward(&probe, None, ordo_model::OpPath::Fused)
+        .forward(&probe, None, ordo_model::OpPath::Inference)
         .unwrap();
     assert_eq!((a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
 }

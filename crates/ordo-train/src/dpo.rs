@@ -128,7 +128,7 @@ pub fn train_dpo(
                 PreferenceLoss::Simpo => None,
                 _ => {
                     let ref_dec = reference.inference_decoder()?;
-                    Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?)
+                    Some(response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Inference)?.0, &batch, n)?)
                 }
             };
             let (logps, _, pass) = train_logps(&dec, &batch)?;
@@ -191,8 +191,8 @@ pub fn evaluate_pairs(
     let rows: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
     let batch = Batch::new(&rows, pad, &policy.device())?;
     let n = pairs.len();
-    let (pc, pr, lc, lr) = response_logps(&next_token_logps(&dec, &batch, OpPath::Fused)?.0, &batch, n)?;
-    let (rc, rr, _, _) = response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Fused)?.0, &batch, n)?;
+    let (pc, pr, lc, lr) = response_logps(&next_token_logps(&dec, &batch, OpPath::Inference)?.0, &batch, n)?;
+    let (rc, rr, _, _) = response_logps(&next_token_logps(&ref_dec, &batch, OpPath::Inference)?.0, &batch, n)?;
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta, simpo_gamma: 0.0, length_normalize: false };
     let out = pair_loss([&pc, &pr, &rc, &rr, &lc, &lr], &cfg)?;
     Ok((out.margin()?, out.accuracy()?))

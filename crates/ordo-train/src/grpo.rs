@@ -364,11 +364,11 @@ pub fn train_grpo(
         // training forward's own values (detached), so that forward pass is not run twice.
         let mut old_logps = match s.inner_epochs {
             1 => None,
-            _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Fused)?.0),
+            _ => Some(next_token_logps(&policy.inference_decoder()?, &batch, OpPath::Inference)?.0),
         };
         let before_reference = started.elapsed().as_secs_f64();
         // A decoder per step, so that the reference's copy of the weights is freed before the update.
-        let (ref_logps, _) = next_token_logps(&reference.inference_decoder()?, &batch, OpPath::Fused)?;
+        let (ref_logps, _) = next_token_logps(&reference.inference_decoder()?, &batch, OpPath::Inference)?;
         let referenced = started.elapsed().as_secs_f64();
 
         // 6. mu optimiser steps on the clipped objective.

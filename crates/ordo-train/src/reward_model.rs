@@ -157,7 +157,7 @@ pub fn pairwise_accuracy(rm: &Policy, pairs: &[TokenizedPair], pad: u32) -> Resu
     let dec = rm.inference_decoder()?;
     let refs: Vec<&TokenizedPair> = pairs.iter().collect();
     let batch = pair_batch(&refs, pad, dec.device())?;
-    let (c, r) = halves(&scores(&dec, &batch, OpPath::Fused)?)?;
+    let (c, r) = halves(&scores(&dec, &batch, OpPath::Inference)?)?;
     scalar(&c.gt(&r)?.to_dtype(DType::F32)?.mean_all()?)
 }
 
@@ -166,6 +166,6 @@ pub fn score_texts(dec: &Decoder, items: &[(&[u32], &[u32])], pad: u32) -> Resul
     let rows = rows_of(items.iter().copied());
     let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
     let device = dec.device().clone();
-    let s = scores(dec, &Batch::new(&refs, pad, &device)?, OpPath::Fused)?;
+    let s = scores(dec, &Batch::new(&refs, pad, &device)?, OpPath::Inference)?;
     Ok(s.to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }

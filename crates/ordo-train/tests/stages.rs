@@ -72,7 +72,7 @@ fn sft_memorises_eight_examples_and_prompt_tokens_get_no_gradient() {
     let batch = Batch::new(&rows, PAD, &Device::Cpu).unwrap();
     // Logits held in a variable, so the gradient of the stage's loss with respect to them is kept.
     let dec = policy.inference_decoder().unwrap();
-    let logits = dec.forward(&batch.ids, Some(&batch.attention), ordo_model::OpPath::Fused).unwrap();
+    let logits = dec.forward(&batch.ids, Some(&batch.attention), ordo_model::OpPath::Inference).unwrap();
     let logits = candle_core::Var::from_tensor(&logits).unwrap();
     let (logps, _) = logps_from_logits(logits.as_tensor(), &batch).unwrap();
     let grads = target_nll(&logps, &batch, batch.n_targets).unwrap().backward().unwrap();

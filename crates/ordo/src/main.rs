@@ -299,7 +299,7 @@ fn model_logits(path: &Path, ids: &[u32], out: &Path, force: bool, device: &Devi
     }
     let m = ordo_model::load(path, device)?;
     let dec = Decoder::new_inference(&m.config, &m.params)?;
-    let logits = dec.forward(&ids_tensor(&[ids.to_vec()], device)?, None, OpPath::Fused)?.squeeze(0)?;
+    let logits = dec.forward(&ids_tensor(&[ids.to_vec()], device)?, None, OpPath::Inference)?.squeeze(0)?;
     ordo_model::weights::write_f32_safetensors(out, &[("logits", &logits)])?;
     let (n, v) = logits.dims2()?;
     println!("wrote logits [{n}, {v}] to {}", out.display());
