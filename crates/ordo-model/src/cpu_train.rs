@@ -1,17 +1,17 @@
-//! The decoder's training pass written by hand for the CPU in f32: a forward pass over full
-//! sequences that keeps what its backward pass needs, and that backward pass.
+//! The decoder's training pass on the CPU in f32: the forward pass over full sequences that keeps
+//! what its backward pass needs, and that backward pass.
 //!
 //! Through candle a training step is a graph of a few hundred tensor ops, and its backward pass
 //! allocates a zeroed gradient for every node and adds into it; on the small models ordo trains that
 //! memory traffic and dispatch took more of a step than the matrix products. Here the forward pass
-//! keeps each layer's activations in plain vectors and the backward pass walks the layers in
-//! reverse: matrix products on `gemm` (q/k/v and gate/up stacked, as in [`CpuDecoder`]), RMSNorm,
-//! RoPE, attention and SwiGLU through the kernels the fused candle ops use ([`crate::fused`]).
-//! Per-token work runs once per distinct real-token prefix of the batch, none on padding
-//! ([`crate::token_layout`]); only attention works on the padded `[rows, seq]` grid.
-//! The loss stays in candle: `Decoder::forward_train` hands the logits out as a leaf tensor and
-//! starts this backward pass from the gradient the loss gives them. The tests compare every
-//! parameter's gradient with the composed candle path and with transformers.
+//! runs the CPU block forward ([`CpuDecoder::block`]) with attention over the padded grid and keeps
+//! each layer's activations in plain vectors; the backward pass walks the layers in reverse: matrix
+//! products on `gemm` (q/k/v and gate/up stacked), the norm ([`crate::norm`]), RoPE, attention
+//! ([`crate::attention`]) and SwiGLU. Per-token work runs once per distinct real-token prefix of the
+//! batch, none on padding ([`crate::token_layout`]); only attention works on the padded
+//! `[rows, seq]` grid. The loss stays in candle: `Decoder::forward_train` hands the logits out as a
+//! leaf tensor and starts this backward pass from the gradient the loss gives them. The tests
+//! compare every parameter's gradient with the composed candle path and with transformers.
 
 use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;

@@ -333,7 +333,7 @@ impl Decoder {
     }
 
     /// Appends `ids` (one chunk per row, equal lengths; `valid` marks padding) to the cache and
-    /// returns the logits of the chunk's last position, [batch, vocab]. Uses fused ops.
+    /// returns the logits of the chunk's last position, [batch, vocab], on [`OpPath::Inference`].
     pub fn decode(&self, ids: &[Vec<u32>], valid: &[Vec<u8>], cache: &mut DecodeCache) -> Result<Tensor> {
         let logits = self.run(ids, valid, cache, true, OpPath::Inference)?;
         Ok(logits.squeeze(1)?)

@@ -52,7 +52,7 @@ pub fn sampling_flops(
 /// training pass computes (`cpu_train`: shared prefixes once, padding never). Per computed
 /// token and layer about 7 x hidden + 4 x MLP width values (norms, projections, attention output, MLP,
 /// and their gradients in the backward pass); per slot and layer 3 x hidden (q, k and v on attention's
-/// padded grid; no attention probabilities, which the fused attention recomputes in its backward pass),
+/// padded grid; no attention probabilities, which the CPU attention recomputes in its backward pass),
 /// plus 2 x vocab per slot for the logits and their gradient.
 pub fn step_memory_bytes(cfg: &ModelConfig, computed: usize, slots: usize, reference: bool) -> f64 {
     let p = cfg.parameter_count() as f64;

@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, 
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Whether the fused ops can run on these tensors (all f32 on the CPU).
+/// Whether the op can run on these tensors (all f32 on the CPU).
 pub fn applies(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
@@ -20,7 +20,7 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let all = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&all[a..b]),
-        None => candle_core::bail!("fused op: expected a contiguous f32 input"),
+        None => candle_core::bail!("token log-probs: expected a contiguous f32 input"),
     }
 }
 
@@ -32,7 +32,7 @@ fn with_data<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Resul
     for (g, l) in &guards {
         match &**g {
             Storage::Cpu(s) => slices.push(data(s, l)?),
-            _ => candle_core::bail!("fused op: expected CPU tensors"),
+            _ => candle_core::bail!("token log-probs: expected CPU tensors"),
         }
     }
     f(&slices)
@@ -41,9 +41,6 @@ fn with_data<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Resul
 fn tensor(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(v, like.shape(), like.device())
 }
-
-// ---------------------------------------------------------------------------------------------
-// Token log-probabilities
 
 /// `log_softmax(logits)[target]` per row of `[n, vocab]` logits; targets are u32.
 #[derive(Debug, Clone)]

@@ -49,7 +49,7 @@ impl SamplingParams {
 ///
 /// Prompts of different lengths are fine; each row's positions count its own tokens, so a row's
 /// output does not depend on the other rows. Row `i` draws from its own random stream (seed, i),
-/// so results are reproducible. On the CPU (f32) the [`CpuDecoder`](crate::cpu_decode::CpuDecoder) path runs, elsewhere the
+/// so results are reproducible. On the CPU (f32) the [`CpuDecoder`](crate::cpu::CpuDecoder) path runs, elsewhere the
 /// tensor path with left padding; both compute the same function of the weights.
 pub fn generate(model: &Decoder, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Vec<u32>>> {
     generate_on(model, prompts, params, SamplingPath::Auto)
