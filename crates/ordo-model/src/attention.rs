@@ -10,6 +10,7 @@
 use crate::config::ModelConfig;
 use crate::kernels::{dot_strided, gemm_with, softmax_in_place, weighted_rows_sum, Operand};
 use rayon::prelude::*;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mask {
     /// A query at position p sees keys at positions p - window + 1 ..= p (None: every earlier key).
-    window: Option<usize>,
+    window: Option<NonZeroUsize>,
 }
 
 impl Mask {
@@ -30,32 +31,33 @@ impl Mask {
     /// A mask that sees at most `window` positions (the query's own included); `None` is causal.
     #[cfg(test)]
     pub(crate) fn window(window: Option<usize>) -> Self {
-        Mask { window }
+        Mask { window: window.map(|w| NonZeroUsize::new(w).expect("a window of at least one position")) }
     }
 
     /// Whether a query at position `query` sees a real key at position `key`.
     #[inline]
     pub(crate) fn sees(&self, query: usize, key: usize) -> bool {
-        key <= query && self.window.is_none_or(|w| query - key < w)
+        key <= query && self.window.is_none_or(|w| query - key < w.get())
     }
 
     /// The positions a query at `query` sees, when every position before it is a real token.
     #[inline]
     pub(crate) fn keys(&self, query: usize) -> Range<usize> {
-        let start = self.window.map_or(0, |w| (query + 1).saturating_sub(w));
+        let start = self.window.map_or(0, |w| (query + 1).saturating_sub(w.get()));
         start..query + 1
     }
 }
 
-/// The candle path's additive bias `[rows, queries, keys]` (row-major; 0 = seen, -1e9 = masked): query
-/// `i` of row `r` is at position `query_positions[r][i]`; key `k` is at `key_positions[r][k]` and is a
-/// real token when `key_valid[r][k]` is set.
+/// The candle path's additive bias `[rows, queries, keys]` (row-major; 0 = seen, -1e9 = masked) of a
+/// chunk whose first query is cache index `chunk_offset`: query `i` of row `r` is at position
+/// `query_positions[r][i]`; key `k` is at `key_positions[r][k]` and is a real token when
+/// `key_valid[r][k]` is set.
 pub(crate) fn additive_bias(
     mask: Mask,
     query_positions: &[Vec<u32>],
     key_positions: &[Vec<u32>],
     key_valid: &[Vec<u8>],
-    query_valid_offset: usize,
+    chunk_offset: usize,
 ) -> Vec<f32> {
     let t = query_positions.first().map_or(0, Vec::len);
     let total = key_valid.first().map_or(0, Vec::len);
@@ -63,8 +65,9 @@ pub(crate) fn additive_bias(
     for (r, queries) in query_positions.iter().enumerate() {
         for (i, &q) in queries.iter().enumerate() {
             for k in 0..total {
-                // Keys after the query's own index are later tokens (or its padding), whatever their position.
-                let seen = k <= query_valid_offset + i
+                // Keys after the query's own index are later tokens (or padding), whatever their position:
+                // a padding query has the position of the next real token.
+                let seen = k <= chunk_offset + i
                     && key_valid[r][k] != 0
                     && mask.sees(q as usize, key_positions[r][k] as usize);
                 if !seen {
@@ -120,9 +123,16 @@ impl GridAttention {
         let valid = &self.valid[row * t..(row + 1) * t];
         let positions = &self.positions[row * t..(row + 1) * t];
         for (i, p_i) in p.chunks_exact_mut(t).enumerate() {
-            for (j, s) in p_i[..=i].iter_mut().enumerate() {
-                let seen = valid[j] != 0 && mask.sees(positions[i], positions[j]);
-                *s = if seen { *s * self.scale } else { f32::NEG_INFINITY };
+            if mask.window.is_none() {
+                // Causal: every real key up to the query (the common case, without the window's test).
+                for (j, s) in p_i[..=i].iter_mut().enumerate() {
+                    *s = if valid[j] != 0 { *s * self.scale } else { f32::NEG_INFINITY };
+                }
+            } else {
+                for (j, s) in p_i[..=i].iter_mut().enumerate() {
+                    let seen = valid[j] != 0 && mask.sees(positions[i], positions[j]);
+                    *s = if seen { *s * self.scale } else { f32::NEG_INFINITY };
+                }
             }
             if !softmax_in_place(&mut p_i[..=i]) {
                 p_i[..=i].fill(0.0);
@@ -258,23 +268,45 @@ mod tests {
             .collect()
     }
 
-    /// Attention written out element by element, the mask applied by positions: the reference.
-    fn naive(dims: AttnDims, valid: &[u8], mask: Mask, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    /// Each slot's position in its row (real tokens before it).
+    fn positions(valid: &[u8], t: usize) -> Vec<usize> {
+        (0..valid.len()).map(|s| valid[s - s % t..s].iter().filter(|&&x| x != 0).count()).collect()
+    }
+
+    /// Attention written out element by element over `[b, heads, t, d]` grids: a query sees the real keys
+    /// at or before it within `window` positions (written out here, not through `Mask`), plus `bias`
+    /// (`[b, t, t]`, added to the scores) when given. The reference.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        dims: AttnDims,
+        valid: &[u8],
+        window: Option<usize>,
+        bias: Option<&[f32]>,
+        scale: f32,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> Vec<f32> {
         let AttnDims { b, heads, kv_heads, t, d } = dims;
+        let pos = positions(valid, t);
         let mut out = vec![0f32; q.len()];
         for r in 0..b {
-            let pos: Vec<usize> = (0..t).map(|i| valid[r * t..r * t + i].iter().filter(|&&x| x != 0).count()).collect();
             for h in 0..heads {
                 let kvh = h / (heads / kv_heads);
                 for i in 0..t {
-                    let qi = &q[((r * heads + h) * t + i) * d..][..d];
-                    let seen: Vec<usize> =
-                        (0..=i).filter(|&j| valid[r * t + j] != 0 && mask.sees(pos[i], pos[j])).collect();
+                    let (pi, qi) = (pos[r * t + i], &q[((r * heads + h) * t + i) * d..][..d]);
+                    let seen: Vec<usize> = match bias {
+                        Some(_) => (0..t).collect(),
+                        None => (0..=i)
+                            .filter(|&j| valid[r * t + j] != 0 && window.is_none_or(|w| pi - pos[r * t + j] < w))
+                            .collect(),
+                    };
                     let s: Vec<f64> = seen
                         .iter()
                         .map(|&j| {
                             let kj = &k[((r * kv_heads + kvh) * t + j) * d..][..d];
-                            qi.iter().zip(kj).map(|(a, b)| (a * b) as f64).sum::<f64>() * scale as f64
+                            let dot: f64 = qi.iter().zip(kj).map(|(a, b)| (a * b) as f64).sum();
+                            dot * scale as f64 + bias.map_or(0.0, |bias| bias[(r * t + i) * t + j] as f64)
                         })
                         .collect();
                     let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -292,6 +324,10 @@ mod tests {
         out
     }
 
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    }
+
     #[test]
     fn masks_see_what_their_window_allows() {
         let causal = Mask::window(None);
@@ -303,29 +339,30 @@ mod tests {
         assert_eq!(w3.keys(1), 0..2);
     }
 
+    /// Two rows (one with padding at its start and inside it), grouped heads.
+    const DIMS: AttnDims = AttnDims { b: 2, heads: 4, kv_heads: 2, t: 7, d: 4 };
+    const VALID: [u8; 14] = [1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1];
+
     #[test]
     fn grid_attention_matches_the_reference_and_finite_differences_under_windows() {
-        // Two rows (one with padding inside it and at its start), grouped heads.
-        let dims = AttnDims { b: 2, heads: 4, kv_heads: 2, t: 7, d: 4 };
-        let valid: Vec<u8> = vec![1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1];
+        let dims = DIMS;
         let n = |h| dims.b * h * dims.t * dims.d;
         let (q, k, v) = (values(n(4), 1), values(n(2), 2), values(n(2), 3));
         let g = values(n(4), 4);
         for window in [None, Some(1), Some(3)] {
             let mask = Mask::window(window);
-            let att = GridAttention::new(Arc::new(valid.clone()), dims.t, 0.5);
+            let att = GridAttention::new(Arc::new(VALID.to_vec()), dims.t, 0.5);
             let got = att.forward(dims, mask, &q, &k, &v);
-            let want = naive(dims, &valid, mask, 0.5, &q, &k, &v);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(err < 1e-5, "window {window:?}: forward differs by {err}");
-            // Gradients against central differences of sum(out * g) on the f64-accumulated reference.
+            let want = naive(dims, &VALID, window, None, 0.5, &q, &k, &v);
+            assert!(max_diff(&got, &want) < 1e-5, "window {window:?}: forward differs");
+            // Every gradient element against central differences of sum(out * g) on the reference.
             let [dq, dk, dv] = att.backward(dims, mask, (&q, &k, &v), &g);
             let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
-                naive(dims, &valid, mask, 0.5, q, k, v).iter().zip(&g).map(|(a, b)| (a * b) as f64).sum()
+                naive(dims, &VALID, window, None, 0.5, q, k, v).iter().zip(&g).map(|(a, b)| (a * b) as f64).sum()
             };
             let h = 1e-2f32;
             for (which, grad) in [(0, &dq), (1, &dk), (2, &dv)] {
-                for at in [0, 13, 37, grad.len() - 1] {
+                for at in 0..grad.len() {
                     let mut xs = [q.clone(), k.clone(), v.clone()];
                     xs[which][at] += h;
                     let up = loss(&xs[0], &xs[1], &xs[2]);
@@ -343,42 +380,51 @@ mod tests {
     }
 
     #[test]
-    fn cached_attention_equals_grid_attention_under_windows() {
-        // One row without padding, the whole sequence in one chunk: both kernels see the same keys.
-        let (heads, kv_heads, hd, t) = (4, 2, 4, 6);
-        let dims = AttnDims { b: 1, heads, kv_heads, t, d: hd };
+    fn cached_attention_decoding_token_by_token_equals_grid_attention_under_windows() {
+        // Two rows decoded one token per step into a cache with room to spare.
+        let (rows, heads, kv_heads, hd, t) = (2, 4, 2, 4, 6);
+        let capacity = t + 3;
+        let dims = AttnDims { b: rows, heads, kv_heads, t, d: hd };
         let qkv_width = (heads + 2 * kv_heads) * hd;
-        let qkv = values(t * qkv_width, 7);
-        // Head-major q/k/v for the grid, the cache for the cached kernel.
-        let split = |from: usize, count: usize| -> Vec<f32> {
-            let mut out = vec![0f32; count * t * hd];
-            for h in 0..count {
-                for i in 0..t {
-                    let src = &qkv[i * qkv_width + from + h * hd..][..hd];
-                    out[(h * t + i) * hd..][..hd].copy_from_slice(src);
+        let kvw = kv_heads * hd;
+        // Token-major q/k/v rows per (row, position).
+        let qkv = values(rows * t * qkv_width, 7);
+        let at = |r: usize, i: usize| &qkv[(r * t + i) * qkv_width..(r * t + i + 1) * qkv_width];
+        let heads_of = |from: usize, count: usize| -> Vec<f32> {
+            let mut out = vec![0f32; rows * count * t * hd];
+            for r in 0..rows {
+                for h in 0..count {
+                    for i in 0..t {
+                        out[((r * count + h) * t + i) * hd..][..hd].copy_from_slice(&at(r, i)[from + h * hd..][..hd]);
+                    }
                 }
             }
             out
         };
-        let (q, k, v) = (split(0, heads), split(heads * hd, kv_heads), split((heads + kv_heads) * hd, kv_heads));
-        let kvw = kv_heads * hd;
-        let cache_of = |from: usize| -> Vec<f32> {
-            (0..t).flat_map(|i| qkv[i * qkv_width + from..][..kvw].iter().copied()).collect()
-        };
-        let (keys, vals) = (cache_of(heads * hd), cache_of((heads + kv_heads) * hd));
-        let tokens: Vec<(usize, usize)> = (0..t).map(|i| (0, i)).collect();
-        let cd = CachedDims { heads, kv_heads, head_dim: hd, qkv_width, capacity: t };
+        let (q, k, v) =
+            (heads_of(0, heads), heads_of(heads * hd, kv_heads), heads_of((heads + kv_heads) * hd, kv_heads));
+        let cd = CachedDims { heads, kv_heads, head_dim: hd, qkv_width, capacity };
+        let scale = 1.0 / (hd as f32).sqrt();
         for window in [None, Some(2), Some(4)] {
             let mask = Mask::window(window);
-            let scale = 1.0 / (hd as f32).sqrt();
-            let grid = GridAttention::new(Arc::new(vec![1; t]), t, scale).forward(dims, mask, &q, &k, &v);
-            let mut cached = vec![0f32; t * heads * hd];
-            cached_attention(cd, mask, &qkv, &tokens, &keys, &vals, &mut cached);
+            let grid = GridAttention::new(Arc::new(vec![1; rows * t]), t, scale).forward(dims, mask, &q, &k, &v);
+            let (mut keys, mut vals) = (vec![0f32; rows * capacity * kvw], vec![0f32; rows * capacity * kvw]);
             for i in 0..t {
-                for h in 0..heads {
-                    for x in 0..hd {
-                        let (a, b) = (grid[(h * t + i) * hd + x], cached[i * heads * hd + h * hd + x]);
-                        assert!((a - b).abs() < 1e-5, "window {window:?}, token {i}, head {h}: {a} vs {b}");
+                let mut chunk = Vec::new();
+                for r in 0..rows {
+                    let slot = (r * capacity + i) * kvw;
+                    keys[slot..slot + kvw].copy_from_slice(&at(r, i)[heads * hd..][..kvw]);
+                    vals[slot..slot + kvw].copy_from_slice(&at(r, i)[heads * hd + kvw..][..kvw]);
+                    chunk.extend_from_slice(at(r, i));
+                }
+                let tokens: Vec<(usize, usize)> = (0..rows).map(|r| (r, i)).collect();
+                let mut out = vec![0f32; rows * heads * hd];
+                cached_attention(cd, mask, &chunk, &tokens, &keys, &vals, &mut out);
+                for r in 0..rows {
+                    for h in 0..heads {
+                        let want = &grid[((r * heads + h) * t + i) * hd..][..hd];
+                        let got = &out[(r * heads + h) * hd..][..hd];
+                        assert!(max_diff(want, got) < 1e-5, "window {window:?}, row {r}, step {i}, head {h}");
                     }
                 }
             }
@@ -386,15 +432,39 @@ mod tests {
     }
 
     #[test]
-    fn the_additive_bias_masks_what_the_kernels_mask() {
-        // Left padding, then a cached step: keys by cache index, positions counting real tokens.
+    fn the_additive_bias_masks_what_the_grid_kernel_masks() {
+        // Full sequences with padding at the start of one row and inside it: the bias of the candle path
+        // added to the scores gives the grid kernel's outputs at every real query.
+        let dims = DIMS;
+        let (b, t) = (dims.b, dims.t);
+        let pos = positions(&VALID, t);
+        // A padding query gets the position of the next real token, as `Decoder::run` gives it.
+        let query_positions: Vec<Vec<u32>> =
+            (0..b).map(|r| pos[r * t..(r + 1) * t].iter().map(|&p| p as u32).collect()).collect();
+        let key_valid: Vec<Vec<u8>> = VALID.chunks(t).map(<[u8]>::to_vec).collect();
+        let n = |h| b * h * t * dims.d;
+        let (q, k, v) = (values(n(4), 11), values(n(2), 12), values(n(2), 13));
+        for window in [None, Some(2), Some(3)] {
+            let mask = Mask::window(window);
+            let bias = additive_bias(mask, &query_positions, &query_positions, &key_valid, 0);
+            let with_bias = naive(dims, &VALID, None, Some(&bias), 0.5, &q, &k, &v);
+            let grid = GridAttention::new(Arc::new(VALID.to_vec()), t, 0.5).forward(dims, mask, &q, &k, &v);
+            for r in 0..b {
+                for h in 0..dims.heads {
+                    for i in (0..t).filter(|&i| VALID[r * t + i] != 0) {
+                        let at = ((r * dims.heads + h) * t + i) * dims.d;
+                        let (a, g) = (&with_bias[at..at + dims.d], &grid[at..at + dims.d]);
+                        assert!(max_diff(a, g) < 1e-5, "window {window:?}, row {r}, head {h}, query {i}");
+                    }
+                }
+            }
+        }
+        // A cached step: the one query (cache index 4, position 3) sees keys by position, never later indices.
         let valid = vec![vec![0u8, 1, 1, 1, 1]];
         let key_positions = vec![vec![0u32, 0, 1, 2, 3]];
-        let query_positions = vec![vec![3u32]];
         for (window, seen) in [(None, vec![1, 2, 3, 4]), (Some(2), vec![3, 4])] {
-            let bias = additive_bias(Mask::window(window), &query_positions, &key_positions, &valid, 4);
-            let got: Vec<usize> = (0..5).filter(|&k| bias[k] == 0.0).collect();
-            assert_eq!(got, seen, "window {window:?}");
+            let bias = additive_bias(Mask::window(window), &[vec![3u32]], &key_positions, &valid, 4);
+            assert_eq!((0..5).filter(|&k| bias[k] == 0.0).collect::<Vec<_>>(), seen, "window {window:?}");
         }
     }
 }

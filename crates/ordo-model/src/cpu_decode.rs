@@ -44,17 +44,17 @@ struct CacheAttention<'a> {
     /// Each token of the chunk: its row and its slot in the row's cache (also its position).
     tokens: &'a [(usize, usize)],
     dims: CachedDims,
-    kv_width: usize,
-    q_width: usize,
 }
 
 impl Attend for CacheAttention<'_> {
     fn attend(&mut self, layer: usize, mask: Mask, qkv: &[f32], out: &mut [f32]) {
-        let (kvw, w, capacity) = (self.kv_width, self.dims.qkv_width, self.cache.capacity);
+        let d = self.dims;
+        let (kvw, w, capacity) = (d.kv_heads * d.head_dim, d.qkv_width, self.cache.capacity);
+        let q_width = d.heads * d.head_dim;
         // Cache the chunk's keys and values first: a token attends to earlier tokens of its own chunk.
         for (t, &(row, slot)) in self.tokens.iter().enumerate() {
             let at = (row * capacity + slot) * kvw;
-            let src = &qkv[t * w + self.q_width..(t + 1) * w];
+            let src = &qkv[t * w + q_width..(t + 1) * w];
             self.cache.keys[layer][at..at + kvw].copy_from_slice(&src[..kvw]);
             self.cache.values[layer][at..at + kvw].copy_from_slice(&src[kvw..]);
         }
@@ -117,8 +117,7 @@ impl CpuDecoder {
             qkv_width: d.qkv_width(),
             capacity: cache.capacity,
         };
-        let mut attention =
-            CacheAttention { cache, tokens: &tokens, dims, kv_width: d.kv_width(), q_width: d.q_width() };
+        let mut attention = CacheAttention { cache, tokens: &tokens, dims };
         for l in 0..self.layers.len() {
             self.block(l, &mut x, &positions, &mut attention, Products::KeptTranspose, false);
         }

@@ -15,9 +15,9 @@
 
 use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;
-use crate::cpu::{Attend, BlockActivations, CpuDecoder, CpuLayer, Dims, Products};
+use crate::cpu::{swiglu_backward_into, Attend, BlockActivations, CpuDecoder, CpuLayer, Dims, Products};
 use crate::error::{ModelError, Result};
-use crate::kernels::{product, rotate_half_in_place, swiglu_backward_into, Operand};
+use crate::kernels::{product, rotate_half_in_place, Operand};
 use crate::norm::{CpuNorm, NormGradients};
 use crate::tensors::{self, Slot};
 use crate::token_layout::TokenLayout;

@@ -53,6 +53,8 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// Which keys this layer's attention sees.
+    mask: Mask,
 }
 
 /// Cosine and sine tables of the rotary embedding, one row per position.
@@ -215,6 +217,7 @@ impl Decoder {
                     gate: Linear::load(params, l, Slot::Gate, None)?,
                     up: Linear::load(params, l, Slot::Up, None)?,
                     down: Linear::load(params, l, Slot::Down, None)?,
+                    mask: Mask::of(cfg, l),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -376,16 +379,21 @@ impl Decoder {
             cache.positions[r].extend_from_slice(&positions[r]);
         }
         let offset = cache.len() - t;
-        // An additive bias [b, 1, t, cached positions] per distinct layer mask: 0 where a query
-        // sees a key, -1e9 where it does not.
-        let mut biases: Vec<(Mask, Tensor)> = Vec::new();
-        for l in 0..self.layers.len() {
-            let mask = Mask::of(&self.cfg, l);
-            if biases.iter().all(|(m, _)| *m != mask) {
-                let bias = additive_bias(mask, &positions, &cache.positions, &cache.valid, offset);
-                let shape = (b, 1, t, cache.len());
-                biases.push((mask, Tensor::from_vec(bias, shape, &self.device)?.to_dtype(self.embed.dtype())?));
-            }
+        // An additive bias [b, 1, t, cached positions] per distinct layer mask (0 where a query sees a
+        // key, -1e9 where it does not), and each layer's index into them.
+        let (mut masks, mut biases, mut bias_of) = (Vec::new(), Vec::new(), Vec::with_capacity(self.layers.len()));
+        for layer in &self.layers {
+            let i = match masks.iter().position(|m| *m == layer.mask) {
+                Some(i) => i,
+                None => {
+                    let bias = additive_bias(layer.mask, &positions, &cache.positions, &cache.valid, offset);
+                    let shape = (b, 1, t, cache.len());
+                    biases.push(Tensor::from_vec(bias, shape, &self.device)?.to_dtype(self.embed.dtype())?);
+                    masks.push(layer.mask);
+                    masks.len() - 1
+                }
+            };
+            bias_of.push(i);
         }
         let (cos, sin) = self.rope.at(&positions, &self.device)?;
 
@@ -394,9 +402,7 @@ impl Decoder {
         let mut x = self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x, path)?;
-            let mask = Mask::of(&self.cfg, l);
-            let bias = &biases.iter().find(|(m, _)| *m == mask).expect("a bias was built for every layer's mask").1;
-            let attn = self.attention(layer, &h, (&cos, &sin), bias, cache.layers.get_mut(l), path)?;
+            let attn = self.attention(layer, &h, (&cos, &sin), &biases[bias_of[l]], cache.layers.get_mut(l), path)?;
             x = (x + attn)?;
             let h = layer.post_norm.forward(&x, path)?;
             let mlp = layer.down.forward(&ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?)?;

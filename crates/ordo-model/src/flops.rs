@@ -1,6 +1,7 @@
 //! FLOP and memory accounting of the decoders: the multiply-add FLOPs of a forward pass, a training
 //! step and KV-cached sampling, and the bytes a training step needs, from the configuration alone.
 
+use crate::attention::Mask;
 use crate::ModelConfig;
 
 /// Weights a token's per-token work multiplies by: every projection and the LM head.
@@ -17,6 +18,13 @@ fn attention_flops(cfg: &ModelConfig, keys: f64) -> f64 {
     2.0 * 2.0 * heads * keys * cfg.head_dim as f64
 }
 
+/// [`attention_flops`] of a decoding step's query at `position` against the cached keys each layer's
+/// mask lets it see.
+fn cached_attention_flops(cfg: &ModelConfig, position: usize) -> f64 {
+    let per_layer = 2.0 * 2.0 * cfg.num_attention_heads as f64 * cfg.head_dim as f64;
+    (0..cfg.num_hidden_layers).map(|l| per_layer * Mask::of(cfg, l).keys(position).len() as f64).sum()
+}
+
 /// Multiply-add FLOPs of a forward pass that runs the per-token work (projections, MLP, LM head) on
 /// `tokens` positions and attention on `rows` rows of `seq` positions (each query against all `seq` keys,
 /// as dense attention kernels compute it).
@@ -31,7 +39,7 @@ pub fn training_step_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
 
 /// Multiply-add FLOPs of sampling `new_tokens` tokens in each of `rows` rows whose prompts have
 /// `prompt_len` tokens, `distinct_prompts` of them (prefilled once each): per new token the per-token
-/// work and attention over the cache so far.
+/// work and attention over the cached keys its mask sees.
 pub fn sampling_flops(
     cfg: &ModelConfig,
     distinct_prompts: usize,
@@ -41,7 +49,7 @@ pub fn sampling_flops(
 ) -> f64 {
     let prefill = forward_flops(cfg, distinct_prompts * prompt_len, distinct_prompts, prompt_len);
     let decode: f64 = (0..new_tokens)
-        .map(|t| rows as f64 * (2.0 * matmul_params(cfg) + attention_flops(cfg, (prompt_len + t + 1) as f64)))
+        .map(|t| rows as f64 * (2.0 * matmul_params(cfg) + cached_attention_flops(cfg, prompt_len + t)))
         .sum();
     prefill + decode
 }

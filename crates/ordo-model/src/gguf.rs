@@ -2,6 +2,7 @@
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
+use crate::norm;
 use crate::params::ParamStore;
 use crate::tensors::{self, by_hf, GgufHeads, Slot};
 pub use crate::tensors::{gguf_name, hf_name};
@@ -119,7 +120,7 @@ pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, origin: &str, d
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
-        "rms_norm_eps": meta_f64(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        "rms_norm_eps": meta_f64(md, &key(norm::GGUF_EPSILON_KEY)).unwrap_or(1e-5),
         "rope_theta": meta_f64(md, &key("rope.freq_base")).unwrap_or(10_000.0),
         "max_position_embeddings": meta_usize(md, &key("context_length"), &origin).unwrap_or(4096),
         "tie_word_embeddings": tied,
@@ -226,7 +227,7 @@ pub fn save_gguf(
         (format!("{arch}.attention.key_length"), u32v(config.head_dim)),
         (format!("{arch}.attention.value_length"), u32v(config.head_dim)),
         (format!("{arch}.rope.freq_base"), GValue::F32(config.rope_theta as f32)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), GValue::F32(config.rms_norm_eps as f32)),
+        (format!("{arch}.{}", norm::GGUF_EPSILON_KEY), GValue::F32(config.rms_norm_eps as f32)),
     ];
     if let Some(b) = config.bos_token_id {
         md.push(("tokenizer.ggml.bos_token_id".into(), GValue::U32(b)));

@@ -129,46 +129,6 @@ pub fn softmax_in_place(x: &mut [f32]) -> bool {
     true
 }
 
-/// Elements per block of the SwiGLU loops (their sigmoids are computed a block at a time).
-const SWIGLU_BLOCK: usize = 256;
-
-/// `sigmoid(g)` of each element of `g` (at most [`SWIGLU_BLOCK`]) into `out`.
-fn sigmoid_into(g: &[f32], out: &mut [f32]) {
-    let out = &mut out[..g.len()];
-    for (o, &x) in out.iter_mut().zip(g) {
-        *o = -x;
-    }
-    exp_in_place(out);
-    for o in out.iter_mut() {
-        *o = 1.0 / (1.0 + *o);
-    }
-}
-
-/// `y = silu(g) * u`, elementwise over equal-length slices.
-pub(crate) fn swiglu_into(g: &[f32], u: &[f32], y: &mut [f32]) {
-    let mut sg = [0f32; SWIGLU_BLOCK];
-    for ((g, u), y) in g.chunks(SWIGLU_BLOCK).zip(u.chunks(SWIGLU_BLOCK)).zip(y.chunks_mut(SWIGLU_BLOCK)) {
-        sigmoid_into(g, &mut sg);
-        for i in 0..g.len() {
-            y[i] = g[i] * sg[i] * u[i];
-        }
-    }
-}
-
-/// The backward pass of [`swiglu_into`]: `dg` and `du` from the output's gradient `dy`.
-pub(crate) fn swiglu_backward_into(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
-    let mut sg = [0f32; SWIGLU_BLOCK];
-    for (c, g) in g.chunks(SWIGLU_BLOCK).enumerate() {
-        let at = c * SWIGLU_BLOCK;
-        sigmoid_into(g, &mut sg);
-        for i in 0..g.len() {
-            let (x, s, d) = (g[i], sg[i], dy[at + i]);
-            du[at + i] = d * x * s;
-            dg[at + i] = d * u[at + i] * s * (1.0 + x * (1.0 - s));
-        }
-    }
-}
-
 /// The rotary embedding in HF's "rotate half" layout, in place: `x` is one head (`2 * cos.len()`
 /// values); `sign` -1 rotates by the negative angle (the inverse, i.e. the backward pass).
 pub fn rotate_half_in_place(x: &mut [f32], cos: &[f32], sin: &[f32], sign: f32) {

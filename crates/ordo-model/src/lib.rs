@@ -12,7 +12,7 @@ pub mod error;
 pub mod flops;
 pub mod gguf;
 pub mod kernels;
-pub mod logprobs;
+mod logprobs;
 mod norm;
 pub mod ops;
 pub mod params;
@@ -126,7 +126,7 @@ impl LoadedModel {
         let _ = writeln!(o, "vocab size:           {}", c.vocab_size);
         let _ = writeln!(o, "max positions:        {}", c.max_position_embeddings);
         let _ = writeln!(o, "rope theta:           {}", c.rope_theta);
-        let _ = writeln!(o, "rms norm eps:         {}", c.rms_norm_eps);
+        let _ = writeln!(o, "norm:                 {}, eps {}", norm::NAME, c.rms_norm_eps);
         let _ = writeln!(o, "tied embeddings:      {}", c.tie_word_embeddings);
         let _ = writeln!(o, "q/k/v bias, q/k norm: {}, {}", c.qkv_bias, c.qk_norm);
         let _ = writeln!(

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Whether the op can run on these tensors (all f32 on the CPU).
-pub fn applies(ts: &[&Tensor]) -> bool {
+pub(crate) fn applies(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
@@ -94,7 +94,7 @@ impl CustomOp1 for TokenLogprobs {
 }
 
 /// `log_softmax(logits)[.., target]`: `logits` [.., vocab], `targets` [..] (u32) -> [..].
-pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub(crate) fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let targets = Arc::new(targets.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?);
     logits.contiguous()?.apply_op1(TokenLogprobs { targets })
 }

@@ -3,8 +3,9 @@
 //!
 //! Every norm of the decoder (before attention, before the MLP, per head on q and k, the final one)
 //! is a [`NormTensors`] on the candle path and a [`CpuNorm`] on the CPU path; the decoder and the
-//! CPU passes call only these types, so a different normalisation changes this file, its switch in
-//! `config.rs` and, for extra parameters (a bias), their rows in `tensors.rs`.
+//! CPU passes call only these types (GGUF reads the epsilon's key from here), so a different
+//! normalisation changes this file, its switch and epsilon in `config.rs` and, for extra parameters (a
+//! bias), their rows in `tensors.rs`.
 
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -15,11 +16,17 @@ use crate::tensors::{self, Slot};
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
+/// The normalisation's name, as `ordo model info` prints it.
+pub(crate) const NAME: &str = "RMSNorm";
+
+/// The GGUF metadata key (after `{arch}.`) of the norms' epsilon.
+pub(crate) const GGUF_EPSILON_KEY: &str = "attention.layer_norm_rms_epsilon";
+
 /// One norm's parameters as tensors, for the candle path: `x / sqrt(mean(x²) + eps) * weight` over
 /// the last dimension.
 #[derive(Debug, Clone)]
 pub(crate) struct NormTensors {
-    pub(crate) weight: Tensor,
+    weight: Tensor,
     eps: f64,
 }
 
@@ -133,5 +140,49 @@ impl NormGradients {
     /// Each gradient beside the HF name of its parameter, for the norm whose weight is `slot`.
     pub(crate) fn named(&self, layer: Option<usize>, slot: Slot) -> Vec<(String, &[f32])> {
         vec![(tensors::hf(layer, slot), &self.weight)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_backward_matches_finite_differences() {
+        // 70 rows of 5: more than one task of ROWS_PER_TASK rows, so the partial sums are added.
+        let (rows, n) = (70, 5);
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104729) % 1000) as f32 / 500.0 - 1.0;
+        let x: Vec<f32> = (0..rows * n).map(|i| val(i, 1)).collect();
+        let g: Vec<f32> = (0..rows * n).map(|i| val(i, 2)).collect();
+        let weight: Vec<f32> = (0..n).map(|i| 0.5 + val(i, 3)).collect();
+        let norm = CpuNorm { weight: weight.clone(), eps: 1e-5 };
+        let loss = |norm: &CpuNorm, x: &[f32]| -> f64 {
+            let mut y = vec![0f32; x.len()];
+            norm.rows(x, &mut y);
+            y.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        };
+        let (dx, dw) = norm.rows_backward(&x, &g);
+        let h = 1e-2f32;
+        for at in 0..x.len() {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[at] += h;
+            down[at] -= h;
+            let fd = ((loss(&norm, &up) - loss(&norm, &down)) / (2.0 * h as f64)) as f32;
+            assert!((fd - dx[at]).abs() < 2e-3 * (1.0 + fd.abs()), "dx[{at}]: {} vs {fd}", dx[at]);
+        }
+        for at in 0..n {
+            let shifted = |d: f32| {
+                let mut w = weight.clone();
+                w[at] += d;
+                CpuNorm { weight: w, eps: 1e-5 }
+            };
+            let fd = ((loss(&shifted(h), &x) - loss(&shifted(-h), &x)) / (2.0 * h as f64)) as f32;
+            assert!((fd - dw.weight[at]).abs() < 2e-3 * (1.0 + fd.abs()), "dw[{at}]: {} vs {fd}", dw.weight[at]);
+        }
+        let mut one = x[..n].to_vec();
+        norm.in_place(&mut one);
+        let mut rows_out = vec![0f32; n];
+        norm.rows(&x[..n], &mut rows_out);
+        assert_eq!(one, rows_out, "in_place and rows give the same values");
     }
 }

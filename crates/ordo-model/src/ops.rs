@@ -1,11 +1,12 @@
 //! Tensor ops of the decoder's candle path, each in a differentiable form for training and a fused
-//! form for inference.
+//! form for inference, and the losses' token log-probabilities.
 //!
 //! candle's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward pass: gradients
 //! silently stop at them. The differentiable forms are composed from candle's differentiable ops
 //! (the reference the CPU passes are tested against, and the training path off the CPU); the
-//! inference forms (sampling, evaluation off the CPU) use candle's fused kernels. Training and
-//! inference on the CPU in f32 do not use these ops ([`crate::cpu`]); the norm's forms are in
+//! inference forms use candle's fused kernels (the tensor sampler, `SamplingPath::Tensor`, and
+//! evaluation off the CPU). The decoder's forward passes on the CPU in f32 run [`crate::cpu`]
+//! instead; the losses' log-probabilities run here everywhere. The norm's forms are in
 //! [`crate::norm`].
 
 use crate::logprobs;

@@ -3,7 +3,7 @@
 mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use ordo_model::{logprobs, ops};
+use ordo_model::ops;
 
 const DEV: Device = Device::Cpu;
 
@@ -86,13 +86,13 @@ fn token_logprobs_equals_composed_and_finite_differences() {
     let t2 = targets.clone();
     check(
         "token_logprobs",
-        &|t| logprobs::token_logprobs(&t[0], &targets).unwrap(),
+        &|t| ops::token_logprobs(&t[0], &targets).unwrap(),
         &|t| ops::token_logprobs_composed(&t[0], &t2).unwrap(),
         &[logits],
         &[true],
         &randn(&[3, 4], 14),
     );
     let bad = Tensor::new(&[9u32], &DEV).unwrap();
-    let err = logprobs::token_logprobs(&randn(&[1, 9], 1), &bad).unwrap_err().to_string();
+    let err = ops::token_logprobs(&randn(&[1, 9], 1), &bad).unwrap_err().to_string();
     assert!(err.contains("beyond the vocabulary"), "{err}");
 }
