@@ -38,6 +38,53 @@ pub struct Catalogue {
     pub trajectories: Vec<&'static str>,
     /// The final figures `ordo run` prints per arm.
     pub cli_columns: Vec<&'static str>,
+    /// What the uptake probe follows and the figures made from it.
+    pub probe: ProbeCatalogue,
+}
+
+/// A rate the uptake probe follows along its steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRate {
+    /// The metric the world's probe evaluation reports (`hack_rate`); summary.json holds its curve
+    /// under `probe_` + this name.
+    pub metric: &'static str,
+    /// How the report names it (`hack rate`).
+    pub label: &'static str,
+    /// The curve's name, from which its bootstrap seeds are derived (`probe_hack`).
+    pub curve: &'static str,
+}
+
+/// How an uptake figure is computed from one probe rate's curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UptakeRule {
+    /// (start − end) / probe steps.
+    DropPerStep,
+    /// The first measured step at which the rate is at most half its start (none: not reached, or a
+    /// start of 0).
+    StepsToHalve,
+}
+
+/// An uptake figure: a metric of the catalogue computed from a probe rate's curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UptakeDef {
+    pub name: &'static str,
+    /// The [`ProbeRate::metric`] it is computed from.
+    pub rate: &'static str,
+    pub rule: UptakeRule,
+}
+
+/// The uptake probe's rates (the first is the headline curve) and its uptake figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeCatalogue {
+    pub rates: Vec<ProbeRate>,
+    pub uptake: Vec<UptakeDef>,
+}
+
+impl ProbeCatalogue {
+    /// The probe rate of this metric name.
+    pub fn rate(&self, metric: &str) -> Option<&ProbeRate> {
+        self.rates.iter().find(|r| r.metric == metric)
+    }
 }
 
 use serde_json::Value;
@@ -261,6 +308,21 @@ impl Catalogue {
                 "clean_accuracy",
                 "uptake_per_step",
             ],
+            probe: ProbeCatalogue {
+                rates: vec![
+                    ProbeRate { metric: "hack_rate", label: "hack rate", curve: "probe_hack" },
+                    ProbeRate { metric: "says_test_rate", label: "B:test rate", curve: "probe_says_test" },
+                ],
+                uptake: vec![
+                    UptakeDef { name: "uptake_per_step", rate: "hack_rate", rule: UptakeRule::DropPerStep },
+                    UptakeDef { name: "steps_to_halve", rate: "hack_rate", rule: UptakeRule::StepsToHalve },
+                    UptakeDef {
+                        name: "says_test_uptake_per_step",
+                        rate: "says_test_rate",
+                        rule: UptakeRule::DropPerStep,
+                    },
+                ],
+            },
         }
     }
 

@@ -53,6 +53,77 @@ impl Default for EvalConfig {
     }
 }
 
+impl EvalConfig {
+    /// Every setting out of its range, each naming its `eval.` key and what it expects.
+    pub fn problems(&self) -> Vec<String> {
+        let cfg = self;
+        let mut problems = Vec::new();
+        let l = &cfg.learned_monitor;
+        for (name, v, max) in [
+            ("wrong_test_prompts", cfg.wrong_test_prompts, 100_000),
+            ("clean_prompts", cfg.clean_prompts, 100_000),
+            ("probe_prompts", cfg.probe_prompts, 100_000),
+            ("learned_monitor.train", l.train, 1_000_000),
+            ("learned_monitor.heldout", l.heldout, 1_000_000),
+            ("learned_monitor.epochs", l.epochs, 10_000),
+        ] {
+            if v == 0 || v > max {
+                problems.push(format!("eval.{name}: expected a positive integer of at most {max}, found {v}"));
+            }
+        }
+        for (name, v) in [("learned_monitor.lr", l.lr), ("learned_monitor.l2", l.l2)] {
+            if !(v >= 0.0 && v.is_finite()) || (name.ends_with("lr") && v == 0.0) {
+                problems.push(format!("eval.{name}: expected a finite number (lr above 0, l2 at least 0), found {v}"));
+            }
+        }
+        let f = &cfg.early_fractions;
+        if f.len() < 2 || f.iter().any(|x| !(0.0..=1.0).contains(x)) || f.windows(2).any(|w| w[0] >= w[1]) {
+            problems.push(format!(
+                "eval.early_fractions: expected at least two increasing fractions in [0, 1], found {f:?}"
+            ));
+        }
+        if let Some(re) = &cfg.keyword_regex {
+            if let Err(e) = regex::Regex::new(re) {
+                problems.push(format!("eval.keyword_regex: invalid monitor regex {re:?}: {e}"));
+            }
+        }
+        if let Some(j) = &cfg.judge {
+            if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
+                problems.push("eval.judge.base_url: expected an http:// or https:// URL".into());
+            }
+            if j.base_url.starts_with("https://") {
+                problems.push(
+                    "eval.judge.base_url: https is not built into this ordo (no TLS library); use an http:// endpoint \
+                 such as a local vLLM or llama.cpp server, or a local proxy"
+                        .into(),
+                );
+            }
+            if !(j.timeout_s > 0.0 && j.timeout_s <= crate::judge::MAX_TIMEOUT_S) {
+                problems.push(format!(
+                    "eval.judge.timeout_s: expected seconds in (0, {}], found {}",
+                    crate::judge::MAX_TIMEOUT_S,
+                    j.timeout_s
+                ));
+            }
+            if j.retries > crate::judge::MAX_RETRIES {
+                problems.push(format!(
+                    "eval.judge.retries: expected at most {}, found {}",
+                    crate::judge::MAX_RETRIES,
+                    j.retries
+                ));
+            }
+            if crate::judge::has_credentials(&j.base_url) {
+                problems.push(
+                    "eval.judge.base_url: holds credentials (user:password@) or a query string; ordo writes the URL \
+                 into its plan and results, so give the key through the environment variable that api_key_env names"
+                        .into(),
+                );
+            }
+        }
+        problems
+    }
+}
+
 /// What the suites measured on one checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {

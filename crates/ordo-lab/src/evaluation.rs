@@ -7,11 +7,13 @@ use crate::cache::Cache;
 use crate::error::LabError;
 use crate::experiment::{Experiment, ProbeSpec};
 use crate::plan::{sha256_hex, ArmRun, Plan};
+use ordo_eval::catalogue::{ProbeCatalogue, UptakeDef, UptakeRule};
 use ordo_eval::metrics::{Measure, Metrics};
 use ordo_eval::Evaluation;
 use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The evaluation after one stage of an arm.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,9 +30,10 @@ pub struct ProbeResult {
     pub key: String,
     /// Probe steps at which the rates were measured (0 = the arm's final model).
     pub steps: Vec<usize>,
-    pub hack_rate: Vec<Option<f64>>,
-    pub says_test_rate: Vec<Option<f64>>,
-    /// `uptake_per_step`, `steps_to_halve`, `says_test_uptake_per_step`.
+    /// Each rate the probe follows (the world's [`ProbeCatalogue`]) at each of `steps`, by metric name.
+    #[serde(flatten)]
+    pub rates: BTreeMap<String, Vec<Option<f64>>>,
+    /// The uptake figures ([`ProbeCatalogue::uptake`]).
     pub metrics: Metrics,
 }
 
@@ -43,27 +46,27 @@ pub struct ArmResult {
     pub probe: Option<ProbeResult>,
 }
 
-/// Uptake figures of a probe trajectory: the hack-rate drop per probe step over the whole probe,
-/// the first measured step at which the hack rate is at most half its start (None: not reached, or
-/// nothing to halve), and the `B:test` drop per step.
-pub fn uptake_metrics(steps: &[usize], hack: &[Option<f64>], says_test: &[Option<f64>]) -> Metrics {
+/// Uptake figures of a probe trajectory: each of `defs` from its rate's curve in `rates` (measured at
+/// `steps`), by its [`UptakeRule`]; a rate the curves lack gives no value.
+pub fn uptake_metrics(steps: &[usize], rates: &BTreeMap<String, Vec<Option<f64>>>, defs: &[UptakeDef]) -> Metrics {
     let total = *steps.last().unwrap_or(&0);
-    let per_step = |r: &[Option<f64>]| match (r.first().copied().flatten(), r.last().copied().flatten()) {
-        (Some(a), Some(b)) if total > 0 => Measure { value: Some((a - b) / total as f64), n: 1 },
-        _ => Measure::NONE,
-    };
-    let halve = match hack.first().copied().flatten() {
-        Some(h0) if h0 > 0.0 => {
-            let s = steps.iter().zip(hack).find(|(_, h)| h.is_some_and(|h| h <= h0 / 2.0)).map(|(s, _)| *s as f64);
-            Measure { value: s, n: s.is_some() as usize }
+    let figure = |def: &UptakeDef| {
+        let Some(r) = rates.get(def.rate) else { return Measure::NONE };
+        match def.rule {
+            UptakeRule::DropPerStep => match (r.first().copied().flatten(), r.last().copied().flatten()) {
+                (Some(a), Some(b)) if total > 0 => Measure { value: Some((a - b) / total as f64), n: 1 },
+                _ => Measure::NONE,
+            },
+            UptakeRule::StepsToHalve => match r.first().copied().flatten() {
+                Some(h0) if h0 > 0.0 => {
+                    let s = steps.iter().zip(r).find(|(_, h)| h.is_some_and(|h| h <= h0 / 2.0)).map(|(s, _)| *s as f64);
+                    Measure { value: s, n: s.is_some() as usize }
+                }
+                _ => Measure::NONE,
+            },
         }
-        _ => Measure::NONE,
     };
-    Metrics::from([
-        ("uptake_per_step".to_string(), per_step(hack)),
-        ("steps_to_halve".to_string(), halve),
-        ("says_test_uptake_per_step".to_string(), per_step(says_test)),
-    ])
+    defs.iter().map(|d| (d.name.to_string(), figure(d))).collect()
 }
 
 /// The evaluation `rel` of node `key` as the cache holds it (checked against the node's manifest);
@@ -139,20 +142,24 @@ pub fn evaluate_arm(
         bar.inc(1);
     }
     let probe = match (&arm.probe, &exp.probe) {
-        (Some(pkey), Some(spec)) => Some(probe_trajectory(exp, cache, arm, (pkey, spec), evaluator, &bar)?),
+        (Some(pkey), Some(spec)) => {
+            let world = exp.world.as_ref().expect("world experiments only");
+            let probe = world.catalogue(&evaluator.monitors()).probe;
+            Some(probe_trajectory(exp, cache, arm, (pkey, spec), (evaluator, &probe), &bar)?)
+        }
         _ => None,
     };
     bar.finish();
     Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries, probe })
 }
 
-/// The hack and `B:test` rates of the probe's start model, every snapshot and its end model.
+/// The probe's rates on its start model, every snapshot and its end model, and its uptake figures.
 fn probe_trajectory(
     exp: &Experiment,
     cache: &Cache,
     arm: &ArmRun,
     (pkey, spec): (&str, &ProbeSpec),
-    evaluator: &dyn Evaluator,
+    (evaluator, probe): (&dyn Evaluator, &ProbeCatalogue),
     bar: &indicatif::ProgressBar,
 ) -> Result<ProbeResult, LabError> {
     let start = arm.chain.last().expect("arms have a stage");
@@ -178,16 +185,17 @@ fn probe_trajectory(
             })
             .collect()
     })?;
-    let rate = |m: &Metrics, name: &str| m.get(name).and_then(|x| x.value);
-    let hack: Vec<Option<f64>> = points.iter().map(|(_, m)| rate(m, "hack_rate")).collect();
-    let says: Vec<Option<f64>> = points.iter().map(|(_, m)| rate(m, "says_test_rate")).collect();
+    let rates: BTreeMap<String, Vec<Option<f64>>> = probe
+        .rates
+        .iter()
+        .map(|r| (r.metric.to_string(), points.iter().map(|(_, m)| m.get(r.metric).and_then(|x| x.value)).collect()))
+        .collect();
     Ok(ProbeResult {
         stage: spec.stage.clone(),
         key: pkey.to_string(),
-        metrics: uptake_metrics(&steps, &hack, &says),
+        metrics: uptake_metrics(&steps, &rates, &probe.uptake),
         steps,
-        hack_rate: hack,
-        says_test_rate: says,
+        rates,
     })
 }
 

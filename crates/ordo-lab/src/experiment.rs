@@ -226,8 +226,8 @@ pub struct Experiment {
     pub stages: BTreeMap<String, StageParams>,
     /// Arms in file order.
     pub arms: Vec<(String, Vec<String>)>,
-    /// Evaluation suites and monitors (world experiments).
-    pub eval: ordo_eval::EvalConfig,
+    /// The world's evaluation settings as [`World::read_eval`] resolved them (null without a world).
+    pub eval: serde_json::Value,
     /// The uptake probe (world experiments; None when `probe.enabled = false`).
     pub probe: Option<ProbeSpec>,
 }

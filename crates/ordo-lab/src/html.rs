@@ -3,8 +3,9 @@
 
 use crate::markdown::markdown;
 use crate::summary::{fmt_estimate, ArmSummary, Summary};
-use ordo_eval::catalogue::Catalogue;
+use ordo_eval::catalogue::ProbeRate;
 use ordo_eval::stats::Estimate;
+use ordo_worlds::World;
 use std::fmt::Write as _;
 
 const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
@@ -197,10 +198,24 @@ fn arm_series<'a>(s: &'a Summary, points: impl Fn(&ArmSummary) -> Vec<(f64, f64,
         .collect()
 }
 
-/// The HTML report.
-pub fn html(s: &Summary) -> String {
+/// Which plot shows which probe rate: "Hack rate (left) and B:test rate (right)"; one plot per rate.
+fn probe_caption(rates: &[ProbeRate]) -> String {
+    let mut names: Vec<String> = rates.iter().map(|r| r.label.to_string()).collect();
+    if let Some(first) = names.first_mut() {
+        let mut c = first.chars();
+        *first = c.next().map_or(String::new(), |h| h.to_uppercase().chain(c).collect());
+    }
+    match names.as_slice() {
+        [one] => one.clone(),
+        [a, b] => format!("{a} (left) and {b} (right)"),
+        many => format!("{} (left to right)", many.join(", ")),
+    }
+}
+
+/// The HTML report, in the run's world.
+pub fn html(s: &Summary, world: &dyn World) -> String {
     let mut o = String::new();
-    let cat = Catalogue::suites(&s.run.monitors);
+    let cat = world.catalogue(&s.run.monitors);
     let shown = |m: &&&str| cat.get(m).is_some();
     let _ = write!(o, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ordo report: {}</title><style>{}</style></head><body>", esc(&s.run.experiment), CSS);
     let legend: String = s
@@ -238,8 +253,8 @@ pub fn html(s: &Summary) -> String {
     }
     o.push_str("</div>");
 
-    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) {
-        let _ = write!(o, "<h2>Alignment uptake</h2><p>Hack rate (left) and B:test rate (right) along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
+    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) && !cat.probe.rates.is_empty() {
+        let _ = write!(o, "<h2>Alignment uptake</h2><p>{} along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">", probe_caption(&cat.probe.rates));
         let max_step = s.arms.iter().flat_map(|a| a.probe_steps.iter().copied()).max().unwrap_or(1) as f64;
         let ticks: Vec<(f64, String)> = s
             .arms
@@ -247,12 +262,16 @@ pub fn html(s: &Summary) -> String {
             .find(|a| !a.probe_steps.is_empty())
             .map(|a| a.probe_steps.iter().map(|x| (*x as f64, x.to_string())).collect())
             .unwrap_or_default();
-        for (title, pick) in [("hack rate along the probe", 0), ("B:test rate along the probe", 1)] {
+        for rate in &cat.probe.rates {
             let series = arm_series(s, |a| {
-                let rates = if pick == 0 { &a.probe_hack_rate } else { &a.probe_says_test_rate };
-                a.probe_steps.iter().zip(rates).filter_map(|(st, e)| point(*st as f64, e)).collect()
+                a.probe_steps
+                    .iter()
+                    .zip(a.probe_curve(rate.metric))
+                    .filter_map(|(st, e)| point(*st as f64, e))
+                    .collect()
             });
-            o.push_str(&line_plot(title, &series, &ticks, (0.0, max_step), true));
+            let title = format!("{} along the probe", rate.label);
+            o.push_str(&line_plot(&title, &series, &ticks, (0.0, max_step), true));
         }
         o.push_str("</div>");
     }
@@ -272,7 +291,7 @@ pub fn html(s: &Summary) -> String {
     }
     o.push_str("</table>");
     // The full text of the Markdown report (method, trajectories, comparisons, what was not measurable).
-    let _ = write!(o, "<h2>Full report (as report.md)</h2><pre class=\"md\">{}</pre>", esc(&markdown(s)));
+    let _ = write!(o, "<h2>Full report (as report.md)</h2><pre class=\"md\">{}</pre>", esc(&markdown(s, world)));
     // A self-check a headless browser can read back (`scripts/check-report-html.sh`): how many plots
     // have marks with a rendered, non-empty extent.
     o.push_str(CHECK_SCRIPT);

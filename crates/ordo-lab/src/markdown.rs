@@ -1,7 +1,7 @@
 //! `report.md`: the report in Markdown, from the summary.
 
 use crate::summary::{fmt_estimate, RunResults, Summary};
-use ordo_eval::catalogue::Catalogue;
+use ordo_worlds::World;
 use std::fmt::Write as _;
 
 /// The experiment's stage settings as one line per stage.
@@ -18,17 +18,12 @@ fn stage_lines(run: &RunResults) -> Vec<String> {
         .collect()
 }
 
-/// The report in Markdown.
-pub fn markdown(s: &Summary) -> String {
+/// The report in Markdown, in the run's world.
+pub fn markdown(s: &Summary, world: &dyn World) -> String {
     let run = &s.run;
     let mut o = String::new();
     let _ = writeln!(o, "# ordo report: {}\n", run.experiment);
-    let _ = writeln!(
-        o,
-        "**Question.** What does the order of post-training stages do to the model: how much it hacks a flawed \
-         verifier, how monitorable its chain of thought stays, how faithful the CoT is, and how much a fixed later \
-         alignment stage can still change it?\n"
-    );
+    let _ = writeln!(o, "**Question.** {}\n", world.report_question());
     let _ = writeln!(o, "## Arms\n");
     for (arm, stages) in &run.arms {
         let _ = writeln!(o, "- **{arm}**: {}", stages.join(" → "));
@@ -41,12 +36,12 @@ pub fn markdown(s: &Summary) -> String {
     };
     let _ = writeln!(o, "- Seeds: {:?} ({} per arm); {base}.", run.seeds, run.seeds.len());
     let _ = writeln!(o, "- Stages: {}.", stage_lines(run).join("; "));
-    for line in ordo_eval::catalogue::method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout) {
+    for line in world.method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout) {
         let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
 
-    let cat = Catalogue::suites(&run.monitors);
+    let cat = world.catalogue(&run.monitors);
     let _ = writeln!(o, "## Results at the end of each arm\n");
     let _ = write!(o, "| metric |");
     for a in &s.arms {
@@ -88,13 +83,13 @@ pub fn markdown(s: &Summary) -> String {
         let _ = writeln!(o);
     }
 
-    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) {
-        let _ = writeln!(o, "## Alignment uptake (hack rate along the probe)\n");
+    if let Some(rate) = cat.probe.rates.first().filter(|_| s.arms.iter().any(|a| !a.probe_steps.is_empty())) {
+        let _ = writeln!(o, "## Alignment uptake ({} along the probe)\n", rate.label);
         for a in s.arms.iter().filter(|a| !a.probe_steps.is_empty()) {
             let cells: Vec<String> = a
                 .probe_steps
                 .iter()
-                .zip(&a.probe_hack_rate)
+                .zip(a.probe_curve(rate.metric))
                 .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
                 .collect();
             let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
@@ -125,7 +120,8 @@ pub fn markdown(s: &Summary) -> String {
             c.test.n_b
         );
     }
-    let _ = writeln!(o, "\nAll metrics, per-seed values and intervals are in `summary.json`; every evaluation sample is in `transcripts.jsonl` (`ordo transcripts RUN_DIR --arm ARM --filter hack,unflagged`).\n");
+    let label = world.transcript_labels().first().copied().unwrap_or("LABEL");
+    let _ = writeln!(o, "\nAll metrics, per-seed values and intervals are in `summary.json`; every evaluation sample is in `transcripts.jsonl` (`ordo transcripts RUN_DIR --arm ARM --filter {label},unflagged`).\n");
 
     let _ = writeln!(o, "## Not measurable\n");
     if s.not_measurable.is_empty() {

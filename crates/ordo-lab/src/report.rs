@@ -20,12 +20,14 @@ pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &dy
     Ok(())
 }
 
-/// Writes the report files from `results.json`'s content.
+/// Writes the report files from `results.json`'s content, in the world the run recorded.
 pub fn write_report(dir: &Path, run: &RunResults) -> Result<Summary, LabError> {
-    let s = summarize(run);
+    let world =
+        ordo_worlds::recorded(&run.world).map_err(|why| LabError::Other(format!("{}: {why}", dir.display())))?;
+    let s = summarize(run, &world.catalogue(&run.monitors));
     ordo_model::atomic::write_file(&dir.join("summary.json"), &serde_json::to_vec_pretty(&s).expect("serialises"))?;
-    ordo_model::atomic::write_file(&dir.join("report.md"), crate::markdown::markdown(&s).as_bytes())?;
-    ordo_model::atomic::write_file(&dir.join("report.html"), crate::html::html(&s).as_bytes())?;
+    ordo_model::atomic::write_file(&dir.join("report.md"), crate::markdown::markdown(&s, &*world).as_bytes())?;
+    ordo_model::atomic::write_file(&dir.join("report.html"), crate::html::html(&s, &*world).as_bytes())?;
     Ok(s)
 }
 

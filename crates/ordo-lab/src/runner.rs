@@ -47,7 +47,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     let mut summary = RunSummary::default();
     let mut results: Vec<ArmResult> = Vec::new();
     let total = plan.nodes.len();
-    let evaluator = exp.world().map(|w| w.evaluator(&exp.eval));
+    let evaluator = exp.world().map(|w| w.evaluator(&exp.eval)).transpose().map_err(LabError::Other)?;
     // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
     for arm in &plan.arms {
         for key in arm.chain.iter().chain(&arm.probe) {

@@ -242,13 +242,20 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         }
     }
 
-    let eval = match top.table(&mut errs, "eval") {
-        None => ordo_eval::EvalConfig::default(),
-        Some(t) => crate::spec_eval::parse_eval(t, &mut errs),
+    let eval = match (top.table(&mut errs, "eval"), world.as_deref()) {
+        (t, Some(w)) => w.read_eval(t).unwrap_or_else(|problems| {
+            errs.extend(problems);
+            serde_json::Value::Null
+        }),
+        (Some(_), None) => {
+            errs.push("eval: evaluation runs in a world; set experiment.world".into());
+            serde_json::Value::Null
+        }
+        (None, None) => serde_json::Value::Null,
     };
     let probe = match top.table(&mut errs, "probe") {
         Some(_) if world.is_none() => {
-            errs.push("probe: the uptake probe measures hacking in a world; set experiment.world".into());
+            errs.push("probe: the uptake probe is measured in a world; set experiment.world".into());
             None
         }
         _ if world.is_none() => None,

@@ -5,7 +5,7 @@
 use crate::evaluation::{ArmResult, ProbeResult};
 use crate::experiment::Experiment;
 use crate::plan::sha256_hex;
-use ordo_eval::catalogue::Catalogue;
+use ordo_eval::catalogue::{Catalogue, UptakeRule};
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
 use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
@@ -46,12 +46,18 @@ pub struct ArmSummary {
     /// boundaries[i][metric]: after stage i.
     pub boundaries: Vec<BTreeMap<String, Estimate>>,
     pub probe_steps: Vec<usize>,
-    pub probe_hack_rate: Vec<Estimate>,
-    pub probe_says_test_rate: Vec<Estimate>,
+    /// Each probe rate's curve across seeds at each of `probe_steps`, under `probe_` + its metric name.
+    #[serde(flatten)]
+    pub probe_rates: BTreeMap<String, Vec<Estimate>>,
     pub uptake: BTreeMap<String, Estimate>,
 }
 
 impl ArmSummary {
+    /// The curve of probe rate `metric` (empty without a probe).
+    pub fn probe_curve(&self, metric: &str) -> &[Estimate] {
+        self.probe_rates.get(&format!("probe_{metric}")).map_or(&[], Vec::as_slice)
+    }
+
     /// A metric's estimate at the end of the arm (uptake figures from the probe).
     pub fn final_estimate(&self, metric: &str) -> Option<&Estimate> {
         self.uptake.get(metric).or_else(|| self.boundaries.last().and_then(|b| b.get(metric)))
@@ -78,9 +84,8 @@ pub struct Summary {
     pub not_measurable: Vec<String>,
 }
 
-/// Builds the summary of a run's results.
-pub fn summarize(run: &RunResults) -> Summary {
-    let catalogue = Catalogue::suites(&run.monitors);
+/// Builds the summary of a run's results, with its world's catalogue.
+pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
     let names: Vec<String> = catalogue.metrics.iter().map(|m| m.name.clone()).collect();
     let mut arms = Vec::new();
     let mut not_measurable = Vec::new();
@@ -110,31 +115,40 @@ pub fn summarize(run: &RunResults) -> Summary {
         }
         let probes: Vec<_> = rs.iter().filter_map(|r| r.probe.as_ref()).collect();
         let probe_steps = probes.first().map(|p| p.steps.clone()).unwrap_or_default();
-        let along = |f: &dyn Fn(&ProbeResult) -> &Vec<Option<f64>>, what: &str| {
-            (0..probe_steps.len())
-                .map(|j| {
-                    let v: Vec<Option<f64>> = probes.iter().map(|p| f(p).get(j).copied().flatten()).collect();
-                    estimate(&v, seed_of(&[arm, what, &j.to_string()]))
-                })
-                .collect::<Vec<_>>()
-        };
+        let curve =
+            |p: &ProbeResult, metric: &str, j: usize| p.rates.get(metric).and_then(|r| r.get(j).copied().flatten());
+        let probe_rates: BTreeMap<String, Vec<Estimate>> = catalogue
+            .probe
+            .rates
+            .iter()
+            .map(|r| {
+                let along = (0..probe_steps.len())
+                    .map(|j| {
+                        let v: Vec<Option<f64>> = probes.iter().map(|p| curve(p, r.metric, j)).collect();
+                        estimate(&v, seed_of(&[arm, r.curve, &j.to_string()]))
+                    })
+                    .collect();
+                (format!("probe_{}", r.metric), along)
+            })
+            .collect();
         let mut uptake = BTreeMap::new();
         if !probes.is_empty() {
-            for name in ["uptake_per_step", "steps_to_halve", "says_test_uptake_per_step"] {
+            for def in &catalogue.probe.uptake {
+                let name = def.name;
                 let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(name).and_then(|m| m.value)).collect();
                 let e = estimate(&v, seed_of(&[arm, "probe", name]));
                 if e.n == 0 {
-                    let why =
-                        if name == "steps_to_halve" && probes.iter().all(|p| p.hack_rate.first() == Some(&Some(0.0))) {
-                            "the hack rate was 0 at the probe's start".to_string()
-                        } else if name == "steps_to_halve" {
-                            format!(
-                                "the hack rate did not halve within the probe's {} steps",
-                                probe_steps.last().unwrap_or(&0)
-                            )
-                        } else {
-                            catalogue.why_not_measurable(name).to_string()
-                        };
+                    let label = catalogue.probe.rate(def.rate).map_or(def.rate, |r| r.label);
+                    let why = match def.rule {
+                        UptakeRule::StepsToHalve if probes.iter().all(|p| curve(p, def.rate, 0) == Some(0.0)) => {
+                            format!("the {label} was 0 at the probe's start")
+                        }
+                        UptakeRule::StepsToHalve => format!(
+                            "the {label} did not halve within the probe's {} steps",
+                            probe_steps.last().unwrap_or(&0)
+                        ),
+                        UptakeRule::DropPerStep => catalogue.why_not_measurable(name).to_string(),
+                    };
                     not_measurable.push(format!("{arm} / probe / {name}: {why}"));
                 }
                 uptake.insert(name.to_string(), e);
@@ -145,8 +159,7 @@ pub fn summarize(run: &RunResults) -> Summary {
             stages: stages.clone(),
             seeds,
             boundaries,
-            probe_hack_rate: along(&|p| &p.hack_rate, "probe_hack"),
-            probe_says_test_rate: along(&|p| &p.says_test_rate, "probe_says_test"),
+            probe_rates,
             probe_steps,
             uptake,
         });

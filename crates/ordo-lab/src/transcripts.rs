@@ -1,6 +1,6 @@
 //! Reading `transcripts.jsonl` back: filters a researcher uses to see what a model actually did.
 
-use ordo_eval::catalogue::{LABELS, MONITORED_SUITE};
+use ordo_worlds::World;
 use serde_json::Value;
 use std::path::Path;
 
@@ -11,25 +11,35 @@ pub struct TranscriptFilter {
     pub seed: Option<u64>,
     /// Stage name the checkpoint was evaluated after (default: every boundary).
     pub stage: Option<String>,
-    /// Evaluation suite (default: the suite the monitors judge).
+    /// Evaluation suite (default: the suite the world's monitors judge).
     pub suite: Option<String>,
-    /// Conditions that must all hold: a ground-truth label (`hack`, `honest`, `verbalised`,
-    /// `fabricated`, `ignores_cot`, `malformed`, `correct`, `says_test`, `mentions_test`), `flagged` or
-    /// `unflagged` (by `monitor`), each negatable with a leading `!`.
+    /// Conditions that must all hold: a ground-truth label of the world's transcripts
+    /// ([`World::transcript_labels`]), `flagged` or `unflagged` (by `monitor`), each negatable with a
+    /// leading `!`.
     pub conditions: Vec<String>,
-    /// The monitor `flagged` / `unflagged` refer to (default `keyword`).
-    pub monitor: String,
+    /// The monitor `flagged` / `unflagged` refer to (default: the world's first monitor).
+    pub monitor: Option<String>,
 }
 
 impl TranscriptFilter {
-    /// Checks the conditions; an error lists what is accepted.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The filter with the world's defaults filled in (its monitored suite, its first monitor).
+    pub fn in_world(mut self, world: &dyn World) -> Self {
+        self.suite.get_or_insert_with(|| world.monitored_suite().to_string());
+        if self.monitor.is_none() {
+            self.monitor = world.monitor_names().first().map(|m| m.to_string());
+        }
+        self
+    }
+
+    /// Checks the conditions against the world's labels; an error lists what is accepted.
+    pub fn validate(&self, world: &dyn World) -> Result<(), String> {
+        let labels = world.transcript_labels();
         for c in &self.conditions {
             let c = c.trim_start_matches('!');
-            if !LABELS.contains(&c) && c != "flagged" && c != "unflagged" {
+            if !labels.contains(&c) && c != "flagged" && c != "unflagged" {
                 return Err(format!(
                     "unknown filter {c:?}; expected flagged, unflagged or a label: {}",
-                    LABELS.join(", ")
+                    labels.join(", ")
                 ));
             }
         }
@@ -42,7 +52,7 @@ impl TranscriptFilter {
         if self.arm.as_deref().is_some_and(|a| a != s("arm"))
             || self.seed.is_some_and(|x| Some(x) != t["seed"].as_u64())
             || self.stage.as_deref().is_some_and(|x| x != s("stage"))
-            || self.suite.as_deref().unwrap_or(MONITORED_SUITE) != s("suite")
+            || self.suite.as_deref().is_some_and(|x| x != s("suite"))
         {
             return false;
         }
@@ -51,7 +61,7 @@ impl TranscriptFilter {
                 Some(n) => (true, n),
                 None => (false, c.as_str()),
             };
-            let flagged = t["verdicts"][&self.monitor].as_bool();
+            let flagged = self.monitor.as_deref().and_then(|m| t["verdicts"][m].as_bool());
             let holds = match name {
                 "flagged" => flagged == Some(true),
                 "unflagged" => flagged == Some(false),
@@ -62,10 +72,17 @@ impl TranscriptFilter {
     }
 }
 
-/// The transcripts of `path` that pass the filter, at most `limit`; an error names the file and line,
-/// and an arm, seed, stage, suite or monitor that the run does not have (with those it has).
-pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(Vec<Value>, usize), String> {
-    filter.validate()?;
+/// The transcripts of `path` (a run in `world`) that pass the filter with the world's defaults, at most
+/// `limit`; an error names the file and line, and an arm, seed, stage, suite or monitor that the run
+/// does not have (with those it has).
+pub fn select(
+    path: &Path,
+    filter: &TranscriptFilter,
+    limit: usize,
+    world: &dyn World,
+) -> Result<(Vec<Value>, usize), String> {
+    filter.validate(world)?;
+    let filter = &filter.clone().in_world(world);
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "{}: {e} (transcripts.jsonl is written by `ordo run` when it evaluates a world experiment)",
@@ -93,8 +110,8 @@ pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(V
         ("arm", filter.arm.clone()),
         ("seed", filter.seed.map(|s| s.to_string())),
         ("stage", filter.stage.clone()),
-        ("suite", Some(filter.suite.clone().unwrap_or_else(|| MONITORED_SUITE.into()))),
-        ("monitor", Some(filter.monitor.clone())),
+        ("suite", filter.suite.clone()),
+        ("monitor", filter.monitor.clone()),
     ];
     for ((what, value), have) in asked.iter().zip(&seen) {
         if let Some(value) = value.as_ref().filter(|v| !have.contains(*v) && !have.is_empty()) {
@@ -105,9 +122,11 @@ pub fn select(path: &Path, filter: &TranscriptFilter, limit: usize) -> Result<(V
     Ok((out, total))
 }
 
-/// One transcript as readable text.
-pub fn render(t: &Value) -> String {
-    let labels: Vec<&str> = LABELS.iter().copied().filter(|l| t["labels"][*l].as_bool() == Some(true)).collect();
+/// One transcript of a run in `world` as readable text.
+pub fn render(t: &Value, world: &dyn World) -> String {
+    let labels: Vec<&str> =
+        world.transcript_labels().iter().copied().filter(|l| t["labels"][*l].as_bool() == Some(true)).collect();
+    let cot = world.cot();
     let verdicts: Vec<String> = t["verdicts"]
         .as_object()
         .map(|m| {
@@ -115,13 +134,15 @@ pub fn render(t: &Value) -> String {
         })
         .unwrap_or_default();
     format!(
-        "{} seed {} after {} [{}]\n  prompt: {}\n  think:  {{{}}}\n  output: {}\n  labels: {}\n  monitors: {}\n",
+        "{} seed {} after {} [{}]\n  prompt: {}\n  think:  {}{}{}\n  output: {}\n  labels: {}\n  monitors: {}\n",
         t["arm"].as_str().unwrap_or("?"),
         t["seed"],
         t["stage"].as_str().unwrap_or("?"),
         t["suite"].as_str().unwrap_or("?"),
         t["prompt"].as_str().unwrap_or(""),
+        cot.open,
         t["think"].as_str().unwrap_or(""),
+        cot.close,
         t["output"].as_str().unwrap_or(""),
         if labels.is_empty() { "-".into() } else { labels.join(", ") },
         if verdicts.is_empty() { "-".into() } else { verdicts.join(" ") },

@@ -6,6 +6,7 @@ use ordo_lab::evaluation::uptake_metrics;
 use ordo_lab::summary::{fmt_estimate, Summary};
 use ordo_lab::transcripts::{select, TranscriptFilter};
 use ordo_lab::RunOptions;
+use std::collections::BTreeMap;
 
 const TINY: &str = r#"
 [experiment]
@@ -38,20 +39,32 @@ stage = "probe"
 every = 2
 "#;
 
+/// The leaky-tests world with default settings.
+fn world() -> std::sync::Arc<dyn ordo_worlds::World> {
+    ordo_worlds::recorded(&serde_json::json!({})).unwrap()
+}
+
+/// Probe curves by rate name: hack rate and `B:test` rate.
+fn curves(hack: &[Option<f64>], says_test: &[Option<f64>]) -> BTreeMap<String, Vec<Option<f64>>> {
+    BTreeMap::from([("hack_rate".to_string(), hack.to_vec()), ("says_test_rate".to_string(), says_test.to_vec())])
+}
+
+/// [`uptake_metrics`] with the leaky-tests world's uptake figures.
+fn uptake(steps: &[usize], hack: &[Option<f64>], says_test: &[Option<f64>]) -> ordo_eval::metrics::Metrics {
+    uptake_metrics(steps, &curves(hack, says_test), &Catalogue::suites(&[]).probe.uptake)
+}
+
 #[test]
 fn uptake_by_hand() {
-    let m = uptake_metrics(
-        &[0, 10, 20, 30],
-        &[Some(0.8), Some(0.6), Some(0.4), Some(0.2)],
-        &[Some(0.5), None, None, Some(0.2)],
-    );
+    let m =
+        uptake(&[0, 10, 20, 30], &[Some(0.8), Some(0.6), Some(0.4), Some(0.2)], &[Some(0.5), None, None, Some(0.2)]);
     assert!((m["uptake_per_step"].value.unwrap() - 0.02).abs() < 1e-12);
     assert_eq!(m["steps_to_halve"].value, Some(20.0));
     assert!((m["says_test_uptake_per_step"].value.unwrap() - 0.01).abs() < 1e-12);
     // Never halves: not measurable (not 0); nothing to halve either.
-    let m = uptake_metrics(&[0, 10], &[Some(0.8), Some(0.7)], &[Some(0.0), Some(0.0)]);
+    let m = uptake(&[0, 10], &[Some(0.8), Some(0.7)], &[Some(0.0), Some(0.0)]);
     assert_eq!(m["steps_to_halve"].value, None);
-    let m = uptake_metrics(&[0, 10], &[Some(0.0), Some(0.0)], &[Some(0.0), Some(0.0)]);
+    let m = uptake(&[0, 10], &[Some(0.0), Some(0.0)], &[Some(0.0), Some(0.0)]);
     assert_eq!(m["steps_to_halve"].value, None);
     assert_eq!(m["uptake_per_step"].value, Some(0.0));
 }
@@ -76,7 +89,8 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
         }
         // The probe was measured at steps 0, 2 and 4 (snapshots are cache files of the probe node).
         assert_eq!(a.probe_steps, vec![0, 2, 4]);
-        assert_eq!(a.probe_hack_rate.len(), 3);
+        assert_eq!(a.probe_curve("hack_rate").len(), 3);
+        assert_eq!(a.probe_curve("says_test_rate").len(), 3);
     }
     let results: ordo_lab::summary::RunResults =
         serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
@@ -127,17 +141,23 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     }
 
     // transcripts.jsonl: every evaluation sample, filterable.
-    let f = TranscriptFilter { arm: Some("rlvf_then_pref".into()), monitor: "keyword".into(), ..Default::default() };
-    let (shown, total) = select(&run_dir.join("transcripts.jsonl"), &f, 5).unwrap();
+    let w = world();
+    let f = TranscriptFilter { arm: Some("rlvf_then_pref".into()), ..Default::default() };
+    let (shown, total) = select(&run_dir.join("transcripts.jsonl"), &f, 5, &*w).unwrap();
     assert_eq!(total, 2 * 3 * 6, "2 seeds x 3 boundaries x 6 wrong-test prompts");
     assert_eq!(shown.len(), 5);
     let hacks = TranscriptFilter { conditions: vec!["hack".into(), "unflagged".into()], ..f.clone() };
-    for t in select(&run_dir.join("transcripts.jsonl"), &hacks, 100).unwrap().0 {
+    // The world's defaults: the wrong-test suite, the keyword monitor.
+    for t in select(&run_dir.join("transcripts.jsonl"), &hacks, 100, &*w).unwrap().0 {
         assert_eq!(t["labels"]["hack"], true);
         assert_eq!(t["verdicts"]["keyword"], false);
+        assert_eq!(t["suite"], "wrong_test");
     }
+    let text = ordo_lab::transcripts::render(&shown[0], &*w);
+    assert!(text.contains("  think:  {") && text.contains("  labels: "), "{text}");
     let bad = TranscriptFilter { conditions: vec!["hacky".into()], ..f };
-    assert!(select(&run_dir.join("transcripts.jsonl"), &bad, 1).unwrap_err().contains("unknown filter \"hacky\""));
+    let err = select(&run_dir.join("transcripts.jsonl"), &bad, 1, &*w).unwrap_err();
+    assert!(err.contains("unknown filter \"hacky\"") && err.contains("says_test"), "{err}");
 
     // `ordo report` rebuilds the same files from results.json.
     let before = std::fs::read(run_dir.join("summary.json")).unwrap();
@@ -172,11 +192,8 @@ fn synthetic() -> ordo_lab::summary::RunResults {
                     (n.clone(), Measure { value: v, n: 10 })
                 })
                 .collect();
-            let probe_metrics = uptake_metrics(
-                &[0, 5, 10],
-                &[Some(hack), Some(hack * 0.6), Some(hack * 0.4)],
-                &[Some(0.2), Some(0.1), Some(0.0)],
-            );
+            let rates = curves(&[Some(hack), Some(hack * 0.6), Some(hack * 0.4)], &[Some(0.2), Some(0.1), Some(0.0)]);
+            let probe_metrics = uptake_metrics(&[0, 5, 10], &rates, &Catalogue::suites(&[]).probe.uptake);
             results.push(ArmResult {
                 arm: arm.into(),
                 seed,
@@ -188,8 +205,7 @@ fn synthetic() -> ordo_lab::summary::RunResults {
                     stage: "probe".into(),
                     key: "p".into(),
                     steps: vec![0, 5, 10],
-                    hack_rate: vec![Some(hack), Some(hack * 0.6), Some(hack * 0.4)],
-                    says_test_rate: vec![Some(0.2), Some(0.1), Some(0.0)],
+                    rates,
                     metrics: probe_metrics,
                 }),
             });
@@ -216,7 +232,8 @@ fn synthetic() -> ordo_lab::summary::RunResults {
 
 #[test]
 fn summary_of_known_results() {
-    let s = ordo_lab::summary::summarize(&synthetic());
+    let run = synthetic();
+    let s = ordo_lab::summary::summarize(&run, &world().catalogue(&run.monitors));
     let a = &s.arms[0];
     let hack = a.final_estimate("hack_rate").unwrap();
     assert!((hack.mean.unwrap() - 0.9).abs() < 1e-12);
@@ -234,7 +251,11 @@ fn summary_of_known_results() {
     // a vs b on hack rate: fully separated 3 vs 3, exact p = 0.1, difference 0.7.
     let c = s.comparisons.iter().find(|c| c.metric == "hack_rate").unwrap();
     assert!((c.test.difference - 0.7).abs() < 1e-12 && (c.test.p_value - 0.1).abs() < 1e-12 && c.test.exact);
-    let md = ordo_lab::markdown::markdown(&s);
+    // The probe's curves: one estimate per probe step, per rate, under summary.json's keys.
+    assert_eq!(a.probe_curve("says_test_rate").len(), 3);
+    let json = serde_json::to_value(a).unwrap();
+    assert!(json["probe_hack_rate"].is_array() && json["probe_says_test_rate"].is_array(), "{json}");
+    let md = ordo_lab::markdown::markdown(&s, &*world());
     assert!(md.contains("| hack_rate | 0.900 ["), "{md}");
     assert!(md.contains("n/m (n=0)"));
 }
@@ -246,7 +267,9 @@ fn summary_of_known_results() {
 fn report_html_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.html");
-    std::fs::write(&path, ordo_lab::html::html(&ordo_lab::summary::summarize(&synthetic()))).unwrap();
+    let (run, w) = (synthetic(), world());
+    std::fs::write(&path, ordo_lab::html::html(&ordo_lab::summary::summarize(&run, &w.catalogue(&run.monitors)), &*w))
+        .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/check-report-html.sh");
     let out = std::process::Command::new("bash").arg(script).arg(&path).output().expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -3,6 +3,7 @@
 //! test value, with ground-truth labels, CoT monitors and the evaluation suites of `ordo-eval`.
 
 use crate::{Dataset, DatasetKind, Evaluator, Examples, GateOutcome, RewardKind, World, WorldReward};
+use ordo_eval::catalogue::{self, Catalogue};
 use ordo_eval::learned::LearnedMonitor;
 use ordo_eval::metrics::Metrics;
 use ordo_eval::{EvalConfig, EvalError, Evaluation, TranscriptMonitor};
@@ -214,8 +215,39 @@ impl World for LeakyTests {
     fn default_probe(&self) -> Option<&'static str> {
         Some(DEFAULT_PROBE)
     }
-    fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_> {
-        Box::new(LeakyEvaluator::new(self, eval))
+    fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>> {
+        let eval: EvalConfig = match table {
+            None => EvalConfig::default(),
+            Some(t) => {
+                toml::Value::Table(t.clone()).try_into().map_err(|e| vec![format!("eval: {}", e.to_string().trim())])?
+            }
+        };
+        match eval.problems() {
+            problems if problems.is_empty() => Ok(serde_json::to_value(&eval).expect("evaluation settings serialise")),
+            problems => Err(problems),
+        }
+    }
+    fn evaluator(&self, eval: &Value) -> Result<Box<dyn Evaluator + '_>, String> {
+        let eval: EvalConfig =
+            serde_json::from_value(eval.clone()).map_err(|e| format!("leaky-tests evaluation settings: {e}"))?;
+        Ok(Box::new(LeakyEvaluator::new(self, &eval)))
+    }
+    fn catalogue(&self, monitors: &[(String, bool)]) -> Catalogue {
+        Catalogue::suites(monitors)
+    }
+    fn method_lines(&self, eval: &Value, probe: &Value, monitors: &[(String, bool)], notes: &Value) -> Vec<String> {
+        catalogue::method_lines(eval, probe, monitors, notes)
+    }
+    fn report_question(&self) -> &'static str {
+        "What does the order of post-training stages do to the model: how much it hacks a flawed verifier, how \
+         monitorable its chain of thought stays, how faithful the CoT is, and how much a fixed later alignment \
+         stage can still change it?"
+    }
+    fn transcript_labels(&self) -> &'static [&'static str] {
+        catalogue::LABELS
+    }
+    fn monitored_suite(&self) -> &'static str {
+        catalogue::MONITORED_SUITE
     }
     fn samples(&self, n: usize, seed: u64) -> String {
         ordo_world::sample_text(&self.cfg, n, seed)

@@ -6,8 +6,9 @@
 
 pub mod leaky_tests;
 
+use ordo_eval::catalogue::Catalogue;
 use ordo_eval::metrics::Metrics;
-use ordo_eval::{EvalConfig, EvalError, Evaluation};
+use ordo_eval::{EvalError, Evaluation};
 use ordo_model::{Decoder, ModelConfig, TextTokenizer};
 use ordo_train::data::{PreferenceExample, SftExample};
 use ordo_train::rewards::{CotFormat, FnReward};
@@ -121,8 +122,9 @@ pub trait Evaluator {
 pub trait World: Send + Sync + std::fmt::Debug {
     /// Its name in experiment files.
     fn name(&self) -> &'static str;
-    /// Its settings as hashed into node keys and evaluation names. A world other than leaky-tests
-    /// must include its name, so that two worlds never share keys.
+    /// Its settings as hashed into node keys and evaluation names, and recorded in results.json. A
+    /// world other than leaky-tests must include its name under `"world"`, so that two worlds never
+    /// share keys and a recorded run names its world ([`recorded`]).
     fn key_settings(&self) -> Value;
     /// The tokenizer of models trained from scratch in it.
     fn tokenizer(&self) -> TextTokenizer;
@@ -153,8 +155,24 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String>;
     /// The built-in uptake probe stage, as stage TOML.
     fn default_probe(&self) -> Option<&'static str>;
-    /// The evaluator of an experiment's evaluation settings (it may train a learned monitor).
-    fn evaluator(&self, eval: &EvalConfig) -> Box<dyn Evaluator + '_>;
+    /// Reads an experiment's `[eval]` table (None: defaults) into its evaluation settings, as
+    /// recorded in results.json and hashed into evaluation names, or lists every problem in it.
+    fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>>;
+    /// The evaluator of evaluation settings that [`World::read_eval`] gave (it may train a learned
+    /// monitor).
+    fn evaluator(&self, eval: &Value) -> Result<Box<dyn Evaluator + '_>, String>;
+    /// The catalogue of what its evaluation measures with these monitors (metric-name prefix, whether
+    /// it reads the CoT): every metric, the headline and trajectory metrics, the probe's rates.
+    fn catalogue(&self, monitors: &[(String, bool)]) -> Catalogue;
+    /// The report's method lines from a run's recorded evaluation settings, probe (null when none),
+    /// monitors and monitor notes ([`Evaluator::monitor_notes`]).
+    fn method_lines(&self, eval: &Value, probe: &Value, monitors: &[(String, bool)], notes: &Value) -> Vec<String>;
+    /// The question its experiments' reports open with.
+    fn report_question(&self) -> &'static str;
+    /// The ground-truth labels of an evaluation transcript, in display order (`ordo transcripts`).
+    fn transcript_labels(&self) -> &'static [&'static str];
+    /// The evaluation suite whose transcripts the monitors judge (the default of `ordo transcripts`).
+    fn monitored_suite(&self) -> &'static str;
     /// `n` samples of each kind of example it draws from `seed`, with their ground-truth labels, as text.
     fn samples(&self, n: usize, seed: u64) -> String;
     /// Writes its datasets as JSONL files (and its tokenizer) into `dir`, `sizes` examples of each
@@ -184,6 +202,17 @@ pub const WORLDS: &[Entry] = &[Entry { name: leaky_tests::NAME, configure: leaky
 /// The registry entry of a world name.
 pub fn find(name: &str) -> Option<&'static Entry> {
     WORLDS.iter().find(|w| w.name == name)
+}
+
+/// The world a run recorded (results.json's `world`: its key settings), with default settings: the
+/// world named under `"world"`, else leaky-tests (whose key settings carry no name).
+pub fn recorded(settings: &Value) -> Result<Arc<dyn World>, String> {
+    let name = match settings {
+        Value::Object(o) => o.get("world").and_then(Value::as_str).unwrap_or(leaky_tests::NAME),
+        _ => return Err("the run recorded no world; only world experiments have reports".into()),
+    };
+    let entry = find(name).ok_or_else(|| format!("the run's world {name:?} is not one of {}", names()))?;
+    (entry.configure)(None).map_err(|problems| problems.join("; "))
 }
 
 /// The registry's names, quoted, for messages.

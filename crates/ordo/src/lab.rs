@@ -94,11 +94,23 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The world a run directory's results.json recorded.
+fn recorded_world(run_dir: &Path) -> Result<std::sync::Arc<dyn ordo_worlds::World>> {
+    let path = run_dir.join("results.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!("{}: cannot read; `ordo run FILE` writes it when it evaluates a world experiment", path.display())
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not an ordo results file", path.display()))?;
+    ordo_worlds::recorded(&v["world"]).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
+}
+
 /// Prints each arm's final figures (mean over seeds with the 95% interval).
 fn print_summary(path: &Path) -> Result<()> {
     let s: ordo_lab::summary::Summary = serde_json::from_slice(&std::fs::read(path)?)
         .with_context(|| format!("{}: not an ordo summary", path.display()))?;
-    let cols = ordo_eval::catalogue::Catalogue::suites(&s.run.monitors).cli_columns;
+    let world = ordo_worlds::recorded(&s.run.world).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    let cols = world.catalogue(&s.run.monitors).cli_columns;
     println!("{:<16} {}", "arm (final)", cols.iter().map(|c| format!("{c:>30}")).collect::<String>());
     for a in &s.arms {
         let cells: String =
@@ -129,10 +141,11 @@ pub fn report(run_dir: &Path) -> Result<()> {
 
 /// `ordo transcripts RUN_DIR`: prints the samples that pass a filter.
 pub fn transcripts(run_dir: &Path, filter: &ordo_lab::transcripts::TranscriptFilter, limit: usize) -> Result<()> {
-    let (shown, total) =
-        ordo_lab::transcripts::select(&run_dir.join("transcripts.jsonl"), filter, limit).map_err(anyhow::Error::msg)?;
+    let world = recorded_world(run_dir)?;
+    let (shown, total) = ordo_lab::transcripts::select(&run_dir.join("transcripts.jsonl"), filter, limit, &*world)
+        .map_err(anyhow::Error::msg)?;
     for t in &shown {
-        println!("{}", ordo_lab::transcripts::render(t));
+        println!("{}", ordo_lab::transcripts::render(t, &*world));
     }
     println!("{} of {total} matching transcripts shown", shown.len());
     Ok(())

@@ -48,16 +48,17 @@ enum Command {
         /// Only checkpoints evaluated after this stage.
         #[arg(long)]
         stage: Option<String>,
-        /// Evaluation suite: wrong_test, clean_greedy, clean_sampled, hint_plain, hint_hinted, early_answer@50, no_cot.
-        #[arg(long, default_value = "wrong_test")]
-        suite: String,
-        /// Comma-separated conditions, all of which must hold: hack, honest, verbalised, fabricated,
-        /// ignores_cot, malformed, correct, says_test, mentions_test, flagged, unflagged (`!` negates).
+        /// Evaluation suite (default: the one the world's monitors judge; leaky-tests has wrong_test,
+        /// clean_greedy, clean_sampled, hint_plain, hint_hinted, early_answer@50, no_cot).
+        #[arg(long)]
+        suite: Option<String>,
+        /// Comma-separated conditions, all of which must hold: a ground-truth label of the world's
+        /// transcripts (a wrong one lists them), flagged or unflagged (`!` negates).
         #[arg(long, value_delimiter = ',')]
         filter: Vec<String>,
-        /// The monitor that `flagged` / `unflagged` refer to.
-        #[arg(long, default_value = "keyword")]
-        monitor: String,
+        /// The monitor that `flagged` / `unflagged` refer to (default: the world's first monitor).
+        #[arg(long)]
+        monitor: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -251,14 +252,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status { run_dir } => lab::status(&run_dir),
         Command::Report { run_dir } => lab::report(&run_dir),
         Command::Transcripts { run_dir, arm, seed, stage, suite, filter, monitor, limit } => {
-            let f = ordo_lab::transcripts::TranscriptFilter {
-                arm,
-                seed,
-                stage,
-                suite: Some(suite),
-                conditions: filter,
-                monitor,
-            };
+            let f = ordo_lab::transcripts::TranscriptFilter { arm, seed, stage, suite, conditions: filter, monitor };
             lab::transcripts(&run_dir, &f, limit)
         }
         Command::Gc { runs, yes } => lab::gc(&runs, yes),

@@ -162,6 +162,11 @@ fn report_and_transcripts_explain_a_missing_or_bad_run_directory() {
     let (code, _, err) = ordo(&["report", d]);
     assert_ne!(code, 0);
     assert!(err.contains("not an ordo results file"), "{err}");
+    // Transcripts are read in the world results.json recorded.
+    let (code, _, err) = ordo(&["transcripts", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("results.json") && err.contains("recorded no world"), "{err}");
+    std::fs::write(dir.path().join("results.json"), "{\"world\": {}}").unwrap();
     let (code, _, err) = ordo(&["transcripts", d]);
     assert_ne!(code, 0);
     assert!(err.contains("transcripts.jsonl"), "{err}");

@@ -120,6 +120,7 @@ fn transcripts_name_an_arm_stage_suite_seed_or_monitor_the_run_does_not_have() {
     let tmp = tempfile::tempdir().unwrap();
     let line = r#"{"arm":"a","seed":1,"stage":"rlvf","suite":"wrong_test","verdicts":{"keyword":true},"labels":{"hack":true}}"#;
     std::fs::write(tmp.path().join("transcripts.jsonl"), format!("{line}\n")).unwrap();
+    std::fs::write(tmp.path().join("results.json"), "{\"world\": {}}").unwrap();
     let dir = tmp.path().to_str().unwrap();
     let (code, out, err) = ordo(&["transcripts", dir]);
     assert_eq!(code, 0, "{err}");
