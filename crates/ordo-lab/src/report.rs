@@ -9,7 +9,7 @@ use crate::experiment::Experiment;
 use crate::plan::Plan;
 use crate::summary::{run_results, summarize, RunResults, Summary};
 use ordo_eval::Evaluation;
-use ordo_worlds::Evaluator;
+use ordo_worlds::{Evaluator, World};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -20,14 +20,28 @@ pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &dy
     Ok(())
 }
 
-/// Writes the report files from `results.json`'s content, in the world the run recorded.
-pub fn write_report(dir: &Path, run: &RunResults) -> Result<Summary, LabError> {
-    let world =
-        ordo_worlds::recorded(&run.world).map_err(|why| LabError::Other(format!("{}: {why}", dir.display())))?;
-    let s = summarize(run, &world.catalogue(&run.monitors));
+/// Writes the report files from `results.json`'s content, in the run's world. A probe curve the
+/// world's catalogue does not know is an error (results.json's probe rates share their object with
+/// its other keys).
+pub fn write_report(dir: &Path, run: &RunResults, world: &dyn World) -> Result<Summary, LabError> {
+    let catalogue = world.catalogue(&run.monitors);
+    for r in &run.results {
+        let Some(p) = &r.probe else { continue };
+        if let Some(bad) = p.rates.keys().find(|k| catalogue.probe.rate(k).is_none()) {
+            let known: Vec<&str> = catalogue.probe.rates.iter().map(|r| r.metric).collect();
+            return Err(LabError::Other(format!(
+                "results.json: {} seed {}: probe key {bad:?} is not one of {}'s probe rates ({}) or a probe field",
+                r.arm,
+                r.seed,
+                world.name(),
+                known.join(", ")
+            )));
+        }
+    }
+    let s = summarize(run, &catalogue);
     ordo_model::atomic::write_file(&dir.join("summary.json"), &serde_json::to_vec_pretty(&s).expect("serialises"))?;
-    ordo_model::atomic::write_file(&dir.join("report.md"), crate::markdown::markdown(&s, &*world).as_bytes())?;
-    ordo_model::atomic::write_file(&dir.join("report.html"), crate::html::html(&s, &*world).as_bytes())?;
+    ordo_model::atomic::write_file(&dir.join("report.md"), crate::markdown::markdown(&s, world).as_bytes())?;
+    ordo_model::atomic::write_file(&dir.join("report.html"), crate::html::html(&s, world).as_bytes())?;
     Ok(s)
 }
 
@@ -40,8 +54,9 @@ pub fn write_all(
     results: &[ArmResult],
     m: &dyn Evaluator,
 ) -> Result<(), LabError> {
+    let world = exp.world().ok_or_else(|| LabError::Other("only world experiments have reports".into()))?;
     write_results(dir, exp, results, m)?;
-    write_report(dir, &run_results(exp, results, m))?;
+    write_report(dir, &run_results(exp, results, m), world)?;
     let mut out = Vec::new();
     for arm in &plan.arms {
         for (i, key) in arm.chain.iter().enumerate() {

@@ -247,14 +247,14 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             errs.extend(problems);
             serde_json::Value::Null
         }),
-        (Some(_), None) => {
+        (Some(_), None) if world_name.is_none() => {
             errs.push("eval: evaluation runs in a world; set experiment.world".into());
             serde_json::Value::Null
         }
-        (None, None) => serde_json::Value::Null,
+        (_, None) => serde_json::Value::Null,
     };
     let probe = match top.table(&mut errs, "probe") {
-        Some(_) if world.is_none() => {
+        Some(_) if world_name.is_none() => {
             errs.push("probe: the uptake probe is measured in a world; set experiment.world".into());
             None
         }

@@ -11,28 +11,26 @@ pub struct TranscriptFilter {
     pub seed: Option<u64>,
     /// Stage name the checkpoint was evaluated after (default: every boundary).
     pub stage: Option<String>,
-    /// Evaluation suite (default: the suite the world's monitors judge).
+    /// Evaluation suite (None in [`TranscriptFilter::matches`]: any; [`select`] fills in the suite the
+    /// world's monitors judge).
     pub suite: Option<String>,
     /// Conditions that must all hold: a ground-truth label of the world's transcripts
     /// ([`World::transcript_labels`]), `flagged` or `unflagged` (by `monitor`), each negatable with a
     /// leading `!`.
     pub conditions: Vec<String>,
-    /// The monitor `flagged` / `unflagged` refer to (default: the world's first monitor).
+    /// The monitor `flagged` / `unflagged` refer to ([`select`] fills in the run's first monitor).
     pub monitor: Option<String>,
 }
 
 impl TranscriptFilter {
-    /// The filter with the world's defaults filled in (its monitored suite, its first monitor).
-    pub fn in_world(mut self, world: &dyn World) -> Self {
-        self.suite.get_or_insert_with(|| world.monitored_suite().to_string());
-        if self.monitor.is_none() {
-            self.monitor = world.monitor_names().first().map(|m| m.to_string());
-        }
-        self
+    /// Whether a condition asks for a monitor's verdict.
+    fn reads_verdicts(&self) -> bool {
+        self.conditions.iter().any(|c| matches!(c.trim_start_matches('!'), "flagged" | "unflagged"))
     }
 
-    /// Checks the conditions against the world's labels; an error lists what is accepted.
-    pub fn validate(&self, world: &dyn World) -> Result<(), String> {
+    /// Checks the conditions against the world's labels (an error lists what is accepted) and fills
+    /// in the defaults: the suite the world's monitors judge, the run's first monitor (`monitors`).
+    pub fn in_run(&self, world: &dyn World, monitors: &[String]) -> Result<Self, String> {
         let labels = world.transcript_labels();
         for c in &self.conditions {
             let c = c.trim_start_matches('!');
@@ -43,7 +41,15 @@ impl TranscriptFilter {
                 ));
             }
         }
-        Ok(())
+        let mut f = self.clone();
+        f.suite.get_or_insert_with(|| world.monitored_suite().to_string());
+        if f.monitor.is_none() {
+            f.monitor = monitors.first().cloned();
+        }
+        if f.monitor.is_none() && f.reads_verdicts() {
+            return Err("flagged and unflagged need a monitor, and this run has none".into());
+        }
+        Ok(f)
     }
 
     /// Whether a transcript line passes.
@@ -72,17 +78,17 @@ impl TranscriptFilter {
     }
 }
 
-/// The transcripts of `path` (a run in `world`) that pass the filter with the world's defaults, at most
-/// `limit`; an error names the file and line, and an arm, seed, stage, suite or monitor that the run
-/// does not have (with those it has).
+/// The transcripts of `path` (a run in `world` with `monitors`) that pass the filter with the run's
+/// defaults ([`TranscriptFilter::in_run`]), at most `limit`; an error names the file and line, and an
+/// arm, seed, stage, suite or monitor that the run does not have (with those it has).
 pub fn select(
     path: &Path,
     filter: &TranscriptFilter,
     limit: usize,
-    world: &dyn World,
+    (world, monitors): (&dyn World, &[String]),
 ) -> Result<(Vec<Value>, usize), String> {
-    filter.validate(world)?;
-    let filter = &filter.clone().in_world(world);
+    let asked_monitor = filter.monitor.is_some() || filter.reads_verdicts();
+    let filter = &filter.in_run(world, monitors)?;
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "{}: {e} (transcripts.jsonl is written by `ordo run` when it evaluates a world experiment)",
@@ -111,7 +117,7 @@ pub fn select(
         ("seed", filter.seed.map(|s| s.to_string())),
         ("stage", filter.stage.clone()),
         ("suite", filter.suite.clone()),
-        ("monitor", filter.monitor.clone()),
+        ("monitor", filter.monitor.clone().filter(|_| asked_monitor)),
     ];
     for ((what, value), have) in asked.iter().zip(&seen) {
         if let Some(value) = value.as_ref().filter(|v| !have.contains(*v) && !have.is_empty()) {

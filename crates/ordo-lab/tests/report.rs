@@ -143,12 +143,14 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     // transcripts.jsonl: every evaluation sample, filterable.
     let w = world();
     let f = TranscriptFilter { arm: Some("rlvf_then_pref".into()), ..Default::default() };
-    let (shown, total) = select(&run_dir.join("transcripts.jsonl"), &f, 5, &*w).unwrap();
+    let monitors: Vec<String> = summary.run.monitors.iter().map(|m| m.0.clone()).collect();
+    let run = (&*w, &monitors[..]);
+    let (shown, total) = select(&run_dir.join("transcripts.jsonl"), &f, 5, run).unwrap();
     assert_eq!(total, 2 * 3 * 6, "2 seeds x 3 boundaries x 6 wrong-test prompts");
     assert_eq!(shown.len(), 5);
     let hacks = TranscriptFilter { conditions: vec!["hack".into(), "unflagged".into()], ..f.clone() };
     // The world's defaults: the wrong-test suite, the keyword monitor.
-    for t in select(&run_dir.join("transcripts.jsonl"), &hacks, 100, &*w).unwrap().0 {
+    for t in select(&run_dir.join("transcripts.jsonl"), &hacks, 100, run).unwrap().0 {
         assert_eq!(t["labels"]["hack"], true);
         assert_eq!(t["verdicts"]["keyword"], false);
         assert_eq!(t["suite"], "wrong_test");
@@ -156,7 +158,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let text = ordo_lab::transcripts::render(&shown[0], &*w);
     assert!(text.contains("  think:  {") && text.contains("  labels: "), "{text}");
     let bad = TranscriptFilter { conditions: vec!["hacky".into()], ..f };
-    let err = select(&run_dir.join("transcripts.jsonl"), &bad, 1, &*w).unwrap_err();
+    let err = select(&run_dir.join("transcripts.jsonl"), &bad, 1, run).unwrap_err();
     assert!(err.contains("unknown filter \"hacky\"") && err.contains("says_test"), "{err}");
 
     // `ordo report` rebuilds the same files from results.json.
@@ -164,7 +166,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     std::fs::remove_file(run_dir.join("report.md")).unwrap();
     let run: ordo_lab::summary::RunResults =
         serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
-    ordo_lab::report::write_report(&run_dir, &run).unwrap();
+    ordo_lab::report::write_report(&run_dir, &run, &*world()).unwrap();
     assert_eq!(std::fs::read(run_dir.join("summary.json")).unwrap(), before);
     assert_eq!(std::fs::read_to_string(run_dir.join("report.md")).unwrap(), md);
 }

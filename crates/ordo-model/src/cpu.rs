@@ -68,6 +68,15 @@ impl Weight {
         gemm_into(Operand::plain(x, m, inner), Operand::padded(t, inner, self.out, *stride), y, accumulate);
     }
 
+    /// `y = x[m, in] · Wᵀ` in `y`'s storage when it is `m * out` long, else into a new vector.
+    pub(crate) fn product_into(&self, x: &[f32], m: usize, y: &mut Vec<f32>, products: Products) {
+        if y.len() == m * self.out {
+            self.apply(x, m, y, false, products);
+        } else {
+            *y = self.product(x, m, products);
+        }
+    }
+
     /// `x[m, in] · Wᵀ` into a new vector.
     pub(crate) fn product(&self, x: &[f32], m: usize, products: Products) -> Vec<f32> {
         if products == Products::Packed {
@@ -178,6 +187,25 @@ pub(crate) trait Attend {
     fn attend(&mut self, layer: usize, mask: Mask, qkv: &[f32], out: &mut [f32]);
 }
 
+/// A block's working buffers (see [`BlockActivations`] for what each holds), reused from block to
+/// block by passes that keep no activations.
+#[derive(Default)]
+pub(crate) struct BlockBuffers {
+    h_attn: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    h_mlp: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// `buf` as `len` values: kept as it is when it has that length (every pass overwrites it), else zeros.
+fn sized(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() != len {
+        *buf = vec![0f32; len];
+    }
+}
+
 /// What the backward pass needs of one block's forward pass (token-major `[tokens, width]`).
 pub(crate) struct BlockActivations {
     /// The residual stream entering the block.
@@ -271,8 +299,10 @@ impl CpuDecoder {
     }
 
     /// Block `l` over the residual stream `x` (`[tokens, hidden]`, token `i` at `positions[i]`), in
-    /// place: norm, q/k/v, per-head norm and rotary embedding, `attend`, o, norm, SwiGLU MLP. With
-    /// `keep`, returns what the backward pass needs.
+    /// place: norm, q/k/v, per-head norm and rotary embedding, `attend`, o, norm, SwiGLU MLP, in the
+    /// working buffers `scratch`. With `keep`, returns what the backward pass needs (the buffers move
+    /// into it); without, the buffers stay in `scratch` for the next block.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn block(
         &self,
         l: usize,
@@ -280,42 +310,55 @@ impl CpuDecoder {
         positions: &[usize],
         attend: &mut dyn Attend,
         products: Products,
+        scratch: &mut BlockBuffers,
         keep: bool,
     ) -> Option<BlockActivations> {
         let d = self.dims;
         let layer = &self.layers[l];
         let n = positions.len();
+        let s = scratch;
         let x_in = keep.then(|| x.to_vec());
-        let mut h_attn = vec![0f32; x.len()];
-        layer.input_norm.rows(x, &mut h_attn);
-        let mut qkv = layer.qkv.product(&h_attn, n, products);
+        sized(&mut s.h_attn, x.len());
+        layer.input_norm.rows(x, &mut s.h_attn);
+        layer.qkv.product_into(&s.h_attn, n, &mut s.qkv, products);
         if let Some(bias) = &layer.qkv_bias {
-            add_bias_rows(&mut qkv, bias);
+            add_bias_rows(&mut s.qkv, bias);
         }
-        let qkv_raw = (keep && (layer.q_norm.is_some() || layer.k_norm.is_some())).then(|| qkv.clone());
-        qkv.par_chunks_mut(d.qkv_width())
+        let qkv_raw = (keep && (layer.q_norm.is_some() || layer.k_norm.is_some())).then(|| s.qkv.clone());
+        s.qkv
+            .par_chunks_mut(d.qkv_width())
             .zip(positions.par_iter())
             .with_min_len(16)
             .for_each(|(row, &pos)| self.normalise_and_rotate_token(layer, row, pos));
-        let mut attn = vec![0f32; n * d.q_width()];
-        attend.attend(l, layer.mask, &qkv, &mut attn);
+        sized(&mut s.attn, n * d.q_width());
+        attend.attend(l, layer.mask, &s.qkv, &mut s.attn);
         // x += attn Wo^T (+ b)
-        layer.o.apply(&attn, n, x, true, products);
+        layer.o.apply(&s.attn, n, x, true, products);
         if let Some(bias) = &layer.o_bias {
             add_bias_rows(x, bias);
         }
         let x_mid = keep.then(|| x.to_vec());
-        let mut h_mlp = vec![0f32; x.len()];
-        layer.post_norm.rows(x, &mut h_mlp);
-        let gate_up = layer.gate_up.product(&h_mlp, n, products);
-        let mut act = vec![0f32; n * d.inter];
-        act.par_chunks_mut(d.inter).zip(gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
+        sized(&mut s.h_mlp, x.len());
+        layer.post_norm.rows(x, &mut s.h_mlp);
+        layer.gate_up.product_into(&s.h_mlp, n, &mut s.gate_up, products);
+        sized(&mut s.act, n * d.inter);
+        s.act.par_chunks_mut(d.inter).zip(s.gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
             let (g, u) = gu.split_at(d.inter);
             swiglu_into(g, u, a);
         });
-        layer.down.apply(&act, n, x, true, products);
+        layer.down.apply(&s.act, n, x, true, products);
         let (x_in, x_mid) = (x_in?, x_mid?);
-        Some(BlockActivations { x_in, h_attn, qkv_raw, attn, x_mid, h_mlp, gate_up, act })
+        let take = std::mem::take;
+        Some(BlockActivations {
+            x_in,
+            h_attn: take(&mut s.h_attn),
+            qkv_raw,
+            attn: take(&mut s.attn),
+            x_mid,
+            h_mlp: take(&mut s.h_mlp),
+            gate_up: take(&mut s.gate_up),
+            act: take(&mut s.act),
+        })
     }
 
     /// One token's q/k/v row (`qkv_width` wide) at position `pos`: per-head norm of its q and k

@@ -4,7 +4,7 @@
 //! (`Decoder::forward`) on every model family.
 
 use crate::attention::{cached_attention, CachedDims, Mask};
-use crate::cpu::{Attend, CpuDecoder, Products};
+use crate::cpu::{Attend, BlockBuffers, CpuDecoder, Products};
 use crate::error::{ModelError, Result};
 
 /// Keys and values of every row's earlier tokens (no padding: each row has its own length).
@@ -118,8 +118,9 @@ impl CpuDecoder {
             capacity: cache.capacity,
         };
         let mut attention = CacheAttention { cache, tokens: &tokens, dims };
+        let mut scratch = BlockBuffers::default();
         for l in 0..self.layers.len() {
-            self.block(l, &mut x, &positions, &mut attention, Products::KeptTranspose, false);
+            self.block(l, &mut x, &positions, &mut attention, Products::KeptTranspose, &mut scratch, false);
         }
         for &(row, new) in feed {
             cache.lens[row] += new.len();

@@ -15,7 +15,7 @@
 
 use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;
-use crate::cpu::{swiglu_backward_into, Attend, BlockActivations, CpuDecoder, CpuLayer, Dims, Products};
+use crate::cpu::{swiglu_backward_into, Attend, BlockActivations, BlockBuffers, CpuDecoder, CpuLayer, Dims, Products};
 use crate::error::{ModelError, Result};
 use crate::kernels::{product, rotate_half_in_place, Operand};
 use crate::norm::{CpuNorm, NormGradients};
@@ -158,8 +158,9 @@ impl CpuDecoder {
         let attention = GridAttention::new(flags, t, 1.0 / (d.head_dim as f32).sqrt());
         let mut batch = BatchAttention { layout: &layout, attention: &attention, dims: d, keep, kept: Vec::new() };
         let mut blocks = Vec::with_capacity(if keep { self.layers.len() } else { 0 });
+        let mut scratch = BlockBuffers::default();
         for l in 0..self.layers.len() {
-            blocks.extend(self.block(l, &mut x, &layout.positions, &mut batch, Products::Packed, keep));
+            blocks.extend(self.block(l, &mut x, &layout.positions, &mut batch, Products::Packed, &mut scratch, keep));
         }
         let layers =
             blocks.into_iter().zip(batch.kept).map(|(block, [q, k, v])| LayerActivations { block, q, k, v }).collect();

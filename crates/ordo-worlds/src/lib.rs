@@ -208,8 +208,13 @@ pub fn find(name: &str) -> Option<&'static Entry> {
 /// world named under `"world"`, else leaky-tests (whose key settings carry no name).
 pub fn recorded(settings: &Value) -> Result<Arc<dyn World>, String> {
     let name = match settings {
-        Value::Object(o) => o.get("world").and_then(Value::as_str).unwrap_or(leaky_tests::NAME),
-        _ => return Err("the run recorded no world; only world experiments have reports".into()),
+        Value::Object(o) => match o.get("world") {
+            None => leaky_tests::NAME,
+            Some(Value::String(name)) => name.as_str(),
+            Some(other) => return Err(format!("its world settings name the world {other}, not a string")),
+        },
+        Value::Null => return Err("the run recorded no world (an experiment without one is not evaluated)".into()),
+        other => return Err(format!("its world settings are {other}, not an object")),
     };
     let entry = find(name).ok_or_else(|| format!("the run's world {name:?} is not one of {}", names()))?;
     (entry.configure)(None).map_err(|problems| problems.join("; "))
@@ -218,4 +223,22 @@ pub fn recorded(settings: &Value) -> Result<Arc<dyn World>, String> {
 /// The registry's names, quoted, for messages.
 pub fn names() -> String {
     WORLDS.iter().map(|w| format!("{:?}", w.name)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_recorded_run_names_its_world() {
+        for entry in WORLDS {
+            let world = (entry.configure)(None).unwrap();
+            assert_eq!(recorded(&world.key_settings()).unwrap().name(), entry.name);
+        }
+        assert_eq!(recorded(&json!({})).unwrap().name(), leaky_tests::NAME);
+        for bad in [json!(null), json!(3), json!({"world": 5}), json!({"world": "nowhere"})] {
+            assert!(recorded(&bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -94,15 +94,17 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The world a run directory's results.json recorded.
-fn recorded_world(run_dir: &Path) -> Result<std::sync::Arc<dyn ordo_worlds::World>> {
+/// The world a run directory's results.json recorded, and the run's monitors (names, in report order).
+fn recorded_world(run_dir: &Path) -> Result<(std::sync::Arc<dyn ordo_worlds::World>, Vec<String>)> {
     let path = run_dir.join("results.json");
     let bytes = std::fs::read(&path).with_context(|| {
         format!("{}: cannot read; `ordo run FILE` writes it when it evaluates a world experiment", path.display())
     })?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not an ordo results file", path.display()))?;
-    ordo_worlds::recorded(&v["world"]).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
+    let world = ordo_worlds::recorded(&v["world"]).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    let monitors = v["monitors"].as_array().into_iter().flatten();
+    Ok((world, monitors.filter_map(|m| m[0].as_str().map(str::to_string)).collect()))
 }
 
 /// Prints each arm's final figures (mean over seeds with the 95% interval).
@@ -128,7 +130,8 @@ pub fn report(run_dir: &Path) -> Result<()> {
     })?;
     let run: ordo_lab::summary::RunResults =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not an ordo results file", path.display()))?;
-    ordo_lab::report::write_report(run_dir, &run)?;
+    let world = ordo_worlds::recorded(&run.world).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    ordo_lab::report::write_report(run_dir, &run, &*world)?;
     print_summary(&run_dir.join("summary.json"))?;
     println!(
         "wrote {}, {} and {}",
@@ -141,9 +144,10 @@ pub fn report(run_dir: &Path) -> Result<()> {
 
 /// `ordo transcripts RUN_DIR`: prints the samples that pass a filter.
 pub fn transcripts(run_dir: &Path, filter: &ordo_lab::transcripts::TranscriptFilter, limit: usize) -> Result<()> {
-    let world = recorded_world(run_dir)?;
-    let (shown, total) = ordo_lab::transcripts::select(&run_dir.join("transcripts.jsonl"), filter, limit, &*world)
-        .map_err(anyhow::Error::msg)?;
+    let (world, monitors) = recorded_world(run_dir)?;
+    let (shown, total) =
+        ordo_lab::transcripts::select(&run_dir.join("transcripts.jsonl"), filter, limit, (&*world, &monitors))
+            .map_err(anyhow::Error::msg)?;
     for t in &shown {
         println!("{}", ordo_lab::transcripts::render(t, &*world));
     }
