@@ -380,3 +380,25 @@ pub fn method_lines(eval: &Value, probe: &Value, monitors: &[(String, bool)], le
     });
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_catalogue_names_metrics_of_the_catalogue_without_collisions() {
+        let c = Catalogue::suites(&[("keyword".into(), true)]);
+        for r in &c.probe.rates {
+            assert!(c.get(r.metric).is_some(), "probe rate {} is not a metric", r.metric);
+            // results.json keeps a probe's rates beside its stage, key, steps and metrics; summary.json
+            // its curves beside probe_steps.
+            assert!(!["stage", "key", "steps", "metrics"].contains(&r.metric), "{}", r.metric);
+        }
+        for u in &c.probe.uptake {
+            assert!(c.get(u.name).is_some(), "uptake figure {} is not a metric", u.name);
+            assert!(c.probe.rate(u.rate).is_some(), "uptake figure {} reads an unknown rate {}", u.name, u.rate);
+        }
+        let curves: Vec<&str> = c.probe.rates.iter().map(|r| r.curve).collect();
+        assert!(curves.iter().enumerate().all(|(i, a)| !curves[i + 1..].contains(a)), "curve names repeat");
+    }
+}

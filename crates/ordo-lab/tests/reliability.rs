@@ -39,6 +39,27 @@ fn a_bad_world_setting_is_one_problem() {
     assert!(p[0].starts_with("world:") && p[0].contains("max_operandz"), "{p:#?}");
 }
 
+/// `[eval]` and `[probe]` are the world's: without a world each is one problem; with an unknown
+/// world, the unknown name is the only one.
+#[test]
+fn eval_and_probe_tables_need_a_world() {
+    let no_world =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keys-no-world.toml")).unwrap();
+    for (table, want) in [
+        ("[eval]\nclean_prompts = 4\n", "eval: evaluation runs in a world"),
+        ("[probe]\nevery = 2\n", "probe: the uptake probe is measured in a world"),
+    ] {
+        let p = problems_in(&format!("{no_world}\n{table}"), &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"));
+        assert!(p.iter().any(|m| m.starts_with(want)), "{table}: {p:#?}");
+    }
+    // The shared tiny experiment has an [eval] table and a [probe] table.
+    let unknown = common::TINY.replace("world = \"leaky-tests\"", "world = \"nowhere\"");
+    assert!(unknown.contains("[eval]") && unknown.contains("[probe]"));
+    let p = problems(&unknown);
+    assert!(p.iter().any(|m| m.contains("unknown world \"nowhere\"")), "{p:#?}");
+    assert!(!p.iter().any(|m| m.contains("set experiment.world")), "{p:#?}");
+}
+
 #[test]
 fn a_diverging_stage_stops_at_its_step_and_commits_no_node() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ use ordo_lab::summary::{fmt_estimate, Summary};
 use ordo_lab::transcripts::{select, TranscriptFilter};
 use ordo_lab::RunOptions;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 const TINY: &str = r#"
 [experiment]
@@ -278,4 +279,29 @@ fn report_html_renders_in_headless_chromium() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     // Without the strong monitor: 7 trajectories, 9 final bars, 2 uptake curves.
     assert!(stdout.contains("18 plots, 18 with data"), "{stdout}");
+}
+
+/// The report rebuilt from a results.json that an earlier ordo wrote (examples/quick.toml, binary of
+/// commit a654f23) is byte for byte the summary.json, report.md and report.html that ordo wrote then
+/// (their sha256 in `tests/golden/report-quick.json`).
+#[test]
+fn a_recorded_run_rebuilds_the_report_it_had() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let results = std::fs::read(here.join("tests/data/report-quick-results.json")).unwrap();
+    let want: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(here.join("tests/golden/report-quick.json")).unwrap()).unwrap();
+    let run: ordo_lab::summary::RunResults = serde_json::from_slice(&results).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let world = ordo_worlds::recorded(&run.world).unwrap();
+    ordo_lab::report::write_report(dir.path(), &run, &*world).unwrap();
+    for (file, hash) in &want {
+        let got = ordo_lab::plan::sha256_hex(&std::fs::read(dir.path().join(file)).unwrap());
+        assert_eq!(&got, hash, "{file} differs from what the recorded run's ordo wrote");
+    }
+    // A probe key the world does not know (a typo, or another version's field) is an error, not a rate.
+    let mut v: serde_json::Value = serde_json::from_slice(&results).unwrap();
+    v["results"][0]["probe"]["hack_rte"] = serde_json::json!([0.5]);
+    let run: ordo_lab::summary::RunResults = serde_json::from_value(v).unwrap();
+    let err = ordo_lab::report::write_report(dir.path(), &run, &*world).unwrap_err().to_string();
+    assert!(err.contains("probe key \"hack_rte\"") && err.contains("hack_rate, says_test_rate"), "{err}");
 }
