@@ -146,8 +146,8 @@ pub fn bench_stages(
     let sets = [PromptSet {
         name: "bench".into(),
         prompts,
-        proportion: 1.0,
-        rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0 }],
+        proportion: 1.0.into(),
+        rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0.into() }],
     }];
     let grpo = GrpoConfig {
         settings: GrpoSettings { group_size: 8, max_new_tokens: 64, optim: optim(8), ..Default::default() },

@@ -5,6 +5,7 @@ use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::GrpoSettings;
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
+use ordo_train::schedule::ValueSchedule;
 use ordo_train::trainer::OptimConfig;
 use ordo_worlds::{World, WorldReward};
 use serde::Serialize;
@@ -100,7 +101,8 @@ impl Reward {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RewardSpec {
     pub reward: Reward,
-    pub weight: f64,
+    /// Its weight in the total reward, at each step (a constant is hashed as the plain number).
+    pub weight: ValueSchedule,
     pub sees_cot: bool,
 }
 
@@ -132,7 +134,8 @@ impl Serialize for RewardSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PromptSetSpec {
     pub data: DataSource,
-    pub proportion: f64,
+    /// Its share of each batch's prompts, at each step (a constant is hashed as the plain number).
+    pub proportion: ValueSchedule,
     pub rewards: Vec<RewardSpec>,
 }
 

@@ -1,5 +1,6 @@
 //! Reading TOML tables field by field, collecting every problem with its path.
 
+use ordo_train::schedule::ValueSchedule;
 use ordo_train::settings::SettingsReader;
 use toml::Value;
 
@@ -64,6 +65,75 @@ impl<'a> Reader<'a> {
                 default
             }
         }
+    }
+    /// A value that may change over the stage's steps: a number, `{ from = A, to = B }` (linear from
+    /// the first step to the last) or `{ steps = [[STEP, VALUE], ...] }` (piecewise constant, the
+    /// first at step 0, steps increasing); every value must satisfy `ok` (`expected` says how).
+    pub(crate) fn schedule(
+        &mut self,
+        errs: &mut Vec<String>,
+        key: &'static str,
+        default: f64,
+        expected: &str,
+        ok: impl Fn(f64) -> bool,
+    ) -> ValueSchedule {
+        let at = self.at(key);
+        let form = "a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }";
+        let number = |v: &Value| match v {
+            Value::Float(f) => Some(*f),
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        let schedule = match self.raw(key) {
+            None => return ValueSchedule::Constant(default),
+            Some(v @ (Value::Float(_) | Value::Integer(_))) => ValueSchedule::Constant(number(v).expect("a number")),
+            Some(Value::Table(t)) => {
+                let mut keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                keys.sort_unstable();
+                match keys.as_slice() {
+                    ["from", "to"] => match (number(&t["from"]), number(&t["to"])) {
+                        (Some(from), Some(to)) => ValueSchedule::Linear { from, to },
+                        _ => {
+                            errs.push(format!("{at}: from and to must be numbers"));
+                            return ValueSchedule::Constant(default);
+                        }
+                    },
+                    ["steps"] => {
+                        let points: Option<Vec<(usize, f64)>> = t["steps"].as_array().and_then(|a| {
+                            a.iter()
+                                .map(|p| match p.as_array().map(Vec::as_slice) {
+                                    Some([Value::Integer(s), v]) if *s >= 0 => Some((*s as usize, number(v)?)),
+                                    _ => None,
+                                })
+                                .collect()
+                        });
+                        match points {
+                            Some(p) if p.first().is_some_and(|f| f.0 == 0) && p.windows(2).all(|w| w[0].0 < w[1].0) => {
+                                ValueSchedule::Steps { steps: p }
+                            }
+                            _ => {
+                                errs.push(format!(
+                                    "{at}.steps: expected [[STEP, VALUE], ...] with the first step 0 and steps increasing"
+                                ));
+                                return ValueSchedule::Constant(default);
+                            }
+                        }
+                    }
+                    _ => {
+                        errs.push(format!("{at}: expected {form}, found a table with keys {}", keys.join(", ")));
+                        return ValueSchedule::Constant(default);
+                    }
+                }
+            }
+            Some(v) => {
+                errs.push(format!("{at}: expected {form}, found {}", type_name(v)));
+                return ValueSchedule::Constant(default);
+            }
+        };
+        if let Some(bad) = schedule.values().into_iter().find(|v| !ok(*v)) {
+            errs.push(format!("{at}: expected {expected}, found {bad}"));
+        }
+        schedule
     }
     /// A number that must satisfy `ok`; `expected` describes the accepted range in the error.
     pub(crate) fn number_where(

@@ -6,6 +6,7 @@ use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::{GrpoSettings, DEFAULT_MAX_NEW_TOKENS};
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
+use ordo_train::schedule::ValueSchedule;
 use ordo_worlds::{DatasetKind, World, WorldReward};
 use std::path::Path;
 use toml::Value;
@@ -104,7 +105,7 @@ fn parse_rewards(
         };
         let mut r = Reader::new(t, &p);
         let name = r.string(errs, "name").unwrap_or_default();
-        let weight = r.number_where(errs, "weight", 1.0, "a finite number", f64::is_finite);
+        let weight = r.schedule(errs, "weight", 1.0, "finite numbers", f64::is_finite);
         let sees_cot_given = t.contains_key("sees_cot");
         let sees_cot = r.boolean(errs, "sees_cot", false);
         let monitor_name = r.string(errs, "monitor");
@@ -236,8 +237,18 @@ pub(crate) fn parse_stage(
                             size,
                             &fields,
                         );
-                        let proportion =
-                            sr.number_where(errs, "proportion", 1.0, "a positive number", |x| x > 0.0 && x.is_finite());
+                        let proportion = sr.schedule(
+                            errs,
+                            "proportion",
+                            1.0,
+                            "a positive number (0 allowed within a schedule)",
+                            |x| x.is_finite() && x >= 0.0,
+                        );
+                        if let ValueSchedule::Constant(c) = proportion {
+                            if c == 0.0 {
+                                errs.push(format!("{p}.proportion: expected a positive number, found 0"));
+                            }
+                        }
                         sr.finish(errs);
                         Some(PromptSetSpec { data, proportion, rewards })
                     })
@@ -248,7 +259,7 @@ pub(crate) fn parse_stage(
                     let fields = reward_fields(&rewards);
                     let data =
                         data_source(&mut r, errs, "prompts", (world, base_dir), DatasetKind::RlPrompts, size, &fields);
-                    vec![PromptSetSpec { data, proportion: 1.0, rewards }]
+                    vec![PromptSetSpec { data, proportion: ValueSchedule::Constant(1.0), rewards }]
                 }
                 Some(v) => {
                     errs.push(format!(
@@ -283,6 +294,15 @@ pub(crate) fn parse_stage(
                     None
                 }
             };
+            let steps = settings.optim.steps;
+            let valid = sets.iter().all(|set| set.proportion.values().iter().all(|v| *v >= 0.0));
+            let empty_step = (0..steps).find(|&s| sets.iter().all(|set| set.proportion.at(s, steps) <= 0.0));
+            if let Some(step) = empty_step.filter(|_| valid && !sets.is_empty()) {
+                errs.push(format!(
+                    "{path}.prompts: at step {step} of {steps} every prompt set's proportion is 0 (a schedule must leave \
+                     one set in each step)"
+                ));
+            }
             StageParams::Grpo { sets, gate, chat_template, settings }
         }
         Some(other) => {

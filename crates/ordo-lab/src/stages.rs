@@ -176,9 +176,9 @@ pub(crate) fn grpo(
         let rewards = set
             .rewards
             .iter()
-            .map(|r| Ok(WeightedReward { source: Box::new(stage_reward(cx.world, r)?), weight: r.weight }))
+            .map(|r| Ok(WeightedReward { source: Box::new(stage_reward(cx.world, r)?), weight: r.weight.clone() }))
             .collect::<Result<Vec<_>, LabError>>()?;
-        prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion, rewards });
+        prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion.clone(), rewards });
     }
     let reference = policy.frozen_copy().map_err(cx.err())?;
     cx.apply(&policy.params)?;

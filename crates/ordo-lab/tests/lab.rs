@@ -129,7 +129,9 @@ fn a_spec_with_several_errors_reports_them_all_with_paths() {
         "{p:#?}"
     );
     assert!(
-        p.iter().any(|m| m == "stages.rlvf.rewards[1].weight: expected a number, found the string \"high\""),
+        p.iter().any(|m| m
+            == "stages.rlvf.rewards[1].weight: expected a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }, \
+                found the string \"high\""),
         "{p:#?}"
     );
     assert!(p.iter().any(|m| m.starts_with("arms.c[1]: unknown stage \"rlfv\"")), "{p:#?}");
@@ -198,7 +200,7 @@ fn the_documented_example_and_the_shipped_examples_parse() {
     let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
     let end = start + doc[start..].find("```").unwrap();
     let exp = ordo_lab::spec::parse(&doc[start..end], "docs/experiments.md", &root).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(exp.stages.len(), 6);
+    assert_eq!(exp.stages.len(), 7);
     assert_eq!(exp.seeds, vec![1, 2, 3]);
     let mut parsed = 0;
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {

@@ -264,7 +264,7 @@ fn nonsense_settings_are_refused_before_anything_trains() {
         (
             "size = 16, steps = 1, batch_size = 2",
             "prompts = [{ data = \"world:rl_prompts\", proportion = -0.5, rewards = [{ name = \"verifier\" }] }], steps = 1, batch_size = 2",
-            "stages.rlvf.prompts[0].proportion: expected a positive number, found -0.5",
+            "stages.rlvf.prompts[0].proportion: expected a positive number (0 allowed within a schedule), found -0.5",
         ),
         ("group_size = 2", "group_size = 2, temperature = -1", "stages.rlvf.temperature: expected a number in (0, 10]"),
         ("group_size = 2", "group_size = 2, top_p = 1.5", "stages.rlvf.top_p: expected a number in (0, 1]"),
@@ -301,6 +301,43 @@ fn nonsense_settings_are_refused_before_anything_trains() {
             "eval.judge.base_url: holds credentials",
         ),
     ];
+    // Schedules of a reward's weight and a prompt set's proportion, on the rlvf stage.
+    let head = "rlvf     = { kind = \"grpo\", ";
+    let tail = "batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false";
+    let weighted =
+        |w: &str| format!("{head}size = 16, steps = 1, {tail}, rewards = [{{ name = \"verifier\", weight = {w} }}] }}");
+    let two_sets = |a: &str, b: &str| {
+        let set = |p: &str| {
+            format!(
+                "{{ data = \"world:rl_prompts\", size = 16, proportion = {p}, rewards = [{{ name = \"verifier\" }}] }}"
+            )
+        };
+        format!("{head}prompts = [{}, {}], steps = 4, {tail} }}", set(a), set(b))
+    };
+    let schedule_cases = [
+        (weighted("{ start = 1 }"), "rewards[0].weight: expected a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }, found a table with keys start"),
+        (weighted("{ steps = [[1, 1.0]] }"), "rewards[0].weight.steps: expected [[STEP, VALUE], ...] with the first step 0"),
+        (weighted("{ steps = [[0, 1.0], [0, 2.0]] }"), "rewards[0].weight.steps: expected [[STEP, VALUE], ...] with the first step 0 and steps increasing"),
+        (weighted("\"high\""), "rewards[0].weight: expected a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }, found the string \"high\""),
+        (two_sets("{ from = 1.0, to = -1.0 }", "1.0"), "prompts[0].proportion: expected a positive number (0 allowed within a schedule), found -1"),
+        (two_sets("0", "1.0"), "prompts[0].proportion: expected a positive number, found 0"),
+        (two_sets("{ steps = [[0, 1.0], [2, 0.0]] }", "{ steps = [[0, 1.0], [3, 0.0]] }"), "prompts: at step 3 of 4 every prompt set's proportion is 0"),
+    ];
+    let line = TINY.lines().find(|l| l.starts_with("rlvf")).unwrap();
+    for (to, want) in &schedule_cases {
+        let text = TINY.replacen(line, to, 1);
+        assert_ne!(text, *TINY, "{to}");
+        assert_problem(&text, want);
+    }
+    // A schedule that is valid parses, and it is part of the node key.
+    let ok = TINY.replacen(line, &two_sets("{ steps = [[0, 1.0], [2, 0.0]] }", "{ from = 0.0, to = 1.0 }"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let scheduled = ordo_lab::spec::parse(&ok, "tiny.toml", dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let constant =
+        ordo_lab::spec::parse(&TINY.replacen(line, &two_sets("1.0", "1.0"), 1), "tiny.toml", dir.path()).unwrap();
+    let key =
+        |e: &ordo_lab::experiment::Experiment| plan(e).nodes.iter().find(|n| n.stage == "rlvf").unwrap().key.clone();
+    assert_ne!(key(&scheduled), key(&constant));
     for (from, to, want) in cases {
         let text = TINY.replacen(from, to, 1);
         assert_ne!(text, *TINY, "{from}");

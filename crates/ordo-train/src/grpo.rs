@@ -10,6 +10,7 @@ use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
 use crate::rewards::{score_all, CotFormat, RlPrompt, WeightedReward};
+use crate::schedule::ValueSchedule;
 use crate::settings::{choice, SettingsReader, MAX_SEQUENCE};
 use crate::trainer::{end_step, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
 use candle_core::Tensor;
@@ -205,8 +206,9 @@ pub struct GrpoConfig {
 pub struct PromptSet {
     pub name: String,
     pub prompts: Vec<RlPrompt>,
-    /// Share of each batch's prompts from this set (proportions are normalised over the sets).
-    pub proportion: f64,
+    /// Share of each batch's prompts from this set (proportions are normalised over the sets at each
+    /// step; a schedule changes it over the stage's steps).
+    pub proportion: ValueSchedule,
     pub rewards: Vec<WeightedReward>,
 }
 
@@ -232,6 +234,12 @@ impl SetAllocator {
             shares: proportions.iter().map(|p| p / total).collect(),
             carry: vec![0.0; proportions.len()],
         })
+    }
+
+    /// New proportions for the batches from now on (the carried quotas stay).
+    pub fn set_proportions(&mut self, proportions: &[f64]) -> Result<()> {
+        self.shares = SetAllocator::new(proportions)?.shares;
+        Ok(())
     }
 
     /// Counts per set for the next batch of `n` prompts.
@@ -285,7 +293,15 @@ pub fn train_grpo(
     let device = policy.device();
     let mut optim_cfg = s.optim.clone();
     optim_cfg.steps = s.optim.steps * s.inner_epochs;
-    let mut alloc = SetAllocator::new(&sets.iter().map(|s| s.proportion).collect::<Vec<_>>())?;
+    let steps = s.optim.steps;
+    let proportions = |step: usize| -> Vec<f64> { sets.iter().map(|s| s.proportion.at(step, steps)).collect() };
+    // Every step's proportions are checked before the first one trains.
+    for step in 0..steps {
+        SetAllocator::new(&proportions(step))
+            .map_err(|e| TrainError::Config(format!("at step {step} of {steps}: {e}")))?;
+    }
+    let scheduled = sets.iter().any(|s| !s.proportion.is_constant());
+    let mut alloc = SetAllocator::new(&proportions(0))?;
     let fresh: Vec<DataOrder> =
         sets.iter().enumerate().map(|(i, s)| DataOrder::new(s.prompts.len(), seed.wrapping_add(i as u64))).collect();
     let (mut opt, mut orders, carry, start) = start_state(&optim_cfg, fresh, &mut ckpt, logger)?;
@@ -296,7 +312,10 @@ pub fn train_grpo(
 
     for step in start..s.optim.steps {
         let started = Instant::now();
-        // 1. Prompts from each set, each repeated G times (groups are contiguous).
+        // 1. Prompts from each set, in this step's proportions, each repeated G times (groups are contiguous).
+        if scheduled {
+            alloc.set_proportions(&proportions(step))?;
+        }
         let counts = alloc.next(s.optim.batch_size);
         let mut chosen: Vec<(usize, &RlPrompt)> = Vec::new();
         for (si, n) in counts.iter().enumerate() {
@@ -325,6 +344,13 @@ pub fn train_grpo(
         let mut rewards = vec![0.0; completions.len()];
         let mut metrics = Map::new();
         for (si, set) in sets.iter().enumerate() {
+            // Scheduled settings at this step, also for a set that has no prompts in it.
+            for r in set.rewards.iter().filter(|r| !r.weight.is_constant()) {
+                metrics.insert(format!("weight/{}/{}", set.name, r.source.name()), json!(r.weight.at(step, steps)));
+            }
+            if scheduled {
+                metrics.insert(format!("proportion/{}", set.name), json!(set.proportion.at(step, steps)));
+            }
             let rows: Vec<usize> =
                 (0..chosen.len()).filter(|&k| chosen[k].0 == si).flat_map(|k| k * g..(k + 1) * g).collect();
             if rows.is_empty() {
@@ -332,7 +358,7 @@ pub fn train_grpo(
             }
             let prompts: Vec<&RlPrompt> = rows.iter().map(|&r| chosen[r / g].1).collect();
             let comps: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
-            let scores = score_all(&set.rewards, &cfg.cot, &prompts, &comps)?;
+            let scores = score_all(&set.rewards, &cfg.cot, &prompts, &comps, (step, steps))?;
             for (j, &r) in rows.iter().enumerate() {
                 rewards[r] = scores.total[j];
             }

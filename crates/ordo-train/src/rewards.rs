@@ -4,6 +4,7 @@
 use crate::batch::Policy;
 use crate::error::Result;
 use crate::reward_model::score_texts;
+use crate::schedule::ValueSchedule;
 use ordo_model::TextTokenizer;
 use serde_json::{Map, Value};
 
@@ -117,34 +118,37 @@ impl RewardSource for RewardModelSource {
     }
 }
 
-/// A reward source with its weight in the total reward.
+/// A reward source with its weight in the total reward (which may change over the stage's steps).
 pub struct WeightedReward {
     pub source: Box<dyn RewardSource>,
-    pub weight: f64,
+    pub weight: ValueSchedule,
 }
 
 /// Scores of a batch under a weighted set of sources.
 pub struct RewardScores {
-    /// `sum_i weight_i * score_i` per completion.
+    /// `sum_i weight_i * score_i` per completion, each weight at the step scored.
     pub total: Vec<f64>,
     /// Each source's raw (unweighted) scores, by source name.
     pub by_source: Vec<(String, Vec<f64>)>,
 }
 
-/// Scores completions with every source, each shown the view its `sees_cot` allows.
+/// Scores completions with every source, each shown the view its `sees_cot` allows, at step
+/// `step` of a stage of `total` steps (which fixes each weight).
 pub fn score_all(
     rewards: &[WeightedReward],
     cot: &CotFormat,
     prompts: &[&RlPrompt],
     completions: &[String],
+    (step, steps): (usize, usize),
 ) -> Result<RewardScores> {
     let mut total = vec![0.0; completions.len()];
     let mut by_source = Vec::new();
     for r in rewards {
         let shown: Vec<&str> = completions.iter().map(|c| cot.view(c, r.source.sees_cot())).collect();
         let s = r.source.score(prompts, &shown)?;
+        let weight = r.weight.at(step, steps);
         for (t, x) in total.iter_mut().zip(&s) {
-            *t += r.weight * x;
+            *t += weight * x;
         }
         by_source.push((r.source.name().to_string(), s));
     }

@@ -44,3 +44,77 @@ impl LrSchedule {
         }
     }
 }
+
+/// A setting that can change over a stage's steps: a reward's weight, a prompt set's proportion.
+/// A constant is written (and hashed into node keys) as the plain number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ValueSchedule {
+    /// The same value at every step.
+    Constant(f64),
+    /// `from` at the first step to `to` at the last, linearly.
+    Linear { from: f64, to: f64 },
+    /// Piecewise constant: each `(step, value)` holds from its step on; the first is at step 0 and
+    /// the steps increase.
+    Steps { steps: Vec<(usize, f64)> },
+}
+
+impl From<f64> for ValueSchedule {
+    fn from(v: f64) -> Self {
+        ValueSchedule::Constant(v)
+    }
+}
+
+impl ValueSchedule {
+    /// The value at step `step` (0-based) of a stage of `total` steps.
+    pub fn at(&self, step: usize, total: usize) -> f64 {
+        match self {
+            ValueSchedule::Constant(v) => *v,
+            ValueSchedule::Linear { from, to } => {
+                let last = total.saturating_sub(1);
+                if last == 0 {
+                    return *from;
+                }
+                from + (to - from) * (step.min(last) as f64 / last as f64)
+            }
+            ValueSchedule::Steps { steps } => {
+                steps.iter().take_while(|(s, _)| *s <= step).last().or(steps.first()).map_or(0.0, |(_, v)| *v)
+            }
+        }
+    }
+
+    /// Every value it takes (a linear schedule's two ends), for range checks.
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            ValueSchedule::Constant(v) => vec![*v],
+            ValueSchedule::Linear { from, to } => vec![*from, *to],
+            ValueSchedule::Steps { steps } => steps.iter().map(|(_, v)| *v).collect(),
+        }
+    }
+
+    /// Whether it is the same at every step.
+    pub fn is_constant(&self) -> bool {
+        matches!(self, ValueSchedule::Constant(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_schedules_by_hand() {
+        let c = ValueSchedule::Constant(0.7);
+        assert_eq!((c.at(0, 10), c.at(9, 10)), (0.7, 0.7));
+        let l = ValueSchedule::Linear { from: 1.0, to: 0.0 };
+        assert_eq!([l.at(0, 5), l.at(1, 5), l.at(2, 5), l.at(4, 5), l.at(7, 5)], [1.0, 0.75, 0.5, 0.0, 0.0]);
+        assert_eq!(l.at(0, 1), 1.0, "a one-step stage takes the start value");
+        let s = ValueSchedule::Steps { steps: vec![(0, 0.0), (3, 2.0), (6, 0.5)] };
+        let got: Vec<f64> = (0..8).map(|i| s.at(i, 8)).collect();
+        assert_eq!(got, [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.5, 0.5]);
+        // The hashed form: a constant is the plain number, the others tables.
+        assert_eq!(serde_json::to_string(&c).unwrap(), "0.7");
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"from":1.0,"to":0.0}"#);
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"steps":[[0,0.0],[3,2.0],[6,0.5]]}"#);
+    }
+}

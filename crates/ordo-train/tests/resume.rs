@@ -112,19 +112,19 @@ fn grpo_with_mixed_sets_resumes_bit_identically() {
             PromptSet {
                 name: "a".into(),
                 prompts: prompts(b'a'),
-                proportion: 2.0,
+                proportion: 2.0.into(),
                 rewards: vec![WeightedReward {
                     source: Box::new(FnReward::new("a", true, |_, s: &str| s.matches('A').count() as f64)),
-                    weight: 1.0,
+                    weight: 1.0.into(),
                 }],
             },
             PromptSet {
                 name: "b".into(),
                 prompts: prompts(b'k'),
-                proportion: 1.0,
+                proportion: 1.0.into(),
                 rewards: vec![WeightedReward {
                     source: Box::new(FnReward::new("b", true, |_, s: &str| s.matches('B').count() as f64)),
-                    weight: 1.0,
+                    weight: 1.0.into(),
                 }],
             },
         ];

@@ -37,12 +37,12 @@ fn output_only_rewards_never_see_the_think_block() {
     let mentions = FnReward::new("mentions_t", true, |_, s: &str| s.contains('T') as u8 as f64);
     let says_test = FnReward::new("says_test", false, |_, s: &str| s.contains("test") as u8 as f64);
     let rewards = vec![
-        WeightedReward { source: Box::new(mentions), weight: -1.0 },
-        WeightedReward { source: Box::new(says_test), weight: 0.5 },
+        WeightedReward { source: Box::new(mentions), weight: (-1.0).into() },
+        WeightedReward { source: Box::new(says_test), weight: 0.5.into() },
     ];
     let p = RlPrompt { text: "Q".into(), ids: vec![], metadata: Default::default() };
     let comps = vec![done.to_string(), "{7}A:7;B:calc".to_string(), "{T}A:7;B:calc".to_string()];
-    let s = score_all(&rewards, &cot, &[&p, &p, &p], &comps).unwrap();
+    let s = score_all(&rewards, &cot, &[&p, &p, &p], &comps, (0, 1)).unwrap();
     assert_eq!(s.total, vec![-1.0 + 0.5, 0.0, -1.0]);
     assert_eq!(s.by_source[1], ("says_test".to_string(), vec![1.0, 0.0, 0.0]));
 }
@@ -127,19 +127,19 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
             PromptSet {
                 name: "verifiable".into(),
                 prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (b'a' + i) as char))).collect(),
-                proportion: 3.0,
+                proportion: 3.0.into(),
                 rewards: vec![WeightedReward {
                     source: Box::new(FnReward::new("starts_with_a", true, |_, s: &str| {
                         s.starts_with('A') as u8 as f64
                     })),
-                    weight: 1.0,
+                    weight: 1.0.into(),
                 }],
             },
             PromptSet {
                 name: "preference".into(),
                 prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (b'n' + i) as char))).collect(),
-                proportion: 1.0,
-                rewards: vec![WeightedReward { source: Box::new(rm_source), weight: 0.5 }],
+                proportion: 1.0.into(),
+                rewards: vec![WeightedReward { source: Box::new(rm_source), weight: 0.5.into() }],
             },
         ];
         let dir = tempfile::tempdir().unwrap();
@@ -200,4 +200,57 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         let b = policy_b.params.var(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b, "{name} differs between identical runs");
     }
+}
+
+/// Schedules: a prompt set's proportion and a reward's weight change over the stage's steps, as the
+/// hand-computed mixes and weights say; a schedule that leaves no set at some step is refused.
+#[test]
+fn scheduled_proportions_and_weights_follow_their_steps() {
+    use ordo_train::schedule::ValueSchedule;
+    let tok = tokenizer();
+    let set = |name: &str, first: u8, proportion: ValueSchedule, weight: ValueSchedule| PromptSet {
+        name: name.into(),
+        prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (first + i) as char))).collect(),
+        proportion,
+        rewards: vec![WeightedReward { source: Box::new(FnReward::new("one", true, |_, _: &str| 1.0)), weight }],
+    };
+    // Four steps of 4 prompts: "early" alone for steps 0-1, then "late" alone (pressure on, then off);
+    // "late"'s weight runs linearly from 0 to 3 (0, 1, 2, 3).
+    let sets = [
+        set("early", b'a', ValueSchedule::Steps { steps: vec![(0, 1.0), (2, 0.0)] }, 1.0.into()),
+        set(
+            "late",
+            b'n',
+            ValueSchedule::Steps { steps: vec![(0, 0.0), (2, 1.0)] },
+            ValueSchedule::Linear { from: 0.0, to: 3.0 },
+        ),
+    ];
+    let mut policy = tiny_policy(&tok, 3);
+    let reference = policy.frozen_copy().unwrap();
+    let mut log = StepLogger::new("grpo", 4, None, false).unwrap();
+    train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(4, 1), 7, 0, &mut log, None).unwrap();
+    let counts: Vec<(u64, u64)> = log
+        .history
+        .iter()
+        .map(|m| {
+            let n = |k: &str| m.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            (n("prompts/early"), n("prompts/late"))
+        })
+        .collect();
+    assert_eq!(counts, [(4, 0), (4, 0), (0, 4), (0, 4)]);
+    let weights: Vec<f64> = log.history.iter().map(|m| m["weight/late/one"].as_f64().unwrap()).collect();
+    assert_eq!(weights, [0.0, 1.0, 2.0, 3.0]);
+    // Every sample of a step scores `weight * 1`.
+    let rewards: Vec<f64> = log.history.iter().map(|m| m["reward"].as_f64().unwrap()).collect();
+    assert_eq!(rewards, [1.0, 1.0, 2.0, 3.0]);
+
+    let none_left = [
+        set("a", b'a', ValueSchedule::Steps { steps: vec![(0, 1.0), (2, 0.0)] }, 1.0.into()),
+        set("b", b'n', ValueSchedule::Steps { steps: vec![(0, 1.0), (3, 0.0)] }, 1.0.into()),
+    ];
+    let mut log = StepLogger::new("grpo", 4, None, false).unwrap();
+    let err = train_grpo(&mut policy, &reference, &none_left, &tok, &grpo_cfg(4, 1), 7, 0, &mut log, None)
+        .err()
+        .expect("no prompt set at step 3");
+    assert!(err.to_string().contains("at step 3 of 4"), "{err}");
 }

@@ -222,8 +222,11 @@ fn run_grpo(kl_coef: f64, steps: usize) -> (StepLogger, Policy) {
     let sets = [PromptSet {
         name: "a".into(),
         prompts: a_task(&tok),
-        proportion: 1.0,
-        rewards: vec![WeightedReward { source: Box::new(FnReward::new("share_of_a", true, a_share)), weight: 1.0 }],
+        proportion: 1.0.into(),
+        rewards: vec![WeightedReward {
+            source: Box::new(FnReward::new("share_of_a", true, a_share)),
+            weight: 1.0.into(),
+        }],
     }];
     let mut log = quiet(steps);
     train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(steps, kl_coef), 0, PAD, &mut log, None).unwrap();
