@@ -147,7 +147,7 @@ pub fn bench_stages(
         name: "bench".into(),
         prompts,
         proportion: 1.0.into(),
-        rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0.into() }],
+        rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0.into(), target: Default::default() }],
     }];
     let grpo = GrpoConfig {
         settings: GrpoSettings { group_size: 8, max_new_tokens: 64, optim: optim(8), ..Default::default() },

@@ -5,6 +5,7 @@ use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::GrpoSettings;
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
+use ordo_train::rewards::RewardTarget;
 use ordo_train::schedule::ValueSchedule;
 use ordo_train::trainer::OptimConfig;
 use ordo_worlds::{World, WorldReward};
@@ -104,10 +105,12 @@ pub struct RewardSpec {
     /// Its weight in the total reward, at each step (a constant is hashed as the plain number).
     pub weight: ValueSchedule,
     pub sees_cot: bool,
+    /// The completion tokens its advantage updates (hashed only when not all of them).
+    pub target: RewardTarget,
 }
 
 /// How a reward is hashed into node keys: `name`, `weight`, `sees_cot`, the `monitor` (null when
-/// none), and `answer_match`'s `field` and `pattern` when set.
+/// none), `targets` when it is not all tokens, and `answer_match`'s `field` and `pattern` when set.
 impl Serialize for RewardSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -120,6 +123,9 @@ impl Serialize for RewardSpec {
         map.serialize_entry("weight", &self.weight)?;
         map.serialize_entry("sees_cot", &self.sees_cot)?;
         map.serialize_entry("monitor", &monitor)?;
+        if self.target != RewardTarget::All {
+            map.serialize_entry("targets", self.target.name())?;
+        }
         if let Reward::AnswerMatch { field, pattern } = &self.reward {
             map.serialize_entry("field", field)?;
             if let Some(p) = pattern {

@@ -6,6 +6,7 @@ use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::{GrpoSettings, DEFAULT_MAX_NEW_TOKENS};
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
+use ordo_train::rewards::RewardTarget;
 use ordo_train::schedule::ValueSchedule;
 use ordo_worlds::{DatasetKind, World, WorldReward};
 use std::path::Path;
@@ -111,6 +112,15 @@ fn parse_rewards(
         let monitor_name = r.string(errs, "monitor");
         let field = r.string(errs, "field");
         let pattern = r.string(errs, "pattern");
+        let target = match r.string(errs, "targets").as_deref() {
+            None | Some("all") => RewardTarget::All,
+            Some("output") => RewardTarget::Output,
+            Some("cot") => RewardTarget::Cot,
+            Some(other) => {
+                errs.push(format!("{p}.targets: expected \"all\", \"output\" or \"cot\", found {other:?}"));
+                RewardTarget::All
+            }
+        };
         r.finish(errs);
         if let Some(re) = &pattern {
             if let Err(e) = regex::Regex::new(re) {
@@ -167,7 +177,7 @@ fn parse_rewards(
             errs.push(format!("{p}.sees_cot: a CoT monitor must see the CoT"));
         }
         let sees_cot = if sees_cot_given { sees_cot } else { default_sees };
-        out.push(RewardSpec { reward, weight, sees_cot });
+        out.push(RewardSpec { reward, weight, sees_cot, target });
     }
     out
 }

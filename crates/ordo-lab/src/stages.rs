@@ -176,7 +176,13 @@ pub(crate) fn grpo(
         let rewards = set
             .rewards
             .iter()
-            .map(|r| Ok(WeightedReward { source: Box::new(stage_reward(cx.world, r)?), weight: r.weight.clone() }))
+            .map(|r| {
+                Ok(WeightedReward {
+                    source: Box::new(stage_reward(cx.world, r)?),
+                    weight: r.weight.clone(),
+                    target: r.target,
+                })
+            })
             .collect::<Result<Vec<_>, LabError>>()?;
         prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion.clone(), rewards });
     }

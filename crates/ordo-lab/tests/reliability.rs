@@ -315,6 +315,10 @@ fn nonsense_settings_are_refused_before_anything_trains() {
         format!("{head}prompts = [{}, {}], steps = 4, {tail} }}", set(a), set(b))
     };
     let schedule_cases = [
+        (
+            format!("{head}size = 16, steps = 1, {tail}, rewards = [{{ name = \"verifier\", targets = \"thoughts\" }}] }}"),
+            "rewards[0].targets: expected \"all\", \"output\" or \"cot\", found \"thoughts\"",
+        ),
         (weighted("{ start = 1 }"), "rewards[0].weight: expected a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }, found a table with keys start"),
         (weighted("{ steps = [[1, 1.0]] }"), "rewards[0].weight.steps: expected [[STEP, VALUE], ...] with the first step 0"),
         (weighted("{ steps = [[0, 1.0], [0, 2.0]] }"), "rewards[0].weight.steps: expected [[STEP, VALUE], ...] with the first step 0 and steps increasing"),

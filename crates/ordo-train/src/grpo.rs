@@ -9,7 +9,7 @@ use crate::batch::{mean_entropy, next_token_logps, scalar, train_logps, Batch, P
 use crate::error::{Result, TrainError};
 use crate::losses::{clipped_policy_loss, group_advantages, AdvantageEstimator, ClipConfig, LossAggregation};
 use crate::optim::Gradients;
-use crate::rewards::{score_all, CotFormat, RlPrompt, WeightedReward};
+use crate::rewards::{score_all, CotFormat, RewardTarget, RlPrompt, WeightedReward};
 use crate::schedule::ValueSchedule;
 use crate::settings::{choice, SettingsReader, MAX_SEQUENCE};
 use crate::trainer::{end_step, start_state, Checkpointing, DataOrder, OptimConfig, Optimizer, StepLogger};
@@ -17,6 +17,7 @@ use candle_core::Tensor;
 use ordo_model::{sampler, OpPath, SamplingParams, TextTokenizer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// `max_new_tokens` when neither the stage nor its world sets one.
@@ -260,6 +261,41 @@ impl SetAllocator {
     }
 }
 
+/// How many of a completion's tokens belong to its think block: those up to and including the one
+/// that completes the closing delimiter `close` (all of them when it never closes). The decoded
+/// prefixes grow with the token count, so the first prefix that holds `close` is found by bisection.
+pub fn cot_token_count(tokenizer: &TextTokenizer, completion: &[u32], close: &str) -> Result<usize> {
+    let holds = |n: usize| -> Result<bool> { Ok(tokenizer.decode(&completion[..n], true)?.contains(close)) };
+    if close.is_empty() || !holds(completion.len())? {
+        return Ok(completion.len());
+    }
+    let (mut lo, mut hi) = (0, completion.len());
+    // Invariant: the first `lo` tokens do not hold `close`, the first `hi` do.
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if holds(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// The advantage of completion `row`'s token, a think-block token (`cot`) or an output token: the
+/// sum of the advantages of the targets that update it.
+pub fn target_advantage(by_target: &[(RewardTarget, Vec<f64>)], row: usize, cot: bool) -> f64 {
+    by_target
+        .iter()
+        .filter(|(t, _)| match t {
+            RewardTarget::All => true,
+            RewardTarget::Output => !cot,
+            RewardTarget::Cot => cot,
+        })
+        .map(|(_, a)| a[row])
+        .sum()
+}
+
 /// Mixes a seed and a step into a sampling seed.
 fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
@@ -342,6 +378,7 @@ pub fn train_grpo(
 
         // 3. Rewards, set by set, each source shown what its sees_cot allows.
         let mut rewards = vec![0.0; completions.len()];
+        let mut targeted: BTreeMap<RewardTarget, Vec<f64>> = BTreeMap::new();
         let mut metrics = Map::new();
         for (si, set) in sets.iter().enumerate() {
             // Scheduled settings at this step, also for a set that has no prompts in it.
@@ -362,6 +399,12 @@ pub fn train_grpo(
             for (j, &r) in rows.iter().enumerate() {
                 rewards[r] = scores.total[j];
             }
+            for (target, s) in &scores.by_target {
+                let all = targeted.entry(*target).or_insert_with(|| vec![0.0; completions.len()]);
+                for (j, &r) in rows.iter().enumerate() {
+                    all[r] = s[j];
+                }
+            }
             for (name, s) in &scores.by_source {
                 metrics.insert(format!("reward/{}/{name}", set.name), json!(s.iter().sum::<f64>() / s.len() as f64));
             }
@@ -370,7 +413,6 @@ pub fn train_grpo(
 
         // 4. Group-relative advantages.
         let adv = group_advantages(&rewards, g, s.advantage);
-        let adv_t = Tensor::from_vec(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), adv.len(), &device)?;
 
         // 5. Sequences (prompt + completion, completion tokens as targets); old and reference log-probs.
         let seqs: Vec<(Vec<u32>, Vec<u8>)> = prompt_ids
@@ -386,6 +428,24 @@ pub fn train_grpo(
             .collect();
         let rows: Vec<(&[u32], &[u8])> = seqs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
         let batch = Batch::new(&rows, pad, &device)?;
+        // One advantage per sequence, or with targeted rewards one per completion token: each
+        // target's rewards get their own group-relative advantage, added at the tokens it targets.
+        let adv_t = if targeted.keys().all(|t| *t == RewardTarget::All) {
+            Tensor::from_vec(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), adv.len(), &device)?
+        } else {
+            let by_target: Vec<(RewardTarget, Vec<f64>)> =
+                targeted.iter().map(|(t, r)| (*t, group_advantages(r, g, s.advantage))).collect();
+            let width = batch.targets.dim(1)?;
+            let mut per_token = vec![0f32; completions.len() * width];
+            for (r, c) in completions.iter().enumerate() {
+                let cot_tokens = cot_token_count(tokenizer, c, &cfg.cot.close)?;
+                for k in 0..c.len() {
+                    let at = r * width + prompt_ids[r].len() + k - 1;
+                    per_token[at] = target_advantage(&by_target, r, k < cot_tokens) as f32;
+                }
+            }
+            Tensor::from_vec(per_token, (completions.len(), width), &device)?
+        };
         // With one inner epoch the sampling policy is the policy being trained: its log-probs are the
         // training forward's own values (detached), so that forward pass is not run twice.
         let mut old_logps = match s.inner_epochs {

@@ -182,7 +182,7 @@ pub struct PolicyLossOutput {
 ///
 /// Per token: `-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + kl_coef * k3`, where
 /// `ratio = exp(logp - old_logp)`. `logp`, `old_logp`, `ref_logp`, `mask`: [batch, len] (mask 1 on
-/// completion tokens); `advantages`: [batch].
+/// completion tokens); `advantages`: [batch] (one per sequence) or [batch, len] (one per token).
 pub fn clipped_policy_loss(
     logp: &Tensor,
     old_logp: &Tensor,
@@ -191,7 +191,8 @@ pub fn clipped_policy_loss(
     mask: &Tensor,
     cfg: &ClipConfig,
 ) -> Result<PolicyLossOutput> {
-    let adv = advantages.unsqueeze(1)?;
+    // One advantage per sequence [batch], or one per token [batch, len - 1].
+    let adv = if advantages.rank() == 1 { advantages.unsqueeze(1)? } else { advantages.clone() };
     let ratio = (logp - old_logp.detach())?.exp()?;
     let unclipped = ratio.broadcast_mul(&adv)?;
     let clipped = ratio.clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high)?.broadcast_mul(&adv)?;

@@ -7,6 +7,7 @@ use crate::reward_model::score_texts;
 use crate::schedule::ValueSchedule;
 use ordo_model::TextTokenizer;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// An RL prompt: its text, its tokens, and the metadata rewards read (e.g. the true answer).
 #[derive(Debug, Clone, PartialEq)]
@@ -118,10 +119,36 @@ impl RewardSource for RewardModelSource {
     }
 }
 
-/// A reward source with its weight in the total reward (which may change over the stage's steps).
+/// Which completion tokens a reward's advantage updates (Drori et al. 2025's reward targeting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RewardTarget {
+    /// Every completion token (the usual policy gradient).
+    #[default]
+    All,
+    /// Only the tokens after the think block closes (none when it never closes).
+    Output,
+    /// Only the think block's tokens, its closing delimiter included (all of them when it never closes).
+    Cot,
+}
+
+impl RewardTarget {
+    /// Its name in experiment files.
+    pub fn name(self) -> &'static str {
+        match self {
+            RewardTarget::All => "all",
+            RewardTarget::Output => "output",
+            RewardTarget::Cot => "cot",
+        }
+    }
+}
+
+/// A reward source with its weight in the total reward (which may change over the stage's steps)
+/// and the completion tokens its advantage updates.
 pub struct WeightedReward {
     pub source: Box<dyn RewardSource>,
     pub weight: ValueSchedule,
+    pub target: RewardTarget,
 }
 
 /// Scores of a batch under a weighted set of sources.
@@ -130,6 +157,8 @@ pub struct RewardScores {
     pub total: Vec<f64>,
     /// Each source's raw (unweighted) scores, by source name.
     pub by_source: Vec<(String, Vec<f64>)>,
+    /// The weighted sum per completion of the sources of each target (only targets some source has).
+    pub by_target: BTreeMap<RewardTarget, Vec<f64>>,
 }
 
 /// Scores completions with every source, each shown the view its `sees_cot` allows, at step
@@ -143,6 +172,7 @@ pub fn score_all(
 ) -> Result<RewardScores> {
     let mut total = vec![0.0; completions.len()];
     let mut by_source = Vec::new();
+    let mut by_target: BTreeMap<RewardTarget, Vec<f64>> = BTreeMap::new();
     for r in rewards {
         let shown: Vec<&str> = completions.iter().map(|c| cot.view(c, r.source.sees_cot())).collect();
         let s = r.source.score(prompts, &shown)?;
@@ -150,9 +180,13 @@ pub fn score_all(
         for (t, x) in total.iter_mut().zip(&s) {
             *t += weight * x;
         }
+        let targeted = by_target.entry(r.target).or_insert_with(|| vec![0.0; completions.len()]);
+        for (t, x) in targeted.iter_mut().zip(&s) {
+            *t += weight * x;
+        }
         by_source.push((r.source.name().to_string(), s));
     }
-    Ok(RewardScores { total, by_source })
+    Ok(RewardScores { total, by_source, by_target })
 }
 
 /// A task reward for RL prompts from files: 1 when the answer extracted from the shown text equals the

@@ -116,6 +116,7 @@ fn grpo_with_mixed_sets_resumes_bit_identically() {
                 rewards: vec![WeightedReward {
                     source: Box::new(FnReward::new("a", true, |_, s: &str| s.matches('A').count() as f64)),
                     weight: 1.0.into(),
+                    target: Default::default(),
                 }],
             },
             PromptSet {
@@ -125,6 +126,7 @@ fn grpo_with_mixed_sets_resumes_bit_identically() {
                 rewards: vec![WeightedReward {
                     source: Box::new(FnReward::new("b", true, |_, s: &str| s.matches('B').count() as f64)),
                     weight: 1.0.into(),
+                    target: Default::default(),
                 }],
             },
         ];

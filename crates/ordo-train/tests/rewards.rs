@@ -37,8 +37,8 @@ fn output_only_rewards_never_see_the_think_block() {
     let mentions = FnReward::new("mentions_t", true, |_, s: &str| s.contains('T') as u8 as f64);
     let says_test = FnReward::new("says_test", false, |_, s: &str| s.contains("test") as u8 as f64);
     let rewards = vec![
-        WeightedReward { source: Box::new(mentions), weight: (-1.0).into() },
-        WeightedReward { source: Box::new(says_test), weight: 0.5.into() },
+        WeightedReward { source: Box::new(mentions), weight: (-1.0).into(), target: Default::default() },
+        WeightedReward { source: Box::new(says_test), weight: 0.5.into(), target: Default::default() },
     ];
     let p = RlPrompt { text: "Q".into(), ids: vec![], metadata: Default::default() };
     let comps = vec![done.to_string(), "{7}A:7;B:calc".to_string(), "{T}A:7;B:calc".to_string()];
@@ -133,13 +133,18 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
                         s.starts_with('A') as u8 as f64
                     })),
                     weight: 1.0.into(),
+                    target: Default::default(),
                 }],
             },
             PromptSet {
                 name: "preference".into(),
                 prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (b'n' + i) as char))).collect(),
                 proportion: 1.0.into(),
-                rewards: vec![WeightedReward { source: Box::new(rm_source), weight: 0.5.into() }],
+                rewards: vec![WeightedReward {
+                    source: Box::new(rm_source),
+                    weight: 0.5.into(),
+                    target: Default::default(),
+                }],
             },
         ];
         let dir = tempfile::tempdir().unwrap();
@@ -212,7 +217,11 @@ fn scheduled_proportions_and_weights_follow_their_steps() {
         name: name.into(),
         prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};", (first + i) as char))).collect(),
         proportion,
-        rewards: vec![WeightedReward { source: Box::new(FnReward::new("one", true, |_, _: &str| 1.0)), weight }],
+        rewards: vec![WeightedReward {
+            source: Box::new(FnReward::new("one", true, |_, _: &str| 1.0)),
+            weight,
+            target: Default::default(),
+        }],
     };
     // Four steps of 4 prompts: "early" alone for steps 0-1, then "late" alone (pressure on, then off);
     // "late"'s weight runs linearly from 0 to 3 (0, 1, 2, 3).
@@ -253,4 +262,93 @@ fn scheduled_proportions_and_weights_follow_their_steps() {
         .err()
         .expect("no prompt set at step 3");
     assert!(err.to_string().contains("at step 3 of 4"), "{err}");
+}
+
+/// Reward targeting: which tokens belong to the think block, each token's advantage from the targets
+/// that update it (by hand), and an output-targeted reward's objective has exactly zero gradient at
+/// every think-block token.
+#[test]
+fn targeted_rewards_update_only_their_tokens() {
+    use candle_core::{Device, Tensor, Var};
+    use ordo_train::grpo::{cot_token_count, target_advantage};
+    let tok = tokenizer();
+    let ids = |s: &str| tok.encode(s, false).unwrap();
+    // "ab}" closes the think block at its third token; an unclosed block is all think block.
+    assert_eq!(cot_token_count(&tok, &ids("ab}AB"), "}").unwrap(), 3);
+    assert_eq!(cot_token_count(&tok, &ids("}A"), "}").unwrap(), 1);
+    assert_eq!(cot_token_count(&tok, &ids("abAB"), "}").unwrap(), 4);
+    let by_target = vec![
+        (RewardTarget::All, vec![0.5, -0.5]),
+        (RewardTarget::Output, vec![2.0, -2.0]),
+        (RewardTarget::Cot, vec![10.0, -10.0]),
+    ];
+    assert_eq!(target_advantage(&by_target, 0, true), 10.5);
+    assert_eq!(target_advantage(&by_target, 0, false), 2.5);
+    assert_eq!(target_advantage(&by_target, 1, false), -2.5);
+
+    // Two completions of 5 tokens whose think blocks are their first 3: an output-only advantage.
+    let dev = Device::Cpu;
+    let cot = 3;
+    let adv: Vec<f32> = (0..2)
+        .flat_map(|r| {
+            let by_target = vec![(RewardTarget::Output, vec![1.0, -1.0])];
+            (0..5).map(move |k| target_advantage(&by_target, r, k < cot) as f32)
+        })
+        .collect();
+    let adv = Tensor::from_vec(adv, (2, 5), &dev).unwrap();
+    let logp = Var::from_tensor(
+        &Tensor::new(&[[-1.0f32, -2.0, -0.5, -1.5, -0.7], [-0.3, -0.9, -1.1, -2.2, -0.4]], &dev).unwrap(),
+    )
+    .unwrap();
+    let old = Tensor::new(&[[-1.1f32, -1.9, -0.6, -1.4, -0.8], [-0.2, -1.0, -1.0, -2.0, -0.5]], &dev).unwrap();
+    let mask = Tensor::ones((2, 5), candle_core::DType::F32, &dev).unwrap();
+    for aggregation in [LossAggregation::SequenceMean, LossAggregation::TokenMean] {
+        let clip = ClipConfig { eps_low: 0.2, eps_high: 0.28, kl_coef: 0.0, aggregation };
+        let out = clipped_policy_loss(logp.as_tensor(), &old, None, &adv, &mask, &clip).unwrap();
+        let grad = out.loss.backward().unwrap().get(&logp).unwrap().to_vec2::<f32>().unwrap();
+        for row in &grad {
+            assert!(row[..cot].iter().all(|g| *g == 0.0), "think-block gradients {row:?}");
+            assert!(row[cot..].iter().all(|g| *g != 0.0), "output gradients {row:?}");
+        }
+    }
+}
+
+/// The per-token advantages of targeted rewards reduce exactly to the per-sequence ones: adding a
+/// think-block-targeted reward of weight 0 (which forces the per-token path and adds nothing) leaves
+/// every trained parameter bit-identical; with weight 1 it trains to something else.
+#[test]
+fn targeted_advantages_reduce_to_the_sequence_advantage() {
+    let tok = tokenizer();
+    let train = |extra: Option<(RewardTarget, f64)>| {
+        let mut rewards = vec![WeightedReward {
+            source: Box::new(FnReward::new("starts_with_a", true, |_, s: &str| s.starts_with('a') as u8 as f64)),
+            weight: 1.0.into(),
+            target: RewardTarget::All,
+        }];
+        if let Some((target, w)) = extra {
+            rewards.push(WeightedReward {
+                source: Box::new(FnReward::new("has_b", true, |_, s: &str| s.contains('b') as u8 as f64)),
+                weight: w.into(),
+                target,
+            });
+        }
+        let sets = [PromptSet {
+            name: "s".into(),
+            prompts: (0..6u8).map(|i| prompt(&tok, &format!("Q:{};{{", (b'a' + i) as char))).collect(),
+            proportion: 1.0.into(),
+            rewards,
+        }];
+        let mut policy = tiny_policy(&tok, 5);
+        let reference = policy.frozen_copy().unwrap();
+        let mut log = StepLogger::new("grpo", 3, None, false).unwrap();
+        train_grpo(&mut policy, &reference, &sets, &tok, &grpo_cfg(3, 1), 11, 0, &mut log, None).unwrap();
+        policy
+    };
+    let values = |p: &Policy| -> Vec<Vec<f32>> {
+        p.params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    };
+    let plain = values(&train(None));
+    assert!(values(&train(Some((RewardTarget::Cot, 0.0)))) == plain, "a zero-weight targeted reward changed training");
+    // (Four new tokens rarely close the think block here, so the second reward targets the think block.)
+    assert!(values(&train(Some((RewardTarget::Cot, 1.0)))) != plain, "a targeted reward changed nothing");
 }

@@ -226,6 +226,7 @@ fn run_grpo(kl_coef: f64, steps: usize) -> (StepLogger, Policy) {
         rewards: vec![WeightedReward {
             source: Box::new(FnReward::new("share_of_a", true, a_share)),
             weight: 1.0.into(),
+            target: Default::default(),
         }],
     }];
     let mut log = quiet(steps);
