@@ -306,7 +306,11 @@ pub(crate) fn parse_stage(
             };
             let steps = settings.optim.steps;
             let valid = sets.iter().all(|set| set.proportion.values().iter().all(|v| *v >= 0.0));
-            let empty_step = (0..steps).find(|&s| sets.iter().all(|set| set.proportion.at(s, steps) <= 0.0));
+            let mut candidates: Vec<usize> = sets.iter().flat_map(|set| set.proportion.breakpoints(steps)).collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            let empty_step =
+                candidates.into_iter().find(|&s| sets.iter().all(|set| set.proportion.at(s, steps) <= 0.0));
             if let Some(step) = empty_step.filter(|_| valid && !sets.is_empty()) {
                 errs.push(format!(
                     "{path}.prompts: at step {step} of {steps} every prompt set's proportion is 0 (a schedule must leave \

@@ -331,8 +331,12 @@ pub fn train_grpo(
     optim_cfg.steps = s.optim.steps * s.inner_epochs;
     let steps = s.optim.steps;
     let proportions = |step: usize| -> Vec<f64> { sets.iter().map(|s| s.proportion.at(step, steps)).collect() };
-    // Every step's proportions are checked before the first one trains.
-    for step in 0..steps {
+    // Every step's proportions are checked before the first one trains (between breakpoints each is
+    // constant or linear, so checking the breakpoints checks every step).
+    let mut breakpoints: Vec<usize> = sets.iter().flat_map(|s| s.proportion.breakpoints(steps)).collect();
+    breakpoints.sort_unstable();
+    breakpoints.dedup();
+    for step in breakpoints {
         SetAllocator::new(&proportions(step))
             .map_err(|e| TrainError::Config(format!("at step {step} of {steps}: {e}")))?;
     }

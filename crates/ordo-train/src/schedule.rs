@@ -92,6 +92,19 @@ impl ValueSchedule {
         }
     }
 
+    /// Steps where it can start to take a new value in a stage of `total` steps (the first and last
+    /// steps, and a piecewise schedule's steps that fall inside the stage). Between these it is
+    /// constant or linear, so where several schedules are at least 0, a step at which all of them
+    /// are 0 is among these steps (a linear one with an end above 0 is above 0 strictly inside).
+    pub fn breakpoints(&self, total: usize) -> Vec<usize> {
+        let last = total.saturating_sub(1);
+        let mut points = vec![0, last];
+        if let ValueSchedule::Steps { steps } = self {
+            points.extend(steps.iter().map(|(s, _)| *s).filter(|s| *s <= last));
+        }
+        points
+    }
+
     /// Whether it is the same at every step.
     pub fn is_constant(&self) -> bool {
         matches!(self, ValueSchedule::Constant(_))
