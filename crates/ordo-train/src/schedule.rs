@@ -125,6 +125,9 @@ mod tests {
         let s = ValueSchedule::Steps { steps: vec![(0, 0.0), (3, 2.0), (6, 0.5)] };
         let got: Vec<f64> = (0..8).map(|i| s.at(i, 8)).collect();
         assert_eq!(got, [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.5, 0.5]);
+        assert_eq!(c.breakpoints(10), [0, 9]);
+        assert_eq!(s.breakpoints(8), [0, 7, 0, 3, 6]);
+        assert_eq!(s.breakpoints(5), [0, 4, 0, 3], "steps past the stage's end are not breakpoints");
         // The hashed form: a constant is the plain number, the others tables.
         assert_eq!(serde_json::to_string(&c).unwrap(), "0.7");
         assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"from":1.0,"to":0.0}"#);
