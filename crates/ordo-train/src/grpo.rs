@@ -443,9 +443,12 @@ pub fn train_grpo(
             let mut per_token = vec![0f32; completions.len() * width];
             for (r, c) in completions.iter().enumerate() {
                 let cot_tokens = cot_token_count(tokenizer, c, &cfg.cot.close)?;
+                // Token k of the completion is predicted at position prompt + k - 1 (a sequence's first
+                // token is never a target).
                 for k in 0..c.len() {
-                    let at = r * width + prompt_ids[r].len() + k - 1;
-                    per_token[at] = target_advantage(&by_target, r, k < cot_tokens) as f32;
+                    if let Some(at) = (prompt_ids[r].len() + k).checked_sub(1) {
+                        per_token[r * width + at] = target_advantage(&by_target, r, k < cot_tokens) as f32;
+                    }
                 }
             }
             Tensor::from_vec(per_token, (completions.len(), width), &device)?
