@@ -86,6 +86,8 @@ pub enum Reward {
     /// 1 when the answer extracted from the shown text by `pattern` (default: the last number)
     /// equals the prompt metadata `field`.
     AnswerMatch { field: String, pattern: Option<String> },
+    /// The score of the reward model an earlier `reward_model` stage of the same arm trained (RLHF).
+    RewardModel { stage: String },
 }
 
 impl Reward {
@@ -94,6 +96,7 @@ impl Reward {
         match self {
             Reward::World(w) => &w.name,
             Reward::AnswerMatch { .. } => "answer_match",
+            Reward::RewardModel { .. } => "reward_model",
         }
     }
 }
@@ -110,13 +113,14 @@ pub struct RewardSpec {
 }
 
 /// How a reward is hashed into node keys: `name`, `weight`, `sees_cot`, the `monitor` (null when
-/// none), `targets` when it is not all tokens, and `answer_match`'s `field` and `pattern` when set.
+/// none), `targets` when it is not all tokens, `answer_match`'s `field` and `pattern` when set, and a
+/// reward model's `stage` (its node is an ancestor, so its key is in the node key already).
 impl Serialize for RewardSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let monitor = match &self.reward {
             Reward::World(w) => w.monitor.clone(),
-            Reward::AnswerMatch { .. } => None,
+            Reward::AnswerMatch { .. } | Reward::RewardModel { .. } => None,
         };
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("name", self.reward.name())?;
@@ -125,6 +129,9 @@ impl Serialize for RewardSpec {
         map.serialize_entry("monitor", &monitor)?;
         if self.target != RewardTarget::All {
             map.serialize_entry("targets", self.target.name())?;
+        }
+        if let Reward::RewardModel { stage } = &self.reward {
+            map.serialize_entry("stage", stage)?;
         }
         if let Reward::AnswerMatch { field, pattern } = &self.reward {
             map.serialize_entry("field", field)?;

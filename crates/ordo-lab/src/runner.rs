@@ -13,6 +13,7 @@ use ordo_train::Policy;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -81,7 +82,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             }
             let done = summary.trained.len() + summary.reused.len() + 1;
             let label = format!("[{done}/{total}] {} {} seed {}", arm.arm, node.stage, arm.seed);
-            run_node(exp, &cache, node, &label, opts.progress)?;
+            run_node(exp, (&plan, &cache), node, &label, opts.progress)?;
             summary.trained.push(key.clone());
         }
         if let Some(m) = &evaluator {
@@ -141,6 +142,20 @@ fn parent_model(exp: &Experiment, cache: &Cache, node: &Node) -> Result<(Policy,
     }
 }
 
+/// Where each `reward_model` stage among a node's ancestors saved its reward model, by stage name.
+fn ancestor_reward_models(plan: &Plan, cache: &Cache, node: &Node) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut at = node.parent.as_deref().and_then(|k| plan.node(k));
+    while let Some(n) = at {
+        if matches!(n.params, StageParams::RewardModel { .. }) {
+            // The nearest ancestor of a stage name wins (a stage runs once per arm).
+            out.entry(n.stage.clone()).or_insert_with(|| cache.dir(&n.key).join("rm"));
+        }
+        at = n.parent.as_deref().and_then(|k| plan.node(k));
+    }
+    out
+}
+
 /// A seed for data generation that differs per stage name and seed.
 fn data_seed(node: &Node) -> u64 {
     let h = sha256_hex(format!("{}:{}", node.stage, node.seed).as_bytes());
@@ -148,7 +163,13 @@ fn data_seed(node: &Node) -> u64 {
 }
 
 /// Trains one node and commits it to the cache.
-fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress: bool) -> Result<(), LabError> {
+fn run_node(
+    exp: &Experiment,
+    (plan, cache): (&Plan, &Cache),
+    node: &Node,
+    label: &str,
+    progress: bool,
+) -> Result<(), LabError> {
     let started = Instant::now();
     let (mut policy, tok) = parent_model(exp, cache, node)?;
     let staging = cache.staging(&node.key)?;
@@ -199,6 +220,7 @@ fn run_node(exp: &Experiment, cache: &Cache, node: &Node, label: &str, progress:
         resumed: saved_params.as_ref(),
         staging: &staging,
         label,
+        reward_models: ancestor_reward_models(plan, cache, node),
     };
     let mut gate_report = None;
     match &node.params {

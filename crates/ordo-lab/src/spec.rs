@@ -266,6 +266,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             })
         }
     };
+    crate::spec_stage::check_reward_models(&stages, &arms, probe.as_ref(), &mut errs);
     top.finish(&mut errs);
     if errs.is_empty() {
         Ok(Experiment {

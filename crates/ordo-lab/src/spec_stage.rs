@@ -1,5 +1,6 @@
 //! The stages of an experiment file: each kind's settings with defaults, data sources and rewards.
 
+use crate::experiment::ProbeSpec;
 use crate::experiment::{DataSource, PromptSetSpec, Reward, RewardSpec, StageParams};
 use crate::spec_reader::{type_name, Reader};
 use ordo_train::dpo::DpoSettings;
@@ -9,6 +10,7 @@ use ordo_train::reward_model::RewardModelSettings;
 use ordo_train::rewards::RewardTarget;
 use ordo_train::schedule::ValueSchedule;
 use ordo_worlds::{DatasetKind, World, WorldReward};
+use std::collections::BTreeMap;
 use std::path::Path;
 use toml::Value;
 
@@ -112,6 +114,7 @@ fn parse_rewards(
         let monitor_name = r.string(errs, "monitor");
         let field = r.string(errs, "field");
         let pattern = r.string(errs, "pattern");
+        let rm_stage = r.string(errs, "stage");
         let target = match r.string(errs, "targets").as_deref() {
             None | Some("all") => RewardTarget::All,
             Some("output") => RewardTarget::Output,
@@ -129,6 +132,9 @@ fn parse_rewards(
         }
         if (field.is_some() || pattern.is_some()) && name != "answer_match" {
             errs.push(format!("{p}: `field` and `pattern` belong to the answer_match reward"));
+        }
+        if rm_stage.is_some() && name != "reward_model" {
+            errs.push(format!("{p}.stage: `stage` belongs to the reward_model reward"));
         }
         let kinds = world.map_or(&[][..], |w| w.rewards());
         let world_reward = kinds.iter().find(|k| k.name == name);
@@ -151,6 +157,15 @@ fn parse_rewards(
                 }
                 (Reward::AnswerMatch { field: field.unwrap_or_default(), pattern }, false, false)
             }
+            ("reward_model", _, _) => {
+                let Some(stage) = rm_stage else {
+                    errs.push(format!(
+                        "{p}.stage: missing (the reward_model stage, earlier in the arm, whose model scores)"
+                    ));
+                    continue;
+                };
+                (Reward::RewardModel { stage }, false, false)
+            }
             ("", _, _) => {
                 errs.push(format!("{p}.name: missing"));
                 continue;
@@ -161,14 +176,14 @@ fn parse_rewards(
             }
             (other, _, None) => {
                 errs.push(format!(
-                    "{p}.name: unknown reward {other:?}: without a world (experiment.world) there is only answer_match; \
-                     prompts from a file can only use the answer_match reward"
+                    "{p}.name: unknown reward {other:?}: without a world (experiment.world) there are only answer_match \
+                     and reward_model"
                 ));
                 continue;
             }
             (other, _, Some(_)) => {
                 let mut names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
-                names.push("answer_match");
+                names.extend(["answer_match", "reward_model"]);
                 errs.push(format!("{p}.name: unknown reward {other:?} ({})", names.join(", ")));
                 continue;
             }
@@ -330,4 +345,47 @@ pub(crate) fn parse_stage(
     };
     r.finish(errs);
     Some(p)
+}
+
+/// The reward-model stages a stage's rewards score with.
+fn reward_model_stages(params: &StageParams) -> Vec<&str> {
+    let StageParams::Grpo { sets, .. } = params else { return Vec::new() };
+    let rewards = sets.iter().flat_map(|s| &s.rewards);
+    rewards
+        .filter_map(|r| match &r.reward {
+            Reward::RewardModel { stage } => Some(stage.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that every `reward_model` reward names a `reward_model` stage that comes before its stage
+/// in every arm that runs it (the probe: in every arm).
+pub(crate) fn check_reward_models(
+    stages: &BTreeMap<String, StageParams>,
+    arms: &[(String, Vec<String>)],
+    probe: Option<&ProbeSpec>,
+    errs: &mut Vec<String>,
+) {
+    let probe = probe.map(|p| (p.stage.as_str(), &p.params));
+    for (name, params) in stages.iter().map(|(n, p)| (n.as_str(), p)).chain(probe) {
+        for rm in reward_model_stages(params) {
+            if !matches!(stages.get(rm), Some(StageParams::RewardModel { .. })) {
+                errs.push(format!("stages.{name}: its reward_model reward names {rm:?}, which is not a reward_model stage of [stages]"));
+                continue;
+            }
+            for (arm, chain) in arms {
+                let runs_at = if probe.is_some_and(|(p, _)| p == name) {
+                    Some(chain.len())
+                } else {
+                    chain.iter().position(|s| s == name)
+                };
+                if runs_at.is_some_and(|i| !chain[..i].iter().any(|s| s == rm)) {
+                    errs.push(format!(
+                        "arms.{arm}: stage `{name}` scores with the reward model of stage `{rm}`, which does not come before it in this arm"
+                    ));
+                }
+            }
+        }
+    }
 }

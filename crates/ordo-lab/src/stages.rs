@@ -10,14 +10,16 @@ use ordo_train::dpo::DpoSettings;
 use ordo_train::grpo::{train_grpo, GrpoConfig, GrpoSettings, PromptSet};
 use ordo_train::lm::{PretrainSettings, SftSettings};
 use ordo_train::reward_model::RewardModelSettings;
-use ordo_train::rewards::{CotFormat, FnReward, RlPrompt, WeightedReward, DEFAULT_ANSWER_PATTERN};
+use ordo_train::rewards::{
+    CotFormat, RewardModelSource, RewardSource, RlPrompt, WeightedReward, DEFAULT_ANSWER_PATTERN,
+};
 use ordo_train::trainer::{Checkpointing, StepLogger};
 use ordo_train::{Policy, TrainError};
 use ordo_worlds::{Examples, World};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What every stage body shares: the node, the world, the tokenizer and its special ids, the data
 /// generator, the step logger, step checkpoints and the parameters a killed run left behind.
@@ -36,6 +38,8 @@ pub(crate) struct StageCx<'a, 'c> {
     pub staging: &'a Path,
     /// The progress label, for messages.
     pub label: &'a str,
+    /// The reward models the node's ancestors trained, by stage name: where each is saved.
+    pub reward_models: BTreeMap<String, PathBuf>,
 }
 
 impl<'a> StageCx<'a, '_> {
@@ -176,13 +180,7 @@ pub(crate) fn grpo(
         let rewards = set
             .rewards
             .iter()
-            .map(|r| {
-                Ok(WeightedReward {
-                    source: Box::new(stage_reward(cx.world, r)?),
-                    weight: r.weight.clone(),
-                    target: r.target,
-                })
-            })
+            .map(|r| Ok(WeightedReward { source: stage_reward(cx, r)?, weight: r.weight.clone(), target: r.target }))
             .collect::<Result<Vec<_>, LabError>>()?;
         prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion.clone(), rewards });
     }
@@ -249,17 +247,36 @@ fn kind_mismatch(node: &Node, dataset: &str) -> LabError {
 }
 
 /// The reward source of a stage's reward spec: `answer_match` on prompt metadata, or a world reward.
-fn stage_reward(world: Option<&dyn World>, spec: &RewardSpec) -> Result<FnReward, LabError> {
-    match &spec.reward {
+fn stage_reward(cx: &StageCx, spec: &RewardSpec) -> Result<Box<dyn RewardSource>, LabError> {
+    let world = cx.world;
+    Ok(match &spec.reward {
         Reward::AnswerMatch { field, pattern } => {
             let pattern = pattern.as_deref().unwrap_or(DEFAULT_ANSWER_PATTERN);
             let re = regex::Regex::new(pattern)
                 .map_err(|e| LabError::Other(format!("answer_match pattern {pattern:?}: not a valid regex ({e})")))?;
-            Ok(ordo_train::rewards::answer_match("answer_match", field, &re, spec.sees_cot))
+            Box::new(ordo_train::rewards::answer_match("answer_match", field, &re, spec.sees_cot))
         }
         Reward::World(r) => {
             let w = world.ok_or_else(|| LabError::Other(format!("reward `{}` needs a world", r.name)))?;
-            w.reward(r, spec.sees_cot).map_err(LabError::Other)
+            Box::new(w.reward(r, spec.sees_cot).map_err(LabError::Other)?)
         }
-    }
+        Reward::RewardModel { stage } => {
+            let dir = cx.reward_models.get(stage).ok_or_else(|| {
+                LabError::Other(format!(
+                    "stage `{}`: no earlier stage `{stage}` of this arm trained a reward model",
+                    cx.node.stage
+                ))
+            })?;
+            let m = ordo_model::load(dir, &ordo_model::Device::Cpu)?;
+            m.params.check_finite(&dir.display().to_string())?;
+            let model = Policy { config: m.config, params: m.params };
+            Box::new(RewardModelSource {
+                name: "reward_model".into(),
+                sees_cot: spec.sees_cot,
+                model,
+                tokenizer: cx.tok.clone(),
+                pad: cx.pad,
+            })
+        }
+    })
 }

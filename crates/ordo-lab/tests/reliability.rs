@@ -401,3 +401,48 @@ fn world_settings_that_would_make_drawing_loop_forever_are_refused() {
         "world.task: the problem space is too small for a held-out split",
     );
 }
+
+/// RLHF: a `reward_model` stage's model is the reward of a later `grpo` stage of the same arm; a
+/// reward model that is not a reward_model stage, or that does not come before its stage in every arm
+/// running it, is refused before anything trains.
+#[test]
+fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
+    let rm = "rm       = { kind = \"reward_model\", size = 16, steps = 2, batch_size = 4, lr = 1e-3 }\n\
+              rlhf     = { kind = \"grpo\", size = 16, steps = 2, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\", stage = \"rm\" }] }\n";
+    let text = TINY.replace("[arms]\n", &format!("{rm}\n[arms]\n")).replace(
+        "a = [\"pretrain\", \"sft\"]\nb = [\"pretrain\", \"pref\", \"rlvf\"]",
+        "rlhf = [\"pretrain\", \"rm\", \"rlhf\"]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run_text(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let node = plan(&exp).nodes.into_iter().find(|n| n.stage == "rlhf").unwrap();
+    let metrics = std::fs::read_to_string(dir.path().join("runs/cache").join(&node.key).join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let r = l["reward/set0/reward_model"].as_f64().expect("the reward model's mean score is logged");
+        assert!(r.is_finite() && r == l["reward"].as_f64().unwrap(), "{l}");
+    }
+
+    let problems_of = |arms: &str, extra: &str| {
+        problems(
+            &TINY
+                .replace("[arms]\n", &format!("{rm}{extra}\n[arms]\n"))
+                .replace("a = [\"pretrain\", \"sft\"]\nb = [\"pretrain\", \"pref\", \"rlvf\"]", arms),
+        )
+    };
+    let p = problems_of("rlhf = [\"pretrain\", \"rlhf\", \"rm\"]", "");
+    assert!(p.iter().any(|m| m == "arms.rlhf: stage `rlhf` scores with the reward model of stage `rm`, which does not come before it in this arm"), "{p:#?}");
+    let bad = "bad = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\", stage = \"pref\" }] }\n";
+    let p = problems_of("x = [\"pretrain\", \"pref\", \"bad\"]", bad);
+    assert!(
+        p.iter().any(
+            |m| m.contains("stages.bad: its reward_model reward names \"pref\", which is not a reward_model stage")
+        ),
+        "{p:#?}"
+    );
+    let missing = "bad = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\" }] }\n";
+    let p = problems_of("x = [\"pretrain\", \"bad\"]", missing);
+    assert!(p.iter().any(|m| m.starts_with("stages.bad.rewards[0].stage: missing")), "{p:#?}");
+}

@@ -66,7 +66,7 @@ a = ["rl"]
         (spec.replace(r#"field = "answer" "#, ""), "rewards[0].field: missing"),
         (
             spec.replace(r#"name = "answer_match""#, r#"name = "verifier""#),
-            "prompts from a file can only use the answer_match reward",
+            "without a world (experiment.world) there are only answer_match and reward_model",
         ),
         (spec.replace(r#"field = "answer""#, r#"field = "answer", pattern = "(""#), "pattern: not a valid regex"),
         (spec.replace(r#", cot_close = "}""#, ""), "cot_open and cot_close go together"),
