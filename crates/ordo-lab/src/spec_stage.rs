@@ -164,7 +164,8 @@ fn parse_rewards(
                     ));
                     continue;
                 };
-                (Reward::RewardModel { stage }, false, false)
+                // The reward model was trained on whole completions (think block included).
+                (Reward::RewardModel { stage }, true, false)
             }
             ("", _, _) => {
                 errs.push(format!("{p}.name: missing"));
@@ -320,6 +321,20 @@ pub(crate) fn parse_stage(
                 }
             };
             let steps = settings.optim.steps;
+            // A piecewise schedule's point at or after the stage's last step would never take effect.
+            for (i, set) in sets.iter().enumerate() {
+                let weights = set.rewards.iter().enumerate().map(|(j, r)| (format!("rewards[{j}].weight"), &r.weight));
+                for (at, s) in std::iter::once(("proportion".to_string(), &set.proportion)).chain(weights) {
+                    if let ValueSchedule::Steps { steps: points } = s {
+                        if let Some((late, _)) = points.iter().find(|(p, _)| *p > 0 && *p >= steps) {
+                            errs.push(format!(
+                                "{path}.prompts[{i}].{at}: step {late} is not a step of this stage (steps 0 to {})",
+                                steps.saturating_sub(1)
+                            ));
+                        }
+                    }
+                }
+            }
             let valid = sets.iter().all(|set| set.proportion.values().iter().all(|v| *v >= 0.0));
             let mut candidates: Vec<usize> = sets.iter().flat_map(|set| set.proportion.breakpoints(steps)).collect();
             candidates.sort_unstable();
@@ -367,19 +382,16 @@ pub(crate) fn check_reward_models(
     probe: Option<&ProbeSpec>,
     errs: &mut Vec<String>,
 ) {
-    let probe = probe.map(|p| (p.stage.as_str(), &p.params));
-    for (name, params) in stages.iter().map(|(n, p)| (n.as_str(), p)).chain(probe) {
+    // (stage name, settings, whether it is the probe, which runs after each arm's last stage)
+    let probe = probe.map(|p| (p.stage.as_str(), &p.params, true));
+    for (name, params, is_probe) in stages.iter().map(|(n, p)| (n.as_str(), p, false)).chain(probe) {
         for rm in reward_model_stages(params) {
             if !matches!(stages.get(rm), Some(StageParams::RewardModel { .. })) {
                 errs.push(format!("stages.{name}: its reward_model reward names {rm:?}, which is not a reward_model stage of [stages]"));
                 continue;
             }
             for (arm, chain) in arms {
-                let runs_at = if probe.is_some_and(|(p, _)| p == name) {
-                    Some(chain.len())
-                } else {
-                    chain.iter().position(|s| s == name)
-                };
+                let runs_at = if is_probe { Some(chain.len()) } else { chain.iter().position(|s| s == name) };
                 if runs_at.is_some_and(|i| !chain[..i].iter().any(|s| s == rm)) {
                     errs.push(format!(
                         "arms.{arm}: stage `{name}` scores with the reward model of stage `{rm}`, which does not come before it in this arm"

@@ -271,11 +271,12 @@ fn stage_reward(cx: &StageCx, spec: &RewardSpec) -> Result<Box<dyn RewardSource>
             m.params.check_finite(&dir.display().to_string())?;
             let model = Policy { config: m.config, params: m.params };
             Box::new(RewardModelSource {
-                name: "reward_model".into(),
+                name: format!("reward_model/{stage}"),
                 sees_cot: spec.sees_cot,
                 model,
                 tokenizer: cx.tok.clone(),
                 pad: cx.pad,
+                eos: cx.eos,
             })
         }
     })

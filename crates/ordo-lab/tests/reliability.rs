@@ -325,6 +325,10 @@ fn nonsense_settings_are_refused_before_anything_trains() {
         (weighted("\"high\""), "rewards[0].weight: expected a number, { from = A, to = B } or { steps = [[STEP, VALUE], ...] }, found the string \"high\""),
         (two_sets("{ from = 1.0, to = -1.0 }", "1.0"), "prompts[0].proportion: expected a positive number (0 allowed within a schedule), found -1"),
         (two_sets("0", "1.0"), "prompts[0].proportion: expected a positive number, found 0"),
+        (
+            two_sets("{ steps = [[0, 1.0], [4, 0.0]] }", "1.0"),
+            "prompts[0].proportion: step 4 is not a step of this stage (steps 0 to 3)",
+        ),
         (two_sets("{ steps = [[0, 1.0], [2, 0.0]] }", "{ steps = [[0, 1.0], [3, 0.0]] }"), "prompts: at step 3 of 4 every prompt set's proportion is 0"),
     ];
     let line = TINY.lines().find(|l| l.starts_with("rlvf")).unwrap();
@@ -421,7 +425,7 @@ fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
     let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     for l in &lines {
-        let r = l["reward/set0/reward_model"].as_f64().expect("the reward model's mean score is logged");
+        let r = l["reward/set0/reward_model/rm"].as_f64().expect("the reward model's mean score is logged");
         assert!(r.is_finite() && r == l["reward"].as_f64().unwrap(), "{l}");
     }
 
@@ -433,7 +437,20 @@ fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
         )
     };
     let p = problems_of("rlhf = [\"pretrain\", \"rlhf\", \"rm\"]", "");
-    assert!(p.iter().any(|m| m == "arms.rlhf: stage `rlhf` scores with the reward model of stage `rm`, which does not come before it in this arm"), "{p:#?}");
+    let order =
+        "arms.rlhf: stage `rlhf` scores with the reward model of stage `rm`, which does not come before it in this arm";
+    assert!(p.iter().any(|m| m == order), "{p:#?}");
+    // The same stage also named as the probe (which runs after the arm) is still checked where the arm runs it.
+    let p = problems(
+        &TINY
+            .replace("[arms]\n", &format!("{rm}\n[arms]\n"))
+            .replace(
+                "a = [\"pretrain\", \"sft\"]\nb = [\"pretrain\", \"pref\", \"rlvf\"]",
+                "rlhf = [\"pretrain\", \"rlhf\", \"rm\"]",
+            )
+            .replace("[probe]\nenabled = false", "[probe]\nstage = \"rlhf\"\nevery = 1"),
+    );
+    assert!(p.iter().any(|m| m == order), "{p:#?}");
     let bad = "bad = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\", stage = \"pref\" }] }\n";
     let p = problems_of("x = [\"pretrain\", \"pref\", \"bad\"]", bad);
     assert!(

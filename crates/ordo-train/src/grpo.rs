@@ -248,8 +248,10 @@ impl SetAllocator {
         let want: Vec<f64> = self.shares.iter().zip(&self.carry).map(|(s, c)| s * n as f64 + c).collect();
         let mut counts: Vec<usize> = want.iter().map(|w| w.floor().max(0.0) as usize).collect();
         while counts.iter().sum::<usize>() < n {
-            // Give the remaining slots to the largest fractional remainders (first on ties).
+            // Give the remaining slots to the largest fractional remainders (first on ties), among the
+            // sets whose share is above 0 (a set a schedule switched off gets no prompt).
             let i = (0..want.len())
+                .filter(|&i| self.shares[i] > 0.0)
                 .max_by(|&a, &b| (want[a] - counts[a] as f64).total_cmp(&(want[b] - counts[b] as f64)).then(b.cmp(&a)))
                 .expect("at least one set");
             counts[i] += 1;
@@ -280,6 +282,26 @@ pub fn cot_token_count(tokenizer: &TextTokenizer, completion: &[u32], close: &st
         }
     }
     Ok(hi)
+}
+
+/// Per-token advantages `[rows, width]` laid out as [`Batch`]'s targets (`width` = padded length - 1):
+/// row `r` is `rows[r]` = (prompt tokens, completion tokens, think-block tokens of the completion), and
+/// its completion token `k` is predicted at position `prompt + k - 1` (a sequence's first token is
+/// never a target). Elsewhere 0.
+pub fn token_advantages(
+    by_target: &[(RewardTarget, Vec<f64>)],
+    rows: &[(usize, usize, usize)],
+    width: usize,
+) -> Vec<f32> {
+    let mut per_token = vec![0f32; rows.len() * width];
+    for (r, &(prompt, completion, cot_tokens)) in rows.iter().enumerate() {
+        for k in 0..completion {
+            if let Some(at) = (prompt + k).checked_sub(1) {
+                per_token[r * width + at] = target_advantage(by_target, r, k < cot_tokens) as f32;
+            }
+        }
+    }
+    per_token
 }
 
 /// The advantage of completion `row`'s token, a think-block token (`cot`) or an output token: the
@@ -440,17 +462,12 @@ pub fn train_grpo(
             let by_target: Vec<(RewardTarget, Vec<f64>)> =
                 targeted.iter().map(|(t, r)| (*t, group_advantages(r, g, s.advantage))).collect();
             let width = batch.targets.dim(1)?;
-            let mut per_token = vec![0f32; completions.len() * width];
-            for (r, c) in completions.iter().enumerate() {
-                let cot_tokens = cot_token_count(tokenizer, c, &cfg.cot.close)?;
-                // Token k of the completion is predicted at position prompt + k - 1 (a sequence's first
-                // token is never a target).
-                for k in 0..c.len() {
-                    if let Some(at) = (prompt_ids[r].len() + k).checked_sub(1) {
-                        per_token[r * width + at] = target_advantage(&by_target, r, k < cot_tokens) as f32;
-                    }
-                }
-            }
+            let rows: Vec<(usize, usize, usize)> = prompt_ids
+                .iter()
+                .zip(&completions)
+                .map(|(p, c)| Ok((p.len(), c.len(), cot_token_count(tokenizer, c, &cfg.cot.close)?)))
+                .collect::<Result<_>>()?;
+            let per_token = token_advantages(&by_target, &rows, width);
             Tensor::from_vec(per_token, (completions.len(), width), &device)?
         };
         // With one inner epoch the sampling policy is the policy being trained: its log-probs are the

@@ -95,13 +95,15 @@ impl RewardSource for FnReward {
     }
 }
 
-/// A trained reward model as a reward: it scores the prompt followed by the shown text.
+/// A trained reward model as a reward: it scores the prompt followed by the shown text and `eos`,
+/// as its preference pairs were tokenised ([`crate::data::tokenize_pair`]).
 pub struct RewardModelSource {
     pub name: String,
     pub sees_cot: bool,
     pub model: Policy,
     pub tokenizer: TextTokenizer,
     pub pad: u32,
+    pub eos: Option<u32>,
 }
 
 impl RewardSource for RewardModelSource {
@@ -113,7 +115,10 @@ impl RewardSource for RewardModelSource {
     }
     fn score(&self, prompts: &[&RlPrompt], shown: &[&str]) -> Result<Vec<f64>> {
         let dec = self.model.inference_decoder()?;
-        let encoded = shown.iter().map(|s| self.tokenizer.encode(s, false)).collect::<ordo_model::Result<Vec<_>>>()?;
+        let encoded = shown
+            .iter()
+            .map(|s| Ok(self.tokenizer.encode(s, false)?.into_iter().chain(self.eos).collect()))
+            .collect::<ordo_model::Result<Vec<Vec<u32>>>>()?;
         let items: Vec<(&[u32], &[u32])> = prompts.iter().zip(&encoded).map(|(p, r)| (&p.ids[..], &r[..])).collect();
         score_texts(&dec, &items, self.pad)
     }

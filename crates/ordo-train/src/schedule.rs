@@ -75,7 +75,10 @@ impl ValueSchedule {
                 if last == 0 {
                     return *from;
                 }
-                from + (to - from) * (step.min(last) as f64 / last as f64)
+                if step >= last {
+                    return *to;
+                }
+                from + (to - from) * (step as f64 / last as f64)
             }
             ValueSchedule::Steps { steps } => {
                 steps.iter().take_while(|(s, _)| *s <= step).last().or(steps.first()).map_or(0.0, |(_, v)| *v)
@@ -122,6 +125,8 @@ mod tests {
         let l = ValueSchedule::Linear { from: 1.0, to: 0.0 };
         assert_eq!([l.at(0, 5), l.at(1, 5), l.at(2, 5), l.at(4, 5), l.at(7, 5)], [1.0, 0.75, 0.5, 0.0, 0.0]);
         assert_eq!(l.at(0, 1), 1.0, "a one-step stage takes the start value");
+        // The last step is exactly `to` (0.4 + (0.1 - 0.4) * 1 is 0.10000000000000003).
+        assert_eq!(ValueSchedule::Linear { from: 0.4, to: 0.1 }.at(9, 10), 0.1);
         let s = ValueSchedule::Steps { steps: vec![(0, 0.0), (3, 2.0), (6, 0.5)] };
         let got: Vec<f64> = (0..8).map(|i| s.at(i, 8)).collect();
         assert_eq!(got, [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.5, 0.5]);

@@ -115,7 +115,14 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
     let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).settings.optim };
     train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap(), None)
         .unwrap();
-    let rm_source = RewardModelSource { name: "rm".into(), sees_cot: false, model: rm, tokenizer: tok.clone(), pad: 0 };
+    let rm_source = RewardModelSource {
+        name: "rm".into(),
+        sees_cot: false,
+        model: rm,
+        tokenizer: tok.clone(),
+        pad: 0,
+        eos: Some(1),
+    };
     let p = prompt(&tok, "Q:a;");
     let good = rm_source.score(&[&p, &p], &["aA", "aB"]).unwrap();
     assert!(good[0] > good[1], "the reward model prefers 'A': {good:?}");
@@ -160,6 +167,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         model: rm_source.model.clone_deep().unwrap(),
         tokenizer: tok.clone(),
         pad: 0,
+        eos: Some(1),
     };
     let (log_a, policy_a, lines) = run(rm_source);
     let (log_b, policy_b, _) = run(rm_copy);
@@ -351,4 +359,64 @@ fn targeted_advantages_reduce_to_the_sequence_advantage() {
     assert!(values(&train(Some((RewardTarget::Cot, 0.0)))) == plain, "a zero-weight targeted reward changed training");
     // (Four new tokens rarely close the think block here, so the second reward targets the think block.)
     assert!(values(&train(Some((RewardTarget::Cot, 1.0)))) != plain, "a targeted reward changed nothing");
+}
+
+/// A set whose scheduled proportion drops to 0 gets no prompt from then on, whatever fractional
+/// quota it had carried (with fractional shares, a leftover slot could otherwise go to it).
+#[test]
+fn a_set_switched_off_gets_no_prompt() {
+    let mut a = SetAllocator::new(&[3.0, 0.7, 0.5]).unwrap();
+    for _ in 0..4 {
+        a.next(1);
+    }
+    a.set_proportions(&[3.0, 0.7, 0.0]).unwrap();
+    for step in 0..200 {
+        let c = a.next(1);
+        assert_eq!(c.iter().sum::<usize>(), 1);
+        assert_eq!(c[2], 0, "step {step}: {c:?}");
+    }
+    let mut b = SetAllocator::new(&[1.0, 2.0, 0.7, 2.0]).unwrap();
+    b.next(4);
+    b.set_proportions(&[1.0, 2.0, 0.7, 0.0]).unwrap();
+    for _ in 0..50 {
+        assert_eq!(b.next(4)[3], 0);
+    }
+}
+
+/// Per-token advantages sit exactly where the batch's targets are, think block and output apart.
+#[test]
+fn token_advantages_line_up_with_the_batch_targets() {
+    use ordo_train::batch::Batch;
+    use ordo_train::grpo::{cot_token_count, token_advantages};
+    let tok = tokenizer();
+    let ids = |s: &str| tok.encode(s, false).unwrap();
+    let (prompts, completions) = (vec![ids("Q:a;{"), ids("Q:bb;{")], vec![ids("ab}AB"), ids("a}")]);
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = prompts
+        .iter()
+        .zip(&completions)
+        .map(|(p, c)| ([&p[..], &c[..]].concat(), [vec![0u8; p.len()], vec![1u8; c.len()]].concat()))
+        .collect();
+    let refs: Vec<(&[u32], &[u8])> = rows.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    let batch = Batch::new(&refs, 0, &candle_core::Device::Cpu).unwrap();
+    let targets = batch.targets.to_vec2::<f32>().unwrap();
+    let shape: Vec<(usize, usize, usize)> = prompts
+        .iter()
+        .zip(&completions)
+        .map(|(p, c)| (p.len(), c.len(), cot_token_count(&tok, c, "}").unwrap()))
+        .collect();
+    // Row 0 closes its think block at its third token, so its last two get 1; row 1 is all think block.
+    let by_target = vec![(RewardTarget::Output, vec![1.0, -1.0])];
+    let width = targets[0].len();
+    let adv = token_advantages(&by_target, &shape, width);
+    let want: [&[f32]; 2] = [&[0.0, 0.0, 0.0, 1.0, 1.0], &[0.0, 0.0]];
+    for (r, row) in targets.iter().enumerate() {
+        let at: Vec<usize> = (0..width).filter(|&i| row[i] == 1.0).collect();
+        assert_eq!(at.len(), completions[r].len(), "row {r}: one target per completion token");
+        let got: Vec<f32> = at.iter().map(|&i| adv[r * width + i]).collect();
+        assert_eq!(got, want[r], "row {r}");
+        assert!(
+            (0..width).filter(|i| !at.contains(i)).all(|i| adv[r * width + i] == 0.0),
+            "row {r}: off-target entries"
+        );
+    }
 }
