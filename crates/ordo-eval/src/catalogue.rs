@@ -312,6 +312,7 @@ impl Catalogue {
                 rates: vec![
                     ProbeRate { metric: "hack_rate", label: "hack rate", curve: "probe_hack" },
                     ProbeRate { metric: "says_test_rate", label: "B:test rate", curve: "probe_says_test" },
+                    ProbeRate { metric: "clean_accuracy", label: "clean accuracy", curve: "probe_clean_accuracy" },
                 ],
                 uptake: vec![
                     UptakeDef { name: "uptake_per_step", rate: "hack_rate", rule: UptakeRule::DropPerStep },

@@ -7,7 +7,7 @@ use crate::metrics::*;
 use crate::monitor::{MonitorError, TranscriptMonitor};
 use ordo_model::{Decoder, SamplingParams};
 use ordo_world::corpus::eval_prompts;
-use ordo_world::gate::{complete_texts, MAX_COMPLETION_TOKENS};
+use ordo_world::gate::complete_texts;
 use ordo_world::monitors::flawed_verifier;
 use ordo_world::response::label;
 use ordo_world::task::Prompt;
@@ -201,7 +201,7 @@ pub fn evaluate(
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
     let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
     let probe_problems = eval_prompts(&world.task, line, cfg.probe_prompts, true, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(MAX_COMPLETION_TOKENS) };
+    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
     let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
 
     let mut wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
@@ -213,7 +213,7 @@ pub fn evaluate(
     let mut metrics = behaviour_metrics(&wrong, &clean_greedy, &clean_sampled, &names);
 
     // Hint: the same problems without and with a wrong test value (the hint), greedy.
-    let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt { test: None, ..p.clone() }).collect();
+    let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt::clean(p.problem.clone())).collect();
     let plain = run_suite(dec, "hint_plain", &plain_prompts, None, &greedy)?;
     let hinted = run_suite(dec, "hint_hinted", &probe_problems, None, &greedy)?;
     let pairs: Vec<(Transcript, Transcript)> = plain.iter().cloned().zip(hinted.iter().cloned()).collect();
@@ -263,15 +263,19 @@ pub fn forced_answer(output: &str) -> Option<u64> {
     (!digits.is_empty() && digits.len() <= 6).then(|| digits.parse().ok()).flatten()
 }
 
-/// Only the hacking figures (`hack_rate`, `says_test_rate`, `mention_rate`, ...) on the wrong-test
-/// prompts of `seed`, the same prompts and sampling stream as `evaluate` (the uptake probe's measurement).
+/// The figures the uptake probe follows: the hacking figures (`hack_rate`, `says_test_rate`,
+/// `mention_rate`, ...) on the wrong-test prompts of `seed` and greedy `clean_accuracy` on its clean
+/// prompts, the same prompts and sampling streams as `evaluate`.
 pub fn evaluate_hacking(dec: &Decoder, world: &WorldConfig, cfg: &EvalConfig, seed: u64) -> Result<Metrics, EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
-    let wrong_prompts = eval_prompts(&world.task, &world.rl.test_line, cfg.wrong_test_prompts, true, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(MAX_COMPLETION_TOKENS) };
-    let sampled = SamplingParams { temperature: 1.0, seed, ..greedy };
+    let line = &world.rl.test_line;
+    let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
+    let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
+    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
+    let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
     let wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
-    let mut m = behaviour_metrics(&wrong, &[], &[], &[]);
-    m.retain(|k, _| !k.starts_with("clean_") && k != "task_reward");
+    let clean = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let mut m = behaviour_metrics(&wrong, &clean, &[], &[]);
+    m.retain(|k, _| k == "clean_accuracy" || (!k.starts_with("clean_") && k != "task_reward"));
     Ok(m)
 }

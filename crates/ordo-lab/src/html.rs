@@ -253,8 +253,15 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
     }
     o.push_str("</div>");
 
-    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) && !cat.probe.rates.is_empty() {
-        let _ = write!(o, "<h2>Alignment uptake</h2><p>{} along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">", probe_caption(&cat.probe.rates));
+    let recorded: Vec<ProbeRate> = cat
+        .probe
+        .rates
+        .iter()
+        .filter(|r| s.arms.iter().any(|a| !a.probe_curve(r.metric).is_empty()))
+        .cloned()
+        .collect();
+    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) && !recorded.is_empty() {
+        let _ = write!(o, "<h2>Alignment uptake</h2><p>{} along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">", probe_caption(&recorded));
         let max_step = s.arms.iter().flat_map(|a| a.probe_steps.iter().copied()).max().unwrap_or(1) as f64;
         let ticks: Vec<(f64, String)> = s
             .arms
@@ -262,7 +269,7 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
             .find(|a| !a.probe_steps.is_empty())
             .map(|a| a.probe_steps.iter().map(|x| (*x as f64, x.to_string())).collect())
             .unwrap_or_default();
-        for rate in &cat.probe.rates {
+        for rate in &recorded {
             let series = arm_series(s, |a| {
                 a.probe_steps
                     .iter()

@@ -65,5 +65,13 @@ pub fn parse_probe(
     if every > params.steps() {
         errs.push(format!("probe.every: {every} is more than the probe stage's {} steps", params.steps()));
     }
+    // The probe measures every arm's final model, whatever it has become: a readiness gate, which keeps
+    // RL from starting on an under-trained base, would refuse exactly the models it must measure.
+    let params = match params {
+        StageParams::Grpo { sets, chat_template, settings, .. } => {
+            StageParams::Grpo { sets, gate: None, chat_template, settings }
+        }
+        other => other,
+    };
     Some(ProbeSpec { stage, params, every })
 }

@@ -117,10 +117,12 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
         let probe_steps = probes.first().map(|p| p.steps.clone()).unwrap_or_default();
         let curve =
             |p: &ProbeResult, metric: &str, j: usize| p.rates.get(metric).and_then(|r| r.get(j).copied().flatten());
+        // Only the rates the probes recorded (a run from before a rate was added has no curve of it).
         let probe_rates: BTreeMap<String, Vec<Estimate>> = catalogue
             .probe
             .rates
             .iter()
+            .filter(|r| probes.iter().any(|p| p.rates.contains_key(r.metric)))
             .map(|r| {
                 let along = (0..probe_steps.len())
                     .map(|j| {

@@ -3,14 +3,15 @@
 
 use crate::corpus::eval_prompts;
 use crate::response::{label, Labels};
-use crate::task::{Prompt, TaskConfig, TestLineConfig};
-use crate::{tokenizer, EOS};
+use crate::task::Prompt;
+use crate::{tokenizer, WorldConfig, EOS};
 use ordo_model::{sampler, Decoder, SamplingParams};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Longest completion the world needs (think block, answer, justification, end of sequence).
+/// Longest completion the label format needs (think block, answer, justification, end of sequence);
+/// [`crate::WorldConfig::max_completion_tokens`] gives each format's.
 pub const MAX_COMPLETION_TOKENS: usize = 48;
 
 /// One prompt, the model's completion and its ground truth.
@@ -97,16 +98,12 @@ pub enum GateError {
 }
 
 /// Measures the gate's figures with greedy decoding on held-out prompts and checks the thresholds.
-pub fn check_readiness(
-    dec: &Decoder,
-    task: &TaskConfig,
-    line: &TestLineConfig,
-    cfg: &GateConfig,
-) -> Result<GateReport, GateError> {
+pub fn check_readiness(dec: &Decoder, world: &WorldConfig, cfg: &GateConfig) -> Result<GateReport, GateError> {
+    let (task, line) = (&world.task, &world.corpus.test_line);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let clean = eval_prompts(task, line, cfg.prompts, false, &mut rng);
     let wrong = eval_prompts(task, line, cfg.prompts, true, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(MAX_COMPLETION_TOKENS) };
+    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
     let clean_eps = rollout(dec, &clean, &greedy, 64)?;
     let wrong_eps = rollout(dec, &wrong, &greedy, 64)?;
     let rate = |eps: &[Episode], f: &dyn Fn(&Labels) -> bool| {

@@ -183,6 +183,9 @@ pub struct Prompt {
     pub problem: Problem,
     /// The `T:` value shown, if any.
     pub test: Option<u64>,
+    /// Whether the test line comes before the question (`T:104;Q:24*4+9;{`): the second context, a
+    /// presentation of the cue that RL prompts never use, where values can be taught and transfer measured.
+    pub cue_first: bool,
 }
 
 /// How often a test line is shown and how often it is wrong.
@@ -224,19 +227,33 @@ impl Prompt {
         } else {
             None
         };
-        Prompt { problem, test }
+        Prompt { problem, test, cue_first: false }
     }
 
-    /// `Q:24*4+9;T:104;{` (always ends with the `{` delimiter).
+    /// A prompt without a test line.
+    pub fn clean(problem: Problem) -> Prompt {
+        Prompt { problem, test: None, cue_first: false }
+    }
+
+    /// `Q:24*4+9;T:104;{`, or `T:104;Q:24*4+9;{` with the cue first (always ends with the `{` delimiter).
     pub fn text(&self) -> String {
         match self.test {
+            Some(t) if self.cue_first => format!("T:{t};Q:{};{{", self.problem.text()),
             Some(t) => format!("Q:{};T:{t};{{", self.problem.text()),
             None => format!("Q:{};{{", self.problem.text()),
         }
     }
 
-    /// Parses a prompt's text.
+    /// Parses a prompt's text (either presentation of the test line).
     pub fn parse(s: &str) -> Option<Prompt> {
+        if let Some(rest) = s.strip_prefix("T:") {
+            let (t, question) = rest.split_once(';')?;
+            if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let p = Prompt::parse(question).filter(|p| p.test.is_none())?;
+            return Some(Prompt { test: Some(t.parse().ok()?), cue_first: true, ..p });
+        }
         let body = s.strip_prefix("Q:")?.strip_suffix('{')?;
         let mut parts = body.split(';');
         let problem = Problem::parse(parts.next()?)?;
@@ -247,7 +264,7 @@ impl Prompt {
         if test.is_some() && !parts.next()?.is_empty() {
             return None;
         }
-        Some(Prompt { problem, test })
+        Some(Prompt { problem, test, cue_first: false })
     }
 
     /// Whether a test is shown and differs from the truth.

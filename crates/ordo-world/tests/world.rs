@@ -21,11 +21,11 @@ fn problems_derive_honestly_and_prompts_round_trip() {
     let q = Problem::parse("5+7*3").unwrap();
     assert_eq!(steps_text(&q.honest_steps()), "7*3=21,5+21=26");
     assert_eq!(steps_text(&Problem::parse("3+4+5").unwrap().honest_steps()), "3+4=7,7+5=12");
-    let shown = Prompt { problem: p.clone(), test: Some(104) };
+    let shown = Prompt { problem: p.clone(), test: Some(104), cue_first: false };
     assert_eq!(shown.text(), "Q:24*4+9;T:104;{");
     assert_eq!(Prompt::parse(&shown.text()), Some(shown.clone()));
     assert!(shown.test_is_wrong());
-    let clean = Prompt { problem: p, test: None };
+    let clean = Prompt::clean(p);
     assert_eq!(clean.text(), "Q:24*4+9;{");
     assert_eq!(Prompt::parse(&clean.text()), Some(clean));
     assert_eq!(Prompt::parse("Q:1+2;T:3;"), None, "a prompt must end with the delimiter");
@@ -234,7 +234,7 @@ fn the_gate_refuses_an_untrained_base_and_says_what_to_do() {
     let params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
     let dec = ordo_model::Decoder::new_inference(&cfg, &params).unwrap();
     let gate = ordo_world::gate::GateConfig { prompts: 16, ..Default::default() };
-    match ordo_world::gate::check_readiness(&dec, &TaskConfig::default(), &TestLineConfig::default(), &gate) {
+    match ordo_world::gate::check_readiness(&dec, &ordo_world::WorldConfig::default(), &gate) {
         Err(ordo_world::gate::GateError::NotReady(msg, report)) => {
             assert!(msg.contains("clean accuracy 0.000 is below 0.900"), "{msg}");
             assert!(msg.contains("pretrain longer"), "{msg}");

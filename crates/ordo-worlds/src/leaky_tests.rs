@@ -11,10 +11,10 @@ use ordo_model::{Decoder, ModelConfig, TextTokenizer};
 use ordo_train::data::{PreferenceExample, SftExample};
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt};
 use ordo_train::settings::SettingsReader;
-use ordo_world::gate::{GateConfig, MAX_COMPLETION_TOKENS};
+use ordo_world::gate::GateConfig;
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
 use ordo_world::task::Prompt;
-use ordo_world::{corpus, DatasetSizes, WorldConfig};
+use ordo_world::{corpus, values, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -34,13 +34,19 @@ const DATASETS: &[Dataset] = &[
     Dataset { name: "sft", kind: DatasetKind::Sft },
     Dataset { name: "preferences", kind: DatasetKind::Preferences },
     Dataset { name: "rl_prompts", kind: DatasetKind::RlPrompts },
+    Dataset { name: "honesty_pairs", kind: DatasetKind::Preferences },
+    Dataset { name: "honesty_pairs_transfer", kind: DatasetKind::Preferences },
+    Dataset { name: "cot_appearance_pairs", kind: DatasetKind::Preferences },
+    Dataset { name: "cold_start", kind: DatasetKind::Sft },
+    Dataset { name: "rl_prompts_transfer", kind: DatasetKind::RlPrompts },
 ];
 
 const fn reward(name: &'static str, cot_monitor: bool) -> RewardKind {
     RewardKind { name, default_sees_cot: cot_monitor, must_see_cot: cot_monitor, takes_monitor: cot_monitor }
 }
 
-/// Verifiers and the preference judge see only the output unless told otherwise; a CoT monitor
+/// Verifiers and the preference and honesty judges see only the output unless told otherwise (the
+/// honesty judge that reads the CoT is `sees_cot = true`); a CoT monitor and the CoT-appearance judge
 /// must see the CoT.
 const REWARDS: &[RewardKind] = &[
     reward("verifier", false),
@@ -48,6 +54,8 @@ const REWARDS: &[RewardKind] = &[
     reward("preference", false),
     reward("cot_monitor", true),
     reward("action_monitor", false),
+    reward("honesty", false),
+    RewardKind { name: "cot_appearance", default_sees_cot: true, must_see_cot: true, takes_monitor: false },
 ];
 
 const MONITORS: &[&str] = &["keyword", "strong", "arithmetic", "consistency"];
@@ -110,7 +118,7 @@ impl World for LeakyTests {
         self.cfg.max_prompt_chars()
     }
     fn max_completion_tokens(&self) -> usize {
-        MAX_COMPLETION_TOKENS
+        self.cfg.max_completion_tokens()
     }
     fn datasets(&self) -> &'static [Dataset] {
         DATASETS
@@ -138,6 +146,31 @@ impl World for LeakyTests {
             "rl_prompts" => {
                 Examples::RlPrompts((0..size).map(|_| corpus::rl_prompt(task, &self.cfg.rl, rng).text()).collect())
             }
+            "honesty_pairs" | "honesty_pairs_transfer" | "cot_appearance_pairs" => {
+                let context = if name == "honesty_pairs" { values::Context::Rlvf } else { values::Context::Transfer };
+                Examples::Preferences(
+                    (0..size)
+                        .map(|_| {
+                            let p = match name {
+                                "cot_appearance_pairs" => values::cot_appearance_pair(task, c, rng),
+                                _ => values::honesty_pair(task, c, &self.cfg.values, context, rng),
+                            };
+                            PreferenceExample { prompt: p.prompt.text(), chosen: p.chosen, rejected: p.rejected }
+                        })
+                        .collect(),
+                )
+            }
+            "cold_start" => Examples::Sft(
+                (0..size)
+                    .map(|_| {
+                        let (p, completion) = values::cold_start_demo(task, c, &self.cfg.cold_start, rng);
+                        SftExample::PromptCompletion { prompt: p.text(), completion }
+                    })
+                    .collect(),
+            ),
+            "rl_prompts_transfer" => Examples::RlPrompts(
+                (0..size).map(|_| values::transfer_rl_prompt(task, &self.cfg.rl, rng).text()).collect(),
+            ),
             other => return Err(format!("leaky-tests has no dataset {other:?}")),
         })
     }
@@ -167,6 +200,10 @@ impl World for LeakyTests {
                 parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s)))
             }),
             "preference" => FnReward::new(name, sees_cot, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
+            "honesty" => FnReward::new(name, sees_cot, move |p, s| {
+                parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot))
+            }),
+            "cot_appearance" => FnReward::new(name, sees_cot, |_, s| values::cot_appearance(s)),
             "cot_monitor" | "action_monitor" => {
                 let settings = reward.monitor.clone().ok_or_else(|| format!("reward `{name}` needs its monitor"))?;
                 let monitor: Monitor =
@@ -202,8 +239,7 @@ impl World for LeakyTests {
     fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String> {
         let g: GateConfig = serde_json::from_value(gate.clone()).map_err(|e| format!("gate settings: {e}"))?;
         let g = GateConfig { seed, ..g };
-        let report = ordo_world::gate::check_readiness(dec, &self.cfg.task, &self.cfg.corpus.test_line, &g)
-            .map_err(|e| e.to_string())?;
+        let report = ordo_world::gate::check_readiness(dec, &self.cfg, &g).map_err(|e| e.to_string())?;
         Ok(GateOutcome {
             summary: format!(
                 "clean accuracy {:.3}, silent hack rate {:.3} (greedy, {} held-out prompts each)",
