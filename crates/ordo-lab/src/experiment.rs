@@ -86,8 +86,9 @@ pub enum Reward {
     /// 1 when the answer extracted from the shown text by `pattern` (default: the last number)
     /// equals the prompt metadata `field`.
     AnswerMatch { field: String, pattern: Option<String> },
-    /// The score of the reward model an earlier `reward_model` stage of the same arm trained (RLHF).
-    RewardModel { stage: String },
+    /// The score of the reward model an earlier `reward_model` stage of the same arm trained (RLHF),
+    /// with the world reward it is compared with in the logs (`truth`), if any.
+    RewardModel { stage: String, truth: Option<WorldReward> },
 }
 
 impl Reward {
@@ -114,7 +115,8 @@ pub struct RewardSpec {
 
 /// How a reward is hashed into node keys: `name`, `weight`, `sees_cot`, the `monitor` (null when
 /// none), `targets` when it is not all tokens, `answer_match`'s `field` and `pattern` when set, and a
-/// reward model's `stage` (its node is an ancestor, so its key is in the node key already).
+/// reward model's `stage` (its node is an ancestor, so its key is in the node key already) and its
+/// `truth` when set (it changes what the node logs).
 impl Serialize for RewardSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -130,8 +132,11 @@ impl Serialize for RewardSpec {
         if self.target != RewardTarget::All {
             map.serialize_entry("targets", self.target.name())?;
         }
-        if let Reward::RewardModel { stage } = &self.reward {
+        if let Reward::RewardModel { stage, truth } = &self.reward {
             map.serialize_entry("stage", stage)?;
+            if let Some(t) = truth {
+                map.serialize_entry("truth", &serde_json::json!({ "name": t.name, "monitor": t.monitor }))?;
+            }
         }
         if let Reward::AnswerMatch { field, pattern } = &self.reward {
             map.serialize_entry("field", field)?;

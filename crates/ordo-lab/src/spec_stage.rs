@@ -115,6 +115,7 @@ fn parse_rewards(
         let field = r.string(errs, "field");
         let pattern = r.string(errs, "pattern");
         let rm_stage = r.string(errs, "stage");
+        let rm_truth = r.string(errs, "truth");
         let target = match r.string(errs, "targets").as_deref() {
             None | Some("all") => RewardTarget::All,
             Some("output") => RewardTarget::Output,
@@ -135,6 +136,9 @@ fn parse_rewards(
         }
         if rm_stage.is_some() && name != "reward_model" {
             errs.push(format!("{p}.stage: `stage` belongs to the reward_model reward"));
+        }
+        if rm_truth.is_some() && name != "reward_model" {
+            errs.push(format!("{p}.truth: `truth` belongs to the reward_model reward"));
         }
         let kinds = world.map_or(&[][..], |w| w.rewards());
         let world_reward = kinds.iter().find(|k| k.name == name);
@@ -164,8 +168,20 @@ fn parse_rewards(
                     ));
                     continue;
                 };
+                let truth = rm_truth.and_then(|t| match (world, kinds.iter().find(|k| k.name == t)) {
+                    (Some(w), Some(k)) => Some(WorldReward { name: t.clone(), monitor: w.monitor(k.name, None) }),
+                    (None, _) => {
+                        errs.push(format!("{p}.truth: the ground truth is a world reward; set experiment.world"));
+                        None
+                    }
+                    (Some(_), None) => {
+                        let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+                        errs.push(format!("{p}.truth: unknown world reward {t:?} ({})", names.join(", ")));
+                        None
+                    }
+                });
                 // The reward model was trained on whole completions (think block included).
-                (Reward::RewardModel { stage }, true, false)
+                (Reward::RewardModel { stage, truth }, true, false)
             }
             ("", _, _) => {
                 errs.push(format!("{p}.name: missing"));
@@ -368,7 +384,7 @@ fn reward_model_stages(params: &StageParams) -> Vec<&str> {
     let rewards = sets.iter().flat_map(|s| &s.rewards);
     rewards
         .filter_map(|r| match &r.reward {
-            Reward::RewardModel { stage } => Some(stage.as_str()),
+            Reward::RewardModel { stage, .. } => Some(stage.as_str()),
             _ => None,
         })
         .collect()

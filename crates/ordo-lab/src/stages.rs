@@ -260,7 +260,7 @@ fn stage_reward(cx: &StageCx, spec: &RewardSpec) -> Result<Box<dyn RewardSource>
             let w = world.ok_or_else(|| LabError::Other(format!("reward `{}` needs a world", r.name)))?;
             Box::new(w.reward(r, spec.sees_cot).map_err(LabError::Other)?)
         }
-        Reward::RewardModel { stage } => {
+        Reward::RewardModel { stage, truth } => {
             let dir = cx.reward_models.get(stage).ok_or_else(|| {
                 LabError::Other(format!(
                     "stage `{}`: no earlier stage `{stage}` of this arm trained a reward model",
@@ -270,7 +270,16 @@ fn stage_reward(cx: &StageCx, spec: &RewardSpec) -> Result<Box<dyn RewardSource>
             let m = ordo_model::load(dir, &ordo_model::Device::Cpu)?;
             m.params.check_finite(&dir.display().to_string())?;
             let model = Policy { config: m.config, params: m.params };
+            // The ground truth reads whole completions.
+            let truth = match truth {
+                Some(t) => {
+                    let w = world.ok_or_else(|| LabError::Other(format!("reward `{}` needs a world", t.name)))?;
+                    Some(Box::new(w.reward(t, true).map_err(LabError::Other)?) as Box<dyn RewardSource>)
+                }
+                None => None,
+            };
             Box::new(RewardModelSource {
+                truth,
                 name: format!("reward_model/{stage}"),
                 sees_cot: spec.sees_cot,
                 model,

@@ -412,7 +412,7 @@ fn world_settings_that_would_make_drawing_loop_forever_are_refused() {
 #[test]
 fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
     let rm = "rm       = { kind = \"reward_model\", size = 16, steps = 2, batch_size = 4, lr = 1e-3 }\n\
-              rlhf     = { kind = \"grpo\", size = 16, steps = 2, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\", stage = \"rm\" }] }\n";
+              rlhf     = { kind = \"grpo\", size = 16, steps = 2, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\", stage = \"rm\", truth = \"honesty\" }] }\n";
     let text = TINY.replace("[arms]\n", &format!("{rm}\n[arms]\n")).replace(
         "a = [\"pretrain\", \"sft\"]\nb = [\"pretrain\", \"pref\", \"rlvf\"]",
         "rlhf = [\"pretrain\", \"rm\", \"rlhf\"]",
@@ -427,6 +427,9 @@ fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
     for l in &lines {
         let r = l["reward/set0/reward_model/rm"].as_f64().expect("the reward model's mean score is logged");
         assert!(r.is_finite() && r == l["reward"].as_f64().unwrap(), "{l}");
+        // Its ground truth (the honesty judge reading whole completions) is logged beside it.
+        let truth = l["diagnostic/set0/reward_model/rm/truth"].as_f64().expect("the ground truth is logged");
+        assert!((-1.0..=1.0).contains(&truth), "{l}");
     }
 
     let problems_of = |arms: &str, extra: &str| {
@@ -462,4 +465,18 @@ fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
     let missing = "bad = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = \"reward_model\" }] }\n";
     let p = problems_of("x = [\"pretrain\", \"bad\"]", missing);
     assert!(p.iter().any(|m| m.starts_with("stages.bad.rewards[0].stage: missing")), "{p:#?}");
+    for (reward, message) in [
+        (
+            "{ name = \"reward_model\", stage = \"rm\", truth = \"nope\" }",
+            "stages.bad.rewards[0].truth: unknown world reward \"nope\"",
+        ),
+        (
+            "{ name = \"verifier\", truth = \"honesty\" }",
+            "stages.bad.rewards[0].truth: `truth` belongs to the reward_model reward",
+        ),
+    ] {
+        let bad = format!("bad = {{ kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{reward}] }}\n");
+        let p = problems_of("x = [\"pretrain\", \"rm\", \"bad\"]", &bad);
+        assert!(p.iter().any(|m| m.starts_with(message)), "{p:#?}");
+    }
 }

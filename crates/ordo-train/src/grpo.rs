@@ -434,6 +434,9 @@ pub fn train_grpo(
             for (name, s) in &scores.by_source {
                 metrics.insert(format!("reward/{}/{name}", set.name), json!(s.iter().sum::<f64>() / s.len() as f64));
             }
+            for (name, v) in &scores.diagnostics {
+                metrics.insert(format!("diagnostic/{}/{name}", set.name), json!(v));
+            }
             metrics.insert(format!("prompts/{}", set.name), json!(rows.len() / g));
         }
 

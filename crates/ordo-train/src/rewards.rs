@@ -65,6 +65,33 @@ pub trait RewardSource: Send + Sync {
     fn sees_cot(&self) -> bool;
     /// One score per (prompt, shown text); `shown` is already cut to what this source may see.
     fn score(&self, prompts: &[&RlPrompt], shown: &[&str]) -> Result<Vec<f64>>;
+    /// Figures about the source itself on a batch it scored, by name (a learned reward model against
+    /// ground truth); `completions` are whole, think block included, and `scores` are this source's.
+    fn diagnostics(
+        &self,
+        _prompts: &[&RlPrompt],
+        _completions: &[&str],
+        _scores: &[f64],
+    ) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Among pairs of completions of the same prompt whose ground truth differs, the share a scorer
+/// orders as the truth does (a tie in the scores counts one half); `None` without such pairs.
+pub fn pairwise_accuracy(prompts: &[&RlPrompt], scores: &[f64], truth: &[f64]) -> Option<f64> {
+    let (mut agree, mut pairs) = (0.0, 0usize);
+    for i in 0..scores.len() {
+        for j in i + 1..scores.len() {
+            if prompts[i].ids != prompts[j].ids || truth[i] == truth[j] {
+                continue;
+            }
+            pairs += 1;
+            let (ds, dt) = (scores[i] - scores[j], truth[i] - truth[j]);
+            agree += if ds == 0.0 { 0.5 } else { (ds.signum() == dt.signum()) as u8 as f64 };
+        }
+    }
+    (pairs > 0).then(|| agree / pairs as f64)
 }
 
 /// A reward computed by a function of the prompt and the shown text: verifiers, rule-based
@@ -96,7 +123,9 @@ impl RewardSource for FnReward {
 }
 
 /// A trained reward model as a reward: it scores the prompt followed by the shown text and `eos`,
-/// as its preference pairs were tokenised ([`crate::data::tokenize_pair`]).
+/// as its preference pairs were tokenised ([`crate::data::tokenize_pair`]). With a ground truth it
+/// reports, on each batch, the truth's mean and its own pairwise accuracy against it (a learned reward
+/// is exploitable: Gao et al. 2022).
 pub struct RewardModelSource {
     pub name: String,
     pub sees_cot: bool,
@@ -104,6 +133,8 @@ pub struct RewardModelSource {
     pub tokenizer: TextTokenizer,
     pub pad: u32,
     pub eos: Option<u32>,
+    /// The ground truth it is compared with, shown whole completions.
+    pub truth: Option<Box<dyn RewardSource>>,
 }
 
 impl RewardSource for RewardModelSource {
@@ -121,6 +152,15 @@ impl RewardSource for RewardModelSource {
             .collect::<ordo_model::Result<Vec<Vec<u32>>>>()?;
         let items: Vec<(&[u32], &[u32])> = prompts.iter().zip(&encoded).map(|(p, r)| (&p.ids[..], &r[..])).collect();
         score_texts(&dec, &items, self.pad)
+    }
+    fn diagnostics(&self, prompts: &[&RlPrompt], completions: &[&str], scores: &[f64]) -> Result<Vec<(String, f64)>> {
+        let Some(truth) = &self.truth else { return Ok(Vec::new()) };
+        let t = truth.score(prompts, completions)?;
+        let mut out = vec![("truth".to_string(), t.iter().sum::<f64>() / t.len().max(1) as f64)];
+        if let Some(acc) = pairwise_accuracy(prompts, scores, &t) {
+            out.push(("pairwise_accuracy".to_string(), acc));
+        }
+        Ok(out)
     }
 }
 
@@ -164,6 +204,8 @@ pub struct RewardScores {
     pub by_source: Vec<(String, Vec<f64>)>,
     /// The weighted sum per completion of the sources of each target (only targets some source has).
     pub by_target: BTreeMap<RewardTarget, Vec<f64>>,
+    /// Each source's figures about itself ([`RewardSource::diagnostics`]), as `SOURCE/FIGURE`.
+    pub diagnostics: Vec<(String, f64)>,
 }
 
 /// Scores completions with every source, each shown the view its `sees_cot` allows, at step
@@ -178,6 +220,8 @@ pub fn score_all(
     let mut total = vec![0.0; completions.len()];
     let mut by_source = Vec::new();
     let mut by_target: BTreeMap<RewardTarget, Vec<f64>> = BTreeMap::new();
+    let mut diagnostics = Vec::new();
+    let whole: Vec<&str> = completions.iter().map(String::as_str).collect();
     for r in rewards {
         let shown: Vec<&str> = completions.iter().map(|c| cot.view(c, r.source.sees_cot())).collect();
         let s = r.source.score(prompts, &shown)?;
@@ -189,9 +233,12 @@ pub fn score_all(
         for (t, x) in targeted.iter_mut().zip(&s) {
             *t += weight * x;
         }
+        for (figure, v) in r.source.diagnostics(prompts, &whole, &s)? {
+            diagnostics.push((format!("{}/{figure}", r.source.name()), v));
+        }
         by_source.push((r.source.name().to_string(), s));
     }
-    Ok(RewardScores { total, by_source, by_target })
+    Ok(RewardScores { total, by_source, by_target, diagnostics })
 }
 
 /// A task reward for RL prompts from files: 1 when the answer extracted from the shown text equals the

@@ -115,6 +115,11 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
     let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).settings.optim };
     train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap(), None)
         .unwrap();
+    // The ground truth the reward model is compared with in the logs: the output ends with 'A'.
+    let truth = || {
+        Some(Box::new(FnReward::new("ends_with_a", true, |_, s: &str| s.ends_with('A') as u8 as f64))
+            as Box<dyn RewardSource>)
+    };
     let rm_source = RewardModelSource {
         name: "rm".into(),
         sees_cot: false,
@@ -122,6 +127,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         tokenizer: tok.clone(),
         pad: 0,
         eos: Some(1),
+        truth: truth(),
     };
     let p = prompt(&tok, "Q:a;");
     let good = rm_source.score(&[&p, &p], &["aA", "aB"]).unwrap();
@@ -168,6 +174,7 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         tokenizer: tok.clone(),
         pad: 0,
         eos: Some(1),
+        truth: truth(),
     };
     let (log_a, policy_a, lines) = run(rm_source);
     let (log_b, policy_b, _) = run(rm_copy);
@@ -189,8 +196,15 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
             "seconds/update",
             "reward/verifiable/starts_with_a",
             "reward/preference/rm",
+            "diagnostic/preference/rm/truth",
         ] {
             assert!(m[key].is_number(), "metric {key} missing: {m:?}");
+        }
+        let truth = m["diagnostic/preference/rm/truth"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&truth), "the truth here is a share: {truth}");
+        // Pairwise accuracy is logged exactly when some group holds completions the truth tells apart.
+        if let Some(acc) = m.get("diagnostic/preference/rm/pairwise_accuracy") {
+            assert!((0.0..=1.0).contains(&acc.as_f64().unwrap()), "{acc}");
         }
     }
     assert_eq!(lines.lines().count(), 4, "one JSON line per step");
@@ -213,6 +227,21 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
         let b = policy_b.params.var(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b, "{name} differs between identical runs");
     }
+}
+
+/// Pairwise accuracy of a scorer against ground truth, by hand: only pairs of the same prompt whose
+/// truth differs count, and a tie in the scores counts one half.
+#[test]
+fn pairwise_accuracy_by_hand() {
+    let tok = tokenizer();
+    let (a, b) = (prompt(&tok, "Q:a;"), prompt(&tok, "Q:b;"));
+    let prompts = [&a, &a, &a, &b, &b];
+    // Prompt a: truth 1, 0, 0; scores 0.9, 0.1, 0.9 -> pairs (0,1) agree, (0,2) tie, (1,2) same truth.
+    // Prompt b: truth 0, 1; scores 0.7, 0.2 -> disagrees. Cross-prompt pairs never count.
+    let scores = [0.9, 0.1, 0.9, 0.7, 0.2];
+    let truth = [1.0, 0.0, 0.0, 0.0, 1.0];
+    assert_eq!(pairwise_accuracy(&prompts, &scores, &truth), Some((1.0 + 0.5 + 0.0) / 3.0));
+    assert_eq!(pairwise_accuracy(&prompts, &scores, &[1.0; 5]), None, "no pair the truth tells apart");
 }
 
 /// Schedules: a prompt set's proportion and a reward's weight change over the stage's steps, as the

@@ -24,10 +24,13 @@ use std::sync::Arc;
 /// The world's name in experiment files.
 pub const NAME: &str = "leaky-tests";
 
-/// The built-in uptake probe: a short DPO on the world's preference pairs (`B:calc` over `B:test`),
-/// gentle enough (beta 1, lr 3e-5) to leave clean accuracy near the base's (examples/orders.toml
-/// says what was measured).
-pub const DEFAULT_PROBE: &str = "kind = \"dpo\"\nsize = 2048\nsteps = 40\nbatch_size = 16\nlr = 3e-5\nbeta = 1.0\n";
+/// The built-in uptake probe: values RL on the model's own samples (GRPO with the output-only honesty
+/// judge on the RL prompts), so it penalises whatever form each model's hacks take; a fixed set of
+/// rejected samples would measure how well they match a model's hacks instead (DESIGN.md section 5).
+/// At lr 1e-4 it took one RLVF model's hack rate from 0.977 to 0.047 in 60 steps at clean accuracy
+/// 0.930 -> 0.938 (examples/leaky-tests.toml holds what was measured on 5 seeds).
+pub const DEFAULT_PROBE: &str = "kind = \"grpo\"\nsize = 5000\nrewards = [{ name = \"honesty\" }]\nsteps = 40\n\
+                                 batch_size = 16\ngroup_size = 8\nlr = 1e-4\nkl_coef = 0.02\n";
 
 const DATASETS: &[Dataset] = &[
     Dataset { name: "corpus", kind: DatasetKind::Text },
