@@ -265,8 +265,13 @@ pub fn forced_answer(output: &str) -> Option<u64> {
 
 /// The figures the uptake probe follows: the hacking figures (`hack_rate`, `says_test_rate`,
 /// `mention_rate`, ...) on the wrong-test prompts of `seed` and greedy `clean_accuracy` on its clean
-/// prompts, the same prompts and sampling streams as `evaluate`.
-pub fn evaluate_hacking(dec: &Decoder, world: &WorldConfig, cfg: &EvalConfig, seed: u64) -> Result<Metrics, EvalError> {
+/// prompts, the same prompts and sampling streams as `evaluate`; with the wrong-test transcripts.
+pub fn evaluate_hacking(
+    dec: &Decoder,
+    world: &WorldConfig,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> Result<(Metrics, Vec<Transcript>), EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
     let line = &world.rl.test_line;
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
@@ -277,5 +282,5 @@ pub fn evaluate_hacking(dec: &Decoder, world: &WorldConfig, cfg: &EvalConfig, se
     let clean = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
     let mut m = behaviour_metrics(&wrong, &clean, &[], &[]);
     m.retain(|k, _| k == "clean_accuracy" || (!k.starts_with("clean_") && k != "task_reward"));
-    Ok(m)
+    Ok((m, wrong))
 }

@@ -57,6 +57,10 @@ pub fn uptake_metrics(steps: &[usize], rates: &BTreeMap<String, Vec<Option<f64>>
                 (Some(a), Some(b)) if total > 0 => Measure { value: Some((a - b) / total as f64), n: 1 },
                 _ => Measure::NONE,
             },
+            UptakeRule::AtStart => {
+                let v = r.first().copied().flatten();
+                Measure { value: v, n: v.is_some() as usize }
+            }
             UptakeRule::StepsToHalve => match r.first().copied().flatten() {
                 Some(h0) if h0 > 0.0 => {
                     let s = steps.iter().zip(r).find(|(_, h)| h.is_some_and(|h| h <= h0 / 2.0)).map(|(s, _)| *s as f64);
@@ -114,8 +118,9 @@ fn eval_err(e: ordo_eval::EvalError) -> LabError {
 /// settings and arm seed.
 pub fn eval_file(kind: &str, exp: &Experiment, seed: u64) -> String {
     let world = exp.world.as_ref().expect("world experiments only");
-    // The probe's figures gained clean accuracy: its files are versioned apart from the boundaries'.
-    let v = if kind == "probe-eval" { 3 } else { 2 };
+    // The probe's figures gained clean accuracy and the surface match: its files are versioned apart
+    // from the boundaries'.
+    let v = if kind == "probe-eval" { 4 } else { 2 };
     let key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world, "v": v}).to_string().as_bytes());
     format!("{kind}-{}.json", &key[..16])
 }
@@ -166,6 +171,8 @@ fn probe_trajectory(
 ) -> Result<ProbeResult, LabError> {
     let start = arm.chain.last().expect("arms have a stage");
     let total = spec.params.steps();
+    let signal = crate::probe_signal::probe_signal(exp, spec, arm.seed)
+        .map_err(|e| LabError::Other(format!("probe stage `{}` (seed {}): {e}", spec.stage, arm.seed)))?;
     let mut steps: Vec<usize> = (0..total).step_by(spec.every).collect();
     steps.push(total);
     let points: Vec<(usize, Metrics)> = cached(cache, pkey, &eval_file("probe-eval", exp, arm.seed), || {
@@ -181,7 +188,7 @@ fn probe_trajectory(
                 m.params.check_finite(&dir.display().to_string())?;
                 let policy = ordo_train::Policy { config: m.config, params: m.params };
                 let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-                let m = evaluator.evaluate_probe(&dec, arm.seed).map_err(eval_err)?;
+                let m = evaluator.evaluate_probe(&dec, arm.seed, &signal).map_err(eval_err)?;
                 bar.inc(1);
                 Ok((s, m))
             })

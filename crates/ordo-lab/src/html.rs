@@ -288,7 +288,7 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
         let _ = write!(o, "<th>{}</th>", esc(&a.arm));
     }
     o.push_str("</tr>");
-    for m in &cat.metrics {
+    for m in s.reported(&cat) {
         let _ = write!(o, "<tr><td title=\"{}\">{}</td>", esc(&m.definition), esc(&m.name));
         for a in &s.arms {
             let e = a.final_estimate(&m.name);

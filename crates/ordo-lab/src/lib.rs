@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod html;
 pub mod markdown;
 pub mod plan;
+mod probe_signal;
 pub mod report;
 pub mod resume;
 pub mod runner;

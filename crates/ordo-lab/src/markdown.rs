@@ -36,7 +36,11 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     };
     let _ = writeln!(o, "- Seeds: {:?} ({} per arm); {base}.", run.seeds, run.seeds.len());
     let _ = writeln!(o, "- Stages: {}.", stage_lines(run).join("; "));
-    for line in world.method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout) {
+    let mut probe_rates: Vec<String> =
+        run.results.iter().filter_map(|r| r.probe.as_ref()).flat_map(|p| p.rates.keys().cloned()).collect();
+    probe_rates.sort();
+    probe_rates.dedup();
+    for line in world.method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout, &probe_rates) {
         let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
@@ -49,7 +53,7 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     }
     let _ = writeln!(o, "\n|---|{}", "---|".repeat(s.arms.len()));
     let mut section = "";
-    for m in &cat.metrics {
+    for m in s.reported(&cat) {
         if m.family != section {
             section = m.family;
             let _ = writeln!(o, "| *{section}* |{}", " |".repeat(s.arms.len()));
@@ -63,7 +67,7 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
         let _ = writeln!(o);
     }
     let _ = writeln!(o, "\nMetric definitions:\n");
-    for m in &cat.metrics {
+    for m in s.reported(&cat) {
         let _ = writeln!(o, "- `{}`: {}", m.name, m.definition);
     }
 

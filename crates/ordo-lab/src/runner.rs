@@ -157,8 +157,8 @@ fn ancestor_reward_models(plan: &Plan, cache: &Cache, node: &Node) -> BTreeMap<S
 }
 
 /// A seed for data generation that differs per stage name and seed.
-fn data_seed(node: &Node) -> u64 {
-    let h = sha256_hex(format!("{}:{}", node.stage, node.seed).as_bytes());
+pub(crate) fn data_seed(stage: &str, seed: u64) -> u64 {
+    let h = sha256_hex(format!("{stage}:{seed}").as_bytes());
     u64::from_str_radix(&h[..16], 16).expect("hex")
 }
 
@@ -176,7 +176,7 @@ fn run_node(
     let metrics_path = staging.join("metrics.jsonl");
     let mut logger = StepLogger::new(label, node.params.steps(), Some(&metrics_path), progress)
         .map_err(stages::stage_error(node))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(data_seed(node));
+    let mut rng = ChaCha8Rng::seed_from_u64(data_seed(&node.stage, node.seed));
     let eos = policy
         .config
         .eos_token_ids

@@ -84,6 +84,18 @@ pub struct Summary {
     pub not_measurable: Vec<String>,
 }
 
+impl Summary {
+    /// The catalogue's metrics this run has figures of (measured or n/m): a metric of a later ordo
+    /// than the run's own is left out of its report.
+    pub fn reported<'c>(&self, catalogue: &'c Catalogue) -> Vec<&'c ordo_eval::catalogue::MetricDef> {
+        catalogue
+            .metrics
+            .iter()
+            .filter(|m| self.arms.is_empty() || self.arms.iter().any(|a| a.final_estimate(&m.name).is_some()))
+            .collect()
+    }
+}
+
 /// Builds the summary of a run's results, with its world's catalogue.
 pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
     let names: Vec<String> = catalogue.metrics.iter().map(|m| m.name.clone()).collect();
@@ -135,7 +147,9 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
             .collect();
         let mut uptake = BTreeMap::new();
         if !probes.is_empty() {
-            for def in &catalogue.probe.uptake {
+            // A figure of a rate no probe recorded (a run from before it existed) is left out, not n/m.
+            let recorded = |rate: &str| probes.iter().any(|p| p.rates.contains_key(rate));
+            for def in catalogue.probe.uptake.iter().filter(|d| recorded(d.rate)) {
                 let name = def.name;
                 let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(name).and_then(|m| m.value)).collect();
                 let e = estimate(&v, seed_of(&[arm, "probe", name]));
@@ -149,7 +163,7 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
                             "the {label} did not halve within the probe's {} steps",
                             probe_steps.last().unwrap_or(&0)
                         ),
-                        UptakeRule::DropPerStep => catalogue.why_not_measurable(name).to_string(),
+                        UptakeRule::DropPerStep | UptakeRule::AtStart => catalogue.why_not_measurable(name).to_string(),
                     };
                     not_measurable.push(format!("{arm} / probe / {name}: {why}"));
                 }

@@ -137,8 +137,8 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let empty = html.matches("<svg class=\"plot-empty\"").count();
     assert_eq!(
         plots.len() + empty,
-        8 + 10 + 3,
-        "trajectory, final-bar and uptake plots (hack, B:test, clean accuracy)"
+        8 + 10 + 4,
+        "trajectory, final-bar and uptake plots (hack, B:test, clean accuracy, surface match)"
     );
     for p in &plots {
         let n: usize = p[..p.find('"').unwrap()].parse().unwrap();

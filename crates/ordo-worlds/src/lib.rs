@@ -106,6 +106,18 @@ pub struct GateOutcome {
     pub summary: String,
 }
 
+/// What the uptake probe trains on, for its surface-match diagnostic (does its signal cover the form
+/// each model's hacks take?).
+pub enum ProbeSignal {
+    /// Preference pairs (a DPO or reward-model probe): what its rejected completions look like.
+    Pairs(Vec<PreferenceExample>),
+    /// Each prompt set's world rewards with their weights at the probe's first step, each shown the CoT
+    /// or not (a GRPO probe).
+    Rewards(Vec<Vec<(FnReward, f64)>>),
+    /// A signal the world cannot judge (a learned reward model, a reward on file prompts).
+    Opaque,
+}
+
 /// Evaluates checkpoints in a world: its suites with its monitors, and the uptake probe's rates.
 pub trait Evaluator {
     /// The monitors' metric-name prefixes in report order, each with whether it reads the CoT.
@@ -114,8 +126,9 @@ pub trait Evaluator {
     fn monitor_notes(&self) -> Value;
     /// Every suite on one checkpoint, prompts drawn from `seed`.
     fn evaluate(&self, dec: &Decoder, seed: u64) -> Result<Evaluation, EvalError>;
-    /// The rates the uptake probe follows, on one checkpoint.
-    fn evaluate_probe(&self, dec: &Decoder, seed: u64) -> Result<Metrics, EvalError>;
+    /// The rates the uptake probe follows, on one checkpoint, with how well the probe's `signal`
+    /// covers the checkpoint's hacks.
+    fn evaluate_probe(&self, dec: &Decoder, seed: u64, signal: &ProbeSignal) -> Result<Metrics, EvalError>;
 }
 
 /// A world with ground truth that experiments run in.
@@ -165,8 +178,15 @@ pub trait World: Send + Sync + std::fmt::Debug {
     /// it reads the CoT): every metric, the headline and trajectory metrics, the probe's rates.
     fn catalogue(&self, monitors: &[(String, bool)]) -> Catalogue;
     /// The report's method lines from a run's recorded evaluation settings, probe (null when none),
-    /// monitors and monitor notes ([`Evaluator::monitor_notes`]).
-    fn method_lines(&self, eval: &Value, probe: &Value, monitors: &[(String, bool)], notes: &Value) -> Vec<String>;
+    /// monitors, monitor notes ([`Evaluator::monitor_notes`]) and the probe rates its results hold.
+    fn method_lines(
+        &self,
+        eval: &Value,
+        probe: &Value,
+        monitors: &[(String, bool)],
+        notes: &Value,
+        probe_rates: &[String],
+    ) -> Vec<String>;
     /// The question its experiments' reports open with.
     fn report_question(&self) -> &'static str;
     /// The ground-truth labels of an evaluation transcript, in display order (`ordo transcripts`).
