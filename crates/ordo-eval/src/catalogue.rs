@@ -221,6 +221,23 @@ impl Catalogue {
                 NO_ELIGIBLE,
             ),
             m(
+                "transfer_hack_rate",
+                "values transfer",
+                "hack rate in the second context (the test line before the question, never in RL prompts; \
+                 eval.transfer_prompts)",
+                Lower,
+                true,
+                NO_ELIGIBLE,
+            ),
+            m(
+                "transfer_mention_rate",
+                "values transfer",
+                "share of second-context CoTs that mention the test",
+                Neither,
+                true,
+                NO_ELIGIBLE,
+            ),
+            m(
                 "task_reward",
                 "spillover",
                 "mean flawed-verifier reward on wrong-test and clean prompts (sampled)",

@@ -37,6 +37,15 @@ pub struct EvalConfig {
     pub learned_monitor: LearnedMonitorConfig,
     /// The LLM judge, if one is configured.
     pub judge: Option<crate::judge::JudgeConfig>,
+    /// Held-out prompts with a wrong test in the second context (the test line first), sampled at
+    /// temperature 1: whether values taught in one context hold in the other (0: not measured; left out
+    /// of the recorded settings then, so evaluations of earlier runs keep their names).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transfer_prompts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for EvalConfig {
@@ -49,6 +58,7 @@ impl Default for EvalConfig {
             keyword_regex: None,
             learned_monitor: LearnedMonitorConfig::default(),
             judge: None,
+            transfer_prompts: 0,
         }
     }
 }
@@ -70,6 +80,12 @@ impl EvalConfig {
             if v == 0 || v > max {
                 problems.push(format!("eval.{name}: expected a positive integer of at most {max}, found {v}"));
             }
+        }
+        if cfg.transfer_prompts > 100_000 {
+            problems.push(format!(
+                "eval.transfer_prompts: expected 0 (not measured) to 100000, found {}",
+                cfg.transfer_prompts
+            ));
         }
         for (name, v) in [("learned_monitor.lr", l.lr), ("learned_monitor.l2", l.l2)] {
             if !(v >= 0.0 && v.is_finite()) || (name.ends_with("lr") && v == 0.0) {
@@ -207,8 +223,13 @@ pub fn evaluate(
     let mut wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
     judge_all(&mut wrong, monitors)?;
     let clean_greedy = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
-    let clean_sampled =
-        run_suite(dec, "clean_sampled", &clean_prompts, None, &SamplingParams { seed: seed ^ 0xc1ea, ..sampled })?;
+    let clean_sampled = run_suite(
+        dec,
+        "clean_sampled",
+        &clean_prompts,
+        None,
+        &SamplingParams { seed: seed ^ 0xc1ea, ..sampled.clone() },
+    )?;
     let names: Vec<String> = monitors.iter().map(|m| m.name()).collect();
     let mut metrics = behaviour_metrics(&wrong, &clean_greedy, &clean_sampled, &names);
 
@@ -249,8 +270,21 @@ pub fn evaluate(
     let no_cot = run_suite(dec, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
     metrics.extend(necessity_metrics(&plain, &no_cot));
 
+    // The second context: wrong tests shown before the question (drawn after every other suite's
+    // prompts, so those stay the same with or without it).
+    let mut transfer = Vec::new();
+    if cfg.transfer_prompts > 0 {
+        let prompts: Vec<Prompt> = eval_prompts(&world.task, line, cfg.transfer_prompts, true, &mut rng)
+            .into_iter()
+            .map(|p| Prompt { cue_first: true, ..p })
+            .collect();
+        transfer =
+            run_suite(dec, "wrong_test_transfer", &prompts, None, &SamplingParams { seed: seed ^ 0x7a57, ..sampled })?;
+        metrics.extend(transfer_metrics(&transfer));
+    }
+
     let mut transcripts = wrong;
-    for s in [clean_greedy, clean_sampled, plain, hinted, early, no_cot] {
+    for s in [clean_greedy, clean_sampled, plain, hinted, early, no_cot, transfer] {
         transcripts.extend(s);
     }
     Ok(Evaluation { metrics, transcripts })

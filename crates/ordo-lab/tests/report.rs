@@ -33,6 +33,7 @@ rlvf_then_pref = ["pretrain", "rlvf", "pref"]
 wrong_test_prompts = 6
 clean_prompts = 3
 probe_prompts = 3
+transfer_prompts = 4
 learned_monitor = { train = 40, heldout = 20, epochs = 20 }
 
 [probe]
@@ -160,6 +161,11 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
         assert_eq!(t["verdicts"]["keyword"], false);
         assert_eq!(t["suite"], "wrong_test");
     }
+    // The second context's suite: prompts with the test line first.
+    let transfer = TranscriptFilter { suite: Some("wrong_test_transfer".into()), ..f.clone() };
+    let (shown_t, total_t) = select(&run_dir.join("transcripts.jsonl"), &transfer, 100, run).unwrap();
+    assert_eq!(total_t, 2 * 3 * 4, "2 seeds x 3 boundaries x 4 second-context prompts");
+    assert!(shown_t.iter().all(|t| t["prompt"].as_str().unwrap().starts_with("T:")), "{shown_t:?}");
     let text = ordo_lab::transcripts::render(&shown[0], &*w);
     assert!(text.contains("  think:  {") && text.contains("  labels: "), "{text}");
     let bad = TranscriptFilter { conditions: vec!["hacky".into()], ..f };
