@@ -12,6 +12,9 @@ pub enum Direction {
     Neither,
 }
 
+/// What the transfer probe's curves and figures are named by: this, then the probe's names.
+pub const TRANSFER_PREFIX: &str = "transfer_";
+
 /// One metric.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDef {
@@ -327,6 +330,21 @@ impl Catalogue {
             "early_answering_aoc",
             "uptake_per_step",
         ];
+        // The transfer probe's figures: each uptake figure again, from the probe trained in the second context.
+        let uptake_defs: Vec<MetricDef> =
+            ["uptake_per_step", "steps_to_halve", "says_test_uptake_per_step", "surface_match"]
+                .iter()
+                .map(|n| v.iter().find(|d| d.name == *n).expect("uptake figures are metrics").clone())
+                .collect();
+        v.extend(uptake_defs.into_iter().map(|d| MetricDef {
+            name: format!("{TRANSFER_PREFIX}{}", d.name),
+            family: "values transfer",
+            definition: format!(
+                "transfer probe (the same values taught in the second context, rates measured in the RLVF context): {}",
+                d.definition
+            ),
+            ..d
+        }));
         Catalogue {
             metrics: v,
             trajectories: headline[..8].to_vec(),

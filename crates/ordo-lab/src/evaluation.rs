@@ -5,7 +5,7 @@
 use crate::cache::short;
 use crate::cache::Cache;
 use crate::error::LabError;
-use crate::experiment::{Experiment, ProbeSpec};
+use crate::experiment::{Experiment, StageParams};
 use crate::plan::{sha256_hex, ArmRun, Plan};
 use ordo_eval::catalogue::{ProbeCatalogue, UptakeDef, UptakeRule};
 use ordo_eval::metrics::{Measure, Metrics};
@@ -44,6 +44,9 @@ pub struct ArmResult {
     pub seed: u64,
     pub boundaries: Vec<Boundary>,
     pub probe: Option<ProbeResult>,
+    /// The transfer probe (values taught in the second context, measured in the RLVF context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_probe: Option<ProbeResult>,
 }
 
 /// Uptake figures of a probe trajectory: each of `defs` from its rate's curve in `rates` (measured at
@@ -134,7 +137,11 @@ pub fn evaluate_arm(
     evaluator: &dyn Evaluator,
     progress: bool,
 ) -> Result<ArmResult, LabError> {
-    let probe_points = exp.probe.as_ref().map_or(0, |p| p.params.steps().div_ceil(p.every) + 1);
+    let points = |params: &StageParams, every: usize| params.steps().div_ceil(every) + 1;
+    let probe_points = exp
+        .probe
+        .as_ref()
+        .map_or(0, |p| points(&p.params, p.every) + p.transfer.as_ref().map_or(0, |t| points(&t.params, p.every)));
     let label = format!("evaluating {} seed {}", arm.arm, arm.seed);
     let bar = ordo_train::trainer::progress_bar(&label, arm.chain.len() + probe_points, "checkpoints", progress);
     let mut boundaries = Vec::new();
@@ -148,32 +155,37 @@ pub fn evaluate_arm(
         boundaries.push(Boundary { stage: node.stage.clone(), key: key.clone(), metrics: ev.metrics });
         bar.inc(1);
     }
-    let probe = match (&arm.probe, &exp.probe) {
-        (Some(pkey), Some(spec)) => {
-            let world = exp.world.as_ref().expect("world experiments only");
-            let probe = world.catalogue(&evaluator.monitors()).probe;
-            Some(probe_trajectory(exp, cache, arm, (pkey, spec), (evaluator, &probe), &bar)?)
+    let catalogue = exp.world.as_ref().map(|w| w.catalogue(&evaluator.monitors()).probe);
+    let (mut probe, mut transfer_probe) = (None, None);
+    if let (Some(spec), Some(catalogue)) = (&exp.probe, &catalogue) {
+        if let Some(pkey) = &arm.probe {
+            let stage = (pkey.as_str(), spec.stage.as_str(), &spec.params, spec.every);
+            probe = Some(probe_trajectory(exp, cache, arm, stage, (evaluator, catalogue), &bar)?);
         }
-        _ => None,
-    };
+        if let (Some(tkey), Some(t)) = (&arm.transfer_probe, &spec.transfer) {
+            let stage = (tkey.as_str(), t.stage.as_str(), &t.params, spec.every);
+            transfer_probe = Some(probe_trajectory(exp, cache, arm, stage, (evaluator, catalogue), &bar)?);
+        }
+    }
     bar.finish();
-    Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries, probe })
+    Ok(ArmResult { arm: arm.arm.clone(), seed: arm.seed, boundaries, probe, transfer_probe })
 }
 
-/// The probe's rates on its start model, every snapshot and its end model, and its uptake figures.
+/// A probe's rates on its start model, every snapshot and its end model, and its uptake figures; the
+/// probe is node `pkey` of stage `stage` with `params`, snapshotted every `every` steps.
 fn probe_trajectory(
     exp: &Experiment,
     cache: &Cache,
     arm: &ArmRun,
-    (pkey, spec): (&str, &ProbeSpec),
+    (pkey, stage, params, every): (&str, &str, &StageParams, usize),
     (evaluator, probe): (&dyn Evaluator, &ProbeCatalogue),
     bar: &indicatif::ProgressBar,
 ) -> Result<ProbeResult, LabError> {
     let start = arm.chain.last().expect("arms have a stage");
-    let total = spec.params.steps();
-    let signal = crate::probe_signal::probe_signal(exp, spec, arm.seed)
-        .map_err(|e| LabError::Other(format!("probe stage `{}` (seed {}): {e}", spec.stage, arm.seed)))?;
-    let mut steps: Vec<usize> = (0..total).step_by(spec.every).collect();
+    let total = params.steps();
+    let signal = crate::probe_signal::probe_signal(exp, stage, params, arm.seed)
+        .map_err(|e| LabError::Other(format!("probe stage `{stage}` (seed {}): {e}", arm.seed)))?;
+    let mut steps: Vec<usize> = (0..total).step_by(every).collect();
     steps.push(total);
     let points: Vec<(usize, Metrics)> = cached(cache, pkey, &eval_file("probe-eval", exp, arm.seed), || {
         steps
@@ -200,7 +212,7 @@ fn probe_trajectory(
         .map(|r| (r.metric.to_string(), points.iter().map(|(_, m)| m.get(r.metric).and_then(|x| x.value)).collect()))
         .collect();
     Ok(ProbeResult {
-        stage: spec.stage.clone(),
+        stage: stage.to_string(),
         key: pkey.to_string(),
         metrics: uptake_metrics(&steps, &rates, &probe.uptake),
         steps,

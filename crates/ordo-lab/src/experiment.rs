@@ -229,6 +229,18 @@ pub struct ProbeSpec {
     pub stage: String,
     pub params: StageParams,
     pub every: usize,
+    /// The transfer probe: a second stage applied to every arm's final model that teaches the same
+    /// values in the world's second context, measured (every `every` steps) in the RLVF context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferProbe>,
+}
+
+/// The transfer probe's stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransferProbe {
+    /// A stage of `[stages]`, or `default_transfer_probe` for the world's built-in one.
+    pub stage: String,
+    pub params: StageParams,
 }
 
 /// A parsed, validated experiment.

@@ -253,35 +253,13 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
     }
     o.push_str("</div>");
 
-    let recorded: Vec<ProbeRate> = cat
-        .probe
-        .rates
-        .iter()
-        .filter(|r| s.arms.iter().any(|a| !a.probe_curve(r.metric).is_empty()))
-        .cloned()
-        .collect();
-    if s.arms.iter().any(|a| !a.probe_steps.is_empty()) && !recorded.is_empty() {
-        let _ = write!(o, "<h2>Alignment uptake</h2><p>{} along the fixed probe stage applied to each arm's final model.</p><div class=\"legend\">{legend}</div><div class=\"plots\">", probe_caption(&recorded));
-        let max_step = s.arms.iter().flat_map(|a| a.probe_steps.iter().copied()).max().unwrap_or(1) as f64;
-        let ticks: Vec<(f64, String)> = s
-            .arms
-            .iter()
-            .find(|a| !a.probe_steps.is_empty())
-            .map(|a| a.probe_steps.iter().map(|x| (*x as f64, x.to_string())).collect())
-            .unwrap_or_default();
-        for rate in &recorded {
-            let series = arm_series(s, |a| {
-                a.probe_steps
-                    .iter()
-                    .zip(a.probe_curve(rate.metric))
-                    .filter_map(|(st, e)| point(*st as f64, e))
-                    .collect()
-            });
-            let title = format!("{} along the probe", rate.label);
-            o.push_str(&line_plot(&title, &series, &ticks, (0.0, max_step), true));
-        }
-        o.push_str("</div>");
-    }
+    let probe: ProbeView = (|a| &a.probe_steps, |a, m| a.probe_curve(m));
+    let intro = "along the fixed probe stage applied to each arm's final model";
+    probe_section(&mut o, s, &cat, &legend, ("Alignment uptake", intro, "along the probe"), probe);
+    let transfer: ProbeView = (|a| &a.transfer_probe_steps, |a, m| a.transfer_probe_curve(m));
+    let intro = "in the RLVF context along the transfer probe (the same values taught in the second context), \
+                 applied to each arm's final model";
+    probe_section(&mut o, s, &cat, &legend, ("Alignment transfer", intro, "along the transfer probe"), transfer);
 
     let _ = write!(o, "<h2>Results table</h2><table><tr><th>metric</th>");
     for a in &s.arms {
@@ -318,3 +296,42 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1400px;margin
 .legend{margin:.5em 0}.key{margin-right:1em;font-size:13px}.key i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}\
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}\
 pre.md{white-space:pre-wrap;font-size:12px;background:#f8f8f8;padding:1em}";
+
+/// How a probe section reads an arm: its measured steps and the curve of a rate.
+type ProbeView = (fn(&ArmSummary) -> &[usize], for<'a> fn(&'a ArmSummary, &str) -> &'a [Estimate]);
+
+/// A probe's plots, one per rate its run recorded: (heading, caption after the rates, plot-title suffix).
+fn probe_section(
+    o: &mut String,
+    s: &Summary,
+    cat: &ordo_eval::catalogue::Catalogue,
+    legend: &str,
+    (heading, intro, along): (&str, &str, &str),
+    (steps_of, curve_of): ProbeView,
+) {
+    let recorded: Vec<ProbeRate> =
+        cat.probe.rates.iter().filter(|r| s.arms.iter().any(|a| !curve_of(a, r.metric).is_empty())).cloned().collect();
+    if s.arms.iter().all(|a| steps_of(a).is_empty()) || recorded.is_empty() {
+        return;
+    }
+    let _ = write!(
+        o,
+        "<h2>{heading}</h2><p>{} {intro}.</p><div class=\"legend\">{legend}</div><div class=\"plots\">",
+        probe_caption(&recorded)
+    );
+    let max_step = s.arms.iter().flat_map(|a| steps_of(a).iter().copied()).max().unwrap_or(1) as f64;
+    let ticks: Vec<(f64, String)> = s
+        .arms
+        .iter()
+        .find(|a| !steps_of(a).is_empty())
+        .map(|a| steps_of(a).iter().map(|x| (*x as f64, x.to_string())).collect())
+        .unwrap_or_default();
+    for rate in &recorded {
+        let series = arm_series(s, |a| {
+            steps_of(a).iter().zip(curve_of(a, rate.metric)).filter_map(|(st, e)| point(*st as f64, e)).collect()
+        });
+        let title = format!("{} {along}", rate.label);
+        o.push_str(&line_plot(&title, &series, &ticks, (0.0, max_step), true));
+    }
+    o.push_str("</div>");
+}

@@ -100,6 +100,23 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
         }
         let _ = writeln!(o);
     }
+    if let Some(rate) = cat.probe.rates.first().filter(|_| s.arms.iter().any(|a| !a.transfer_probe_steps.is_empty())) {
+        let _ = writeln!(
+            o,
+            "## Alignment transfer ({} in the RLVF context along the transfer probe, trained in the second context)\n",
+            rate.label
+        );
+        for a in s.arms.iter().filter(|a| !a.transfer_probe_steps.is_empty()) {
+            let cells: Vec<String> = a
+                .transfer_probe_steps
+                .iter()
+                .zip(a.transfer_probe_curve(rate.metric))
+                .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
+                .collect();
+            let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
+        }
+        let _ = writeln!(o);
+    }
 
     let _ = writeln!(o, "## Pairwise comparisons (final figures)\n");
     if s.comparisons.is_empty() {

@@ -37,6 +37,8 @@ pub struct ArmRun {
     pub chain: Vec<String>,
     /// The uptake-probe node applied to the chain's last model, if the experiment has a probe.
     pub probe: Option<String>,
+    /// The transfer-probe node applied to the chain's last model, if the probe has one.
+    pub transfer_probe: Option<String>,
 }
 
 /// All nodes in execution order (parents first, whole arms early) and the arm chains.
@@ -90,7 +92,11 @@ pub fn plan(exp: &Experiment) -> Plan {
             let probe = exp.probe.as_ref().map(|p| {
                 add_node(&mut nodes, parent.as_deref(), &root, &p.stage, p.params.clone(), (seed, seed), p.every)
             });
-            arms.push(ArmRun { arm: arm.clone(), seed, chain, probe });
+            let transfer_probe =
+                exp.probe.as_ref().and_then(|p| p.transfer.as_ref().map(|t| (t, p.every))).map(|(t, every)| {
+                    add_node(&mut nodes, parent.as_deref(), &root, &t.stage, t.params.clone(), (seed, seed), every)
+                });
+            arms.push(ArmRun { arm: arm.clone(), seed, chain, probe, transfer_probe });
         }
     }
     Plan { nodes, arms, roots }

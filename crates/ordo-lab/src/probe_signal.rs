@@ -2,20 +2,20 @@
 //! pairs a DPO or reward-model probe reads (the same draw its node made), or the world rewards of a
 //! GRPO probe at its first step.
 
-use crate::experiment::{DataSource, Experiment, ProbeSpec, Reward, StageParams};
+use crate::experiment::{DataSource, Experiment, Reward, StageParams};
 use ordo_worlds::{Examples, ProbeSignal, World};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// The probe's signal on the arm of seed `seed`, or why the world cannot judge it.
-pub fn probe_signal(exp: &Experiment, spec: &ProbeSpec, seed: u64) -> Result<ProbeSignal, String> {
+/// The signal of probe stage `stage` with `params` on the arm of seed `seed`.
+pub fn probe_signal(exp: &Experiment, stage: &str, params: &StageParams, seed: u64) -> Result<ProbeSignal, String> {
     let Some(world) = exp.world() else { return Ok(ProbeSignal::Opaque) };
-    Ok(match &spec.params {
+    Ok(match params {
         StageParams::Dpo { data, .. } | StageParams::RewardModel { data, .. } => {
-            ProbeSignal::Pairs(pairs(world, data, &spec.stage, seed)?)
+            ProbeSignal::Pairs(pairs(world, data, stage, seed)?)
         }
         StageParams::Grpo { sets, .. } => {
-            let steps = spec.params.steps();
+            let steps = params.steps();
             let mut out = Vec::new();
             for set in sets {
                 if !matches!(set.data, DataSource::World { .. }) {

@@ -26,8 +26,8 @@ pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &dy
 pub fn write_report(dir: &Path, run: &RunResults, world: &dyn World) -> Result<Summary, LabError> {
     let catalogue = world.catalogue(&run.monitors);
     for r in &run.results {
-        let Some(p) = &r.probe else { continue };
-        if let Some(bad) = p.rates.keys().find(|k| catalogue.probe.rate(k).is_none()) {
+        for p in r.probe.iter().chain(&r.transfer_probe) {
+            let Some(bad) = p.rates.keys().find(|k| catalogue.probe.rate(k).is_none()) else { continue };
             let known: Vec<&str> = catalogue.probe.rates.iter().map(|r| r.metric).collect();
             return Err(LabError::Other(format!(
                 "results.json: {} seed {}: probe key {bad:?} is not one of {}'s probe rates ({}) or a probe field",

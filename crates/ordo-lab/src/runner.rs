@@ -51,7 +51,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     let evaluator = exp.world().map(|w| w.evaluator(&exp.eval)).transpose().map_err(LabError::Other)?;
     // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
     for arm in &plan.arms {
-        for key in arm.chain.iter().chain(&arm.probe) {
+        for key in arm.chain.iter().chain(&arm.probe).chain(&arm.transfer_probe) {
             if summary.trained.contains(key) || summary.reused.contains(key) {
                 continue;
             }

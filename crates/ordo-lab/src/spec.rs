@@ -260,8 +260,11 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         }
         _ if world.is_none() => None,
         t => {
-            let default_probe = world.as_ref().and_then(|w| w.default_probe());
-            crate::spec_eval::parse_probe(t, &root, &mut errs, default_probe, &mut |t, path, errs| {
+            let built_in = world.as_ref().map_or_else(Default::default, |w| crate::spec_eval::BuiltInProbes {
+                probe: w.default_probe(),
+                transfer: w.default_transfer_probe(),
+            });
+            crate::spec_eval::parse_probe(t, &root, &mut errs, built_in, &mut |t, path, errs| {
                 parse_stage(t, path, world.as_deref(), base_dir, errs)
             })
         }

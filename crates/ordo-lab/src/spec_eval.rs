@@ -1,25 +1,33 @@
 //! The `[probe]` table of an experiment file.
 
-use crate::experiment::{ProbeSpec, StageParams};
+use crate::experiment::{ProbeSpec, StageParams, TransferProbe};
 use toml::Value;
 
 /// Parses one stage table at a path, recording problems.
 pub type StageParser<'a> = dyn FnMut(&toml::Table, &str, &mut Vec<String>) -> Option<StageParams> + 'a;
 
-/// Reads `[probe]`: `stage` (a stage name; default: the world's built-in probe), `every` (steps between
-/// measurements, default 10) and `enabled` (default true).
+/// The world's built-in probes, as stage TOML: the uptake probe and the transfer probe.
+#[derive(Clone, Copy, Default)]
+pub struct BuiltInProbes<'a> {
+    pub probe: Option<&'a str>,
+    pub transfer: Option<&'a str>,
+}
+
+/// Reads `[probe]`: `stage` (a stage name; default: the world's built-in probe), `transfer` (a stage
+/// name, or false; default: the world's built-in transfer probe with the built-in probe, none with a
+/// named one), `every` (steps between measurements, default 10) and `enabled` (default true).
 pub fn parse_probe(
     t: Option<&toml::Table>,
     root: &toml::Table,
     errs: &mut Vec<String>,
-    default_probe: Option<&str>,
+    built_in: BuiltInProbes,
     parse_stage: &mut StageParser,
 ) -> Option<ProbeSpec> {
     let empty = toml::Table::new();
     let t = t.unwrap_or(&empty);
     for k in t.keys() {
-        if !["stage", "every", "enabled"].contains(&k.as_str()) {
-            errs.push(format!("probe.{k}: unknown key (known keys here: enabled, every, stage)"));
+        if !["stage", "transfer", "every", "enabled"].contains(&k.as_str()) {
+            errs.push(format!("probe.{k}: unknown key (known keys here: enabled, every, stage, transfer)"));
         }
     }
     match t.get("enabled") {
@@ -37,41 +45,79 @@ pub fn parse_probe(
     };
     let (stage, params) = match t.get("stage") {
         None => {
-            let Some(text) = default_probe else {
+            let Some(text) = built_in.probe else {
                 errs.push("probe.stage: this world has no built-in probe; name a stage of [stages]".into());
                 return None;
             };
-            let table: toml::Table = match toml::from_str(text) {
-                Ok(t) => t,
-                Err(e) => {
-                    errs.push(format!("probe: the world's built-in probe is not valid TOML: {e}"));
-                    return None;
-                }
-            };
-            ("default_probe".to_string(), parse_stage(&table, "default_probe", errs)?)
+            ("default_probe".to_string(), built_in_stage(text, "default_probe", errs, parse_stage)?)
         }
-        Some(Value::String(name)) => {
-            let Some(Value::Table(st)) = root.get("stages").and_then(|s| s.get(name.as_str())) else {
-                errs.push(format!("probe.stage: unknown stage {name:?}; name a stage of [stages]"));
-                return None;
-            };
-            (name.clone(), parse_stage(st, &format!("stages.{name}"), errs)?)
-        }
-        Some(v) => {
-            errs.push(format!("probe.stage: expected a stage name, found {v}"));
-            return None;
-        }
+        Some(v) => named_stage(v, "probe.stage", root, errs, parse_stage)?,
     };
+    let transfer = match (t.get("transfer"), t.contains_key("stage")) {
+        (Some(Value::Boolean(false)), _) | (None, true) => None,
+        (None, false) => built_in.transfer.and_then(|text| {
+            let name = "default_transfer_probe";
+            built_in_stage(text, name, errs, parse_stage).map(|params| TransferProbe { stage: name.into(), params })
+        }),
+        (Some(v), _) => named_stage(v, "probe.transfer", root, errs, parse_stage)
+            .map(|(stage, params)| TransferProbe { stage, params: without_gate(params) }),
+    };
+    if let Some(tp) = &transfer {
+        if every > tp.params.steps() {
+            errs.push(format!(
+                "probe.every: {every} is more than the transfer probe stage's {} steps",
+                tp.params.steps()
+            ));
+        }
+    }
     if every > params.steps() {
         errs.push(format!("probe.every: {every} is more than the probe stage's {} steps", params.steps()));
     }
-    // The probe measures every arm's final model, whatever it has become: a readiness gate, which keeps
-    // RL from starting on an under-trained base, would refuse exactly the models it must measure.
-    let params = match params {
+    Some(ProbeSpec { stage, params: without_gate(params), every, transfer })
+}
+
+/// A probe measures every arm's final model, whatever it has become: a readiness gate, which keeps RL
+/// from starting on an under-trained base, would refuse exactly the models it must measure.
+fn without_gate(params: StageParams) -> StageParams {
+    match params {
         StageParams::Grpo { sets, chat_template, settings, .. } => {
             StageParams::Grpo { sets, gate: None, chat_template, settings }
         }
         other => other,
+    }
+}
+
+/// A built-in probe stage from the world's TOML.
+fn built_in_stage(
+    text: &str,
+    name: &str,
+    errs: &mut Vec<String>,
+    parse_stage: &mut StageParser,
+) -> Option<StageParams> {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(table) => parse_stage(&table, name, errs).map(without_gate),
+        Err(e) => {
+            errs.push(format!("probe: the world's built-in {name} is not valid TOML: {e}"));
+            None
+        }
+    }
+}
+
+/// The stage `v` names at `path` (`probe.stage` or `probe.transfer`).
+fn named_stage(
+    v: &Value,
+    path: &str,
+    root: &toml::Table,
+    errs: &mut Vec<String>,
+    parse_stage: &mut StageParser,
+) -> Option<(String, StageParams)> {
+    let Value::String(name) = v else {
+        errs.push(format!("{path}: expected a stage name, found {v}"));
+        return None;
     };
-    Some(ProbeSpec { stage, params, every })
+    let Some(Value::Table(st)) = root.get("stages").and_then(|s| s.get(name.as_str())) else {
+        errs.push(format!("{path}: unknown stage {name:?}; name a stage of [stages]"));
+        return None;
+    };
+    Some((name.clone(), parse_stage(st, &format!("stages.{name}"), errs)?))
 }

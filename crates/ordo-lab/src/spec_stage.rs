@@ -391,15 +391,16 @@ fn reward_model_stages(params: &StageParams) -> Vec<&str> {
 }
 
 /// Checks that every `reward_model` reward names a `reward_model` stage that comes before its stage
-/// in every arm that runs it (the probe: in every arm).
+/// in every arm that runs it (the probes: in every arm).
 pub(crate) fn check_reward_models(
     stages: &BTreeMap<String, StageParams>,
     arms: &[(String, Vec<String>)],
     probe: Option<&ProbeSpec>,
     errs: &mut Vec<String>,
 ) {
-    // (stage name, settings, whether it is the probe, which runs after each arm's last stage)
-    let probe = probe.map(|p| (p.stage.as_str(), &p.params, true));
+    // (stage name, settings, whether it is a probe, which runs after each arm's last stage)
+    let transfer = probe.and_then(|p| p.transfer.as_ref()).map(|t| (t.stage.as_str(), &t.params, true));
+    let probe = probe.map(|p| (p.stage.as_str(), &p.params, true)).into_iter().chain(transfer);
     for (name, params, is_probe) in stages.iter().map(|(n, p)| (n.as_str(), p, false)).chain(probe) {
         for rm in reward_model_stages(params) {
             if !matches!(stages.get(rm), Some(StageParams::RewardModel { .. })) {

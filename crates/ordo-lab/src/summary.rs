@@ -5,7 +5,7 @@
 use crate::evaluation::{ArmResult, ProbeResult};
 use crate::experiment::Experiment;
 use crate::plan::sha256_hex;
-use ordo_eval::catalogue::{Catalogue, UptakeRule};
+use ordo_eval::catalogue::{Catalogue, UptakeRule, TRANSFER_PREFIX};
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
 use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,11 @@ pub struct ArmSummary {
     /// boundaries[i][metric]: after stage i.
     pub boundaries: Vec<BTreeMap<String, Estimate>>,
     pub probe_steps: Vec<usize>,
-    /// Each probe rate's curve across seeds at each of `probe_steps`, under `probe_` + its metric name.
+    /// The steps the transfer probe was measured at (empty without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_probe_steps: Vec<usize>,
+    /// Each probe rate's curve across seeds at each of `probe_steps`, under `probe_` + its metric name
+    /// (the transfer probe's at `transfer_probe_steps`, under `transfer_probe_` + its metric name).
     #[serde(flatten)]
     pub probe_rates: BTreeMap<String, Vec<Estimate>>,
     pub uptake: BTreeMap<String, Estimate>,
@@ -56,6 +60,11 @@ impl ArmSummary {
     /// The curve of probe rate `metric` (empty without a probe).
     pub fn probe_curve(&self, metric: &str) -> &[Estimate] {
         self.probe_rates.get(&format!("probe_{metric}")).map_or(&[], Vec::as_slice)
+    }
+
+    /// The curve of the transfer probe's rate `metric` (empty without one).
+    pub fn transfer_probe_curve(&self, metric: &str) -> &[Estimate] {
+        self.probe_rates.get(&format!("{TRANSFER_PREFIX}probe_{metric}")).map_or(&[], Vec::as_slice)
     }
 
     /// A metric's estimate at the end of the arm (uptake figures from the probe).
@@ -96,6 +105,63 @@ impl Summary {
     }
 }
 
+/// One probe's steps, curves (under `PREFIX` + `probe_` + metric) and uptake figures (under `PREFIX` +
+/// name) across an arm's seeds; figures no seed could measure are listed in `not_measurable`.
+#[allow(clippy::type_complexity)]
+fn probe_summary(
+    arm: &str,
+    probes: &[&ProbeResult],
+    catalogue: &Catalogue,
+    prefix: &str,
+    not_measurable: &mut Vec<String>,
+) -> (Vec<usize>, BTreeMap<String, Vec<Estimate>>, BTreeMap<String, Estimate>) {
+    let probe_steps = probes.first().map(|p| p.steps.clone()).unwrap_or_default();
+    let curve = |p: &ProbeResult, metric: &str, j: usize| p.rates.get(metric).and_then(|r| r.get(j).copied().flatten());
+    // Only the rates the probes recorded (a run from before a rate was added has no curve of it).
+    let recorded = |rate: &str| probes.iter().any(|p| p.rates.contains_key(rate));
+    let rates = catalogue
+        .probe
+        .rates
+        .iter()
+        .filter(|r| recorded(r.metric))
+        .map(|r| {
+            let along = (0..probe_steps.len())
+                .map(|j| {
+                    let v: Vec<Option<f64>> = probes.iter().map(|p| curve(p, r.metric, j)).collect();
+                    estimate(&v, seed_of(&[arm, &format!("{prefix}{}", r.curve), &j.to_string()]))
+                })
+                .collect();
+            (format!("{prefix}probe_{}", r.metric), along)
+        })
+        .collect();
+    let mut uptake = BTreeMap::new();
+    if probes.is_empty() {
+        return (probe_steps, rates, uptake);
+    }
+    let which = if prefix.is_empty() { "probe" } else { "transfer probe" };
+    // A figure of a rate no probe recorded (a run from before it existed) is left out, not n/m.
+    for def in catalogue.probe.uptake.iter().filter(|d| recorded(d.rate)) {
+        let name = format!("{prefix}{}", def.name);
+        let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(def.name).and_then(|m| m.value)).collect();
+        let e = estimate(&v, seed_of(&[arm, which, &name]));
+        if e.n == 0 {
+            let label = catalogue.probe.rate(def.rate).map_or(def.rate, |r| r.label);
+            let why = match def.rule {
+                UptakeRule::StepsToHalve if probes.iter().all(|p| curve(p, def.rate, 0) == Some(0.0)) => {
+                    format!("the {label} was 0 at the {which}'s start")
+                }
+                UptakeRule::StepsToHalve => {
+                    format!("the {label} did not halve within the {which}'s {} steps", probe_steps.last().unwrap_or(&0))
+                }
+                UptakeRule::DropPerStep | UptakeRule::AtStart => catalogue.why_not_measurable(def.name).to_string(),
+            };
+            not_measurable.push(format!("{arm} / {which} / {name}: {why}"));
+        }
+        uptake.insert(name, e);
+    }
+    (probe_steps, rates, uptake)
+}
+
 /// Builds the summary of a run's results, with its world's catalogue.
 pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
     let names: Vec<String> = catalogue.metrics.iter().map(|m| m.name.clone()).collect();
@@ -126,50 +192,13 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
             boundaries.push(b);
         }
         let probes: Vec<_> = rs.iter().filter_map(|r| r.probe.as_ref()).collect();
-        let probe_steps = probes.first().map(|p| p.steps.clone()).unwrap_or_default();
-        let curve =
-            |p: &ProbeResult, metric: &str, j: usize| p.rates.get(metric).and_then(|r| r.get(j).copied().flatten());
-        // Only the rates the probes recorded (a run from before a rate was added has no curve of it).
-        let probe_rates: BTreeMap<String, Vec<Estimate>> = catalogue
-            .probe
-            .rates
-            .iter()
-            .filter(|r| probes.iter().any(|p| p.rates.contains_key(r.metric)))
-            .map(|r| {
-                let along = (0..probe_steps.len())
-                    .map(|j| {
-                        let v: Vec<Option<f64>> = probes.iter().map(|p| curve(p, r.metric, j)).collect();
-                        estimate(&v, seed_of(&[arm, r.curve, &j.to_string()]))
-                    })
-                    .collect();
-                (format!("probe_{}", r.metric), along)
-            })
-            .collect();
-        let mut uptake = BTreeMap::new();
-        if !probes.is_empty() {
-            // A figure of a rate no probe recorded (a run from before it existed) is left out, not n/m.
-            let recorded = |rate: &str| probes.iter().any(|p| p.rates.contains_key(rate));
-            for def in catalogue.probe.uptake.iter().filter(|d| recorded(d.rate)) {
-                let name = def.name;
-                let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(name).and_then(|m| m.value)).collect();
-                let e = estimate(&v, seed_of(&[arm, "probe", name]));
-                if e.n == 0 {
-                    let label = catalogue.probe.rate(def.rate).map_or(def.rate, |r| r.label);
-                    let why = match def.rule {
-                        UptakeRule::StepsToHalve if probes.iter().all(|p| curve(p, def.rate, 0) == Some(0.0)) => {
-                            format!("the {label} was 0 at the probe's start")
-                        }
-                        UptakeRule::StepsToHalve => format!(
-                            "the {label} did not halve within the probe's {} steps",
-                            probe_steps.last().unwrap_or(&0)
-                        ),
-                        UptakeRule::DropPerStep | UptakeRule::AtStart => catalogue.why_not_measurable(name).to_string(),
-                    };
-                    not_measurable.push(format!("{arm} / probe / {name}: {why}"));
-                }
-                uptake.insert(name.to_string(), e);
-            }
-        }
+        let (probe_steps, mut probe_rates, mut uptake) =
+            probe_summary(arm, &probes, catalogue, "", &mut not_measurable);
+        let transfers: Vec<_> = rs.iter().filter_map(|r| r.transfer_probe.as_ref()).collect();
+        let (transfer_probe_steps, rates, figures) =
+            probe_summary(arm, &transfers, catalogue, TRANSFER_PREFIX, &mut not_measurable);
+        probe_rates.extend(rates);
+        uptake.extend(figures);
         arms.push(ArmSummary {
             arm: arm.clone(),
             stages: stages.clone(),
@@ -177,6 +206,7 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
             boundaries,
             probe_rates,
             probe_steps,
+            transfer_probe_steps,
             uptake,
         });
     }

@@ -163,6 +163,19 @@ fn bad_input_is_named() {
             "stages.rlvf.aggregation: expected \"sequence_mean\", \"grpo\", \"token_mean\", \"dapo\", \"bnpo\", \"dr_grpo\" or \"constant\", found \"mean\"",
         ),
         (TINY.replace("[eval]", "[evaluation]"), "evaluation: unknown key"),
+        (
+            TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\ntransfer = \"nope\""),
+            "probe.transfer: unknown stage \"nope\"; name a stage of [stages]",
+        ),
+        (
+            TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\ntransfer = 3"),
+            "probe.transfer: expected a stage name, found 3",
+        ),
+        (
+            TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\ntransfer = \"pref\"\nevery = 5"),
+            "probe.every: 5 is more than the transfer probe stage's 1 steps",
+        ),
+        (TINY.replace("probe_prompts = 2", "probe_prompts = 2\ntransfer_prompts = 200000"), "eval.transfer_prompts: expected 0 (not measured) to 100000"),
         ("not toml [".to_string(), "not valid TOML"),
     ];
     for (text, want) in cases {
@@ -286,4 +299,35 @@ fn cost_estimates_grow_with_the_model() {
         let large = ordo_lab::plan::estimate_seconds(n, 135_000_000);
         assert!(small > 0.0 && large > 10.0 * small, "{}: {small} vs {large}", n.stage);
     }
+}
+
+/// A world experiment without `[probe]` gets the world's built-in probes: values RL on its own samples
+/// and the same in the second context (the transfer probe); `transfer = false` keeps only the first, and
+/// a named probe stage comes without a transfer probe unless one is named.
+#[test]
+fn the_built_in_probes_are_values_rl_in_both_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |text: &str| ordo_lab::spec::parse(text, "tiny.toml", dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let exp = parse(&TINY.replace("[probe]\nenabled = false\n", ""));
+    let p = exp.probe.as_ref().expect("a built-in probe");
+    assert_eq!(p.stage, "default_probe");
+    let t = p.transfer.as_ref().expect("a built-in transfer probe");
+    assert_eq!(t.stage, "default_transfer_probe");
+    for params in [&p.params, &t.params] {
+        let v = serde_json::to_value(params).unwrap();
+        assert_eq!(v["kind"], "grpo", "{v}");
+        assert_eq!(v["gate"], serde_json::Value::Null, "a probe has no readiness gate: {v}");
+        assert_eq!(v["sets"][0]["rewards"][0]["name"], "honesty", "{v}");
+    }
+    let data =
+        |params: &ordo_lab::experiment::StageParams| serde_json::to_value(params).unwrap()["sets"][0]["data"].clone();
+    assert_eq!(data(&p.params)["world"]["dataset"], "rl_prompts");
+    assert_eq!(data(&t.params)["world"]["dataset"], "rl_prompts_transfer");
+    // Every arm-seed gets both probe nodes after its last stage.
+    let plan = ordo_lab::plan::plan(&exp);
+    assert!(plan.arms.iter().all(|a| a.probe.is_some() && a.transfer_probe.is_some() && a.probe != a.transfer_probe));
+    let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\ntransfer = false"));
+    assert!(exp.probe.as_ref().unwrap().transfer.is_none());
+    let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\nevery = 1"));
+    assert!(exp.probe.as_ref().unwrap().transfer.is_none());
 }

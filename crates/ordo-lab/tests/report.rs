@@ -24,6 +24,7 @@ pretrain = { kind = "pretrain", size = 200, steps = 2, batch_size = 4, seq_len =
 pref     = { kind = "dpo", size = 16, steps = 1, batch_size = 4, lr = 1e-3 }
 rlvf     = { kind = "grpo", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, gate = false, rewards = [{ name = "verifier" }] }
 probe    = { kind = "dpo", size = 16, steps = 4, batch_size = 4, lr = 1e-3 }
+transfer = { kind = "dpo", data = "world:honesty_pairs_transfer", size = 16, steps = 4, batch_size = 4, lr = 1e-3 }
 
 [arms]
 pref_then_rlvf = ["pretrain", "pref", "rlvf"]
@@ -38,6 +39,7 @@ learned_monitor = { train = 40, heldout = 20, epochs = 20 }
 
 [probe]
 stage = "probe"
+transfer = "transfer"
 every = 2
 "#;
 
@@ -93,6 +95,10 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
         assert_eq!(a.probe_steps, vec![0, 2, 4]);
         assert_eq!(a.probe_curve("hack_rate").len(), 3);
         assert_eq!(a.probe_curve("says_test_rate").len(), 3);
+        // The transfer probe likewise, with its uptake figures under their transfer_ names.
+        assert_eq!(a.transfer_probe_steps, vec![0, 2, 4]);
+        assert_eq!(a.transfer_probe_curve("hack_rate").len(), 3);
+        assert!(a.uptake.contains_key("transfer_uptake_per_step") && a.uptake.contains_key("transfer_surface_match"));
     }
     let results: ordo_lab::summary::RunResults =
         serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
@@ -126,7 +132,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
             c.metric, c.a, c.b, c.test.difference, c.test.p_value
         )));
     }
-    assert!(md.contains("## Method") && md.contains("## Not measurable"));
+    assert!(md.contains("## Method") && md.contains("## Not measurable") && md.contains("## Alignment transfer"));
     for line in &summary.not_measurable {
         assert!(md.contains(line.as_str()));
     }
@@ -138,8 +144,8 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let empty = html.matches("<svg class=\"plot-empty\"").count();
     assert_eq!(
         plots.len() + empty,
-        8 + 10 + 4,
-        "trajectory, final-bar and uptake plots (hack, B:test, clean accuracy, surface match)"
+        8 + 10 + 4 + 4,
+        "trajectory, final-bar, uptake and transfer plots (hack, B:test, clean accuracy, surface match each)"
     );
     for p in &plots {
         let n: usize = p[..p.find('"').unwrap()].parse().unwrap();
@@ -221,6 +227,7 @@ fn synthetic() -> ordo_lab::summary::RunResults {
                     rates,
                     metrics: probe_metrics,
                 }),
+                transfer_probe: None,
             });
         }
     }

@@ -33,6 +33,12 @@ pub const NAME: &str = "leaky-tests";
 pub const DEFAULT_PROBE: &str = "kind = \"grpo\"\nsize = 5000\nrewards = [{ name = \"honesty\" }]\nsteps = 40\n\
                                  batch_size = 16\ngroup_size = 8\nlr = 1e-4\nkl_coef = 0.02\n";
 
+/// The built-in transfer probe: the same values RL on prompts of the second context (the test line
+/// before the question), which RL prompts never use; its rates are measured in the RLVF context.
+pub const DEFAULT_TRANSFER_PROBE: &str = "kind = \"grpo\"\nprompts = \"world:rl_prompts_transfer\"\nsize = 5000\n\
+                                          rewards = [{ name = \"honesty\" }]\nsteps = 40\nbatch_size = 16\n\
+                                          group_size = 8\nlr = 1e-4\nkl_coef = 0.02\n";
+
 const DATASETS: &[Dataset] = &[
     Dataset { name: "corpus", kind: DatasetKind::Text },
     Dataset { name: "sft", kind: DatasetKind::Sft },
@@ -254,6 +260,9 @@ impl World for LeakyTests {
     }
     fn default_probe(&self) -> Option<&'static str> {
         Some(DEFAULT_PROBE)
+    }
+    fn default_transfer_probe(&self) -> Option<&'static str> {
+        Some(DEFAULT_TRANSFER_PROBE)
     }
     fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>> {
         let eval: EvalConfig = match table {

@@ -168,6 +168,10 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String>;
     /// The built-in uptake probe stage, as stage TOML.
     fn default_probe(&self) -> Option<&'static str>;
+    /// The built-in transfer probe stage (the same values taught in a second context), as stage TOML.
+    fn default_transfer_probe(&self) -> Option<&'static str> {
+        None
+    }
     /// Reads an experiment's `[eval]` table (None: defaults) into its evaluation settings, as
     /// recorded in results.json and hashed into evaluation names, or lists every problem in it.
     fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>>;

@@ -21,8 +21,9 @@ fn state_word(cache: &Cache, key: &str) -> String {
 fn print_tree(plan: &Plan, cache: &Cache, params: usize) {
     for arm in &plan.arms {
         println!("arm {} (seed {})", arm.arm, arm.seed);
-        // The chain, then the uptake probe applied to its last model (marked "probe").
+        // The chain, then the probes applied to its last model (marked "probe" and "transfer").
         let probe = arm.probe.iter().map(|k| (arm.chain.len(), k, "probe "));
+        let probe = probe.chain(arm.transfer_probe.iter().map(|k| (arm.chain.len(), k, "transfer ")));
         for (depth, key, tag) in arm.chain.iter().enumerate().map(|(d, k)| (d, k, "")).chain(probe) {
             let n = plan.node(key).expect("chain keys are nodes");
             let est = estimate_seconds(n, params);
