@@ -324,7 +324,7 @@ fn the_built_in_probes_are_values_rl_in_both_contexts() {
     assert_eq!(data(&p.params)["world"]["dataset"], "rl_prompts");
     assert_eq!(data(&t.params)["world"]["dataset"], "rl_prompts_transfer");
     // Every arm-seed gets both probe nodes after its last stage.
-    let plan = ordo_lab::plan::plan(&exp);
+    let plan = plan(&exp);
     assert!(plan.arms.iter().all(|a| a.probe.is_some() && a.transfer_probe.is_some() && a.probe != a.transfer_probe));
     let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\ntransfer = false"));
     assert!(exp.probe.as_ref().unwrap().transfer.is_none());
