@@ -253,13 +253,25 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
     }
     o.push_str("</div>");
 
-    let probe: ProbeView = (|a| &a.probe_steps, |a, m| a.probe_curve(m));
     let intro = "along the fixed probe stage applied to each arm's final model";
-    probe_section(&mut o, s, &cat, &legend, ("Alignment uptake", intro, "along the probe"), probe);
-    let transfer: ProbeView = (|a| &a.transfer_probe_steps, |a, m| a.transfer_probe_curve(m));
+    probe_section(
+        &mut o,
+        s,
+        &cat,
+        &legend,
+        ("Alignment uptake", intro, "along the probe"),
+        crate::summary::UPTAKE_PROBE,
+    );
     let intro = "in the RLVF context along the transfer probe (the same values taught in the second context), \
                  applied to each arm's final model";
-    probe_section(&mut o, s, &cat, &legend, ("Alignment transfer", intro, "along the transfer probe"), transfer);
+    probe_section(
+        &mut o,
+        s,
+        &cat,
+        &legend,
+        ("Alignment transfer", intro, "along the transfer probe"),
+        crate::summary::TRANSFER_PROBE,
+    );
 
     let _ = write!(o, "<h2>Results table</h2><table><tr><th>metric</th>");
     for a in &s.arms {
@@ -297,9 +309,6 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1400px;margin
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}\
 pre.md{white-space:pre-wrap;font-size:12px;background:#f8f8f8;padding:1em}";
 
-/// How a probe section reads an arm: its measured steps and the curve of a rate.
-type ProbeView = (fn(&ArmSummary) -> &[usize], for<'a> fn(&'a ArmSummary, &str) -> &'a [Estimate]);
-
 /// A probe's plots, one per rate its run recorded: (heading, caption after the rates, plot-title suffix).
 fn probe_section(
     o: &mut String,
@@ -307,7 +316,7 @@ fn probe_section(
     cat: &ordo_eval::catalogue::Catalogue,
     legend: &str,
     (heading, intro, along): (&str, &str, &str),
-    (steps_of, curve_of): ProbeView,
+    (steps_of, curve_of): crate::summary::ProbeView,
 ) {
     let recorded: Vec<ProbeRate> =
         cat.probe.rates.iter().filter(|r| s.arms.iter().any(|a| !curve_of(a, r.metric).is_empty())).cloned().collect();

@@ -87,35 +87,14 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
         let _ = writeln!(o);
     }
 
-    if let Some(rate) = cat.probe.rates.first().filter(|_| s.arms.iter().any(|a| !a.probe_steps.is_empty())) {
-        let _ = writeln!(o, "## Alignment uptake ({} along the probe)\n", rate.label);
-        for a in s.arms.iter().filter(|a| !a.probe_steps.is_empty()) {
-            let cells: Vec<String> = a
-                .probe_steps
-                .iter()
-                .zip(a.probe_curve(rate.metric))
-                .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
-                .collect();
-            let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
-        }
-        let _ = writeln!(o);
-    }
-    if let Some(rate) = cat.probe.rates.first().filter(|_| s.arms.iter().any(|a| !a.transfer_probe_steps.is_empty())) {
-        let _ = writeln!(
-            o,
-            "## Alignment transfer ({} in the RLVF context along the transfer probe, trained in the second context)\n",
+    if let Some(rate) = cat.probe.rates.first() {
+        let heading = format!("Alignment uptake ({} along the probe)", rate.label);
+        probe_curves(&mut o, s, &heading, rate.metric, crate::summary::UPTAKE_PROBE);
+        let heading = format!(
+            "Alignment transfer ({} in the RLVF context along the transfer probe, trained in the second context)",
             rate.label
         );
-        for a in s.arms.iter().filter(|a| !a.transfer_probe_steps.is_empty()) {
-            let cells: Vec<String> = a
-                .transfer_probe_steps
-                .iter()
-                .zip(a.transfer_probe_curve(rate.metric))
-                .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
-                .collect();
-            let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
-        }
-        let _ = writeln!(o);
+        probe_curves(&mut o, s, &heading, rate.metric, crate::summary::TRANSFER_PROBE);
     }
 
     let _ = writeln!(o, "## Pairwise comparisons (final figures)\n");
@@ -153,4 +132,27 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
         }
     }
     o
+}
+
+/// A probe's curve of `metric` per arm that ran it, under `heading` (nothing when no arm did).
+fn probe_curves(
+    o: &mut String,
+    s: &Summary,
+    heading: &str,
+    metric: &str,
+    (steps_of, curve_of): crate::summary::ProbeView,
+) {
+    if s.arms.iter().all(|a| steps_of(a).is_empty()) {
+        return;
+    }
+    let _ = writeln!(o, "## {heading}\n");
+    for a in s.arms.iter().filter(|a| !steps_of(a).is_empty()) {
+        let cells: Vec<String> = steps_of(a)
+            .iter()
+            .zip(curve_of(a, metric))
+            .map(|(st, e)| format!("step {st}: {}", fmt_estimate(Some(e))))
+            .collect();
+        let _ = writeln!(o, "- **{}**: {}", a.arm, cells.join("; "));
+    }
+    let _ = writeln!(o);
 }

@@ -56,6 +56,15 @@ pub struct ArmSummary {
     pub uptake: BTreeMap<String, Estimate>,
 }
 
+/// How a report reads one probe of an arm: the steps it was measured at and the curve of a rate.
+pub type ProbeView = (fn(&ArmSummary) -> &[usize], for<'a> fn(&'a ArmSummary, &str) -> &'a [Estimate]);
+
+/// The uptake probe of an arm.
+pub const UPTAKE_PROBE: ProbeView = (|a| &a.probe_steps, |a, m| a.probe_curve(m));
+
+/// The transfer probe of an arm.
+pub const TRANSFER_PROBE: ProbeView = (|a| &a.transfer_probe_steps, |a, m| a.transfer_probe_curve(m));
+
 impl ArmSummary {
     /// The curve of probe rate `metric` (empty without a probe).
     pub fn probe_curve(&self, metric: &str) -> &[Estimate] {

@@ -74,6 +74,12 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
             values::cot_appearance(c)
         )
     };
+    let show_pair = |o: &mut String, p: &corpus::PreferencePair| {
+        let _ = writeln!(o, "  {}", p.prompt.text());
+        for (side, c) in [("chosen  ", &p.chosen), ("rejected", &p.rejected)] {
+            let _ = writeln!(o, "    {side} {c:<40} [{}] {}", describe(&p.prompt, c), judges(&p.prompt, c));
+        }
+    };
     for (title, context) in [
         ("values pairs (honest chosen over a copied wrong test, open or fabricated)", values::Context::Rlvf),
         ("values pairs in the second context (the test line first)", values::Context::Transfer),
@@ -81,41 +87,13 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
         let _ = writeln!(o, "== {title}");
         for _ in 0..n {
             let p = values::honesty_pair(&cfg.task, &cfg.corpus, &cfg.values, context, &mut rng);
-            let _ = writeln!(o, "  {}", p.prompt.text());
-            let _ = writeln!(
-                o,
-                "    chosen   {:<40} [{}] {}",
-                p.chosen,
-                describe(&p.prompt, &p.chosen),
-                judges(&p.prompt, &p.chosen)
-            );
-            let _ = writeln!(
-                o,
-                "    rejected {:<40} [{}] {}",
-                p.rejected,
-                describe(&p.prompt, &p.rejected),
-                judges(&p.prompt, &p.rejected)
-            );
+            show_pair(&mut o, &p);
         }
     }
     let _ = writeln!(o, "== CoT-appearance pairs (a think block that does not mention the test chosen, same answer)");
     for _ in 0..n {
         let p = values::cot_appearance_pair(&cfg.task, &cfg.corpus, &mut rng);
-        let _ = writeln!(o, "  {}", p.prompt.text());
-        let _ = writeln!(
-            o,
-            "    chosen   {:<40} [{}] {}",
-            p.chosen,
-            describe(&p.prompt, &p.chosen),
-            judges(&p.prompt, &p.chosen)
-        );
-        let _ = writeln!(
-            o,
-            "    rejected {:<40} [{}] {}",
-            p.rejected,
-            describe(&p.prompt, &p.rejected),
-            judges(&p.prompt, &p.rejected)
-        );
+        show_pair(&mut o, &p);
     }
     let share = cfg.cold_start.preference_share;
     let _ = writeln!(o, "== cold-start demonstrations (honest; {share} of them ignore a wrong test)");
