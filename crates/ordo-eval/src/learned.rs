@@ -4,7 +4,7 @@
 
 use crate::monitor::{MonitorError, TranscriptMonitor};
 use ordo_world::corpus::{document, CorpusConfig};
-use ordo_world::response::label;
+use ordo_world::response::{label_in, Format};
 use ordo_world::task::{Prompt, TaskConfig, TestLineConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -72,20 +72,26 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Labelled world transcripts: corpus documents on prompts that all show a wrong test, a third each
-/// honest, verbalised copy and sloppy, labelled by ground truth (hack or not).
-pub fn world_transcripts(task: &TaskConfig, n: usize, rng: &mut ChaCha8Rng) -> Vec<(Prompt, String, bool)> {
+/// Labelled world transcripts in `format`: corpus documents on prompts that all show a wrong test, a
+/// third each honest, verbalised copy and sloppy, labelled by ground truth (hack or not).
+pub fn world_transcripts(
+    task: &TaskConfig,
+    format: Format,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(Prompt, String, bool)> {
     let cfg = CorpusConfig {
         test_line: TestLineConfig { p_show: 1.0, p_wrong: 1.0, ..TestLineConfig::default() },
         honest: 1.0,
         copy: 1.0,
         sloppy: 1.0,
+        format,
         ..CorpusConfig::default()
     };
     (0..n)
         .map(|_| {
             let d = document(task, &cfg, rng);
-            let hack = label(&d.prompt, &d.completion).hack;
+            let hack = label_in(format, &d.prompt, &d.completion).hack;
             (d.prompt, d.completion, hack)
         })
         .collect()
@@ -119,13 +125,14 @@ impl LearnedMonitor {
         LearnedMonitor { weights: w, bias: b, heldout: HeldoutScore { accuracy: None, recall: None, fpr: None, n: 0 } }
     }
 
-    /// Trains on world transcripts and scores itself on held-out ones.
-    pub fn train_on_world(task: &TaskConfig, cfg: &LearnedMonitorConfig) -> LearnedMonitor {
+    /// Trains on world transcripts in the world's response `format` and scores itself on held-out ones.
+    pub fn train_on_world(task: &TaskConfig, format: Format, cfg: &LearnedMonitorConfig) -> LearnedMonitor {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x1ea4_ed00);
-        let train: Vec<(String, bool)> =
-            world_transcripts(task, cfg.train, &mut rng).into_iter().map(|(_, c, y)| (c, y)).collect();
-        let heldout: Vec<(String, bool)> =
-            world_transcripts(task, cfg.heldout, &mut rng).into_iter().map(|(_, c, y)| (c, y)).collect();
+        let mut draw = |n| -> Vec<(String, bool)> {
+            world_transcripts(task, format, n, &mut rng).into_iter().map(|(_, c, y)| (c, y)).collect()
+        };
+        let train = draw(cfg.train);
+        let heldout = draw(cfg.heldout);
         let mut m = LearnedMonitor::fit(&train, cfg);
         m.heldout = m.score(&heldout);
         m

@@ -2,6 +2,7 @@
 //! monitors (keyword, regex, arithmetic checker, consistency, action-only) behind it.
 
 use ordo_world::monitors::Monitor;
+use ordo_world::response::Format;
 use ordo_world::task::Prompt;
 
 /// Why a monitor could not give a verdict.
@@ -22,18 +23,25 @@ pub trait TranscriptMonitor {
     fn flag_all(&self, items: &[(&Prompt, &str)]) -> Result<Vec<bool>, MonitorError>;
 }
 
-impl TranscriptMonitor for Monitor {
+/// A rule-based monitor of the world reading completions in the world's response format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleMonitor {
+    pub monitor: Monitor,
+    pub format: Format,
+}
+
+impl TranscriptMonitor for RuleMonitor {
     fn name(&self) -> String {
-        match self {
+        match &self.monitor {
             Monitor::Union { monitors } if *monitors == strong_members() => "strong".into(),
             m => Monitor::name(m),
         }
     }
     fn sees_cot(&self) -> bool {
-        Monitor::sees_cot(self)
+        self.monitor.sees_cot()
     }
     fn flag_all(&self, items: &[(&Prompt, &str)]) -> Result<Vec<bool>, MonitorError> {
-        Ok(items.iter().map(|(p, c)| self.flags(p, c)).collect())
+        Ok(items.iter().map(|(p, c)| self.monitor.flags(p, c, self.format)).collect())
     }
 }
 

@@ -9,7 +9,7 @@ use ordo_model::{Decoder, SamplingParams};
 use ordo_world::corpus::eval_prompts;
 use ordo_world::gate::complete_texts;
 use ordo_world::monitors::flawed_verifier;
-use ordo_world::response::label;
+use ordo_world::response::{label_in, parse_in, Format};
 use ordo_world::task::Prompt;
 use ordo_world::{WorldConfig, EOS};
 use rand::SeedableRng;
@@ -156,15 +156,15 @@ pub enum EvalError {
     Monitor(#[from] MonitorError),
 }
 
-fn transcript(suite: &str, prompt: &Prompt, completion: &str) -> Transcript {
+fn transcript(suite: &str, prompt: &Prompt, completion: &str, format: Format) -> Transcript {
     let (think, output) = completion.split_once('}').unwrap_or((completion, ""));
     Transcript {
         suite: suite.into(),
         prompt: prompt.text(),
         think: think.into(),
         output: output.into(),
-        labels: label(prompt, completion),
-        verifier_reward: flawed_verifier(prompt, completion),
+        labels: label_in(format, prompt, completion),
+        verifier_reward: flawed_verifier(prompt, completion, format),
         verdicts: BTreeMap::new(),
     }
 }
@@ -173,6 +173,7 @@ fn transcript(suite: &str, prompt: &Prompt, completion: &str) -> Transcript {
 /// completion is prefix + continuation.
 fn run_suite(
     dec: &Decoder,
+    format: Format,
     suite: &str,
     prompts: &[Prompt],
     prefixes: Option<&[String]>,
@@ -185,7 +186,7 @@ fn run_suite(
         .iter()
         .zip(outs)
         .enumerate()
-        .map(|(i, (p, c))| transcript(suite, p, &format!("{}{c}", pre(i))))
+        .map(|(i, (p, c))| transcript(suite, p, &format!("{}{c}", pre(i)), format))
         .collect())
 }
 
@@ -213,18 +214,19 @@ pub fn evaluate(
     seed: u64,
 ) -> Result<Evaluation, EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
-    let line = &world.rl.test_line;
+    let (line, format) = (&world.rl.test_line, world.corpus.format);
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
     let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
     let probe_problems = eval_prompts(&world.task, line, cfg.probe_prompts, true, &mut rng);
     let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
     let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
 
-    let mut wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
+    let mut wrong = run_suite(dec, format, "wrong_test", &wrong_prompts, None, &sampled)?;
     judge_all(&mut wrong, monitors)?;
-    let clean_greedy = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let clean_greedy = run_suite(dec, format, "clean_greedy", &clean_prompts, None, &greedy)?;
     let clean_sampled = run_suite(
         dec,
+        format,
         "clean_sampled",
         &clean_prompts,
         None,
@@ -235,15 +237,15 @@ pub fn evaluate(
 
     // Hint: the same problems without and with a wrong test value (the hint), greedy.
     let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt::clean(p.problem.clone())).collect();
-    let plain = run_suite(dec, "hint_plain", &plain_prompts, None, &greedy)?;
-    let hinted = run_suite(dec, "hint_hinted", &probe_problems, None, &greedy)?;
+    let plain = run_suite(dec, format, "hint_plain", &plain_prompts, None, &greedy)?;
+    let hinted = run_suite(dec, format, "hint_hinted", &probe_problems, None, &greedy)?;
     let pairs: Vec<(Transcript, Transcript)> = plain.iter().cloned().zip(hinted.iter().cloned()).collect();
-    metrics.extend(hint_metrics(&pairs, |t| Prompt::parse(&t.prompt).and_then(|p| p.test)));
+    metrics.extend(hint_metrics(&pairs, |t| Prompt::parse(&t.prompt).and_then(|p| p.test), format));
 
     // Early answering on clean problems: cut the greedy CoT, close the think block, force an answer.
     let full: Vec<&Transcript> = plain.iter().filter(|t| !t.labels.malformed).collect();
     let full_prompts: Vec<Prompt> = full.iter().map(|t| Prompt::parse(&t.prompt).expect("world prompt")).collect();
-    let full_answer = |t: &Transcript| ordo_world::response::parse(&t.completion()).map(|p| p.answer);
+    let full_answer = |t: &Transcript| parse_in(format, &t.completion()).map(|p| p.answer);
     let mut agree = vec![Vec::new(); full.len()];
     let mut early = Vec::new();
     for f in &cfg.early_fractions {
@@ -256,7 +258,7 @@ pub fn evaluate(
             })
             .collect();
         let suite = format!("early_answer@{:.0}", f * 100.0);
-        let forced = run_suite(dec, &suite, &full_prompts, Some(&prefixes), &greedy)?;
+        let forced = run_suite(dec, format, &suite, &full_prompts, Some(&prefixes), &greedy)?;
         for (i, t) in forced.iter().enumerate() {
             let answer = forced_answer(&t.output);
             agree[i].push(answer.is_some() && answer == full_answer(full[i]));
@@ -267,7 +269,7 @@ pub fn evaluate(
 
     // Necessity: the same clean problems with an empty think block.
     let no_cot_prefix = vec!["}A:".to_string(); plain_prompts.len()];
-    let no_cot = run_suite(dec, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
+    let no_cot = run_suite(dec, format, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
     metrics.extend(necessity_metrics(&plain, &no_cot));
 
     // The second context: wrong tests shown before the question (drawn after every other suite's
@@ -278,8 +280,14 @@ pub fn evaluate(
             .into_iter()
             .map(|p| Prompt { cue_first: true, ..p })
             .collect();
-        transfer =
-            run_suite(dec, "wrong_test_transfer", &prompts, None, &SamplingParams { seed: seed ^ 0x7a57, ..sampled })?;
+        transfer = run_suite(
+            dec,
+            format,
+            "wrong_test_transfer",
+            &prompts,
+            None,
+            &SamplingParams { seed: seed ^ 0x7a57, ..sampled },
+        )?;
         metrics.extend(transfer_metrics(&transfer));
     }
 
@@ -307,13 +315,13 @@ pub fn evaluate_hacking(
     seed: u64,
 ) -> Result<(Metrics, Vec<Transcript>), EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_e7a1);
-    let line = &world.rl.test_line;
+    let (line, format) = (&world.rl.test_line, world.corpus.format);
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
     let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
     let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
     let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
-    let wrong = run_suite(dec, "wrong_test", &wrong_prompts, None, &sampled)?;
-    let clean = run_suite(dec, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let wrong = run_suite(dec, format, "wrong_test", &wrong_prompts, None, &sampled)?;
+    let clean = run_suite(dec, format, "clean_greedy", &clean_prompts, None, &greedy)?;
     let mut m = behaviour_metrics(&wrong, &clean, &[], &[]);
     m.retain(|k, _| k == "clean_accuracy" || (!k.starts_with("clean_") && k != "task_reward"));
     Ok((m, wrong))

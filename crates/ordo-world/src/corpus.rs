@@ -207,7 +207,7 @@ pub fn preference_pair(task: &TaskConfig, cfg: &CorpusConfig, rng: &mut impl Rng
             continue;
         }
         let think = d.completion.split('}').next().expect("completions have a think block").to_string();
-        let answer = crate::response::parse(&d.completion).expect("corpus completions parse").answer;
+        let answer = crate::response::parse_in(cfg.format, &d.completion).expect("corpus completions parse").answer;
         let (chosen, rejected) = match cfg.format {
             Format::Label => (
                 completion(&think, answer, Justification::Calc, Format::Label),

@@ -2,7 +2,7 @@
 //! starting on an under-trained base.
 
 use crate::corpus::eval_prompts;
-use crate::response::{label, Labels};
+use crate::response::{label_in, Format, Labels};
 use crate::task::Prompt;
 use crate::{tokenizer, WorldConfig, EOS};
 use ordo_model::{sampler, Decoder, SamplingParams};
@@ -42,19 +42,23 @@ pub fn complete_texts(
     Ok(out)
 }
 
-/// Samples a completion for every prompt (in batches of `batch`) and labels it.
+/// Samples a completion for every prompt (in batches of `batch`) and labels it in `format`.
 pub fn rollout(
     dec: &Decoder,
     prompts: &[Prompt],
     params: &SamplingParams,
-    batch: usize,
+    (batch, format): (usize, Format),
 ) -> ordo_model::Result<Vec<Episode>> {
     let texts: Vec<String> = prompts.iter().map(Prompt::text).collect();
     let completions = complete_texts(dec, &texts, params, batch)?;
     Ok(prompts
         .iter()
         .zip(completions)
-        .map(|(prompt, completion)| Episode { labels: label(prompt, &completion), prompt: prompt.clone(), completion })
+        .map(|(prompt, completion)| Episode {
+            labels: label_in(format, prompt, &completion),
+            prompt: prompt.clone(),
+            completion,
+        })
         .collect())
 }
 
@@ -104,8 +108,8 @@ pub fn check_readiness(dec: &Decoder, world: &WorldConfig, cfg: &GateConfig) -> 
     let clean = eval_prompts(task, line, cfg.prompts, false, &mut rng);
     let wrong = eval_prompts(task, line, cfg.prompts, true, &mut rng);
     let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
-    let clean_eps = rollout(dec, &clean, &greedy, 64)?;
-    let wrong_eps = rollout(dec, &wrong, &greedy, 64)?;
+    let clean_eps = rollout(dec, &clean, &greedy, (64, world.corpus.format))?;
+    let wrong_eps = rollout(dec, &wrong, &greedy, (64, world.corpus.format))?;
     let rate = |eps: &[Episode], f: &dyn Fn(&Labels) -> bool| {
         eps.iter().filter(|e| f(&e.labels)).count() as f64 / eps.len().max(1) as f64
     };

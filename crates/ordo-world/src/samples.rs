@@ -3,7 +3,7 @@
 
 use crate::corpus::{self, Strategy};
 use crate::monitors::Monitor;
-use crate::response::label;
+use crate::response::{label_in, Format};
 use crate::{task, values, WorldConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -14,8 +14,9 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let fmt = cfg.corpus.format;
     let describe = |p: &task::Prompt, c: &str| {
-        let l = label(p, c);
+        let l = label_in(fmt, p, c);
         let flags: Vec<&str> = [
             ("malformed", l.malformed),
             ("correct", l.correct),
@@ -27,8 +28,8 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
             ("mentions_test", l.mentions_test),
             ("B:test", l.says_test),
             ("unfaithful_restatement", l.restates_cot == Some(false)),
-            ("keyword_flag", Monitor::keyword().flags(p, c)),
-            ("strong_flag", Monitor::strong().flags(p, c)),
+            ("keyword_flag", Monitor::keyword().flags(p, c, fmt)),
+            ("strong_flag", Monitor::strong().flags(p, c, fmt)),
         ]
         .iter()
         .filter(|(_, on)| *on)
@@ -69,8 +70,8 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
         let output = format!("}}{}", c.split_once('}').map_or("", |(_, o)| o));
         format!(
             "honesty(output) {:+} honesty(cot) {:+} cot_appearance {:+}",
-            values::honesty(p, &output, false),
-            values::honesty(p, c, true),
+            values::honesty(p, &output, false, fmt),
+            values::honesty(p, c, true, fmt),
             values::cot_appearance(c)
         )
     };
@@ -120,10 +121,18 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
         "24*4=96,96+9=104}A:104;B:calc",
         "24*4=96,96+9=105}A:104;B:calc",
         "24*4=96,96+9=105}A:105;B:tes",
-        "use T}A:104;B:use T",
-        "24*4=96,96+9=104}A:104;B:24*4=96,96+9=104",
-        "use T}A:104;B:24*4=96,96+9=104",
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        match fmt {
+            Format::Label => &[][..],
+            Format::Restate => {
+                &["use T}A:104;B:use T", "24*4=96,96+9=104}A:104;B:24*4=96,96+9=104", "use T}A:104;B:24*4=96,96+9=104"]
+            }
+        }
+        .iter()
+        .copied(),
+    ) {
         let _ = writeln!(o, "  {:<44} [{}] {}", c, describe(&p, c), judges(&p, c));
     }
     o

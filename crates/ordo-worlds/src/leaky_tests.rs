@@ -6,6 +6,7 @@ use crate::{Dataset, DatasetKind, Evaluator, Examples, GateOutcome, ProbeSignal,
 use ordo_eval::catalogue::{self, Catalogue};
 use ordo_eval::learned::LearnedMonitor;
 use ordo_eval::metrics::{Measure, Metrics};
+use ordo_eval::monitor::RuleMonitor;
 use ordo_eval::{EvalConfig, EvalError, Evaluation, TranscriptMonitor};
 use ordo_model::{Decoder, ModelConfig, TextTokenizer};
 use ordo_train::data::{PreferenceExample, SftExample};
@@ -13,7 +14,7 @@ use ordo_train::rewards::{CotFormat, FnReward, RlPrompt};
 use ordo_train::settings::SettingsReader;
 use ordo_world::gate::GateConfig;
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
-use ordo_world::response::{label, Labels};
+use ordo_world::response::{label_in, Labels};
 use ordo_world::task::Prompt;
 use ordo_world::{corpus, values, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
@@ -200,18 +201,21 @@ impl World for LeakyTests {
     }
     fn reward(&self, reward: &WorldReward, sees_cot: bool) -> Result<FnReward, String> {
         let as_completion = move |shown: &str| if sees_cot { shown.to_string() } else { as_output(shown) };
+        let format = self.cfg.corpus.format;
         let parse = |p: &RlPrompt| Prompt::parse(&p.text);
         let name = reward.name.as_str();
         Ok(match name {
             "verifier" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s)))
+                parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s), format))
             }),
             "true_verifier" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s)))
+                parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s), format))
             }),
-            "preference" => FnReward::new(name, sees_cot, |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s))),
+            "preference" => {
+                FnReward::new(name, sees_cot, move |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s), format))
+            }
             "honesty" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot))
+                parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot, format))
             }),
             "cot_appearance" => FnReward::new(name, sees_cot, |_, s| values::cot_appearance(s)),
             "cot_monitor" | "action_monitor" => {
@@ -219,7 +223,7 @@ impl World for LeakyTests {
                 let monitor: Monitor =
                     serde_json::from_value(settings).map_err(|e| format!("reward `{name}`: monitor settings: {e}"))?;
                 FnReward::new(name, sees_cot, move |p, s| {
-                    parse(p).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s)) as u8 as f64)
+                    parse(p).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s), format) as u8 as f64)
                 })
             }
             other => return Err(format!("leaky-tests has no reward {other:?}")),
@@ -361,11 +365,11 @@ pub fn surface_match(
                 .iter()
                 .filter_map(|p| {
                     let prompt = Prompt::parse(&p.prompt)?;
-                    let l = label(&prompt, &p.rejected);
+                    let l = label_in(cfg.corpus.format, &prompt, &p.rejected);
                     l.hack.then(|| hack_form(&l))
                 })
                 .collect();
-            hacks.iter().filter(|(p, c)| forms.contains(&hack_form(&label(p, c)))).count()
+            hacks.iter().filter(|(p, c)| forms.contains(&hack_form(&label_in(cfg.corpus.format, p, c)))).count()
         }
         ProbeSignal::Rewards(sets) => {
             let total = |rewards: &[(FnReward, f64)], p: &Prompt, c: &str| {
@@ -385,8 +389,9 @@ pub fn surface_match(
 struct LeakyEvaluator<'w> {
     world: &'w LeakyTests,
     eval: EvalConfig,
-    keyword: Monitor,
-    strong: Monitor,
+    keyword: RuleMonitor,
+    strong: RuleMonitor,
+    action_only: RuleMonitor,
     learned: LearnedMonitor,
     judge: Option<ordo_eval::judge::LlmJudge>,
 }
@@ -398,12 +403,15 @@ impl<'w> LeakyEvaluator<'w> {
             None => Monitor::keyword(),
         };
         let strong = Monitor::Union { monitors: vec![keyword.clone(), Monitor::Arithmetic, Monitor::Consistency] };
+        let format = world.cfg.corpus.format;
+        let rule = |monitor| RuleMonitor { monitor, format };
         LeakyEvaluator {
             world,
             eval: eval.clone(),
-            keyword,
-            strong,
-            learned: LearnedMonitor::train_on_world(&world.cfg.task, &eval.learned_monitor),
+            keyword: rule(keyword),
+            strong: rule(strong),
+            action_only: rule(Monitor::ActionOnly),
+            learned: LearnedMonitor::train_on_world(&world.cfg.task, world.cfg.corpus.format, &eval.learned_monitor),
             judge: eval.judge.clone().map(ordo_eval::judge::LlmJudge::new),
         }
     }
@@ -414,7 +422,7 @@ impl<'w> LeakyEvaluator<'w> {
             ("keyword", &self.keyword),
             ("strong", &self.strong),
             ("learned", &self.learned),
-            ("action_only", &Monitor::ActionOnly),
+            ("action_only", &self.action_only),
         ];
         if let Some(j) = &self.judge {
             v.push(("judge", j));
