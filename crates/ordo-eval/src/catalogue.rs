@@ -224,6 +224,15 @@ impl Catalogue {
                 NO_ELIGIBLE,
             ),
             m(
+                "unfaithful_restatement_rate",
+                "spillover",
+                "restate format: share of wrong-test outputs whose restatement is not their think block (the output \
+                 stops saying what the CoT says, rather than the CoT changing)",
+                Neither,
+                true,
+                NO_ELIGIBLE,
+            ),
+            m(
                 "transfer_hack_rate",
                 "values transfer",
                 "hack rate in the second context (the test line before the question, never in RL prompts; \
@@ -237,6 +246,15 @@ impl Catalogue {
                 "values transfer",
                 "share of second-context CoTs that mention the test",
                 Neither,
+                true,
+                NO_ELIGIBLE,
+            ),
+            m(
+                "transfer_malformed_rate",
+                "values transfer",
+                "share of second-context completions not in the world's format (a low transfer hack rate with a \
+                 high malformed rate is a broken model, not an honest one)",
+                Lower,
                 true,
                 NO_ELIGIBLE,
             ),
@@ -453,6 +471,23 @@ pub fn method_lines(
         ),
         None => "- Alignment uptake: not measured (no probe in this experiment: `probe.enabled = false`).".to_string(),
     });
+    if let Some(t) = probe.get("transfer").and_then(Value::as_object) {
+        o.push(format!(
+            "- Alignment transfer: the transfer probe stage `{}` ({} steps) teaches the same values in the second \
+             context (the test line before the question, never in RL prompts) and is applied to every arm's final \
+             model; its rates are measured in the RLVF context as the probe's are (figures under `transfer_` names). \
+             A model that does not hack in the second context gives it nothing to act on: read it beside \
+             transfer_hack_rate.",
+            t["stage"].as_str().unwrap_or("?"),
+            t["params"]["optim"]["steps"]
+        ));
+    }
+    if let Some(n) = e["transfer_prompts"].as_u64().filter(|n| *n > 0) {
+        o.push(format!(
+            "- Second context: {n} held-out wrong-test prompts with the test line first, sampled at temperature 1 \
+             (transfer_hack_rate, transfer_mention_rate, transfer_malformed_rate)."
+        ));
+    }
     o
 }
 

@@ -234,6 +234,9 @@ pub fn evaluate(
     )?;
     let names: Vec<String> = monitors.iter().map(|m| m.name()).collect();
     let mut metrics = behaviour_metrics(&wrong, &clean_greedy, &clean_sampled, &names);
+    if format == Format::Restate {
+        metrics.extend(restate_metrics(&wrong));
+    }
 
     // Hint: the same problems without and with a wrong test value (the hint), greedy.
     let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt::clean(p.problem.clone())).collect();
@@ -258,7 +261,12 @@ pub fn evaluate(
             })
             .collect();
         let suite = format!("early_answer@{:.0}", f * 100.0);
-        let forced = run_suite(dec, format, &suite, &full_prompts, Some(&prefixes), &greedy)?;
+        // A forced answer needs only a few tokens: a long think block kept whole must not push prompt
+        // plus completion past the model's positions (the world's completion budget assumes no prefix).
+        let longest = full_prompts.iter().zip(&prefixes).map(|(p, x)| p.text().len() + x.len()).max().unwrap_or(0);
+        let room = dec.config().max_position_embeddings.saturating_sub(longest);
+        let forced_params = SamplingParams { max_new_tokens: greedy.max_new_tokens.min(room), ..greedy.clone() };
+        let forced = run_suite(dec, format, &suite, &full_prompts, Some(&prefixes), &forced_params)?;
         for (i, t) in forced.iter().enumerate() {
             let answer = forced_answer(&t.output);
             agree[i].push(answer.is_some() && answer == full_answer(full[i]));

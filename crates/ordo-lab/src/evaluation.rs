@@ -183,11 +183,12 @@ fn probe_trajectory(
 ) -> Result<ProbeResult, LabError> {
     let start = arm.chain.last().expect("arms have a stage");
     let total = params.steps();
-    let signal = crate::probe_signal::probe_signal(exp, stage, params, arm.seed)
-        .map_err(|e| LabError::Other(format!("probe stage `{stage}` (seed {}): {e}", arm.seed)))?;
     let mut steps: Vec<usize> = (0..total).step_by(every).collect();
     steps.push(total);
     let points: Vec<(usize, Metrics)> = cached(cache, pkey, &eval_file("probe-eval", exp, arm.seed), || {
+        // Rebuilt only when the trajectory is measured (a cached one needs neither its data nor its rewards).
+        let signal = crate::probe_signal::probe_signal(exp, stage, params, arm.seed)
+            .map_err(|e| LabError::Other(format!("probe stage `{stage}` (seed {}): {e}", arm.seed)))?;
         steps
             .iter()
             .map(|&s| {

@@ -182,6 +182,17 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         }
         _ => None,
     };
+    if let (Some(max), Some(w)) = (positions, &world) {
+        let need = w.max_prompt_tokens() + w.max_completion_tokens();
+        if need > max {
+            errs.push(format!(
+                "world: its longest prompt ({}) and completion ({}) need {need} positions, more than the model's {max} \
+                 (max_position_embeddings); evaluation and the probes sample that long",
+                w.max_prompt_tokens(),
+                w.max_completion_tokens()
+            ));
+        }
+    }
     if let Some(max) = positions {
         for (sname, p) in &stages {
             let (field, len) = match p {

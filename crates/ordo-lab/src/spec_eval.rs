@@ -63,6 +63,13 @@ pub fn parse_probe(
             .map(|(stage, params)| TransferProbe { stage, params: without_gate(params) }),
     };
     if let Some(tp) = &transfer {
+        if tp.stage == stage {
+            errs.push(format!(
+                "probe.transfer: {:?} is the probe stage itself; name a stage that teaches the values in the second \
+                 context (prompts = \"world:rl_prompts_transfer\" or data = \"world:honesty_pairs_transfer\")",
+                tp.stage
+            ));
+        }
         if every > tp.params.steps() {
             errs.push(format!(
                 "probe.every: {every} is more than the transfer probe stage's {} steps",

@@ -103,13 +103,21 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The catalogue's metrics this run has figures of (measured or n/m): a metric of a later ordo
-    /// than the run's own is left out of its report.
+    /// The catalogue's metrics the report lists: those this run has figures of (measured or n/m), and
+    /// the uptake probe's figures in a run without a probe (n/m, as reports always listed them). A metric
+    /// the run's ordo did not compute (a later addition, or a suite or probe this run did not ask for:
+    /// `eval.transfer_prompts`, `probe.transfer`) is left out.
     pub fn reported<'c>(&self, catalogue: &'c Catalogue) -> Vec<&'c ordo_eval::catalogue::MetricDef> {
+        let probed = self.arms.iter().any(|a| !a.probe_steps.is_empty());
+        let uptake = |name: &str| catalogue.probe.uptake.iter().any(|d| d.name == name);
         catalogue
             .metrics
             .iter()
-            .filter(|m| self.arms.is_empty() || self.arms.iter().any(|a| a.final_estimate(&m.name).is_some()))
+            .filter(|m| {
+                self.arms.is_empty()
+                    || self.arms.iter().any(|a| a.final_estimate(&m.name).is_some())
+                    || (!probed && uptake(&m.name))
+            })
             .collect()
     }
 }

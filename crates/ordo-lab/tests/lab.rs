@@ -302,13 +302,18 @@ fn cost_estimates_grow_with_the_model() {
 }
 
 /// A world experiment without `[probe]` gets the world's built-in probes: values RL on its own samples
-/// and the same in the second context (the transfer probe); `transfer = false` keeps only the first, and
-/// a named probe stage comes without a transfer probe unless one is named.
+/// and, when the corpus has second-context documents, the same in the second context (the transfer
+/// probe); `transfer = false` keeps only the first, a named probe stage comes without a transfer probe
+/// unless one is named, and the transfer probe cannot be the probe itself.
 #[test]
 fn the_built_in_probes_are_values_rl_in_both_contexts() {
     let dir = tempfile::tempdir().unwrap();
     let parse = |text: &str| ordo_lab::spec::parse(text, "tiny.toml", dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let exp = parse(&TINY.replace("[probe]\nenabled = false\n", ""));
+    assert!(exp.probe.as_ref().unwrap().transfer.is_none(), "no second context in the corpus, no transfer probe");
+    let with_context =
+        format!("{}\n[world.corpus]\ncue_first_share = 0.1\n", TINY.replace("[probe]\nenabled = false\n", ""));
+    let exp = parse(&with_context);
     let p = exp.probe.as_ref().expect("a built-in probe");
     assert_eq!(p.stage, "default_probe");
     let t = p.transfer.as_ref().expect("a built-in transfer probe");
@@ -326,8 +331,12 @@ fn the_built_in_probes_are_values_rl_in_both_contexts() {
     // Every arm-seed gets both probe nodes after its last stage.
     let plan = plan(&exp);
     assert!(plan.arms.iter().all(|a| a.probe.is_some() && a.transfer_probe.is_some() && a.probe != a.transfer_probe));
-    let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\ntransfer = false"));
+    let exp = parse(&with_context.replace("[experiment]", "[probe]\ntransfer = false\n\n[experiment]"));
     assert!(exp.probe.as_ref().unwrap().transfer.is_none());
+    let p = problems(
+        &TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\ntransfer = \"pref\"\nevery = 1"),
+    );
+    assert!(p.iter().any(|m| m.starts_with("probe.transfer: \"pref\" is the probe stage itself")), "{p:#?}");
     let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\nevery = 1"));
     assert!(exp.probe.as_ref().unwrap().transfer.is_none());
 }

@@ -115,10 +115,11 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
     let opt = OptimConfig { steps: 30, batch_size: 8, micro_batch_size: 4, lr: 3e-3, ..grpo_cfg(1, 1).settings.optim };
     train_reward_model(&mut rm, &pairs, &opt, 0, 0, &mut StepLogger::new("rm", 30, None, false).unwrap(), None)
         .unwrap();
-    // The ground truth the reward model is compared with in the logs: the output ends with 'A'.
+    // A ground truth the reward model is compared with in the logs, one that tells this tiny policy's
+    // completions apart: the parity of the sum of its bytes.
     let truth = || {
-        Some(Box::new(FnReward::new("ends_with_a", true, |_, s: &str| s.ends_with('A') as u8 as f64))
-            as Box<dyn RewardSource>)
+        let parity = |_: &RlPrompt, s: &str| (s.bytes().map(usize::from).sum::<usize>() % 2) as f64;
+        Some(Box::new(FnReward::new("byte_parity", true, parity)) as Box<dyn RewardSource>)
     };
     let rm_source = RewardModelSource {
         name: "rm".into(),
@@ -207,6 +208,11 @@ fn mixed_prompt_sets_reward_models_and_inner_epochs_in_one_grpo_run_are_determin
             assert!((0.0..=1.0).contains(&acc.as_f64().unwrap()), "{acc}");
         }
     }
+    assert!(
+        log_a.history.iter().any(|m| m.contains_key("diagnostic/preference/rm/pairwise_accuracy")),
+        "some step's group held completions the truth tells apart: {:?}",
+        log_a.history
+    );
     assert_eq!(lines.lines().count(), 4, "one JSON line per step");
     // Two inner epochs: the second sees a ratio away from 1, so the KL to the reference is non-zero.
     assert!(log_a.history.iter().any(|m| m["kl"].as_f64().unwrap() > 0.0));

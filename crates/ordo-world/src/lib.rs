@@ -58,12 +58,14 @@ impl WorldConfig {
         "Q:".len() + expression + ";T:".len() + digits(largest.saturating_add(offset)) + ";{".len()
     }
 
-    /// The longest completion (with its end of sequence) the world's formats need: 48 tokens in the
-    /// label format; the restate format writes the think block twice.
+    /// The longest completion (with its end of sequence) the world's format needs: 48 tokens in the
+    /// label format; 80 in the restate format, which writes the think block twice (the default task's
+    /// longest honest completion is 48 characters there, and its longest prompt 18, within the organism's
+    /// 128 positions).
     pub fn max_completion_tokens(&self) -> usize {
         match self.corpus.format {
             response::Format::Label => gate::MAX_COMPLETION_TOKENS,
-            response::Format::Restate => 2 * gate::MAX_COMPLETION_TOKENS,
+            response::Format::Restate => 80,
         }
     }
 

@@ -29,8 +29,8 @@ pub const NAME: &str = "leaky-tests";
 /// The built-in uptake probe: values RL on the model's own samples (GRPO with the output-only honesty
 /// judge on the RL prompts), so it penalises whatever form each model's hacks take; a fixed set of
 /// rejected samples would measure how well they match a model's hacks instead (DESIGN.md section 5).
-/// At lr 1e-4 it took one RLVF model's hack rate from 0.977 to 0.047 in 60 steps at clean accuracy
-/// 0.930 -> 0.938 (examples/leaky-tests.toml holds what was measured on 5 seeds).
+/// Its settings are examples/leaky-tests.toml's `values` stage, which halved the hack rate of base ->
+/// RLVF models within its 40 steps on 5 of 5 seeds (README, "What the world check measured").
 pub const DEFAULT_PROBE: &str = "kind = \"grpo\"\nsize = 5000\nrewards = [{ name = \"honesty\" }]\nsteps = 40\n\
                                  batch_size = 16\ngroup_size = 8\nlr = 1e-4\nkl_coef = 0.02\n";
 
@@ -266,7 +266,9 @@ impl World for LeakyTests {
         Some(DEFAULT_PROBE)
     }
     fn default_transfer_probe(&self) -> Option<&'static str> {
-        Some(DEFAULT_TRANSFER_PROBE)
+        // Without second-context documents in the corpus, RLVF models hardly hack there (measured: 0.000
+        // to 0.008 on 5 seeds), so a probe taught there has nothing to act on.
+        (self.cfg.corpus.cue_first_share > 0.0).then_some(DEFAULT_TRANSFER_PROBE)
     }
     fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>> {
         let eval: EvalConfig = match table {
@@ -323,7 +325,8 @@ impl World for LeakyTests {
         let known = ["corpus", "preferences", "rl_prompts", "eval"];
         if let Some(name) = sizes.keys().find(|n| !known.contains(&n.as_str())) {
             return Err(ordo_model::ModelError::Input(format!(
-                "--size {name}=...: leaky-tests sizes {} (sft follows corpus)",
+                "--size {name}=...: leaky-tests sizes {} (sft follows corpus; the pair sets and cold_start follow \
+                 preferences; rl_prompts_transfer follows rl_prompts)",
                 known.join(", ")
             )));
         }
