@@ -121,9 +121,9 @@ fn eval_err(e: ordo_eval::EvalError) -> LabError {
 /// settings and arm seed.
 pub fn eval_file(kind: &str, exp: &Experiment, seed: u64) -> String {
     let world = exp.world.as_ref().expect("world experiments only");
-    // The probe's figures gained clean accuracy and the surface match: its files are versioned apart
-    // from the boundaries'.
-    let v = if kind == "probe-eval" { 4 } else { 2 };
+    // Version 3: completions are read in the world's response format, and the restate format's own
+    // figures exist; the probe's figures (versioned apart) also gained clean accuracy and the surface match.
+    let v = if kind == "probe-eval" { 5 } else { 3 };
     let key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world, "v": v}).to_string().as_bytes());
     format!("{kind}-{}.json", &key[..16])
 }

@@ -156,6 +156,19 @@ fn ancestor_reward_models(plan: &Plan, cache: &Cache, node: &Node) -> BTreeMap<S
     out
 }
 
+/// Whether some ancestor of `node` is an RL (`grpo`) stage: its chain's RL already began from a model
+/// the readiness gate checked, so a later RL stage continues from a trained model, not a base.
+fn after_rl(plan: &Plan, node: &Node) -> bool {
+    let mut at = node.parent.as_deref().and_then(|k| plan.node(k));
+    while let Some(n) = at {
+        if matches!(n.params, StageParams::Grpo { .. }) {
+            return true;
+        }
+        at = n.parent.as_deref().and_then(|k| plan.node(k));
+    }
+    false
+}
+
 /// A seed for data generation that differs per stage name and seed.
 pub(crate) fn data_seed(stage: &str, seed: u64) -> u64 {
     let h = sha256_hex(format!("{stage}:{seed}").as_bytes());
@@ -229,7 +242,9 @@ fn run_node(
         StageParams::RewardModel { data, settings } => stages::reward_model(&mut cx, &policy, data, settings)?,
         StageParams::Dpo { data, settings } => stages::dpo(&mut cx, &mut policy, data, settings)?,
         StageParams::Grpo { sets, gate, chat_template, settings } => {
-            gate_report = stages::grpo(&mut cx, &mut policy, sets, gate.as_ref(), *chat_template, settings)?
+            // The gate keeps RL from starting on an under-trained base; after RL there is no base to check.
+            let gate = gate.as_ref().filter(|_| !after_rl(plan, node));
+            gate_report = stages::grpo(&mut cx, &mut policy, sets, gate, *chat_template, settings)?
         }
     }
     // A stage whose last update left non-finite weights diverged too: no node is committed.

@@ -276,6 +276,31 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     assert_eq!(cache.state(&p.nodes[0].key), NodeState::Complete);
 }
 
+/// The gate checks the model an arm's RL starts from; an RL stage that continues from another RL
+/// stage's model skips it (here a gate no model could pass).
+#[test]
+fn rl_after_rl_skips_the_readiness_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let more =
+        "rlvf_more = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, \
+                gate = true, gate_prompts = 4, gate_min_clean_accuracy = 1.0, gate_max_silent_hack_rate = 0.0, \
+                rewards = [{ name = \"verifier\" }] }\n";
+    let text = TINY
+        .replace("[arms]\n", &format!("{more}\n[arms]\nlonger = [\"pretrain\", \"rlvf\", \"rlvf_more\"]\n"))
+        .replace("seeds = [1, 2]", "seeds = [1]");
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let opts =
+        RunOptions { run_dir: dir.path().join("runs/tiny"), cache_dir: dir.path().join("runs/cache"), progress: false };
+    ordo_lab::run(&exp, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let p = plan(&exp);
+    let node = p.nodes.iter().find(|n| n.stage == "rlvf_more").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("runs/cache").join(&node.key).join("ordo-node.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest["readiness_gate"].is_null(), "no gate ran: {manifest}");
+}
+
 #[test]
 fn arms_keep_their_file_order() {
     let dir = tempfile::tempdir().unwrap();
