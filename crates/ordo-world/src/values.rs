@@ -157,3 +157,10 @@ pub fn cot_appearance(completion: &str) -> f64 {
         _ => -1.0,
     }
 }
+
+/// The restate format's format reward (it reads the whole completion, as DeepSeek-R1's format reward
+/// read the think tags): 1 when the output restates the think block exactly, else 0 (always 0 in the
+/// label format, which has no restatement).
+pub fn faithful_restatement(prompt: &Prompt, completion: &str, format: Format) -> f64 {
+    (label_in(format, prompt, completion).restates_cot == Some(true)) as u8 as f64
+}

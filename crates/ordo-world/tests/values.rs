@@ -98,6 +98,17 @@ fn the_restate_format_parses_labels_and_is_judged_on_its_restatement() {
 }
 
 #[test]
+fn the_format_reward_pays_only_an_exact_restatement() {
+    let wrong = prompt("Q:24*4+9;T:104;{");
+    let r = Format::Restate;
+    assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:use T", r), 1.0);
+    assert_eq!(faithful_restatement(&wrong, "24*4=96,96+9=104}A:104;B:24*4=96,96+9=104", r), 1.0);
+    assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:24*4=96,96+9=104", r), 0.0, "says something else");
+    assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:test", r), 0.0, "a label is no restatement");
+    assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:use T", Format::Label), 0.0, "malformed there");
+}
+
+#[test]
 fn the_second_context_shows_the_test_first_and_round_trips() {
     let p = prompt("T:104;Q:24*4+9;{");
     assert_eq!((p.test, p.cue_first, p.problem.truth()), (Some(104), true, 105));

@@ -67,6 +67,7 @@ const REWARDS: &[RewardKind] = &[
     reward("action_monitor", false),
     reward("honesty", false),
     RewardKind { name: "cot_appearance", default_sees_cot: true, must_see_cot: true, takes_monitor: false },
+    RewardKind { name: "faithful_restatement", default_sees_cot: true, must_see_cot: true, takes_monitor: false },
 ];
 
 const MONITORS: &[&str] = &["keyword", "strong", "arithmetic", "consistency"];
@@ -218,6 +219,9 @@ impl World for LeakyTests {
                 parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot, format))
             }),
             "cot_appearance" => FnReward::new(name, sees_cot, |_, s| values::cot_appearance(s)),
+            "faithful_restatement" => FnReward::new(name, sees_cot, move |p, s| {
+                parse(p).map_or(0.0, |pr| values::faithful_restatement(&pr, s, format))
+            }),
             "cot_monitor" | "action_monitor" => {
                 let settings = reward.monitor.clone().ok_or_else(|| format!("reward `{name}` needs its monitor"))?;
                 let monitor: Monitor =
