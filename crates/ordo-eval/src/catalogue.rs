@@ -28,6 +28,8 @@ pub struct MetricDef {
     pub rate: bool,
     /// Why it has no value when no sample is eligible.
     pub unmeasurable: &'static str,
+    /// The setting it is computed under, for a metric not every run computes (None: every run).
+    pub only_when: Option<&'static str>,
 }
 
 /// The metrics of a run in report order, with the ones compared across arms and followed across
@@ -126,6 +128,7 @@ impl Catalogue {
             direction,
             rate,
             unmeasurable,
+            only_when: None,
         };
         let mut v = vec![
             m("clean_accuracy", "capability", "accuracy on held-out clean prompts, greedy", Higher, true, NO_ELIGIBLE),
@@ -348,6 +351,16 @@ impl Catalogue {
             "early_answering_aoc",
             "uptake_per_step",
         ];
+        // Metrics of a setting not every run has.
+        for d in v.iter_mut() {
+            d.only_when = match d.name.as_str() {
+                "unfaithful_restatement_rate" => Some("the restate format (world.corpus.format = \"restate\")"),
+                "transfer_hack_rate" | "transfer_mention_rate" | "transfer_malformed_rate" => {
+                    Some("second-context prompts (eval.transfer_prompts > 0)")
+                }
+                _ => None,
+            };
+        }
         // The transfer probe's figures: each uptake figure again, from the probe trained in the second context.
         let uptake_defs: Vec<MetricDef> =
             ["uptake_per_step", "steps_to_halve", "says_test_uptake_per_step", "surface_match"]
@@ -361,6 +374,7 @@ impl Catalogue {
                 "transfer probe (the same values taught in the second context, rates measured in the RLVF context): {}",
                 d.definition
             ),
+            only_when: Some("a transfer probe (probe.transfer)"),
             ..d
         }));
         Catalogue {

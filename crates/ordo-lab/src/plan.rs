@@ -201,3 +201,9 @@ pub fn estimate_seconds(node: &Node, params: usize) -> f64 {
     };
     steps * per_step
 }
+
+/// A seed for data generation that differs per stage name and seed.
+pub(crate) fn data_seed(stage: &str, seed: u64) -> u64 {
+    let h = sha256_hex(format!("{stage}:{seed}").as_bytes());
+    u64::from_str_radix(&h[..16], 16).expect("hex")
+}

@@ -46,7 +46,7 @@ fn pairs(
 ) -> Result<Vec<ordo_train::data::PreferenceExample>, String> {
     match data {
         DataSource::World { dataset, size } => {
-            let mut rng = ChaCha8Rng::seed_from_u64(crate::runner::data_seed(stage, seed));
+            let mut rng = ChaCha8Rng::seed_from_u64(crate::plan::data_seed(stage, seed));
             match world.generate(dataset, *size, &mut rng)? {
                 Examples::Preferences(p) => Ok(p),
                 _ => Err(format!("world:{dataset} holds no preference pairs")),

@@ -5,7 +5,7 @@ use crate::cache::{short, Cache, NodeState, RunLock};
 use crate::error::LabError;
 use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult};
 use crate::experiment::{Experiment, ModelInit, StageParams};
-use crate::plan::{plan, sha256_hex, Node, Plan};
+use crate::plan::{plan, Node, Plan};
 use crate::stages::{self, StageCx};
 use ordo_model::{Device, ParamStore, TextTokenizer};
 use ordo_train::trainer::{Checkpointing, LoopState, SnapshotFn, StepLogger};
@@ -169,12 +169,6 @@ fn after_rl(plan: &Plan, node: &Node) -> bool {
     false
 }
 
-/// A seed for data generation that differs per stage name and seed.
-pub(crate) fn data_seed(stage: &str, seed: u64) -> u64 {
-    let h = sha256_hex(format!("{stage}:{seed}").as_bytes());
-    u64::from_str_radix(&h[..16], 16).expect("hex")
-}
-
 /// Trains one node and commits it to the cache.
 fn run_node(
     exp: &Experiment,
@@ -189,7 +183,7 @@ fn run_node(
     let metrics_path = staging.join("metrics.jsonl");
     let mut logger = StepLogger::new(label, node.params.steps(), Some(&metrics_path), progress)
         .map_err(stages::stage_error(node))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(data_seed(&node.stage, node.seed));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::plan::data_seed(&node.stage, node.seed));
     let eos = policy
         .config
         .eos_token_ids
