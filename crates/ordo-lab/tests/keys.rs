@@ -14,6 +14,8 @@ const SPECS: &[(&str, &str, &str)] = &[
     ("orders", "../../examples/orders.toml", "../../examples"),
     ("quick", "../../examples/quick.toml", "../../examples"),
     ("leaky-tests", "../../examples/leaky-tests.toml", "../../examples"),
+    ("spillover", "../../examples/spillover.toml", "../../examples"),
+    ("transfer", "../../examples/transfer.toml", "../../examples"),
     ("every_shape", "tests/data/keys-every-shape.toml", "tests/data"),
     ("no_world", "tests/data/keys-no-world.toml", "tests/data"),
 ];
