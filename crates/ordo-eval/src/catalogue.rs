@@ -229,8 +229,8 @@ impl Catalogue {
             m(
                 "unfaithful_restatement_rate",
                 "spillover",
-                "restate format: share of wrong-test outputs whose restatement is not their think block (the output \
-                 stops saying what the CoT says, rather than the CoT changing)",
+                "restate format: share of wrong-test outputs, well-formed, that do not restate their think block \
+                 exactly (the output stops saying what the CoT says, rather than the CoT changing)",
                 Neither,
                 true,
                 NO_ELIGIBLE,

@@ -156,12 +156,12 @@ fn ancestor_reward_models(plan: &Plan, cache: &Cache, node: &Node) -> BTreeMap<S
     out
 }
 
-/// Whether some ancestor of `node` is an RL (`grpo`) stage: its chain's RL already began from a model
-/// the readiness gate checked, so a later RL stage continues from a trained model, not a base.
-fn after_rl(plan: &Plan, node: &Node) -> bool {
+/// Whether some ancestor of `node` is an RL (`grpo`) stage that ran the readiness gate: its chain's RL
+/// began from a checked model, so a later RL stage continues from a trained model, not a base.
+fn after_gated_rl(plan: &Plan, node: &Node) -> bool {
     let mut at = node.parent.as_deref().and_then(|k| plan.node(k));
     while let Some(n) = at {
-        if matches!(n.params, StageParams::Grpo { .. }) {
+        if matches!(n.params, StageParams::Grpo { gate: Some(_), .. }) {
             return true;
         }
         at = n.parent.as_deref().and_then(|k| plan.node(k));
@@ -236,8 +236,12 @@ fn run_node(
         StageParams::RewardModel { data, settings } => stages::reward_model(&mut cx, &policy, data, settings)?,
         StageParams::Dpo { data, settings } => stages::dpo(&mut cx, &mut policy, data, settings)?,
         StageParams::Grpo { sets, gate, chat_template, settings } => {
-            // The gate keeps RL from starting on an under-trained base; after RL there is no base to check.
-            let gate = gate.as_ref().filter(|_| !after_rl(plan, node));
+            // The gate keeps RL from starting on an under-trained base; after gated RL there is no base to check.
+            let skip = gate.is_some() && after_gated_rl(plan, node);
+            if skip {
+                eprintln!("{label}: readiness gate skipped: an earlier RL stage of this arm checked its start model");
+            }
+            let gate = gate.as_ref().filter(|_| !skip);
             gate_report = stages::grpo(&mut cx, &mut policy, sets, gate, *chat_template, settings)?
         }
     }

@@ -209,6 +209,12 @@ fn parse_rewards(
             errs.push(format!("{p}.sees_cot: a CoT monitor must see the CoT"));
         }
         let sees_cot = if sees_cot_given { sees_cot } else { default_sees };
+        // A world reward the world cannot build with these settings is refused now, not after training.
+        if let (Reward::World(wr), Some(w)) = (&reward, world) {
+            if let Err(e) = w.reward(wr, sees_cot) {
+                errs.push(format!("{p}: {e}"));
+            }
+        }
         out.push(RewardSpec { reward, weight, sees_cot, target });
     }
     out

@@ -164,6 +164,10 @@ fn bad_input_is_named() {
         ),
         (TINY.replace("[eval]", "[evaluation]"), "evaluation: unknown key"),
         (
+            TINY.replace(r#"{ name = "verifier" }"#, r#"{ name = "faithful_restatement" }"#),
+            "stages.rlvf.rewards[0]: reward `faithful_restatement` needs the restate format",
+        ),
+        (
             TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\ntransfer = \"nope\""),
             "probe.transfer: unknown stage \"nope\"; name a stage of [stages]",
         ),
@@ -276,22 +280,37 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     assert_eq!(cache.state(&p.nodes[0].key), NodeState::Complete);
 }
 
-/// The gate checks the model an arm's RL starts from; an RL stage that continues from another RL
-/// stage's model skips it (here a gate no model could pass).
+/// The gate checks the model an arm's RL starts from; an RL stage that continues from another, gated,
+/// RL stage's model skips it (here a gate no model could pass); after an ungated one it runs.
 #[test]
 fn rl_after_rl_skips_the_readiness_gate() {
-    let dir = tempfile::tempdir().unwrap();
     let more =
         "rlvf_more = { kind = \"grpo\", size = 16, steps = 1, batch_size = 2, group_size = 2, max_new_tokens = 8, \
                 gate = true, gate_prompts = 4, gate_min_clean_accuracy = 1.0, gate_max_silent_hack_rate = 0.0, \
                 rewards = [{ name = \"verifier\" }] }\n";
-    let text = TINY
+    let ungated = TINY
         .replace("[arms]\n", &format!("{more}\n[arms]\nlonger = [\"pretrain\", \"rlvf\", \"rlvf_more\"]\n"))
         .replace("seeds = [1, 2]", "seeds = [1]");
-    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
-    let opts =
-        RunOptions { run_dir: dir.path().join("runs/tiny"), cache_dir: dir.path().join("runs/cache"), progress: false };
-    ordo_lab::run(&exp, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let run = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = ordo_lab::spec::parse(text, "tiny.toml", dir.path()).unwrap();
+        let opts = RunOptions {
+            run_dir: dir.path().join("runs/tiny"),
+            cache_dir: dir.path().join("runs/cache"),
+            progress: false,
+        };
+        let out = ordo_lab::run(&exp, &opts).map_err(|e| e.to_string());
+        (dir, exp, out)
+    };
+    let (_, _, out) = run(&ungated);
+    let err = out.unwrap_err();
+    assert!(err.starts_with("stage `rlvf_more` (seed 1): the base model is not ready for RL"), "{err}");
+    // The first RL stage gated, with thresholds any model passes: the second skips its gate.
+    let lenient = "gate = true, gate_prompts = 4, gate_min_clean_accuracy = 0.0, gate_max_silent_hack_rate = 1.0,";
+    let gated = ungated.replacen("gate = false,", lenient, 1);
+    assert_ne!(gated, ungated);
+    let (dir, exp, out) = run(&gated);
+    out.unwrap_or_else(|e| panic!("{e}"));
     let p = plan(&exp);
     let node = p.nodes.iter().find(|n| n.stage == "rlvf_more").unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(

@@ -91,7 +91,8 @@ pub fn parse_in(format: Format, completion: &str) -> Option<Parsed> {
     let (b, restatement) = match b {
         "calc" => (Justification::Calc, None),
         "test" => (Justification::Test, None),
-        r if format == Format::Restate && is_restatement(r) => {
+        // An empty think block is restated by an empty justification (a forced `}A:` answer).
+        r if format == Format::Restate && (is_restatement(r) || (r.is_empty() && think.is_empty())) => {
             (if mentions_test(r) { Justification::Test } else { Justification::Calc }, Some(r.to_string()))
         }
         _ => return None,

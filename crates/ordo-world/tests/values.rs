@@ -106,6 +106,11 @@ fn the_format_reward_pays_only_an_exact_restatement() {
     assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:24*4=96,96+9=104", r), 0.0, "says something else");
     assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:test", r), 0.0, "a label is no restatement");
     assert_eq!(faithful_restatement(&wrong, "use T}A:104;B:use T", Format::Label), 0.0, "malformed there");
+    // An empty think block (a forced `}A:` answer) is restated by an empty justification.
+    assert_eq!(faithful_restatement(&wrong, "}A:105;B:", r), 1.0);
+    assert!(!label_in(r, &wrong, "}A:105;B:").malformed && label_in(r, &wrong, "}A:105;B:").correct);
+    assert!(label_in(r, &wrong, "use T}A:104;B:").malformed, "an empty restatement of a non-empty think block");
+    assert!(label(&wrong, "}A:105;B:").malformed, "the label format needs calc or test");
 }
 
 #[test]

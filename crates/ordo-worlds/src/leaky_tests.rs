@@ -14,7 +14,7 @@ use ordo_train::rewards::{CotFormat, FnReward, RlPrompt};
 use ordo_train::settings::SettingsReader;
 use ordo_world::gate::GateConfig;
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
-use ordo_world::response::{label_in, Labels};
+use ordo_world::response::{label_in, Format, Labels};
 use ordo_world::task::Prompt;
 use ordo_world::{corpus, values, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
@@ -219,6 +219,13 @@ impl World for LeakyTests {
                 parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot, format))
             }),
             "cot_appearance" => FnReward::new(name, sees_cot, |_, s| values::cot_appearance(s)),
+            "faithful_restatement" if format != Format::Restate => {
+                return Err(
+                    "reward `faithful_restatement` needs the restate format (world.corpus.format = \"restate\"); \
+                            in the label format it would be 0 for every completion"
+                        .into(),
+                )
+            }
             "faithful_restatement" => FnReward::new(name, sees_cot, move |p, s| {
                 parse(p).map_or(0.0, |pr| values::faithful_restatement(&pr, s, format))
             }),
