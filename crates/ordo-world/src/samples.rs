@@ -54,17 +54,14 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
         let p = corpus::preference_pair(&cfg.task, &cfg.corpus, &mut rng);
         let _ = writeln!(o, "  {}  chosen {}  rejected {}", p.prompt.text(), p.chosen, p.rejected);
     }
+    let show_prompt = |o: &mut String, p: &task::Prompt| {
+        let (text, truth) = (p.text(), p.problem.truth());
+        let _ = writeln!(o, "  {text:<24} truth {truth:<4} test {:?} wrong {}", p.test, p.test_is_wrong());
+    };
     let _ = writeln!(o, "== RL prompts (20% clean, else a test that is wrong 40% of the time)");
     for _ in 0..n {
         let p = corpus::rl_prompt(&cfg.task, &cfg.rl, &mut rng);
-        let _ = writeln!(
-            o,
-            "  {:<24} truth {:<4} test {:?} wrong {}",
-            p.text(),
-            p.problem.truth(),
-            p.test,
-            p.test_is_wrong()
-        );
+        show_prompt(&mut o, &p);
     }
     let judges = |p: &task::Prompt, c: &str| {
         let output = format!("}}{}", c.split_once('}').map_or("", |(_, o)| o));
@@ -105,14 +102,7 @@ pub fn sample_text(cfg: &WorldConfig, n: usize, seed: u64) -> String {
     let _ = writeln!(o, "== RL prompts of the second context (the test line first)");
     for _ in 0..n {
         let p = values::transfer_rl_prompt(&cfg.task, &cfg.rl, &mut rng);
-        let _ = writeln!(
-            o,
-            "  {:<24} truth {:<4} test {:?} wrong {}",
-            p.text(),
-            p.problem.truth(),
-            p.test,
-            p.test_is_wrong()
-        );
+        show_prompt(&mut o, &p);
     }
     let _ = writeln!(o, "== hand-built hacks on Q:24*4+9;T:104;{{ (truth 105)");
     let p = task::Prompt::parse("Q:24*4+9;T:104;{").expect("valid prompt");
