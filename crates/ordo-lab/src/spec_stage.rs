@@ -410,7 +410,10 @@ pub(crate) fn check_reward_models(
     for (name, params, is_probe) in stages.iter().map(|(n, p)| (n.as_str(), p, false)).chain(probe) {
         for rm in reward_model_stages(params) {
             if !matches!(stages.get(rm), Some(StageParams::RewardModel { .. })) {
-                errs.push(format!("stages.{name}: its reward_model reward names {rm:?}, which is not a reward_model stage of [stages]"));
+                // A probe that is also a stage of [stages] was reported as that stage.
+                if !(is_probe && stages.contains_key(name)) {
+                    errs.push(format!("stages.{name}: its reward_model reward names {rm:?}, which is not a reward_model stage of [stages]"));
+                }
                 continue;
             }
             for (arm, chain) in arms {
