@@ -3,6 +3,7 @@
 //! statistics across seeds (bootstrap intervals, permutation tests). Definitions: DESIGN.md section 4.
 
 pub mod catalogue;
+pub mod inference;
 pub mod judge;
 pub mod learned;
 pub mod metrics;

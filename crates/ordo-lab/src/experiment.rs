@@ -263,6 +263,8 @@ pub struct Experiment {
     pub eval: serde_json::Value,
     /// The uptake probe (world experiments; None when `probe.enabled = false`).
     pub probe: Option<ProbeSpec>,
+    /// The declared hypotheses, tested in the report.
+    pub hypotheses: Vec<crate::hypothesis::Hypothesis>,
 }
 
 impl Experiment {

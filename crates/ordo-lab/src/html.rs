@@ -178,6 +178,51 @@ fn bar_plot(title: &str, arms: &[&ArmSummary], metric: &str, unit: bool) -> Stri
     o
 }
 
+/// One hypothesis: each side's seed values as dots over a bar at the side's mean.
+fn hypothesis_plot(r: &crate::hypothesis::HypothesisResult, unit: bool) -> String {
+    let h = &r.hypothesis;
+    let diff = match (r.test.difference, r.test.lo, r.test.hi) {
+        (Some(d), Some(lo), Some(hi)) => format!("a − b {d:+.3} [{lo:+.3}, {hi:+.3}]"),
+        (Some(d), _, _) => format!("a − b {d:+.3}"),
+        _ => "a − b n/m".into(),
+    };
+    let title = format!("{} {}: {diff}, {}", h.id, h.metric, r.decision.verdict.word());
+    if r.values_a.is_empty() && r.values_b.is_empty() {
+        return empty_plot(&title);
+    }
+    let sides = [
+        (crate::hypothesis::side_label(&h.a), &r.values_a),
+        (crate::hypothesis::side_label(&h.b), &r.values_b),
+    ];
+    let series: Vec<Series> = sides
+        .iter()
+        .enumerate()
+        .map(|(i, (name, v))| Series { name, color: COLORS[i], points: v.iter().map(|&x| (i as f64, x, x, x)).collect() })
+        .collect();
+    let yr = y_range(&series, unit);
+    let yr = (yr.0.min(0.0), yr.1);
+    let xr = (-0.5, 1.5);
+    let ticks: Vec<(f64, String)> = sides.iter().enumerate().map(|(i, (n, _))| (i as f64, format!("{} {n}", ["a", "b"][i]))).collect();
+    let points = r.values_a.len() + r.values_b.len();
+    let mut o = format!("<svg class=\"plot\" data-points=\"{points}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">");
+    axes(&mut o, &title, yr, &ticks, xr);
+    let bw = (W - L - R) / 2.0 * 0.5;
+    for (i, (name, v)) in sides.iter().enumerate() {
+        let px = sx(i as f64, xr);
+        if let Some(m) = ordo_eval::stats::mean(v) {
+            let (y0, ym) = (sy(0.0f64.max(yr.0), yr), sy(m, yr));
+            let _ = write!(o, "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\" opacity=\"0.35\"><title>{}: mean {m:.3}</title></rect>", px - bw / 2.0, ym.min(y0), (y0 - ym).abs(), COLORS[i], esc(name));
+        }
+        for (j, x) in v.iter().enumerate() {
+            // Seeds spread across the bar so that equal values stay visible.
+            let dx = (j as f64 + 0.5) / v.len() as f64 * bw * 0.8 - bw * 0.4;
+            let _ = write!(o, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"><title>{}: {x:.3}</title></circle>", px + dx, sy(*x, yr), COLORS[i], esc(name));
+        }
+    }
+    o.push_str("</svg>");
+    o
+}
+
 /// In place of a plot whose figure no arm and seed could measure.
 fn empty_plot(title: &str) -> String {
     format!(
@@ -231,7 +276,19 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
         })
         .collect();
 
-    let _ = write!(o, "<h2>Trajectories across stage boundaries</h2><p>Mean over seeds after each stage of each arm, with the 95% bootstrap interval as a band. x: number of stages done.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
+    let _ = write!(o, "<h1>ordo report: {}</h1>", esc(&s.run.experiment));
+    if !s.hypotheses.is_empty() {
+        let _ = write!(
+            o,
+            "<h2>The answer</h2><p>{}</p><p>Each plot: every seed's value of each side (dots) and the side's mean (bar); the title gives a − b with its 95% interval and the verdict. The table with p-values and how they were computed is in the full report below.</p><div class=\"plots\">",
+            esc(&crate::hypothesis::plain_summary(&s.hypotheses, s.run.seeds.len()))
+        );
+        for r in &s.hypotheses {
+            o.push_str(&hypothesis_plot(r, cat.is_rate(&r.hypothesis.metric)));
+        }
+        o.push_str("</div>");
+    }
+    let _ = write!(o, "<h2>Trajectories across stage boundaries</h2><p>Mean over seeds after each stage of each arm, with the 95% seed-level interval as a band. x: number of stages done.</p><div class=\"legend\">{legend}</div><div class=\"plots\">");
     let depth = s.arms.iter().map(|a| a.stages.len()).max().unwrap_or(1);
     let ticks: Vec<(f64, String)> = (1..=depth).map(|i| (i as f64, i.to_string())).collect();
     for metric in cat.trajectories.iter().filter(shown) {
@@ -246,7 +303,7 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
     }
     o.push_str("</div>");
 
-    let _ = write!(o, "<h2>Final figures per arm</h2><p>Mean over seeds at the end of each arm (uptake: along the probe), whiskers: 95% bootstrap interval.</p><div class=\"plots\">");
+    let _ = write!(o, "<h2>Final figures per arm</h2><p>Mean over seeds at the end of each arm (uptake: along the probe), whiskers: 95% seed-level interval.</p><div class=\"plots\">");
     let arms: Vec<&ArmSummary> = s.arms.iter().collect();
     for metric in cat.headline.iter().filter(shown) {
         o.push_str(&bar_plot(metric, &arms, metric, cat.is_rate(metric)));

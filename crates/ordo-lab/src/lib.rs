@@ -6,6 +6,7 @@ pub mod error;
 pub mod evaluation;
 pub mod experiment;
 pub mod html;
+pub mod hypothesis;
 pub mod markdown;
 pub mod plan;
 mod probe_signal;

@@ -24,6 +24,7 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# ordo report: {}\n", run.experiment);
     let _ = writeln!(o, "**Question.** {}\n", world.report_question());
+    o.push_str(&crate::hypothesis::markdown_section(&s.hypotheses, run.seeds.len(), run.failures.len()));
     let _ = writeln!(o, "## Arms\n");
     for (arm, stages) in &run.arms {
         let _ = writeln!(o, "- **{arm}**: {}", stages.join(" → "));
@@ -43,7 +44,7 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     for line in world.method_lines(&run.eval, &run.probe, &run.monitors, &run.learned_monitor_heldout, &probe_rates) {
         let _ = writeln!(o, "{line}");
     }
-    let _ = writeln!(o, "- Statistics: mean over seeds with a 95% percentile-bootstrap interval (10,000 resamples) and n; arm differences by a two-sided permutation test of the mean difference (exact when there are at most 10,000 relabellings; with 3 seeds per arm the smallest attainable p is 0.1). `n/m` = not measurable.\n");
+    let _ = writeln!(o, "- Statistics: the seed is the unit. Mean over seeds with a 95% t-interval on the seed values, whose variance is at least the mean prompt-sampling variance of a share (Agresti-Coull, so that seeds agreeing to the last sample do not give a zero-width interval; the degrees of freedom grow where that floor binds), and n; arm differences by a two-sided permutation test of the mean difference (exact up to 200,000 relabellings: with 3 seeds per arm the smallest attainable p is 0.1, with 5 it is 0.0079). `n/m` = not measurable.\n");
 
     let cat = world.catalogue(&run.monitors);
     let _ = writeln!(o, "## Results at the end of each arm\n");
@@ -123,6 +124,13 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     let label = world.transcript_labels().first().copied().unwrap_or("LABEL");
     let _ = writeln!(o, "\nAll metrics, per-seed values and intervals are in `summary.json`; every evaluation sample is in `transcripts.jsonl` (`ordo transcripts RUN_DIR --arm ARM --filter {label},unflagged`).\n");
 
+    if !run.failures.is_empty() {
+        let _ = writeln!(o, "## Arm-seeds not measured\n");
+        for f in &run.failures {
+            let _ = writeln!(o, "- {} seed {}: stage `{}` failed: {}", f.arm, f.seed, f.stage, f.reason);
+        }
+        let _ = writeln!(o);
+    }
     let _ = writeln!(o, "## Not measurable\n");
     if s.not_measurable.is_empty() {
         let _ = writeln!(o, "Every figure was measured on at least one seed.");

@@ -7,15 +7,20 @@ use crate::error::LabError;
 use crate::evaluation::{eval_file, read_evaluation, ArmResult};
 use crate::experiment::Experiment;
 use crate::plan::Plan;
-use crate::summary::{run_results, summarize, RunResults, Summary};
+use crate::summary::{run_results, summarize, ArmFailure, RunResults, Summary};
 use ordo_eval::Evaluation;
 use ordo_worlds::{Evaluator, World};
 use serde_json::{json, Value};
 use std::path::Path;
 
 /// Writes `results.json` (after each arm-seed, so partial runs show what they measured).
-pub fn write_results(dir: &Path, exp: &Experiment, results: &[ArmResult], m: &dyn Evaluator) -> Result<(), LabError> {
-    let r = run_results(exp, results, m);
+pub fn write_results(
+    dir: &Path,
+    exp: &Experiment,
+    (results, failures): (&[ArmResult], &[ArmFailure]),
+    m: &dyn Evaluator,
+) -> Result<(), LabError> {
+    let r = run_results(exp, results, failures, m);
     ordo_model::atomic::write_file(&dir.join("results.json"), &serde_json::to_vec_pretty(&r).expect("serialises"))?;
     Ok(())
 }
@@ -51,14 +56,15 @@ pub fn write_all(
     exp: &Experiment,
     plan: &Plan,
     cache: &Cache,
-    results: &[ArmResult],
+    (results, failures): (&[ArmResult], &[ArmFailure]),
     m: &dyn Evaluator,
 ) -> Result<(), LabError> {
     let world = exp.world().ok_or_else(|| LabError::Other("only world experiments have reports".into()))?;
-    write_results(dir, exp, results, m)?;
-    write_report(dir, &run_results(exp, results, m), world)?;
+    write_results(dir, exp, (results, failures), m)?;
+    write_report(dir, &run_results(exp, results, failures, m), world)?;
     let mut out = Vec::new();
-    for arm in &plan.arms {
+    // The arm-seeds that were measured (a failed one has no evaluation of its later boundaries).
+    for arm in plan.arms.iter().filter(|a| results.iter().any(|r| r.arm == a.arm && r.seed == a.seed)) {
         for (i, key) in arm.chain.iter().enumerate() {
             let ev: Evaluation = read_evaluation(cache, key, &eval_file("eval", exp, arm.seed))
                 .map_err(|why| LabError::Other(format!("cache node {}: {why}", short(key))))?;

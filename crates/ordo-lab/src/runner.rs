@@ -1,9 +1,10 @@
-//! Runs an experiment: every node not in the cache, in plan order, then the world evaluation of
-//! each arm at each stage boundary.
+//! Runs an experiment: every node not in the cache, several at once where they are independent, and
+//! the world evaluation of each arm-seed at each stage boundary as soon as its nodes are trained.
 
 use crate::cache::{short, Cache, NodeState, RunLock};
 use crate::error::LabError;
 use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult};
+use crate::summary::ArmFailure;
 use crate::experiment::{Experiment, ModelInit, StageParams};
 use crate::plan::{plan, Node, Plan};
 use crate::stages::{self, StageCx};
@@ -15,9 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-/// Where a run writes.
+/// Where a run writes, and how many nodes it trains at once.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The run directory (plan, results, lock).
@@ -26,74 +28,341 @@ pub struct RunOptions {
     pub cache_dir: PathBuf,
     /// Show progress bars.
     pub progress: bool,
+    /// Nodes (and arm evaluations) run at once, each on its own thread; results do not depend on it.
+    pub jobs: usize,
 }
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunSummary {
-    /// Keys of nodes trained by this run, in order.
+    /// Keys of nodes trained by this run, in the order they finished.
     pub trained: Vec<String>,
     /// Keys of nodes found in the cache.
     pub reused: Vec<String>,
     /// Keys of nodes found corrupt and retrained.
     pub corrupt: Vec<String>,
+    /// Arm-seeds that could not finish (a stage failed, or an earlier stage of theirs did).
+    pub failed: Vec<ArmFailure>,
 }
 
-/// Runs an experiment.
+/// What a worker does next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Task {
+    /// Train the node at this index of `Schedule::nodes`.
+    Train(usize),
+    /// Evaluate the arm-seed at this index of `plan.arms`.
+    Evaluate(usize),
+}
+
+/// The shared state of a run's workers: which nodes are done, running or failed, which arm-seeds are
+/// evaluated, and the results so far.
+struct Schedule {
+    /// Keys this run needs, in the order arms first need them.
+    nodes: Vec<String>,
+    done: Vec<bool>,
+    started: Vec<bool>,
+    /// Why a node failed (its own error, or its parent's failure).
+    failed: Vec<Option<(String, String)>>,
+    evaluated: Vec<bool>,
+    running: usize,
+    summary: RunSummary,
+    results: Vec<(usize, ArmResult)>,
+    /// Estimated seconds of every task, and of those finished (the overall ETA).
+    total_work: f64,
+    done_work: f64,
+    /// The first error that is not one arm-seed's (writing the results), which stops the run.
+    fatal: Option<LabError>,
+}
+
+impl Schedule {
+    fn index(&self, key: &str) -> usize {
+        self.nodes.iter().position(|k| k == key).expect("scheduled keys")
+    }
+
+    /// The first task that can start: in plan order, an arm-seed's evaluation as soon as its nodes are
+    /// trained, else the first node whose parent is trained.
+    fn next(&self, plan: &Plan) -> Option<Task> {
+        for (a, arm) in plan.arms.iter().enumerate() {
+            let keys: Vec<usize> = arm_keys(arm).map(|k| self.index(k)).collect();
+            if keys.iter().any(|&i| self.failed[i].is_some()) {
+                continue;
+            }
+            if !self.evaluated[a] && keys.iter().all(|&i| self.done[i]) {
+                return Some(Task::Evaluate(a));
+            }
+            for &i in &keys {
+                if self.done[i] || self.started[i] {
+                    continue;
+                }
+                let node = plan.node(&self.nodes[i]).expect("plan node");
+                let parent_ready = node.parent.as_ref().is_none_or(|p| self.nodes.iter().position(|k| k == p).is_none_or(|j| self.done[j]));
+                if parent_ready {
+                    return Some(Task::Train(i));
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks node `i` failed, and every scheduled node below it.
+    fn fail(&mut self, plan: &Plan, i: usize, stage: &str, reason: &str) {
+        self.failed[i] = Some((stage.to_string(), reason.to_string()));
+        loop {
+            let mut changed = false;
+            for j in 0..self.nodes.len() {
+                if self.failed[j].is_some() {
+                    continue;
+                }
+                let parent = plan.node(&self.nodes[j]).and_then(|n| n.parent.clone());
+                if let Some(p) = parent.and_then(|p| self.nodes.iter().position(|k| *k == p)) {
+                    if let Some(why) = self.failed[p].clone() {
+                        self.failed[j] = Some(why);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+}
+
+/// Every node an arm-seed needs: its chain, then its probes.
+fn arm_keys(arm: &crate::plan::ArmRun) -> impl Iterator<Item = &String> {
+    arm.chain.iter().chain(&arm.probe).chain(&arm.transfer_probe)
+}
+
+/// Estimated seconds of evaluating one arm-seed (boundaries and probe snapshots; measured on the organism).
+const EVALUATION_SECONDS: f64 = 4.0;
+
+/// Runs an experiment: every node not in the cache, `opts.jobs` at a time (each as soon as its parent is
+/// trained), and each arm-seed's world evaluation as soon as its nodes are. A stage that fails (the
+/// readiness gate, a diverging loss) fails the arm-seeds that need it, which are recorded with why; the
+/// other arms complete and the report says which arm-seeds are missing.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> {
     let _lock = RunLock::acquire(&opts.run_dir).map_err(LabError::Other)?;
     let plan = plan(exp);
     let cache = Cache::new(&opts.cache_dir);
-    write_plan(exp, &plan, opts)?;
-    let mut summary = RunSummary::default();
-    let mut results: Vec<ArmResult> = Vec::new();
-    let total = plan.nodes.len();
     let evaluator = exp.world().map(|w| w.evaluator(&exp.eval)).transpose().map_err(LabError::Other)?;
-    // Arm by arm (in seed order), so whole arms finish early and their results appear as they do.
+    if let (Some(w), Some(m)) = (exp.world(), &evaluator) {
+        let problems = crate::hypothesis::check_metrics(&exp.hypotheses, &w.catalogue(&m.monitors()));
+        if !problems.is_empty() {
+            return Err(LabError::Other(format!("the experiment's hypotheses:\n  {}", problems.join("\n  "))));
+        }
+    }
+    write_plan(exp, &plan, opts)?;
+    let mut nodes: Vec<String> = Vec::new();
     for arm in &plan.arms {
-        for key in arm.chain.iter().chain(&arm.probe).chain(&arm.transfer_probe) {
-            if summary.trained.contains(key) || summary.reused.contains(key) {
-                continue;
+        for k in arm_keys(arm) {
+            if !nodes.contains(k) {
+                nodes.push(k.clone());
             }
-            let node = plan.node(key).expect("chain keys are plan nodes");
-            if cache.state(key) == NodeState::Complete {
-                summary.reused.push(key.clone());
-                continue;
-            }
-            // Another runner sharing the cache may be building this node: wait for it, then look again.
-            let _node_lock = cache.lock_node(key, &mut |pid| {
-                eprintln!(
-                    "cache node {} ({}) is being built by another ordo process (pid {}); waiting for it",
-                    short(key),
-                    node.stage,
-                    pid.map_or("unknown".into(), |p| p.to_string())
-                )
-            })?;
-            match cache.state(key) {
-                NodeState::Complete => {
-                    summary.reused.push(key.clone());
-                    continue;
-                }
-                NodeState::Corrupt(why) => {
-                    eprintln!("cache node {} ({}) is corrupt: {why}; retraining it", short(key), node.stage);
-                    summary.corrupt.push(key.clone());
-                }
-                NodeState::Missing => {}
-            }
-            let done = summary.trained.len() + summary.reused.len() + 1;
-            let label = format!("[{done}/{total}] {} {} seed {}", arm.arm, node.stage, arm.seed);
-            run_node(exp, (&plan, &cache), node, &label, opts.progress)?;
-            summary.trained.push(key.clone());
-        }
-        if let Some(m) = &evaluator {
-            results.push(evaluate_arm(exp, &plan, &cache, arm, m.as_ref(), opts.progress)?);
-            crate::report::write_results(&opts.run_dir, exp, &results, m.as_ref())?;
         }
     }
+    let n = nodes.len();
+    let params = crate::plan::model_parameters(exp)?;
+    let mut sched = Schedule {
+        done: vec![false; n],
+        started: vec![false; n],
+        failed: vec![None; n],
+        evaluated: vec![evaluator.is_none(); plan.arms.len()],
+        running: 0,
+        summary: RunSummary::default(),
+        results: Vec::new(),
+        total_work: 0.0,
+        done_work: 0.0,
+        fatal: None,
+        nodes,
+    };
+    for i in 0..n {
+        if cache.state(&sched.nodes[i]) == NodeState::Complete {
+            sched.done[i] = true;
+            sched.summary.reused.push(sched.nodes[i].clone());
+        } else {
+            sched.total_work += crate::plan::estimate_seconds(plan.node(&sched.nodes[i]).expect("plan node"), params);
+        }
+    }
+    if evaluator.is_some() {
+        sched.total_work += EVALUATION_SECONDS * plan.arms.len() as f64;
+    }
+    let overall = ordo_train::trainer::progress_bar("overall", 1000, "‰ (estimated work)", opts.progress);
+    let state = (Mutex::new(sched), Condvar::new());
+    let started = Instant::now();
+    let worker = || {
+        // A task that runs beside others gets one thread (two single-threaded nodes use two cores better
+        // than two nodes sharing rayon's pool); one that runs alone (the shared base, the last node) gets
+        // the whole pool. Results do not depend on the thread count.
+        let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+        loop {
+        let (task, alone) = {
+            let mut s = state.0.lock().expect("scheduler lock");
+            loop {
+                if s.fatal.is_some() {
+                    return;
+                }
+                if let Some(t) = s.next(&plan) {
+                    match t {
+                        Task::Train(i) => s.started[i] = true,
+                        Task::Evaluate(a) => s.evaluated[a] = true,
+                    }
+                    s.running += 1;
+                    let alone = s.running == 1 && s.next(&plan).is_none();
+                    break (t, alone);
+                }
+                if s.running == 0 {
+                    return;
+                }
+                s = state.1.wait(s).expect("scheduler lock");
+            }
+        };
+        let body = || match task {
+            Task::Train(i) => {
+                let key = state.0.lock().expect("scheduler lock").nodes[i].clone();
+                let node = plan.node(&key).expect("plan node");
+                let arm = plan.arms.iter().find(|a| arm_keys(a).any(|k| *k == key)).expect("a node has an arm");
+                let label = {
+                    let s = state.0.lock().expect("scheduler lock");
+                    let finished = s.done.iter().filter(|d| **d).count() + s.running;
+                    format!("[{finished}/{n}] {} {} seed {}", arm.arm, node.stage, arm.seed)
+                };
+                Outcome::Trained(i, train_once(exp, (&plan, &cache), node, &label, opts.progress))
+            }
+            Task::Evaluate(a) => {
+                let m = evaluator.as_ref().expect("evaluations only with an evaluator");
+                Outcome::Evaluated(a, evaluate_arm(exp, &plan, &cache, &plan.arms[a], m.as_ref(), opts.progress))
+            }
+        };
+        let outcome = if alone || opts.jobs <= 1 { body() } else { single.install(body) };
+        let mut s = state.0.lock().expect("scheduler lock");
+        s.running -= 1;
+        match outcome {
+            Outcome::Trained(i, Ok(how)) => {
+                s.done[i] = true;
+                let key = s.nodes[i].clone();
+                s.done_work += crate::plan::estimate_seconds(plan.node(&key).expect("plan node"), params);
+                match how {
+                    Trained::Reused => s.summary.reused.push(key),
+                    Trained::Retrained => {
+                        s.summary.corrupt.push(key.clone());
+                        s.summary.trained.push(key)
+                    }
+                    Trained::Fresh => s.summary.trained.push(key),
+                }
+            }
+            Outcome::Trained(i, Err(e)) => {
+                let key = s.nodes[i].clone();
+                let node = plan.node(&key).expect("plan node");
+                eprintln!("stage `{}` (seed {}) failed: {e}; the arm-seeds that need it are not measured", node.stage, node.seed);
+                s.fail(&plan, i, &node.stage, &e.to_string());
+            }
+            Outcome::Evaluated(a, r) => {
+                s.done_work += EVALUATION_SECONDS;
+                match r {
+                    Ok(r) => {
+                        s.results.push((a, r));
+                        s.results.sort_by_key(|(a, _)| *a);
+                        let results: Vec<ArmResult> = s.results.iter().map(|(_, r)| r.clone()).collect();
+                        let failures = failures(&plan, &s);
+                        let m = evaluator.as_ref().expect("evaluator");
+                        if let Err(e) = crate::report::write_results(&opts.run_dir, exp, (&results, &failures), m.as_ref()) {
+                            s.fatal = Some(e);
+                        }
+                    }
+                    Err(e) => {
+                        let arm = &plan.arms[a];
+                        eprintln!("evaluating {} seed {} failed: {e}", arm.arm, arm.seed);
+                        s.summary.failed.push(ArmFailure {
+                            arm: arm.arm.clone(),
+                            seed: arm.seed,
+                            stage: "evaluation".into(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let frac = if s.total_work > 0.0 { (s.done_work / s.total_work).min(1.0) } else { 1.0 };
+        overall.set_position((frac * 1000.0) as u64);
+        if frac > 0.0 {
+            let eta = started.elapsed().as_secs_f64() * (1.0 - frac) / frac;
+            let eta = std::time::Duration::from_secs(eta as u64);
+            overall.set_message(format!("whole run: {} left (estimated)", indicatif::HumanDuration(eta)));
+        }
+        state.1.notify_all();
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1) {
+            scope.spawn(&worker);
+        }
+    });
+    overall.finish_and_clear();
+    let mut s = state.0.into_inner().expect("scheduler lock");
+    if let Some(e) = s.fatal.take() {
+        return Err(e);
+    }
+    let mut failed = failures(&plan, &s);
+    failed.extend(s.summary.failed.drain(..));
+    s.summary.failed = failed;
     if let Some(m) = &evaluator {
-        crate::report::write_all(&opts.run_dir, exp, &plan, &cache, &results, m.as_ref())?;
+        let results: Vec<ArmResult> = s.results.iter().map(|(_, r)| r.clone()).collect();
+        crate::report::write_all(&opts.run_dir, exp, &plan, &cache, (&results, &s.summary.failed), m.as_ref())?;
     }
-    Ok(summary)
+    Ok(s.summary)
+}
+
+/// The arm-seeds a failed node keeps from finishing, in plan order, with the stage and why.
+fn failures(plan: &Plan, s: &Schedule) -> Vec<ArmFailure> {
+    plan.arms
+        .iter()
+        .filter_map(|arm| {
+            arm_keys(arm).find_map(|k| s.failed[s.index(k)].clone()).map(|(stage, reason)| ArmFailure {
+                arm: arm.arm.clone(),
+                seed: arm.seed,
+                stage,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// What a worker's task gave.
+enum Outcome {
+    Trained(usize, Result<Trained, LabError>),
+    Evaluated(usize, Result<ArmResult, LabError>),
+}
+
+/// How a node came to be in the cache.
+enum Trained {
+    /// Another process had built it by the time its lock was taken.
+    Reused,
+    Fresh,
+    /// It was corrupt and was trained again.
+    Retrained,
+}
+
+/// Trains a node unless another process sharing the cache built it meanwhile (waiting for its lock).
+fn train_once(exp: &Experiment, (plan, cache): (&Plan, &Cache), node: &Node, label: &str, progress: bool) -> Result<Trained, LabError> {
+    let key = &node.key;
+    let _node_lock = cache.lock_node(key, &mut |pid| {
+        eprintln!(
+            "cache node {} ({}) is being built by another ordo process (pid {}); waiting for it",
+            short(key),
+            node.stage,
+            pid.map_or("unknown".into(), |p| p.to_string())
+        )
+    })?;
+    let how = match cache.state(key) {
+        NodeState::Complete => return Ok(Trained::Reused),
+        NodeState::Corrupt(why) => {
+            eprintln!("cache node {} ({}) is corrupt: {why}; retraining it", short(key), node.stage);
+            Trained::Retrained
+        }
+        NodeState::Missing => Trained::Fresh,
+    };
+    run_node(exp, (plan, cache), node, label, progress)?;
+    Ok(how)
 }
 
 fn write_plan(exp: &Experiment, plan: &Plan, opts: &RunOptions) -> Result<(), LabError> {

@@ -281,6 +281,11 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
         }
     };
     crate::spec_stage::check_reward_models(&stages, &arms, probe.as_ref(), &mut errs);
+    top.used.push("hypotheses");
+    let hypotheses = crate::hypothesis::parse_table(&root, &arms, &mut errs);
+    if !hypotheses.is_empty() && world.is_none() {
+        errs.push("hypotheses: they compare a world's metrics; set experiment.world".into());
+    }
     top.finish(&mut errs);
     if errs.is_empty() {
         Ok(Experiment {
@@ -295,6 +300,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Experiment, Spec
             arms,
             eval,
             probe,
+            hypotheses,
         })
     } else {
         Err(SpecError { file: file.into(), problems: errs })

@@ -4,6 +4,7 @@
 
 use crate::evaluation::{ArmResult, ProbeResult};
 use crate::experiment::Experiment;
+use crate::hypothesis::{Hypothesis, HypothesisResult};
 use crate::plan::sha256_hex;
 use ordo_eval::catalogue::{Catalogue, UptakeRule, TRANSFER_PREFIX};
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
@@ -31,6 +32,21 @@ pub struct RunResults {
     /// The learned monitor's own held-out score.
     pub learned_monitor_heldout: Value,
     pub results: Vec<ArmResult>,
+    /// The experiment's declared hypotheses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<Hypothesis>,
+    /// Arm-seeds that could not finish, with the stage and why (their figures are absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<ArmFailure>,
+}
+
+/// An arm-seed that could not finish: the stage that failed and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmFailure {
+    pub arm: String,
+    pub seed: u64,
+    pub stage: String,
+    pub reason: String,
 }
 
 fn seed_of(parts: &[&str]) -> u64 {
@@ -98,6 +114,9 @@ pub struct Summary {
     pub run: RunResults,
     pub arms: Vec<ArmSummary>,
     pub comparisons: Vec<PairComparison>,
+    /// Every declared hypothesis with its test and verdict.
+    #[serde(default)]
+    pub hypotheses: Vec<HypothesisResult>,
     /// "arm / stage / metric: why" for every figure no seed could measure.
     pub not_measurable: Vec<String>,
 }
@@ -145,7 +164,7 @@ fn probe_summary(
             let along = (0..probe_steps.len())
                 .map(|j| {
                     let v: Vec<Option<f64>> = probes.iter().map(|p| curve(p, r.metric, j)).collect();
-                    estimate(&v, seed_of(&[arm, &format!("{prefix}{}", r.curve), &j.to_string()]))
+                    estimate(&v, &[])
                 })
                 .collect();
             (format!("{prefix}probe_{}", r.metric), along)
@@ -160,7 +179,7 @@ fn probe_summary(
     for def in catalogue.probe.uptake.iter().filter(|d| recorded(d.rate)) {
         let name = format!("{prefix}{}", def.name);
         let v: Vec<Option<f64>> = probes.iter().map(|p| p.metrics.get(def.name).and_then(|m| m.value)).collect();
-        let e = estimate(&v, seed_of(&[arm, which, &name]));
+        let e = estimate(&v, &[]);
         if e.n == 0 {
             let label = catalogue.probe.rate(def.rate).map_or(def.rate, |r| r.label);
             let why = match def.rule {
@@ -181,7 +200,6 @@ fn probe_summary(
 
 /// Builds the summary of a run's results, with its world's catalogue.
 pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
-    let names: Vec<String> = catalogue.metrics.iter().map(|m| m.name.clone()).collect();
     let mut arms = Vec::new();
     let mut not_measurable = Vec::new();
     for (arm, stages) in &run.arms {
@@ -190,16 +208,17 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
         let mut boundaries = Vec::new();
         for (i, stage) in stages.iter().enumerate() {
             let mut b = BTreeMap::new();
-            for name in &names {
-                let values: Vec<Option<f64>> = rs
-                    .iter()
-                    .filter_map(|r| r.boundaries.get(i))
-                    .filter_map(|bd| bd.metrics.get(name).map(|m| m.value))
-                    .collect();
-                if values.is_empty() {
+            for def in &catalogue.metrics {
+                let name = &def.name;
+                let measures: Vec<_> =
+                    rs.iter().filter_map(|r| r.boundaries.get(i)).filter_map(|bd| bd.metrics.get(name)).collect();
+                if measures.is_empty() {
                     continue;
                 }
-                let e = estimate(&values, seed_of(&[arm, stage, name]));
+                let values: Vec<Option<f64>> = measures.iter().map(|m| m.value).collect();
+                // A share's seed values rest on their sample counts (the interval's sampling floor).
+                let counts: Vec<usize> = if def.rate { measures.iter().map(|m| m.n).collect() } else { Vec::new() };
+                let e = estimate(&values, &counts);
                 if e.n == 0 {
                     not_measurable
                         .push(format!("{arm} / after {stage} / {name}: {}", catalogue.why_not_measurable(name)));
@@ -250,7 +269,8 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
             }
         }
     }
-    Summary { run: run.clone(), arms, comparisons, not_measurable }
+    let hypotheses = crate::hypothesis::evaluate(run, catalogue);
+    Summary { run: run.clone(), arms, comparisons, hypotheses, not_measurable }
 }
 
 /// A figure as the report prints it: `0.412 [0.380, 0.450]`, or `n/m` (not measurable).
@@ -275,7 +295,12 @@ fn fmt3(x: f64) -> String {
 }
 
 /// Builds `results.json`'s content.
-pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &dyn Evaluator) -> RunResults {
+pub fn run_results(
+    exp: &Experiment,
+    results: &[ArmResult],
+    failures: &[ArmFailure],
+    monitors: &dyn Evaluator,
+) -> RunResults {
     RunResults {
         experiment: exp.name.clone(),
         seeds: exp.seeds.clone(),
@@ -289,5 +314,7 @@ pub fn run_results(exp: &Experiment, results: &[ArmResult], monitors: &dyn Evalu
         monitors: monitors.monitors(),
         learned_monitor_heldout: monitors.monitor_notes(),
         results: results.to_vec(),
+        hypotheses: exp.hypotheses.clone(),
+        failures: failures.to_vec(),
     }
 }

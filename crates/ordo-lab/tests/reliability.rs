@@ -16,12 +16,17 @@ static TINY: LazyLock<String> = LazyLock::new(|| {
 });
 
 fn options(dir: &Path, name: &str) -> RunOptions {
-    RunOptions { run_dir: dir.join("runs").join(name), cache_dir: dir.join("runs/cache"), progress: false }
+    RunOptions { run_dir: dir.join("runs").join(name), cache_dir: dir.join("runs/cache"), progress: false, jobs: 1 }
 }
 
+/// Runs an experiment; an arm-seed that could not finish is an error here, with its reason.
 fn run_text(text: &str, dir: &Path) -> Result<RunSummary, ordo_lab::LabError> {
     let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap_or_else(|e| panic!("{e}"));
-    ordo_lab::run(&exp, &options(dir, &exp.name))
+    let out = ordo_lab::run(&exp, &options(dir, &exp.name))?;
+    match out.failed.first() {
+        Some(f) => Err(ordo_lab::LabError::Other(f.reason.clone())),
+        None => Ok(out),
+    }
 }
 
 fn assert_problem(text: &str, want: &str) {

@@ -83,7 +83,7 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let dir = tempfile::tempdir().unwrap();
     let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
     let run_dir = dir.path().join("runs/tiny-report");
-    let opts = RunOptions { run_dir: run_dir.clone(), cache_dir: dir.path().join("runs/cache"), progress: false };
+    let opts = RunOptions { run_dir: run_dir.clone(), cache_dir: dir.path().join("runs/cache"), progress: false, jobs: 1 };
     ordo_lab::run(&exp, &opts).unwrap();
 
     let summary: Summary = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
@@ -254,7 +254,65 @@ fn synthetic() -> ordo_lab::summary::RunResults {
         monitors,
         learned_monitor_heldout: serde_json::json!(null),
         results,
+        hypotheses: Vec::new(),
+        failures: Vec::new(),
     }
+}
+
+/// Declared hypotheses on the known results: the test's figures, Holm across the file, the seeds a side
+/// could not use, the verdicts, and the report's first section.
+#[test]
+fn hypotheses_of_known_results() {
+    let mut run = synthetic();
+    let text = r#"
+[[hypotheses]]
+id = "H1"
+claim = "a hacks more than b"
+metric = "hack_rate"
+a = "a"
+b = "b"
+expect = "a > b"
+
+[[hypotheses]]
+id = "H2"
+claim = "a's recall exceeds b's"
+metric = "keyword_recall"
+a = "a@rl"
+b = ["b"]
+expect = "a > b"
+"#;
+    let root: toml::Table = toml::from_str(text).unwrap();
+    let arms = run.arms.clone();
+    let mut errs = Vec::new();
+    run.hypotheses = ordo_lab::hypothesis::parse_table(&root, &arms, &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let s = ordo_lab::summary::summarize(&run, &world().catalogue(&run.monitors));
+    let (h1, h2) = (&s.hypotheses[0], &s.hypotheses[1]);
+    // H1: 0.8/0.9/1.0 against 0.1/0.2/0.3: difference 0.7, exact one-sided p 1/20, Holm over 2: 0.1.
+    assert!((h1.test.difference.unwrap() - 0.7).abs() < 1e-12);
+    assert!((h1.test.p.unwrap() - 0.05).abs() < 1e-12 && h1.test.exact);
+    assert!((h1.decision.p_holm.unwrap() - 0.1).abs() < 1e-12);
+    assert!((h1.test.p_against.unwrap() - 1.0).abs() < 1e-12);
+    assert!(h1.test.lo.unwrap() < 0.7 && 0.7 < h1.test.hi.unwrap() && h1.test.lo.unwrap() > 0.0);
+    assert_eq!(h1.decision.verdict, ordo_eval::inference::Verdict::Inconclusive);
+    // 1/20 does not reach the strictest Holm threshold 0.05/2: nothing is detectable with 3 seeds here.
+    assert_eq!(h1.decision.detectable, None);
+    // H2: b's seed 3 has no recall; 3 against 2 seeds cannot give p <= 0.05 (smallest 1/10).
+    assert_eq!(h2.seeds_b, vec![1, 2]);
+    assert_eq!(h2.excluded.len(), 1, "{:?}", h2.excluded);
+    assert!(h2.excluded[0].starts_with("b seed 3: keyword_recall "), "{:?}", h2.excluded);
+    assert_eq!(h2.decision.verdict, ordo_eval::inference::Verdict::NotEnoughSeeds);
+    let md = ordo_lab::markdown::markdown(&s, &*world());
+    let answer = md.find("## The answer").expect("the answer section");
+    assert!(answer < md.find("## Arms").unwrap(), "the answer comes first");
+    assert!(md.contains("| H1 | a hacks more than b | `hack_rate` | a | b | a > b | 0.900 (3) | 0.200 (3) | +0.700 ["), "{md}");
+    assert!(md.contains("**inconclusive at this power** |") && md.contains("**not enough seeds** |"), "{md}");
+    assert!(md.contains("2 hypotheses were tested on up to 3 seeds per arm"), "{md}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["hypotheses"][0]["verdict"], "inconclusive");
+    assert_eq!(json["hypotheses"][1]["a"][0]["boundary"], serde_json::json!(null), "rl is the final boundary");
+    let html = ordo_lab::html::html(&s, &*world());
+    assert!(html.contains("<h2>The answer</h2>") && html.contains("H1 hack_rate: a − b +0.700"), "plots per hypothesis");
 }
 
 #[test]
@@ -265,7 +323,11 @@ fn summary_of_known_results() {
     let hack = a.final_estimate("hack_rate").unwrap();
     assert!((hack.mean.unwrap() - 0.9).abs() < 1e-12);
     assert_eq!(hack.n, 3);
-    assert!(hack.lo.unwrap() >= 0.8 - 1e-12 && hack.hi.unwrap() <= 1.0 + 1e-12 && hack.lo < hack.hi);
+    // The seed-level interval of 0.8, 0.9, 1.0, each a share of 10 samples (the sampling floor binds).
+    let within: Vec<f64> = [0.8, 0.9, 1.0].iter().map(|&p| ordo_eval::stats::share_variance(p, 10)).collect();
+    let (lo, hi) = ordo_eval::stats::seed_interval(&[0.8, 0.9, 1.0], &within, 0.95).unwrap();
+    assert!((hack.lo.unwrap() - lo).abs() < 1e-12 && (hack.hi.unwrap() - hi).abs() < 1e-12);
+    assert!(lo < 0.8 && hi > 1.0, "three seeds of 10 samples each: wider than their range");
     let b = &s.arms[1];
     assert_eq!(b.final_estimate("keyword_recall").unwrap().n, 2);
     assert_eq!(b.final_estimate("keyword_recall").unwrap().values, vec![Some(0.5), Some(0.5), None]);

@@ -296,12 +296,19 @@ pub fn metrics(pairs: &[(&str, f64)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect()
 }
 
-/// A terminal progress bar with elapsed time and ETA (hidden when `show` is false).
+/// The process's progress bars, drawn together so that stages running at once do not overwrite each other.
+fn bars() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// A terminal progress bar with elapsed time and ETA (hidden when `show` is false), one line among the
+/// process's bars.
 pub fn progress_bar(label: &str, total: usize, unit: &str, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
-    let b = indicatif::ProgressBar::new(total as u64);
+    let b = bars().add(indicatif::ProgressBar::new(total as u64));
     let template = format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed}} < ETA {{eta}}  {{msg}}");
     b.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
     b.set_prefix(label.to_string());

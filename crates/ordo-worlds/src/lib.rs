@@ -119,7 +119,7 @@ pub enum ProbeSignal {
 }
 
 /// Evaluates checkpoints in a world: its suites with its monitors, and the uptake probe's rates.
-pub trait Evaluator {
+pub trait Evaluator: Sync {
     /// The monitors' metric-name prefixes in report order, each with whether it reads the CoT.
     fn monitors(&self) -> Vec<(String, bool)>;
     /// What the report says about the monitors themselves (for example a learned monitor's held-out score).

@@ -1,6 +1,6 @@
 //! The experiment commands: `ordo plan`, `ordo run`, `ordo status`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ordo_lab::cache::short;
 use ordo_lab::cache::{Cache, NodeState};
 use ordo_lab::plan::{estimate_seconds, plan as make_plan, Plan};
@@ -67,9 +67,16 @@ pub fn plan(file: &Path, runs: &Path) -> Result<()> {
 }
 
 /// `ordo run FILE`.
-pub fn run(file: &Path, runs: &Path) -> Result<()> {
+pub fn run(file: &Path, runs: &Path, jobs: Option<usize>) -> Result<()> {
     let exp = ordo_lab::load(file)?;
-    let opts = ordo_lab::RunOptions { run_dir: runs.join(&exp.name), cache_dir: runs.join("cache"), progress: true };
+    let jobs = match jobs {
+        Some(0) => bail!("--jobs 0: expected at least 1"),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let opts =
+        ordo_lab::RunOptions { run_dir: runs.join(&exp.name), cache_dir: runs.join("cache"), progress: true, jobs };
+    let started = std::time::Instant::now();
     let summary = ordo_lab::run(&exp, &opts)?;
     println!(
         "trained {} nodes, reused {} from the cache{}",
@@ -91,7 +98,16 @@ pub fn run(file: &Path, runs: &Path) -> Result<()> {
             opts.run_dir.join("transcripts.jsonl").display()
         );
     }
-    println!("run directory: {}", opts.run_dir.display());
+    println!("run directory: {} ({:.0} s)", opts.run_dir.display(), started.elapsed().as_secs_f64());
+    if !summary.failed.is_empty() {
+        let lines: Vec<String> =
+            summary.failed.iter().map(|f| format!("{} seed {} (stage {}): {}", f.arm, f.seed, f.stage, f.reason)).collect();
+        bail!(
+            "{} arm-seed(s) could not finish and are reported as not measured:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        );
+    }
     Ok(())
 }
 

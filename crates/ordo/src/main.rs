@@ -35,6 +35,10 @@ enum Command {
         file: PathBuf,
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
+        /// Nodes trained at once where they are independent (default: the machine's cores); results do not
+        /// depend on it.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Rebuild a run's report (report.md, report.html, summary.json) from its results.json.
     Report { run_dir: PathBuf },
@@ -248,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
     let device = parse_device(&cli.device)?;
     match cli.command {
         Command::Plan { file, runs } => lab::plan(&file, &runs),
-        Command::Run { file, runs } => lab::run(&file, &runs),
+        Command::Run { file, runs, jobs } => lab::run(&file, &runs, jobs),
         Command::Status { run_dir } => lab::status(&run_dir),
         Command::Report { run_dir } => lab::report(&run_dir),
         Command::Transcripts { run_dir, arm, seed, stage, suite, filter, monitor, limit } => {

@@ -1,0 +1,208 @@
+//! Tests of an experiment's declared hypotheses: for each, the difference of two sides' means over
+//! seeds with its Welch interval (each side's variance at least its prompt sampling's), exact one-sided
+//! permutation p-values in the claimed direction and against it, Holm's adjustment across the file's
+//! hypotheses, the smallest difference the seeds could detect, and the verdict those numbers give.
+
+use crate::stats::{mean, permutation_test_toward, smallest_p, t_quantile, variance_of_mean, Alternative};
+use serde::{Deserialize, Serialize};
+
+/// The family-wise error rate the verdicts hold to.
+pub const ALPHA: f64 = 0.05;
+/// The power at which [`HypothesisTest::detectable`] is computed.
+pub const POWER: f64 = 0.8;
+
+/// One side of a comparison: a value per seed, and each seed's prompt-sampling variance (empty when the
+/// figure is not a share of samples).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Side {
+    pub values: Vec<f64>,
+    pub within: Vec<f64>,
+}
+
+/// The direction a hypothesis claims for mean(a) - mean(b).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// a > b.
+    Greater,
+    /// a < b.
+    Less,
+    /// |a - b| < margin (equivalence, by two one-sided tests).
+    Equal { margin: f64 },
+}
+
+impl Expect {
+    /// As the experiment file writes it: `a > b`, `a < b`, `|a - b| < 0.05`.
+    pub fn describe(&self) -> String {
+        match self {
+            Expect::Greater => "a > b".into(),
+            Expect::Less => "a < b".into(),
+            Expect::Equal { margin } => format!("|a - b| < {margin}"),
+        }
+    }
+}
+
+/// What the numbers say of a hypothesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The Holm-adjusted p in the claimed direction is at most ALPHA.
+    Supported,
+    /// The Holm-adjusted p against the claim is at most ALPHA.
+    Contradicted,
+    /// Neither, though the seeds could have given such a p.
+    Inconclusive,
+    /// A side has fewer than 2 seeds, or no relabelling of these seeds gives a p of ALPHA or less.
+    NotEnoughSeeds,
+}
+
+impl Verdict {
+    /// The word the report prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Supported => "supported",
+            Verdict::Contradicted => "contradicted",
+            Verdict::Inconclusive => "inconclusive at this power",
+            Verdict::NotEnoughSeeds => "not enough seeds",
+        }
+    }
+}
+
+/// The test of one hypothesis on its two sides, before the family's adjustment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HypothesisTest {
+    pub n_a: usize,
+    pub n_b: usize,
+    pub mean_a: Option<f64>,
+    pub mean_b: Option<f64>,
+    /// mean(a) - mean(b).
+    pub difference: Option<f64>,
+    /// The difference's 95% Welch interval (None with fewer than 2 seeds on a side).
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    /// The difference's standard error and the Welch-Satterthwaite degrees of freedom.
+    pub se: Option<f64>,
+    pub df: Option<f64>,
+    /// The exact permutation p in the claimed direction (for an equivalence, the larger of its two
+    /// one-sided tests against the margins), and against it (for an equivalence, that |a - b| exceeds
+    /// the margin: twice the smaller one-sided p, capped at 1).
+    pub p: Option<f64>,
+    pub p_against: Option<f64>,
+    /// Whether every relabelling was enumerated.
+    pub exact: bool,
+    /// The smallest one-sided p these seed counts allow.
+    pub smallest_p: Option<f64>,
+}
+
+/// The Welch interval of mean(a) - mean(b) at `level`: (lo, hi, standard error, degrees of freedom).
+/// None with fewer than 2 seeds on a side.
+pub fn difference_interval(a: &Side, b: &Side, level: f64) -> Option<(f64, f64, f64, f64)> {
+    let (na, nb) = (a.values.len(), b.values.len());
+    if na < 2 || nb < 2 {
+        return None;
+    }
+    let ((va, dfa), (vb, dfb)) = (variance_of_mean(&a.values, &a.within), variance_of_mean(&b.values, &b.within));
+    let d = mean(&a.values)? - mean(&b.values)?;
+    let se = (va + vb).sqrt();
+    // Welch-Satterthwaite, each side with its own degrees of freedom.
+    let df = if va + vb > 0.0 { (va + vb).powi(2) / (va * va / dfa + vb * vb / dfb) } else { (na + nb - 2) as f64 };
+    let half = t_quantile(0.5 + level / 2.0, df) * se;
+    Some((d - half, d + half, se, df))
+}
+
+fn shifted(xs: &[f64], by: f64) -> Vec<f64> {
+    xs.iter().map(|x| x + by).collect()
+}
+
+/// Tests one hypothesis; `seed` drives the relabellings only when they are too many to enumerate.
+pub fn test(a: &Side, b: &Side, expect: Expect, seed: u64) -> HypothesisTest {
+    let (na, nb) = (a.values.len(), b.values.len());
+    let ci = difference_interval(a, b, 0.95);
+    let one_sided = |x: &[f64], alt| permutation_test_toward(x, &b.values, alt, seed).map(|c| (c.p_value, c.exact));
+    let testable = na >= 2 && nb >= 2;
+    let (p, p_against, exact) = if !testable {
+        (None, None, true)
+    } else {
+        match expect {
+            Expect::Greater | Expect::Less => {
+                let (toward, against) = if expect == Expect::Greater {
+                    (Alternative::Greater, Alternative::Less)
+                } else {
+                    (Alternative::Less, Alternative::Greater)
+                };
+                let (p, e1) = one_sided(&a.values, toward).expect("both sides have seeds");
+                let (q, e2) = one_sided(&a.values, against).expect("both sides have seeds");
+                (Some(p), Some(q), e1 && e2)
+            }
+            Expect::Equal { margin } => {
+                // a - b > -margin: shift a up by the margin and test a + margin > b; likewise below.
+                let (p_lo, e1) = one_sided(&shifted(&a.values, margin), Alternative::Greater).expect("seeds");
+                let (p_hi, e2) = one_sided(&shifted(&a.values, -margin), Alternative::Less).expect("seeds");
+                let (q_hi, e3) = one_sided(&shifted(&a.values, -margin), Alternative::Greater).expect("seeds");
+                let (q_lo, e4) = one_sided(&shifted(&a.values, margin), Alternative::Less).expect("seeds");
+                (Some(p_lo.max(p_hi)), Some((2.0 * q_hi.min(q_lo)).min(1.0)), e1 && e2 && e3 && e4)
+            }
+        }
+    };
+    HypothesisTest {
+        n_a: na,
+        n_b: nb,
+        mean_a: mean(&a.values),
+        mean_b: mean(&b.values),
+        difference: mean(&a.values).zip(mean(&b.values)).map(|(x, y)| x - y),
+        lo: ci.map(|c| c.0),
+        hi: ci.map(|c| c.1),
+        se: ci.map(|c| c.2),
+        df: ci.map(|c| c.3),
+        p,
+        p_against,
+        exact,
+        smallest_p: testable.then(|| smallest_p(na, nb, Alternative::Greater)),
+    }
+}
+
+/// A hypothesis's figures after the family's adjustment, and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Holm-adjusted p in the claimed direction, and against it (each direction its own family).
+    pub p_holm: Option<f64>,
+    pub p_against_holm: Option<f64>,
+    /// The smallest true difference these seeds would detect with probability POWER at the strictest
+    /// Holm threshold (ALPHA / m), from the t approximation with this test's standard error; None when
+    /// no relabelling of these seeds reaches that threshold or a side has fewer than 2 seeds.
+    pub detectable: Option<f64>,
+    pub verdict: Verdict,
+}
+
+/// The verdicts of a family of hypothesis tests (an experiment file's), with Holm's adjustment across
+/// all of them: untestable members count in the family size.
+pub fn decide(tests: &[HypothesisTest]) -> Vec<Decision> {
+    let m = tests.len().max(1) as f64;
+    let strictest = ALPHA / m;
+    let toward = crate::stats::holm(&tests.iter().map(|t| t.p).collect::<Vec<_>>());
+    let against = crate::stats::holm(&tests.iter().map(|t| t.p_against).collect::<Vec<_>>());
+    tests
+        .iter()
+        .zip(toward.into_iter().zip(against))
+        .map(|(t, (p_holm, p_against_holm))| {
+            let reachable = t.smallest_p.is_some_and(|p| p <= strictest);
+            let detectable = match (t.se, t.df) {
+                (Some(se), Some(df)) if reachable => {
+                    Some((t_quantile(1.0 - strictest, df) + t_quantile(POWER, df)) * se)
+                }
+                _ => None,
+            };
+            let verdict = if p_holm.is_some_and(|p| p <= ALPHA) {
+                Verdict::Supported
+            } else if p_against_holm.is_some_and(|p| p <= ALPHA) {
+                Verdict::Contradicted
+            } else if t.smallest_p.is_none_or(|p| p > ALPHA) {
+                // Even complete separation could not reach ALPHA unadjusted.
+                Verdict::NotEnoughSeeds
+            } else {
+                Verdict::Inconclusive
+            };
+            Decision { p_holm, p_against_holm, detectable, verdict }
+        })
+        .collect()
+}
