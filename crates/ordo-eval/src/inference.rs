@@ -1,12 +1,14 @@
 //! Tests of an experiment's declared hypotheses: for each, the difference of two sides' means over
-//! seeds with its Welch interval (each side's variance at least its prompt sampling's), exact one-sided
-//! permutation p-values in the claimed direction and against it, Holm's adjustment across the file's
-//! hypotheses, the smallest difference the seeds could detect, and the verdict those numbers give.
+//! seeds with its Welch interval (each side's variance at least its prompt sampling's), one-sided
+//! permutation p-values in the claimed direction and against it (exact up to 200,000 relabellings),
+//! Holm's adjustment across the file's hypotheses in each direction, the smallest difference the seeds
+//! could detect, and the verdict those numbers give.
 
 use crate::stats::{mean, permutation_test_toward, smallest_p, t_quantile, variance_of_mean, Alternative};
 use serde::{Deserialize, Serialize};
 
-/// The family-wise error rate the verdicts hold to.
+/// The family-wise error rate each direction's verdicts hold to: the chance of any false "supported"
+/// is at most ALPHA, and of any false "contradicted" at most ALPHA.
 pub const ALPHA: f64 = 0.05;
 /// The power at which [`HypothesisTest::detectable`] is computed.
 pub const POWER: f64 = 0.8;
@@ -29,6 +31,10 @@ pub enum Expect {
     Less,
     /// |a - b| < margin (equivalence, by two one-sided tests).
     Equal { margin: f64 },
+    /// The metric rises with the dose (a trend: the mean over seeds of each seed's slope is above 0).
+    Increasing,
+    /// The metric falls with the dose.
+    Decreasing,
 }
 
 impl Expect {
@@ -38,6 +44,8 @@ impl Expect {
             Expect::Greater => "a > b".into(),
             Expect::Less => "a < b".into(),
             Expect::Equal { margin } => format!("|a - b| < {margin}"),
+            Expect::Increasing => "increasing with dose".into(),
+            Expect::Decreasing => "decreasing with dose".into(),
         }
     }
 }
@@ -52,7 +60,8 @@ pub enum Verdict {
     Contradicted,
     /// Neither, though the seeds could have given such a p.
     Inconclusive,
-    /// A side has fewer than 2 seeds, or no relabelling of these seeds gives a p of ALPHA or less.
+    /// A side has fewer than 2 seeds, or even the smallest p these seed counts allow (complete
+    /// separation) would not pass Holm's adjustment across the file at ALPHA.
     NotEnoughSeeds,
 }
 
@@ -83,7 +92,7 @@ pub struct HypothesisTest {
     /// The difference's standard error and the Welch-Satterthwaite degrees of freedom.
     pub se: Option<f64>,
     pub df: Option<f64>,
-    /// The exact permutation p in the claimed direction (for an equivalence, the larger of its two
+    /// The permutation p in the claimed direction (for an equivalence, the larger of its two
     /// one-sided tests against the margins), and against it (for an equivalence, that |a - b| exceeds
     /// the margin: twice the smaller one-sided p, capped at 1).
     pub p: Option<f64>,
@@ -92,6 +101,9 @@ pub struct HypothesisTest {
     pub exact: bool,
     /// The smallest one-sided p these seed counts allow.
     pub smallest_p: Option<f64>,
+    /// Whether this is an equivalence test (`|a - b| < margin`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub equivalence: bool,
 }
 
 /// The Welch interval of mean(a) - mean(b) at `level`: (lo, hi, standard error, degrees of freedom).
@@ -110,6 +122,27 @@ pub fn difference_interval(a: &Side, b: &Side, level: f64) -> Option<(f64, f64, 
     Some((d - half, d + half, se, df))
 }
 
+/// A hypothesis that could not be tested: the sides' sizes and means, no p.
+fn untestable(a: &Side, b: &Side) -> HypothesisTest {
+    let m = |s: &Side| mean(&s.values).filter(|x| x.is_finite());
+    HypothesisTest {
+        n_a: a.values.len(),
+        n_b: b.values.len(),
+        mean_a: m(a),
+        mean_b: m(b),
+        difference: m(a).zip(m(b)).map(|(x, y)| x - y),
+        lo: None,
+        hi: None,
+        se: None,
+        df: None,
+        p: None,
+        p_against: None,
+        exact: true,
+        smallest_p: None,
+        equivalence: false,
+    }
+}
+
 fn shifted(xs: &[f64], by: f64) -> Vec<f64> {
     xs.iter().map(|x| x + by).collect()
 }
@@ -117,6 +150,11 @@ fn shifted(xs: &[f64], by: f64) -> Vec<f64> {
 /// Tests one hypothesis; `seed` drives the relabellings only when they are too many to enumerate.
 pub fn test(a: &Side, b: &Side, expect: Expect, seed: u64) -> HypothesisTest {
     let (na, nb) = (a.values.len(), b.values.len());
+    // A value that is not finite is not a measurement: such a side is not tested.
+    let finite = |s: &Side| s.values.iter().all(|x| x.is_finite());
+    if !finite(a) || !finite(b) {
+        return untestable(a, b);
+    }
     let ci = difference_interval(a, b, 0.95);
     let one_sided = |x: &[f64], alt| permutation_test_toward(x, &b.values, alt, seed).map(|c| (c.p_value, c.exact));
     let testable = na >= 2 && nb >= 2;
@@ -134,6 +172,8 @@ pub fn test(a: &Side, b: &Side, expect: Expect, seed: u64) -> HypothesisTest {
                 let (q, e2) = one_sided(&a.values, against).expect("both sides have seeds");
                 (Some(p), Some(q), e1 && e2)
             }
+            // A trend's expectation on two sides (an edited results file): nothing to test.
+            Expect::Increasing | Expect::Decreasing => return untestable(a, b),
             Expect::Equal { margin } => {
                 // a - b > -margin: shift a up by the margin and test a + margin > b; likewise below.
                 let (p_lo, e1) = one_sided(&shifted(&a.values, margin), Alternative::Greater).expect("seeds");
@@ -158,6 +198,80 @@ pub fn test(a: &Side, b: &Side, expect: Expect, seed: u64) -> HypothesisTest {
         p_against,
         exact,
         smallest_p: testable.then(|| smallest_p(na, nb, Alternative::Greater)),
+        equivalence: matches!(expect, Expect::Equal { .. }),
+    }
+}
+
+/// The least-squares slope of `values` on `doses`; None with fewer than 2 distinct doses.
+pub fn slope(doses: &[f64], values: &[f64]) -> Option<f64> {
+    let (md, mv) = (mean(doses)?, mean(values)?);
+    let sxx: f64 = doses.iter().map(|d| (d - md).powi(2)).sum();
+    (sxx > 0.0).then(|| doses.iter().zip(values).map(|(d, v)| (d - md) * (v - mv)).sum::<f64>() / sxx)
+}
+
+/// The sign-flip permutation p of mean(xs) against 0 (each seed's value equally likely of either sign
+/// under the null): exact over all 2^n flips up to n = 20, else PERMUTATIONS drawn from `seed`.
+pub fn sign_flip_p(xs: &[f64], alternative: Alternative, seed: u64) -> (f64, bool) {
+    use rand::{Rng, SeedableRng};
+    let n = xs.len();
+    let observed: f64 = xs.iter().sum();
+    let tol = 1e-9 * (1.0 + xs.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+    let extreme = |t: f64| match alternative {
+        Alternative::TwoSided => t.abs() >= observed.abs() - tol,
+        Alternative::Greater => t >= observed - tol,
+        Alternative::Less => t <= observed + tol,
+    };
+    if n <= 20 {
+        let hits = (0u64..1 << n)
+            .filter(|mask| extreme(xs.iter().enumerate().map(|(i, x)| if mask >> i & 1 == 1 { -x } else { *x }).sum()))
+            .count();
+        (hits as f64 / (1u64 << n) as f64, true)
+    } else {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut hits = 1;
+        for _ in 0..crate::stats::PERMUTATIONS {
+            let t: f64 = xs.iter().map(|x| if rng.random::<bool>() { -x } else { *x }).sum();
+            hits += extreme(t) as usize;
+        }
+        (hits as f64 / (crate::stats::PERMUTATIONS + 1) as f64, false)
+    }
+}
+
+/// Tests a trend from one slope per seed: the mean slope with its t-interval (the seed is the unit,
+/// so doses that share a seed's trajectory are not counted as independent), and sign-flip p-values in
+/// the claimed direction and against it.
+pub fn trend_test(slopes: &[f64], expect: Expect, seed: u64) -> HypothesisTest {
+    let n = slopes.len();
+    let (toward, against) = match expect {
+        Expect::Increasing => (Alternative::Greater, Alternative::Less),
+        Expect::Decreasing => (Alternative::Less, Alternative::Greater),
+        // Two sides' expectation on a trend (an edited results file): nothing to test.
+        _ => return untestable(&Side { values: slopes.to_vec(), within: Vec::new() }, &Side::default()),
+    };
+    if slopes.iter().any(|x| !x.is_finite()) {
+        return untestable(&Side { values: slopes.to_vec(), within: Vec::new() }, &Side::default());
+    }
+    let m = mean(slopes);
+    let ci = crate::stats::seed_interval(slopes, &[], 0.95);
+    let testable = n >= 2;
+    let (p, e1) = sign_flip_p(slopes, toward, seed);
+    let (q, e2) = sign_flip_p(slopes, against, seed);
+    let se = (n >= 2).then(|| (crate::stats::sample_variance(slopes) / n as f64).sqrt());
+    HypothesisTest {
+        n_a: n,
+        n_b: 0,
+        mean_a: m,
+        mean_b: None,
+        difference: m,
+        lo: ci.map(|c| c.0),
+        hi: ci.map(|c| c.1),
+        se,
+        df: (n >= 2).then(|| (n - 1) as f64),
+        p: testable.then_some(p),
+        p_against: testable.then_some(q),
+        exact: e1 && e2,
+        smallest_p: testable.then(|| 0.5f64.powi(n as i32)),
+        equivalence: false,
     }
 }
 
@@ -168,8 +282,10 @@ pub struct Decision {
     pub p_holm: Option<f64>,
     pub p_against_holm: Option<f64>,
     /// The smallest true difference these seeds would detect with probability POWER at the strictest
-    /// Holm threshold (ALPHA / m), from the t approximation with this test's standard error; None when
-    /// no relabelling of these seeds reaches that threshold or a side has fewer than 2 seeds.
+    /// Holm threshold (ALPHA / m), from the t approximation with this test's standard error (for an
+    /// equivalence: the smallest margin they would confirm with that power when a = b); None when no
+    /// relabelling of these seeds reaches that threshold, the standard error is 0 (the t approximation
+    /// says nothing), or a side has fewer than 2 seeds.
     pub detectable: Option<f64>,
     pub verdict: Verdict,
 }
@@ -181,14 +297,19 @@ pub fn decide(tests: &[HypothesisTest]) -> Vec<Decision> {
     let strictest = ALPHA / m;
     let toward = crate::stats::holm(&tests.iter().map(|t| t.p).collect::<Vec<_>>());
     let against = crate::stats::holm(&tests.iter().map(|t| t.p_against).collect::<Vec<_>>());
+    // Holm's adjusted p never falls when an input rises: a hypothesis can be supported at all only if
+    // it would be with every test at its smallest attainable p.
+    let best = crate::stats::holm(&tests.iter().map(|t| t.smallest_p).collect::<Vec<_>>());
     tests
         .iter()
-        .zip(toward.into_iter().zip(against))
-        .map(|(t, (p_holm, p_against_holm))| {
+        .zip(toward.into_iter().zip(against).zip(best))
+        .map(|(t, ((p_holm, p_against_holm), best))| {
             let reachable = t.smallest_p.is_some_and(|p| p <= strictest);
+            // An equivalence needs both one-sided tests to pass: each at (1 + POWER) / 2 when a = b.
+            let power = if t.equivalence { 0.5 + POWER / 2.0 } else { POWER };
             let detectable = match (t.se, t.df) {
-                (Some(se), Some(df)) if reachable => {
-                    Some((t_quantile(1.0 - strictest, df) + t_quantile(POWER, df)) * se)
+                (Some(se), Some(df)) if reachable && se > 0.0 => {
+                    Some((t_quantile(1.0 - strictest, df) + t_quantile(power, df)) * se)
                 }
                 _ => None,
             };
@@ -196,8 +317,8 @@ pub fn decide(tests: &[HypothesisTest]) -> Vec<Decision> {
                 Verdict::Supported
             } else if p_against_holm.is_some_and(|p| p <= ALPHA) {
                 Verdict::Contradicted
-            } else if t.smallest_p.is_none_or(|p| p > ALPHA) {
-                // Even complete separation could not reach ALPHA unadjusted.
+            } else if best.is_none_or(|p| p > ALPHA) {
+                // Even complete separation, on every hypothesis of the file, would not pass.
                 Verdict::NotEnoughSeeds
             } else {
                 Verdict::Inconclusive

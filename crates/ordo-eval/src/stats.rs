@@ -79,17 +79,42 @@ pub fn seed_interval(xs: &[f64], within: &[f64], level: f64) -> Option<(f64, f64
 }
 
 /// The estimate of one figure from every seed's value; `counts[i]`, when given (a share of samples),
-/// is the number of samples seed i's value rests on.
+/// is the number of samples seed i's value rests on (the interval is then also kept within [0, 1]).
 pub fn estimate(values: &[Option<f64>], counts: &[usize]) -> Estimate {
+    // A value that is not finite is not a measurement.
+    let values: Vec<Option<f64>> = values.iter().map(|v| v.filter(|x| x.is_finite())).collect();
     let present: Vec<f64> = values.iter().flatten().copied().collect();
     let within: Vec<f64> = if counts.len() == values.len() {
-        // A value without a count (n = 0) adds no floor.
-        values.iter().zip(counts).filter_map(|(v, &n)| v.map(|p| if n > 0 { share_variance(p, n) } else { 0.0 })).collect()
+        // A value without a count (n = 0) has no sampling variance to floor with.
+        values.iter().zip(counts).filter_map(|(v, &n)| v.filter(|_| n > 0).map(|p| share_variance(p, n))).collect()
     } else {
         Vec::new()
     };
-    let ci = seed_interval(&present, &within, 0.95);
-    Estimate { mean: mean(&present), lo: ci.map(|c| c.0), hi: ci.map(|c| c.1), n: present.len(), values: values.to_vec() }
+    // A share's interval stays within [0, 1].
+    let ci = seed_interval(&present, &within, 0.95)
+        .map(|(lo, hi)| if counts.is_empty() { (lo, hi) } else { (lo.max(0.0), hi.min(1.0)) });
+    Estimate { mean: mean(&present), lo: ci.map(|c| c.0), hi: ci.map(|c| c.1), n: present.len(), values }
+}
+
+/// A figure as the report prints it: `0.412 [0.380, 0.450]`, or `n/m` (not measurable).
+pub fn fmt_estimate(e: Option<&Estimate>) -> String {
+    match e {
+        Some(Estimate { mean: Some(m), lo: Some(lo), hi: Some(hi), .. }) => {
+            format!("{} [{}, {}]", fmt3(*m), fmt3(*lo), fmt3(*hi))
+        }
+        Some(Estimate { mean: Some(m), .. }) => fmt3(*m),
+        _ => "n/m".into(),
+    }
+}
+
+/// Three decimals, without a sign on a value that rounds to zero.
+fn fmt3(x: f64) -> String {
+    let s = format!("{x:.3}");
+    if s == "-0.000" {
+        "0.000".into()
+    } else {
+        s
+    }
 }
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms: about 15 digits).
@@ -214,8 +239,9 @@ pub fn binomial(n: usize, k: usize) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }
 
-/// The smallest p a permutation test of `n_a` against `n_b` values can give: one relabelling of
-/// C(n_a + n_b, n_a) (two for two-sided), when every one is enumerated.
+/// The smallest p a permutation test of `n_a` against `n_b` values can give when every relabelling is
+/// enumerated: one of C(n_a + n_b, n_a) one-sided; two-sided, two (the observed labelling and its mirror,
+/// for sides of equal size).
 pub fn smallest_p(n_a: usize, n_b: usize, alternative: Alternative) -> f64 {
     let tails = if alternative == Alternative::TwoSided { 2.0 } else { 1.0 };
     (tails / binomial(n_a + n_b, n_a)).min(1.0)
@@ -228,18 +254,20 @@ pub fn permutation_test(a: &[f64], b: &[f64], seed: u64) -> Option<Comparison> {
 
 /// Permutation test of mean(a) - mean(b) against `alternative`: exact over every relabelling when
 /// there are at most [`MAX_EXACT`], else [`PERMUTATIONS`] random ones drawn from `seed`. None when
-/// either side is empty.
+/// either side is empty or a value is not finite.
 pub fn permutation_test_toward(a: &[f64], b: &[f64], alternative: Alternative, seed: u64) -> Option<Comparison> {
     let (na, nb) = (a.len(), b.len());
-    if na == 0 || nb == 0 {
+    if na == 0 || nb == 0 || a.iter().chain(b).any(|x| !x.is_finite()) {
         return None;
     }
     let pooled: Vec<f64> = a.iter().chain(b).copied().collect();
     let total: f64 = pooled.iter().sum();
     let diff_of = |sum_a: f64| sum_a / na as f64 - (total - sum_a) / nb as f64;
     let observed = diff_of(a.iter().sum());
-    // Relabellings at least as extreme, with a tolerance so ties in floating point count as ties.
-    let tol = 1e-12 * (1.0 + observed.abs());
+    // Relabellings at least as extreme, with a tolerance (on the data's scale) so that differences equal
+    // but for floating-point rounding count as ties.
+    let scale = pooled.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let tol = 1e-9 * (1.0 + scale);
     let extreme = |d: f64| match alternative {
         Alternative::TwoSided => d.abs() >= observed.abs() - tol,
         Alternative::Greater => d >= observed - tol,

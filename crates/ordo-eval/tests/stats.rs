@@ -98,10 +98,11 @@ fn the_floor_binds_only_when_the_seeds_agree_more_than_sampling_allows() {
     let e = estimate(&[Some(1.0), Some(1.0), Some(1.0)], &[256, 256, 256]);
     let (lo, hi) = (e.lo.unwrap(), e.hi.unwrap());
     let half = t_quantile(0.975, 1e6) * (share_variance(1.0, 256) / 3.0).sqrt();
-    assert!((hi - 1.0 - half).abs() < 1e-12 && (1.0 - lo - half).abs() < 1e-12, "[{lo}, {hi}]");
-    assert!(hi - lo > 0.01);
+    // A share's interval is kept within [0, 1].
+    assert!(hi == 1.0 && (1.0 - lo - half).abs() < 1e-12, "[{lo}, {hi}]");
+    assert!(hi - lo > 0.005);
     // Seeds far apart: the sample variance rules and the interval is the plain t-interval.
-    let xs = [0.2, 0.5, 0.8];
+    let xs = [0.4, 0.5, 0.6];
     let e = estimate(&xs.map(Some), &[256; 3]);
     let plain = t_quantile(0.975, 2.0) * (sample_variance(&xs) / 3.0).sqrt();
     assert!((e.hi.unwrap() - 0.5 - plain).abs() < 1e-12);
@@ -215,9 +216,23 @@ fn verdicts_follow_the_numbers() {
     assert_eq!(two[0].verdict, Verdict::NotEnoughSeeds);
     let three = decide(&[test(&s(&[0.9, 0.8, 0.7]), &s(&[0.1, 0.2, 0.3]), Expect::Greater, 0)]);
     assert_eq!(three[0].verdict, Verdict::Supported);
-    // An equivalence whose difference exceeds the margin on every relabelling-free reading: contradicted.
+    // An equivalence whose difference (0.6) exceeds the margin by far: contradicted.
     let far = decide(&[test(&high, &low, Expect::Equal { margin: 0.05 }, 0)]);
     assert_eq!(far[0].verdict, Verdict::Contradicted);
+    // A value that is not finite is not tested (no p of 0, no verdict from it).
+    let nan = test(&s(&[0.9, f64::NAN, 0.8]), &low, Expect::Greater, 0);
+    assert_eq!((nan.p, decide(&[nan])[0].verdict), (None, Verdict::NotEnoughSeeds));
+    // Seeds that agree exactly on a figure that is not a share: se 0, nothing said of what is detectable.
+    let same = test(&s(&[3.0, 3.0, 3.0, 3.0, 3.0]), &s(&[1.0, 1.0, 1.0, 1.0, 1.0]), Expect::Greater, 0);
+    assert_eq!(decide(&[same])[0].detectable, None);
+    // Beside a 5-seed member, 3 vs 3 can still pass at best (Holm of 1/252 and 1/20: 0.0079, 0.05), so it
+    // is inconclusive when the other's p is large; beside another 3 vs 3 it cannot (1/20 x 2 = 0.1).
+    let three_v_three = test(&s(&[0.9, 0.8, 0.7]), &s(&[0.1, 0.2, 0.3]), Expect::Greater, 0);
+    let pair = decide(&[tests[2].clone(), three_v_three.clone()]);
+    assert!(pair[0].p_holm.unwrap() > 0.05);
+    assert_eq!(pair[1].verdict, Verdict::Inconclusive);
+    let pair = decide(&[three_v_three.clone(), three_v_three]);
+    assert_eq!(pair[1].verdict, Verdict::NotEnoughSeeds);
 }
 
 fn shift(s: &Side, by: f64) -> Side {
@@ -234,4 +249,29 @@ fn print_coverage() {
             println!("between {between} seeds {seeds}: {c:?}");
         }
     }
+}
+
+#[test]
+fn trends_by_hand() {
+    use ordo_eval::inference::{sign_flip_p, slope, trend_test};
+    // y = 2 + 0.5 x exactly: slope 0.5; a constant has slope 0; one dose has none.
+    assert!((slope(&[0.0, 1.0, 2.0, 4.0], &[2.0, 2.5, 3.0, 4.0]).unwrap() - 0.5).abs() < 1e-12);
+    assert_eq!(slope(&[0.0, 1.0], &[3.0, 3.0]), Some(0.0));
+    assert_eq!(slope(&[1.0, 1.0], &[3.0, 4.0]), None);
+    // Five positive slopes: of the 32 sign flips only the observed one sums as high: 1/32.
+    let (p, exact) = sign_flip_p(&[0.1, 0.2, 0.3, 0.15, 0.25], Alternative::Greater, 0);
+    assert!(exact && (p - 1.0 / 32.0).abs() < 1e-12, "{p}");
+    // One negative of five (-0.1): flips at least as high are the observed, and flipping the -0.1 alone: 2/32.
+    let (p, _) = sign_flip_p(&[-0.1, 0.2, 0.3, 0.15, 0.25], Alternative::Greater, 0);
+    assert!((p - 2.0 / 32.0).abs() < 1e-12, "{p}");
+    let t = trend_test(&[0.1, 0.2, 0.3, 0.15, 0.25], Expect::Increasing, 0);
+    assert!((t.difference.unwrap() - 0.2).abs() < 1e-12 && (t.p.unwrap() - 1.0 / 32.0).abs() < 1e-12);
+    assert!((t.p_against.unwrap() - 1.0).abs() < 1e-12 && t.smallest_p == Some(1.0 / 32.0));
+    // Alone in its family 1/32 passes; against 4 hypotheses (Holm: 4/32 at best) 5 seeds are not enough.
+    assert_eq!(decide(std::slice::from_ref(&t))[0].verdict, Verdict::Supported);
+    let four = decide(&[t.clone(), t.clone(), t.clone(), t]);
+    assert!(four.iter().all(|d| d.verdict == Verdict::NotEnoughSeeds && d.detectable.is_none()), "{four:?}");
+    let t8 = trend_test(&[0.1, 0.2, 0.3, 0.15, 0.25, 0.2, 0.1, 0.3], Expect::Increasing, 0);
+    let four = decide(&[t8.clone(), t8.clone(), t8.clone(), t8]);
+    assert!(four.iter().all(|d| d.verdict == Verdict::Supported), "8 seeds: 1/256 x 4 = 0.016");
 }

@@ -264,6 +264,7 @@ pub struct Experiment {
     /// The uptake probe (world experiments; None when `probe.enabled = false`).
     pub probe: Option<ProbeSpec>,
     /// The declared hypotheses, tested in the report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hypotheses: Vec<crate::hypothesis::Hypothesis>,
 }
 

@@ -179,20 +179,30 @@ fn bar_plot(title: &str, arms: &[&ArmSummary], metric: &str, unit: bool) -> Stri
 }
 
 /// One hypothesis: each side's seed values as dots over a bar at the side's mean.
-fn hypothesis_plot(r: &crate::hypothesis::HypothesisResult, unit: bool) -> String {
+fn hypothesis_plot(r: &crate::answer::HypothesisResult, unit: bool) -> String {
     let h = &r.hypothesis;
     let diff = match (r.test.difference, r.test.lo, r.test.hi) {
         (Some(d), Some(lo), Some(hi)) => format!("a − b {d:+.3} [{lo:+.3}, {hi:+.3}]"),
         (Some(d), _, _) => format!("a − b {d:+.3}"),
         _ => "a − b n/m".into(),
     };
+    if !r.by_dose.is_empty() {
+        // A trend: the figure's mean over seeds at each dose, with its interval as a band.
+        let slope = r.test.difference.map_or("n/m".into(), |d| format!("{d:+.2e}"));
+        let title = format!("{} {} by dose: slope {slope}, {}", h.id, h.metric, r.decision.verdict.word());
+        let points: Vec<_> = r.by_dose.iter().filter_map(|(d, e)| point(*d, e)).collect();
+        let (x0, x1) = r.by_dose.iter().fold((f64::MAX, f64::MIN), |(a, b), (d, _)| (a.min(*d), b.max(*d)));
+        let ticks: Vec<(f64, String)> = r.by_dose.iter().map(|(d, _)| (*d, format!("{d}"))).collect();
+        let pad = 0.05 * (x1 - x0).max(1.0);
+        return line_plot(&title, &[Series { name: &h.metric, color: COLORS[0], points }], &ticks, (x0 - pad, x1 + pad), unit);
+    }
     let title = format!("{} {}: {diff}, {}", h.id, h.metric, r.decision.verdict.word());
     if r.values_a.is_empty() && r.values_b.is_empty() {
         return empty_plot(&title);
     }
     let sides = [
-        (crate::hypothesis::side_label(&h.a), &r.values_a),
-        (crate::hypothesis::side_label(&h.b), &r.values_b),
+        (crate::answer::side_label(&h.a), &r.values_a),
+        (crate::answer::side_label(&h.b), &r.values_b),
     ];
     let series: Vec<Series> = sides
         .iter()
@@ -281,7 +291,7 @@ pub fn html(s: &Summary, world: &dyn World) -> String {
         let _ = write!(
             o,
             "<h2>The answer</h2><p>{}</p><p>Each plot: every seed's value of each side (dots) and the side's mean (bar); the title gives a − b with its 95% interval and the verdict. The table with p-values and how they were computed is in the full report below.</p><div class=\"plots\">",
-            esc(&crate::hypothesis::plain_summary(&s.hypotheses, s.run.seeds.len()))
+            esc(&crate::answer::plain_summary(&s.hypotheses, s.run.seeds.len()))
         );
         for r in &s.hypotheses {
             o.push_str(&hypothesis_plot(r, cat.is_rate(&r.hypothesis.metric)));

@@ -1,6 +1,7 @@
 //! ordo's experiments: the experiment file, the plan (a prefix tree of stage nodes per seed), the
 //! content-addressed stage cache, the runner and the world evaluation of every arm.
 
+pub mod answer;
 pub mod cache;
 pub mod error;
 pub mod evaluation;
@@ -11,6 +12,7 @@ pub mod markdown;
 pub mod plan;
 mod probe_signal;
 pub mod report;
+pub mod results;
 pub mod resume;
 pub mod runner;
 pub mod spec;

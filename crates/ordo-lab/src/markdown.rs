@@ -24,7 +24,7 @@ pub fn markdown(s: &Summary, world: &dyn World) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# ordo report: {}\n", run.experiment);
     let _ = writeln!(o, "**Question.** {}\n", world.report_question());
-    o.push_str(&crate::hypothesis::markdown_section(&s.hypotheses, run.seeds.len(), run.failures.len()));
+    o.push_str(&crate::answer::markdown_section(&s.hypotheses, run.seeds.len(), run.failures.len()));
     let _ = writeln!(o, "## Arms\n");
     for (arm, stages) in &run.arms {
         let _ = writeln!(o, "- **{arm}**: {}", stages.join(" → "));

@@ -64,9 +64,13 @@ struct Schedule {
     /// Why a node failed (its own error, or its parent's failure).
     failed: Vec<Option<(String, String)>>,
     evaluated: Vec<bool>,
+    /// Why an arm-seed's evaluation failed.
+    eval_failed: Vec<Option<String>>,
     running: usize,
     summary: RunSummary,
     results: Vec<(usize, ArmResult)>,
+    /// Estimated seconds of each node and everything below it along its longest path.
+    path: Vec<f64>,
     /// Estimated seconds of every task, and of those finished (the overall ETA).
     total_work: f64,
     done_work: f64,
@@ -81,27 +85,37 @@ impl Schedule {
 
     /// The first task that can start: in plan order, an arm-seed's evaluation as soon as its nodes are
     /// trained, else the first node whose parent is trained.
+    /// The next task: an arm-seed's evaluation as soon as its nodes are trained (in plan order), else,
+    /// of the nodes whose parent is trained, the one with the longest estimated path of work below it
+    /// (longest first, so that a long chain does not start last and run alone; ties in plan order).
     fn next(&self, plan: &Plan) -> Option<Task> {
+        let mut best: Option<usize> = None;
         for (a, arm) in plan.arms.iter().enumerate() {
-            let keys: Vec<usize> = arm_keys(arm).map(|k| self.index(k)).collect();
-            if keys.iter().any(|&i| self.failed[i].is_some()) {
+            let chain: Vec<usize> = arm.chain.iter().map(|k| self.index(k)).collect();
+            let probes: Vec<usize> = arm.probe.iter().chain(&arm.transfer_probe).map(|k| self.index(k)).collect();
+            if chain.iter().any(|&i| self.failed[i].is_some()) {
                 continue;
             }
-            if !self.evaluated[a] && keys.iter().all(|&i| self.done[i]) {
+            // A failed probe leaves the chain's boundaries to measure.
+            let settled = |i: usize| self.done[i] || self.failed[i].is_some();
+            if !self.evaluated[a] && chain.iter().all(|&i| self.done[i]) && probes.iter().all(|&i| settled(i)) {
                 return Some(Task::Evaluate(a));
             }
-            for &i in &keys {
-                if self.done[i] || self.started[i] {
+            for &i in chain.iter().chain(&probes) {
+                if self.done[i] || self.started[i] || self.failed[i].is_some() {
                     continue;
                 }
                 let node = plan.node(&self.nodes[i]).expect("plan node");
-                let parent_ready = node.parent.as_ref().is_none_or(|p| self.nodes.iter().position(|k| k == p).is_none_or(|j| self.done[j]));
-                if parent_ready {
-                    return Some(Task::Train(i));
+                let parent_ready = node
+                    .parent
+                    .as_ref()
+                    .is_none_or(|p| self.nodes.iter().position(|k| k == p).is_none_or(|j| self.done[j]));
+                if parent_ready && best.is_none_or(|b| self.path[i] > self.path[b]) {
+                    best = Some(i);
                 }
             }
         }
-        None
+        best.map(Task::Train)
     }
 
     /// Marks node `i` failed, and every scheduled node below it.
@@ -167,14 +181,25 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
         started: vec![false; n],
         failed: vec![None; n],
         evaluated: vec![evaluator.is_none(); plan.arms.len()],
+        eval_failed: vec![None; plan.arms.len()],
         running: 0,
         summary: RunSummary::default(),
         results: Vec::new(),
+        path: vec![0.0; n],
         total_work: 0.0,
         done_work: 0.0,
         fatal: None,
         nodes,
     };
+    // Longest path below each node: children come after their parents in the list, so one backward pass.
+    for i in (0..n).rev() {
+        let node = plan.node(&sched.nodes[i]).expect("plan node");
+        let below = (i + 1..n)
+            .filter(|&j| plan.node(&sched.nodes[j]).and_then(|c| c.parent.as_ref()) == Some(&node.key))
+            .map(|j| sched.path[j])
+            .fold(0.0, f64::max);
+        sched.path[i] = crate::plan::estimate_seconds(node, params) + below;
+    }
     for i in 0..n {
         if cache.state(&sched.nodes[i]) == NodeState::Complete {
             sched.done[i] = true;
@@ -196,7 +221,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
         let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
         loop {
         let (task, alone) = {
-            let mut s = state.0.lock().expect("scheduler lock");
+            let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             loop {
                 if s.fatal.is_some() {
                     return;
@@ -213,16 +238,16 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
                 if s.running == 0 {
                     return;
                 }
-                s = state.1.wait(s).expect("scheduler lock");
+                s = state.1.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
         let body = || match task {
             Task::Train(i) => {
-                let key = state.0.lock().expect("scheduler lock").nodes[i].clone();
+                let key = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).nodes[i].clone();
                 let node = plan.node(&key).expect("plan node");
                 let arm = plan.arms.iter().find(|a| arm_keys(a).any(|k| *k == key)).expect("a node has an arm");
                 let label = {
-                    let s = state.0.lock().expect("scheduler lock");
+                    let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let finished = s.done.iter().filter(|d| **d).count() + s.running;
                     format!("[{finished}/{n}] {} {} seed {}", arm.arm, node.stage, arm.seed)
                 };
@@ -230,11 +255,38 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             }
             Task::Evaluate(a) => {
                 let m = evaluator.as_ref().expect("evaluations only with an evaluator");
-                Outcome::Evaluated(a, evaluate_arm(exp, &plan, &cache, &plan.arms[a], m.as_ref(), opts.progress))
+                // Without the probes that failed (their figures are then not measured).
+                let mut arm = plan.arms[a].clone();
+                {
+                    let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let failed = |k: &Option<String>| k.as_ref().is_some_and(|k| s.failed[s.index(k)].is_some());
+                    if failed(&arm.probe) {
+                        arm.probe = None;
+                    }
+                    if failed(&arm.transfer_probe) {
+                        arm.transfer_probe = None;
+                    }
+                }
+                Outcome::Evaluated(a, evaluate_arm(exp, &plan, &cache, &arm, m.as_ref(), opts.progress))
             }
         };
-        let outcome = if alone || opts.jobs <= 1 { body() } else { single.install(body) };
-        let mut s = state.0.lock().expect("scheduler lock");
+        // A panic in a task is that task's failure: the other workers must not wait for it forever.
+        let guarded = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                let e = LabError::Other(format!("panicked: {why}"));
+                match task {
+                    Task::Train(i) => Outcome::Trained(i, Err(e)),
+                    Task::Evaluate(a) => Outcome::Evaluated(a, Err(e)),
+                }
+            })
+        };
+        let outcome = if alone || opts.jobs <= 1 { guarded() } else { single.install(guarded) };
+        let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.running -= 1;
         match outcome {
             Outcome::Trained(i, Ok(how)) => {
@@ -253,7 +305,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
             Outcome::Trained(i, Err(e)) => {
                 let key = s.nodes[i].clone();
                 let node = plan.node(&key).expect("plan node");
-                eprintln!("stage `{}` (seed {}) failed: {e}; the arm-seeds that need it are not measured", node.stage, node.seed);
+                eprintln!("{e}\n(stage `{}`, seed {}: the arm-seeds that need it are not measured)", node.stage, node.seed);
                 s.fail(&plan, i, &node.stage, &e.to_string());
             }
             Outcome::Evaluated(a, r) => {
@@ -266,18 +318,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
                         let failures = failures(&plan, &s);
                         let m = evaluator.as_ref().expect("evaluator");
                         if let Err(e) = crate::report::write_results(&opts.run_dir, exp, (&results, &failures), m.as_ref()) {
-                            s.fatal = Some(e);
+                            s.fatal.get_or_insert(e);
                         }
                     }
                     Err(e) => {
                         let arm = &plan.arms[a];
                         eprintln!("evaluating {} seed {} failed: {e}", arm.arm, arm.seed);
-                        s.summary.failed.push(ArmFailure {
-                            arm: arm.arm.clone(),
-                            seed: arm.seed,
-                            stage: "evaluation".into(),
-                            reason: e.to_string(),
-                        });
+                        s.eval_failed[a] = Some(e.to_string());
                     }
                 }
             }
@@ -298,13 +345,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
         }
     });
     overall.finish_and_clear();
-    let mut s = state.0.into_inner().expect("scheduler lock");
+    let mut s = state.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(e) = s.fatal.take() {
         return Err(e);
     }
-    let mut failed = failures(&plan, &s);
-    failed.extend(s.summary.failed.drain(..));
-    s.summary.failed = failed;
+    s.summary.failed = failures(&plan, &s);
     if let Some(m) = &evaluator {
         let results: Vec<ArmResult> = s.results.iter().map(|(_, r)| r.clone()).collect();
         crate::report::write_all(&opts.run_dir, exp, &plan, &cache, (&results, &s.summary.failed), m.as_ref())?;
@@ -312,17 +357,16 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
     Ok(s.summary)
 }
 
-/// The arm-seeds a failed node keeps from finishing, in plan order, with the stage and why.
+/// The arm-seeds a failed node keeps from finishing (or from their probes), and those whose evaluation
+/// failed, in plan order, with the stage and why.
 fn failures(plan: &Plan, s: &Schedule) -> Vec<ArmFailure> {
     plan.arms
         .iter()
-        .filter_map(|arm| {
-            arm_keys(arm).find_map(|k| s.failed[s.index(k)].clone()).map(|(stage, reason)| ArmFailure {
-                arm: arm.arm.clone(),
-                seed: arm.seed,
-                stage,
-                reason,
-            })
+        .enumerate()
+        .filter_map(|(a, arm)| {
+            let node = arm_keys(arm).find_map(|k| s.failed[s.index(k)].clone());
+            let eval = s.eval_failed[a].clone().map(|why| ("evaluation".to_string(), why));
+            node.or(eval).map(|(stage, reason)| ArmFailure { arm: arm.arm.clone(), seed: arm.seed, stage, reason })
         })
         .collect()
 }

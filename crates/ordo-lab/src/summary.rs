@@ -1,53 +1,16 @@
-//! The run's numbers: `results.json`'s content (every arm-seed's raw figures) and the summary built
-//! from it (estimates across seeds per stage boundary, the probe's curves, pairwise comparisons, and
-//! every figure that could not be measured, with why), which `summary.json` holds.
+//! The run's numbers: the summary built from `results.json`'s content (estimates across seeds per stage
+//! boundary, the probe's curves, the hypotheses, pairwise comparisons, and every figure that could not
+//! be measured, with why), which `summary.json` holds.
 
+use crate::answer::HypothesisResult;
 use crate::evaluation::{ArmResult, ProbeResult};
-use crate::experiment::Experiment;
-use crate::hypothesis::{Hypothesis, HypothesisResult};
 use crate::plan::sha256_hex;
+pub use crate::results::{run_results, ArmFailure, RunResults};
+pub use ordo_eval::stats::fmt_estimate;
 use ordo_eval::catalogue::{Catalogue, UptakeRule, TRANSFER_PREFIX};
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
-use ordo_worlds::Evaluator;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-/// What `results.json` holds: the experiment's settings and every arm-seed's raw figures.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunResults {
-    pub experiment: String,
-    pub seeds: Vec<u64>,
-    pub shared_base: bool,
-    pub base_seed: u64,
-    /// Arms in file order with their stage sequences.
-    pub arms: Vec<(String, Vec<String>)>,
-    /// Resolved stage settings, world, evaluation and probe settings (as the run used them).
-    pub stages: Value,
-    pub world: Value,
-    pub eval: Value,
-    pub probe: Value,
-    /// The monitors' metric names, in report order, with whether each reads the CoT.
-    pub monitors: Vec<(String, bool)>,
-    /// The learned monitor's own held-out score.
-    pub learned_monitor_heldout: Value,
-    pub results: Vec<ArmResult>,
-    /// The experiment's declared hypotheses.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hypotheses: Vec<Hypothesis>,
-    /// Arm-seeds that could not finish, with the stage and why (their figures are absent).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<ArmFailure>,
-}
-
-/// An arm-seed that could not finish: the stage that failed and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArmFailure {
-    pub arm: String,
-    pub seed: u64,
-    pub stage: String,
-    pub reason: String,
-}
 
 fn seed_of(parts: &[&str]) -> u64 {
     u64::from_str_radix(&sha256_hex(parts.join("/").as_bytes())[..16], 16).expect("hex")
@@ -269,52 +232,7 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
             }
         }
     }
-    let hypotheses = crate::hypothesis::evaluate(run, catalogue);
+    let hypotheses = crate::answer::evaluate(run, catalogue);
     Summary { run: run.clone(), arms, comparisons, hypotheses, not_measurable }
 }
 
-/// A figure as the report prints it: `0.412 [0.380, 0.450]`, or `n/m` (not measurable).
-pub fn fmt_estimate(e: Option<&Estimate>) -> String {
-    match e {
-        Some(Estimate { mean: Some(m), lo: Some(lo), hi: Some(hi), .. }) => {
-            format!("{} [{}, {}]", fmt3(*m), fmt3(*lo), fmt3(*hi))
-        }
-        Some(Estimate { mean: Some(m), .. }) => fmt3(*m),
-        _ => "n/m".into(),
-    }
-}
-
-/// Three decimals, without a sign on a value that rounds to zero.
-fn fmt3(x: f64) -> String {
-    let s = format!("{x:.3}");
-    if s == "-0.000" {
-        "0.000".into()
-    } else {
-        s
-    }
-}
-
-/// Builds `results.json`'s content.
-pub fn run_results(
-    exp: &Experiment,
-    results: &[ArmResult],
-    failures: &[ArmFailure],
-    monitors: &dyn Evaluator,
-) -> RunResults {
-    RunResults {
-        experiment: exp.name.clone(),
-        seeds: exp.seeds.clone(),
-        shared_base: exp.shared_base,
-        base_seed: exp.base_seed,
-        arms: exp.arms.clone(),
-        stages: json!(exp.stages),
-        world: json!(exp.world),
-        eval: json!(exp.eval),
-        probe: json!(exp.probe),
-        monitors: monitors.monitors(),
-        learned_monitor_heldout: monitors.monitor_notes(),
-        results: results.to_vec(),
-        hypotheses: exp.hypotheses.clone(),
-        failures: failures.to_vec(),
-    }
-}

@@ -408,3 +408,28 @@ fn the_built_in_probes_are_values_rl_in_both_contexts() {
     let exp = parse(&TINY.replace("[probe]\nenabled = false", "[probe]\nstage = \"pref\"\nevery = 1"));
     assert!(exp.probe.as_ref().unwrap().transfer.is_none());
 }
+
+/// Independent nodes train at once (`jobs`), each arm-seed evaluated as soon as its nodes are; what the
+/// run writes does not depend on how many run at once.
+#[test]
+fn parallel_runs_write_what_sequential_runs_write() {
+    let outputs = |jobs: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
+        let opts = RunOptions {
+            run_dir: dir.path().join("runs/tiny"),
+            cache_dir: dir.path().join("runs/cache"),
+            progress: false,
+            jobs,
+        };
+        let out = ordo_lab::run(&exp, &opts).unwrap();
+        let read = |f: &str| std::fs::read(dir.path().join("runs/tiny").join(f)).unwrap();
+        let mut trained = out.trained.clone();
+        trained.sort();
+        (trained, read("results.json"), read("summary.json"), read("report.md"), read("transcripts.jsonl"))
+    };
+    let (one, three) = (outputs(1), outputs(3));
+    assert_eq!(one.0, three.0, "the same nodes");
+    assert!(one.1 == three.1 && one.2 == three.2, "results.json and summary.json are byte-identical");
+    assert!(one.3 == three.3 && one.4 == three.4, "report.md and transcripts.jsonl are byte-identical");
+}

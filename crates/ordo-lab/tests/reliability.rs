@@ -485,3 +485,50 @@ fn a_reward_model_stage_scores_a_later_rl_stage_of_its_arm() {
         assert!(p.iter().any(|m| m.starts_with(message)), "{p:#?}");
     }
 }
+
+/// A hypothesis that names what the file does not have, or says it in a way ordo cannot test, is
+/// rejected with the entry and field; a metric the world does not measure stops the run before training.
+#[test]
+fn bad_hypotheses_are_rejected_with_their_field() {
+    let with = |h: &str| format!("{}\n{h}", common::TINY);
+    let cases = [
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"zz\"\nb = \"a\"\nexpect = \"a > b\"\n",
+         "hypotheses[0].a: unknown arm \"zz\" (arms: a, b, c)"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b@sft\"\nb = \"a\"\nexpect = \"a > b\"\n",
+         "hypotheses[0].a: arm b has no stage \"sft\" (its stages: pretrain, pref, rlvf)"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b@9\"\nb = \"a\"\nexpect = \"a > b\"\n",
+         "hypotheses[0].a: arm b has stages 1 to 3, not 9"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b\"\nb = \"a\"\nexpect = \"bigger\"\n",
+         "hypotheses[0].expect: expected \"a > b\", \"a < b\" or \"a = b\", found \"bigger\""),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b\"\nb = \"a\"\nexpect = \"a = b\"\n",
+         "hypotheses[0].margin: \"a = b\" needs a positive number"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b\"\nexpect = \"a > b\"\n",
+         "hypotheses[0].b: missing"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\ntrend = { a = 0, b = 1 }\na = \"b\"\nexpect = \"increasing\"\n",
+         "hypotheses[0].a: a trend hypothesis compares the arms of `trend`, not two sides"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\ntrend = { a = 0, b = 1 }\nexpect = \"a > b\"\n",
+         "hypotheses[0].expect: a trend expects \"increasing\" or \"decreasing\""),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b\"\nb = \"a\"\nexpect = \"a > b\"\nsides = 2\n",
+         "hypotheses[0].sides"),
+        ("[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"b\"\nb = \"a\"\nexpect = \"a > b\"\n\
+          [[hypotheses]]\nid = \"H1\"\nclaim = \"y\"\nmetric = \"hack_rate\"\na = \"b\"\nb = \"a\"\nexpect = \"a < b\"\n",
+         "hypotheses[1].id: \"H1\" is the id of an earlier hypothesis"),
+    ];
+    for (h, want) in cases {
+        assert_problem(&with(h), want);
+    }
+    // A stage twice in an arm must be named by position.
+    let twice = common::TINY.replace("c = [\"pretrain\", \"rlvf\", \"pref\"]", "c = [\"pretrain\", \"pref\", \"rlvf\", \"pref\"]");
+    let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"c@pref\"\nb = \"a\"\nexpect = \"a > b\"\n";
+    assert_problem(&format!("{twice}\n{h}"), "stage \"pref\" appears 2 times in arm c; name the boundary by position: c@2 or c@4");
+    // The metric is checked against the world's catalogue when the run starts, before any training.
+    let dir = tempfile::tempdir().unwrap();
+    let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rat\"\na = \"b\"\nb = \"a\"\nexpect = \"a > b\"\n";
+    let err = run_text(&with(h), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("hypotheses[0].metric: unknown metric \"hack_rat\""), "{err}");
+    assert!(!dir.path().join("runs/cache").exists() || std::fs::read_dir(dir.path().join("runs/cache")).unwrap().count() == 0);
+    // A probe figure is read from the final model only.
+    let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"steps_to_halve\"\na = \"b@pref\"\nb = \"a\"\nexpect = \"a > b\"\n";
+    let err = run_text(&with(h), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("steps_to_halve is a figure of the probe, which runs on each arm's final model"), "{err}");
+}

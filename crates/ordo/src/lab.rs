@@ -101,11 +101,12 @@ pub fn run(file: &Path, runs: &Path, jobs: Option<usize>) -> Result<()> {
     println!("run directory: {} ({:.0} s)", opts.run_dir.display(), started.elapsed().as_secs_f64());
     if !summary.failed.is_empty() {
         let lines: Vec<String> =
-            summary.failed.iter().map(|f| format!("{} seed {} (stage {}): {}", f.arm, f.seed, f.stage, f.reason)).collect();
+            summary.failed.iter().map(|f| format!("{} seed {} (stage {})", f.arm, f.seed, f.stage)).collect();
         bail!(
-            "{} arm-seed(s) could not finish and are reported as not measured:\n  {}",
+            "{} arm-seed(s) could not finish and are reported as not measured (why: above, and in the report's \
+             \"Arm-seeds not measured\"): {}",
             lines.len(),
-            lines.join("\n  ")
+            lines.join(", ")
         );
     }
     Ok(())
@@ -130,11 +131,17 @@ fn print_summary(path: &Path) -> Result<()> {
         .with_context(|| format!("{}: not an ordo summary", path.display()))?;
     let world = ordo_worlds::recorded(&s.run.world).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
     let cols = world.catalogue(&s.run.monitors).cli_columns;
-    println!("{:<16} {}", "arm (final)", cols.iter().map(|c| format!("{c:>30}")).collect::<String>());
+    let width = s.arms.iter().map(|a| a.arm.len()).max().unwrap_or(0).max(11) + 1;
+    println!("{:<width$} {}", "arm (final)", cols.iter().map(|c| format!("{c:>30}")).collect::<String>());
     for a in &s.arms {
         let cells: String =
             cols.iter().map(|c| format!("{:>30}", ordo_lab::summary::fmt_estimate(a.final_estimate(c)))).collect();
-        println!("{:<16} {cells}", a.arm);
+        println!("{:<width$} {cells}", a.arm);
+    }
+    for h in &s.hypotheses {
+        let d = h.test.difference.map_or("n/m".into(), |d| format!("{d:+.3}"));
+        let p = h.decision.p_holm.map_or("n/m".into(), |p| format!("{p:.3}"));
+        println!("{:<5} {:<28} {}: a - b {d}, Holm p {p}", h.hypothesis.id, h.decision.verdict.word(), h.hypothesis.metric);
     }
     Ok(())
 }

@@ -21,7 +21,19 @@ fn reduced_quickstart() -> String {
                 s.remove("gate_max_silent_hack_rate");
                 if let Some(sets) = s.get_mut("prompts").and_then(|p| p.as_array_mut()) {
                     for set in sets {
-                        set.as_table_mut().unwrap().insert("size".into(), 16.into());
+                        let set = set.as_table_mut().unwrap();
+                        set.insert("size".into(), 16.into());
+                        // A piecewise schedule's later points move to the stage's last step (1 of 0-1).
+                        if let Some(points) = set
+                            .get_mut("proportion")
+                            .and_then(|p| p.as_table_mut())
+                            .and_then(|p| p.get_mut("steps"))
+                            .and_then(|p| p.as_array_mut())
+                        {
+                            for point in points.iter_mut().skip(1) {
+                                point.as_array_mut().unwrap()[0] = 1.into();
+                            }
+                        }
                     }
                 } else {
                     s.insert("size".into(), 16.into());
@@ -56,7 +68,20 @@ fn reduced_quickstart_reports_every_arm_and_metric() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let run = dir.path().join("runs/quick-ci");
-    let arms = ["rlvf_then_pref", "pref_then_rlvf", "sandwich", "mixed", "cot_pressure", "output_pressure"];
+    let arms = [
+        "rlvf",
+        "rlvf_heavy",
+        "rlvf_then_dpo",
+        "rlvf_then_rlhf",
+        "pref_then_rlvf",
+        "sandwich",
+        "mixed",
+        "mixed_late",
+        "cold_start_then_rlvf",
+        "cot_pref_then_rlvf",
+        "cot_pressure",
+        "output_pressure",
+    ];
     let summary: ordo_lab::summary::Summary =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary.arms.iter().map(|a| a.arm.as_str()).collect::<Vec<_>>(), arms);
@@ -75,6 +100,13 @@ fn reduced_quickstart_reports_every_arm_and_metric() {
         }
         assert_eq!(a.probe_steps, vec![0, 1, 2], "{}: the uptake probe ran", a.arm);
     }
+    // One seed: every hypothesis is declared, computed, and reads "not enough seeds".
+    assert_eq!(summary.hypotheses.len(), 12);
+    for h in &summary.hypotheses {
+        assert_eq!(h.decision.verdict, ordo_eval::inference::Verdict::NotEnoughSeeds, "{}", h.hypothesis.id);
+    }
+    assert!(md.starts_with("# ordo report: quick-ci") && md.contains("## The answer"), "{md}");
+    assert!(md.contains("Not enough seeds to test H1, H2, H3"), "{md}");
     // The terminal shows each arm's final figures.
     for a in arms {
         assert!(stdout.contains(a), "{stdout}");

@@ -86,7 +86,8 @@ enabled = false
     let (code, _, err) = ordo(&["run", exp.to_str().unwrap(), "--runs", runs.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert_eq!(err.matches("step 1: the loss is NaN").count(), 1, "{err}");
-    assert!(err.contains("error: stage `sft` (seed 1): step 1: the loss is NaN (not finite)"), "{err}");
+    assert!(err.contains("stage `sft` (seed 1): step 1: the loss is NaN (not finite)"), "{err}");
+    assert!(err.contains("error: 1 arm-seed(s) could not finish") && err.contains("a seed 1 (stage sft)"), "{err}");
     let committed: Vec<_> = std::fs::read_dir(runs.join("cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
