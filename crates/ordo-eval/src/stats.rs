@@ -91,8 +91,13 @@ pub fn estimate(values: &[Option<f64>], counts: &[usize]) -> Estimate {
         Vec::new()
     };
     // A share's interval stays within [0, 1].
-    let ci = seed_interval(&present, &within, 0.95)
-        .map(|(lo, hi)| if counts.is_empty() { (lo, hi) } else { (lo.max(0.0), hi.min(1.0)) });
+    let ci = seed_interval(&present, &within, 0.95).map(|(lo, hi)| {
+        if counts.is_empty() {
+            (lo, hi)
+        } else {
+            (lo.max(0.0), hi.min(1.0))
+        }
+    });
     Estimate { mean: mean(&present), lo: ci.map(|c| c.0), hi: ci.map(|c| c.1), n: present.len(), values }
 }
 

@@ -190,20 +190,23 @@ fn verdicts_follow_the_numbers() {
     let low = s(&[0.1, 0.2, 0.15, 0.3, 0.25]);
     let mixed = s(&[0.5, 0.1, 0.9, 0.3, 0.7]);
     let tests = vec![
-        test(&high, &low, Expect::Greater, 0),                  // separated, as claimed
-        test(&high, &low, Expect::Less, 0),                     // separated, against the claim
-        test(&mixed, &low, Expect::Greater, 0),                 // overlapping
-        test(&s(&[0.9]), &low, Expect::Greater, 0),             // one seed
+        test(&high, &low, Expect::Greater, 0),      // separated, as claimed
+        test(&high, &low, Expect::Less, 0),         // separated, against the claim
+        test(&mixed, &low, Expect::Greater, 0),     // overlapping
+        test(&s(&[0.9]), &low, Expect::Greater, 0), // one seed
         test(&low, &shift(&low, 0.01), Expect::Equal { margin: 0.2 }, 0), // within the margin
     ];
     let d = decide(&tests);
-    assert_eq!(d.iter().map(|d| d.verdict).collect::<Vec<_>>(), vec![
-        Verdict::Supported,
-        Verdict::Contradicted,
-        Verdict::Inconclusive,
-        Verdict::NotEnoughSeeds,
-        Verdict::Supported,
-    ]);
+    assert_eq!(
+        d.iter().map(|d| d.verdict).collect::<Vec<_>>(),
+        vec![
+            Verdict::Supported,
+            Verdict::Contradicted,
+            Verdict::Inconclusive,
+            Verdict::NotEnoughSeeds,
+            Verdict::Supported,
+        ]
+    );
     // Five hypotheses: the separated one's 1/252 is multiplied by 5 at most.
     assert!(d[0].p_holm.unwrap() <= 5.0 / 252.0 + 1e-12);
     assert!(d[3].p_holm.is_none() && d[3].detectable.is_none());

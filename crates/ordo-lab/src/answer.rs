@@ -234,7 +234,10 @@ pub fn plain_summary(results: &[HypothesisResult], seeds: usize) -> String {
     }
     let with = |v: Verdict| -> Vec<&HypothesisResult> { results.iter().filter(|r| r.decision.verdict == v).collect() };
     let list = |rs: &[&HypothesisResult]| -> String {
-        rs.iter().map(|r| format!("{} ({})", r.hypothesis.id, r.hypothesis.claim.trim_end_matches('.'))).collect::<Vec<_>>().join("; ")
+        rs.iter()
+            .map(|r| format!("{} ({})", r.hypothesis.id, r.hypothesis.claim.trim_end_matches('.')))
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     let mut parts = vec![format!(
         "{} hypotheses were tested on up to {seeds} seeds per arm, Holm-adjusted across the file at a family-wise \
@@ -242,10 +245,7 @@ pub fn plain_summary(results: &[HypothesisResult], seeds: usize) -> String {
         results.len(),
         ordo_eval::inference::ALPHA
     )];
-    for (v, lead) in [
-        (Verdict::Supported, "The numbers support"),
-        (Verdict::Contradicted, "They contradict"),
-    ] {
+    for (v, lead) in [(Verdict::Supported, "The numbers support"), (Verdict::Contradicted, "They contradict")] {
         let rs = with(v);
         if !rs.is_empty() {
             parts.push(format!("{lead} {}.", list(&rs)));
@@ -264,7 +264,11 @@ pub fn plain_summary(results: &[HypothesisResult], seeds: usize) -> String {
                 )
             })
             .collect();
-        parts.push(format!("Inconclusive at this power: {} ({}).", open.iter().map(|r| r.hypothesis.id.as_str()).collect::<Vec<_>>().join(", "), det.join("; ")));
+        parts.push(format!(
+            "Inconclusive at this power: {} ({}).",
+            open.iter().map(|r| r.hypothesis.id.as_str()).collect::<Vec<_>>().join(", "),
+            det.join("; ")
+        ));
     }
     let few = with(Verdict::NotEnoughSeeds);
     if !few.is_empty() {
@@ -358,7 +362,13 @@ pub fn markdown_section(results: &[HypothesisResult], seeds: usize, failures: us
     for r in results.iter().filter(|r| !r.by_dose.is_empty()) {
         let cells: Vec<String> =
             r.by_dose.iter().map(|(d, e)| format!("{d}: {}", ordo_eval::stats::fmt_estimate(Some(e)))).collect();
-        let _ = writeln!(o, "\n{} `{}` by dose (mean over seeds [95% interval]): {}.", r.hypothesis.id, r.hypothesis.metric, cells.join("; "));
+        let _ = writeln!(
+            o,
+            "\n{} `{}` by dose (mean over seeds [95% interval]): {}.",
+            r.hypothesis.id,
+            r.hypothesis.metric,
+            cells.join("; ")
+        );
     }
     if failures > 0 {
         let _ = writeln!(o, "\n{failures} arm-seed(s) of this run could not finish: see \"Arm-seeds not measured\".");

@@ -194,25 +194,33 @@ fn hypothesis_plot(r: &crate::answer::HypothesisResult, unit: bool) -> String {
         let (x0, x1) = r.by_dose.iter().fold((f64::MAX, f64::MIN), |(a, b), (d, _)| (a.min(*d), b.max(*d)));
         let ticks: Vec<(f64, String)> = r.by_dose.iter().map(|(d, _)| (*d, format!("{d}"))).collect();
         let pad = 0.05 * (x1 - x0).max(1.0);
-        return line_plot(&title, &[Series { name: &h.metric, color: COLORS[0], points }], &ticks, (x0 - pad, x1 + pad), unit);
+        return line_plot(
+            &title,
+            &[Series { name: &h.metric, color: COLORS[0], points }],
+            &ticks,
+            (x0 - pad, x1 + pad),
+            unit,
+        );
     }
     let title = format!("{} {}: {diff}, {}", h.id, h.metric, r.decision.verdict.word());
     if r.values_a.is_empty() && r.values_b.is_empty() {
         return empty_plot(&title);
     }
-    let sides = [
-        (crate::answer::side_label(&h.a), &r.values_a),
-        (crate::answer::side_label(&h.b), &r.values_b),
-    ];
+    let sides = [(crate::answer::side_label(&h.a), &r.values_a), (crate::answer::side_label(&h.b), &r.values_b)];
     let series: Vec<Series> = sides
         .iter()
         .enumerate()
-        .map(|(i, (name, v))| Series { name, color: COLORS[i], points: v.iter().map(|&x| (i as f64, x, x, x)).collect() })
+        .map(|(i, (name, v))| Series {
+            name,
+            color: COLORS[i],
+            points: v.iter().map(|&x| (i as f64, x, x, x)).collect(),
+        })
         .collect();
     let yr = y_range(&series, unit);
     let yr = (yr.0.min(0.0), yr.1);
     let xr = (-0.5, 1.5);
-    let ticks: Vec<(f64, String)> = sides.iter().enumerate().map(|(i, (n, _))| (i as f64, format!("{} {n}", ["a", "b"][i]))).collect();
+    let ticks: Vec<(f64, String)> =
+        sides.iter().enumerate().map(|(i, (n, _))| (i as f64, format!("{} {n}", ["a", "b"][i]))).collect();
     let points = r.values_a.len() + r.values_b.len();
     let mut o = format!("<svg class=\"plot\" data-points=\"{points}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">");
     axes(&mut o, &title, yr, &ticks, xr);
@@ -226,7 +234,14 @@ fn hypothesis_plot(r: &crate::answer::HypothesisResult, unit: bool) -> String {
         for (j, x) in v.iter().enumerate() {
             // Seeds spread across the bar so that equal values stay visible.
             let dx = (j as f64 + 0.5) / v.len() as f64 * bw * 0.8 - bw * 0.4;
-            let _ = write!(o, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"><title>{}: {x:.3}</title></circle>", px + dx, sy(*x, yr), COLORS[i], esc(name));
+            let _ = write!(
+                o,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"><title>{}: {x:.3}</title></circle>",
+                px + dx,
+                sy(*x, yr),
+                COLORS[i],
+                esc(name)
+            );
         }
     }
     o.push_str("</svg>");

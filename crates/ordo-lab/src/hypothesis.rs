@@ -104,7 +104,9 @@ pub fn parse_table(root: &toml::Table, arms: &[(String, Vec<String>)], errs: &mu
             }
             ("", _, _) => None,
             (_, _, true) => {
-                errs.push(format!("{path}.expect: a trend expects \"increasing\" or \"decreasing\", found {expect_text:?}"));
+                errs.push(format!(
+                    "{path}.expect: a trend expects \"increasing\" or \"decreasing\", found {expect_text:?}"
+                ));
                 None
             }
             (_, _, false) => {
@@ -197,7 +199,9 @@ fn side_ref(at: &str, label: &str, arms: &[(String, Vec<String>)]) -> Result<Sid
                 let hits: Vec<usize> = (0..stages.len()).filter(|&i| stages[i] == s).collect();
                 match hits.as_slice() {
                     [i] => Some(*i),
-                    [] => return Err(format!("{at}: arm {arm} has no stage {s:?} (its stages: {})", stages.join(", "))),
+                    [] => {
+                        return Err(format!("{at}: arm {arm} has no stage {s:?} (its stages: {})", stages.join(", ")))
+                    }
                     many => {
                         let pos: Vec<String> = many.iter().map(|i| format!("{arm}@{}", i + 1)).collect();
                         return Err(format!(
@@ -229,7 +233,11 @@ pub fn check_metrics(hypotheses: &[Hypothesis], catalogue: &Catalogue) -> Vec<St
         if !catalogue.metrics.iter().any(|m| m.name == h.metric) {
             let mut names: Vec<&str> = catalogue.metrics.iter().map(|m| m.name.as_str()).collect();
             names.sort();
-            errs.push(format!("hypotheses[{i}].metric: unknown metric {:?} (the world's: {})", h.metric, names.join(", ")));
+            errs.push(format!(
+                "hypotheses[{i}].metric: unknown metric {:?} (the world's: {})",
+                h.metric,
+                names.join(", ")
+            ));
         } else if probe_figure(catalogue, &h.metric).is_some() {
             for s in h.a.iter().chain(&h.b).chain(h.trend.iter().map(|(s, _)| s)).filter(|s| s.boundary.is_some()) {
                 errs.push(format!(
@@ -242,4 +250,3 @@ pub fn check_metrics(hypotheses: &[Hypothesis], catalogue: &Catalogue) -> Vec<St
     }
     errs
 }
-

@@ -4,10 +4,10 @@
 use crate::cache::{short, Cache, NodeState, RunLock};
 use crate::error::LabError;
 use crate::evaluation::{evaluate_arm, snapshot_name, ArmResult};
-use crate::summary::ArmFailure;
 use crate::experiment::{Experiment, ModelInit, StageParams};
 use crate::plan::{plan, Node, Plan};
 use crate::stages::{self, StageCx};
+use crate::summary::ArmFailure;
 use ordo_model::{Device, ParamStore, TextTokenizer};
 use ordo_train::trainer::{Checkpointing, LoopState, SnapshotFn, StepLogger};
 use ordo_train::Policy;
@@ -220,128 +220,136 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary, LabError> 
         // the whole pool. Results do not depend on the thread count.
         let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
         loop {
-        let (task, alone) = {
-            let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            loop {
-                if s.fatal.is_some() {
-                    return;
-                }
-                if let Some(t) = s.next(&plan) {
-                    match t {
-                        Task::Train(i) => s.started[i] = true,
-                        Task::Evaluate(a) => s.evaluated[a] = true,
+            let (task, alone) = {
+                let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                loop {
+                    if s.fatal.is_some() {
+                        return;
                     }
-                    s.running += 1;
-                    let alone = s.running == 1 && s.next(&plan).is_none();
-                    break (t, alone);
-                }
-                if s.running == 0 {
-                    return;
-                }
-                s = state.1.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-        };
-        let body = || match task {
-            Task::Train(i) => {
-                let key = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).nodes[i].clone();
-                let node = plan.node(&key).expect("plan node");
-                let arm = plan.arms.iter().find(|a| arm_keys(a).any(|k| *k == key)).expect("a node has an arm");
-                let label = {
-                    let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let finished = s.done.iter().filter(|d| **d).count() + s.running;
-                    format!("[{finished}/{n}] {} {} seed {}", arm.arm, node.stage, arm.seed)
-                };
-                Outcome::Trained(i, train_once(exp, (&plan, &cache), node, &label, opts.progress))
-            }
-            Task::Evaluate(a) => {
-                let m = evaluator.as_ref().expect("evaluations only with an evaluator");
-                // Without the probes that failed (their figures are then not measured).
-                let mut arm = plan.arms[a].clone();
-                {
-                    let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let failed = |k: &Option<String>| k.as_ref().is_some_and(|k| s.failed[s.index(k)].is_some());
-                    if failed(&arm.probe) {
-                        arm.probe = None;
+                    if let Some(t) = s.next(&plan) {
+                        match t {
+                            Task::Train(i) => s.started[i] = true,
+                            Task::Evaluate(a) => s.evaluated[a] = true,
+                        }
+                        s.running += 1;
+                        let alone = s.running == 1 && s.next(&plan).is_none();
+                        break (t, alone);
                     }
-                    if failed(&arm.transfer_probe) {
-                        arm.transfer_probe = None;
+                    if s.running == 0 {
+                        return;
                     }
+                    s = state.1.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-                Outcome::Evaluated(a, evaluate_arm(exp, &plan, &cache, &arm, m.as_ref(), opts.progress))
-            }
-        };
-        // A panic in a task is that task's failure: the other workers must not wait for it forever.
-        let guarded = || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
-                let e = LabError::Other(format!("panicked: {why}"));
-                match task {
-                    Task::Train(i) => Outcome::Trained(i, Err(e)),
-                    Task::Evaluate(a) => Outcome::Evaluated(a, Err(e)),
+            };
+            let body = || match task {
+                Task::Train(i) => {
+                    let key = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).nodes[i].clone();
+                    let node = plan.node(&key).expect("plan node");
+                    let arm = plan.arms.iter().find(|a| arm_keys(a).any(|k| *k == key)).expect("a node has an arm");
+                    let label = {
+                        let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let finished = s.done.iter().filter(|d| **d).count() + s.running;
+                        format!("[{finished}/{n}] {} {} seed {}", arm.arm, node.stage, arm.seed)
+                    };
+                    Outcome::Trained(i, train_once(exp, (&plan, &cache), node, &label, opts.progress))
                 }
-            })
-        };
-        let outcome = if alone || opts.jobs <= 1 { guarded() } else { single.install(guarded) };
-        let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.running -= 1;
-        match outcome {
-            Outcome::Trained(i, Ok(how)) => {
-                s.done[i] = true;
-                let key = s.nodes[i].clone();
-                s.done_work += crate::plan::estimate_seconds(plan.node(&key).expect("plan node"), params);
-                match how {
-                    Trained::Reused => s.summary.reused.push(key),
-                    Trained::Retrained => {
-                        s.summary.corrupt.push(key.clone());
-                        s.summary.trained.push(key)
-                    }
-                    Trained::Fresh => s.summary.trained.push(key),
-                }
-            }
-            Outcome::Trained(i, Err(e)) => {
-                let key = s.nodes[i].clone();
-                let node = plan.node(&key).expect("plan node");
-                eprintln!("{e}\n(stage `{}`, seed {}: the arm-seeds that need it are not measured)", node.stage, node.seed);
-                s.fail(&plan, i, &node.stage, &e.to_string());
-            }
-            Outcome::Evaluated(a, r) => {
-                s.done_work += EVALUATION_SECONDS;
-                match r {
-                    Ok(r) => {
-                        s.results.push((a, r));
-                        s.results.sort_by_key(|(a, _)| *a);
-                        let results: Vec<ArmResult> = s.results.iter().map(|(_, r)| r.clone()).collect();
-                        let failures = failures(&plan, &s);
-                        let m = evaluator.as_ref().expect("evaluator");
-                        if let Err(e) = crate::report::write_results(&opts.run_dir, exp, (&results, &failures), m.as_ref()) {
-                            s.fatal.get_or_insert(e);
+                Task::Evaluate(a) => {
+                    let m = evaluator.as_ref().expect("evaluations only with an evaluator");
+                    // Without the probes that failed (their figures are then not measured).
+                    let mut arm = plan.arms[a].clone();
+                    {
+                        let s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let failed = |k: &Option<String>| k.as_ref().is_some_and(|k| s.failed[s.index(k)].is_some());
+                        if failed(&arm.probe) {
+                            arm.probe = None;
+                        }
+                        if failed(&arm.transfer_probe) {
+                            arm.transfer_probe = None;
                         }
                     }
-                    Err(e) => {
-                        let arm = &plan.arms[a];
-                        eprintln!("evaluating {} seed {} failed: {e}", arm.arm, arm.seed);
-                        s.eval_failed[a] = Some(e.to_string());
+                    Outcome::Evaluated(
+                        a,
+                        evaluate_arm(exp, &plan, &cache, &arm, m.as_ref(), opts.progress).map(Box::new),
+                    )
+                }
+            };
+            // A panic in a task is that task's failure: the other workers must not wait for it forever.
+            let guarded = || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    let e = LabError::Other(format!("panicked: {why}"));
+                    match task {
+                        Task::Train(i) => Outcome::Trained(i, Err(e)),
+                        Task::Evaluate(a) => Outcome::Evaluated(a, Err(e)),
+                    }
+                })
+            };
+            let outcome = if alone || opts.jobs <= 1 { guarded() } else { single.install(guarded) };
+            let mut s = state.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.running -= 1;
+            match outcome {
+                Outcome::Trained(i, Ok(how)) => {
+                    s.done[i] = true;
+                    let key = s.nodes[i].clone();
+                    s.done_work += crate::plan::estimate_seconds(plan.node(&key).expect("plan node"), params);
+                    match how {
+                        Trained::Reused => s.summary.reused.push(key),
+                        Trained::Retrained => {
+                            s.summary.corrupt.push(key.clone());
+                            s.summary.trained.push(key)
+                        }
+                        Trained::Fresh => s.summary.trained.push(key),
+                    }
+                }
+                Outcome::Trained(i, Err(e)) => {
+                    let key = s.nodes[i].clone();
+                    let node = plan.node(&key).expect("plan node");
+                    eprintln!(
+                        "{e}\n(stage `{}`, seed {}: the arm-seeds that need it are not measured)",
+                        node.stage, node.seed
+                    );
+                    s.fail(&plan, i, &node.stage, &e.to_string());
+                }
+                Outcome::Evaluated(a, r) => {
+                    s.done_work += EVALUATION_SECONDS;
+                    match r {
+                        Ok(r) => {
+                            s.results.push((a, *r));
+                            s.results.sort_by_key(|(a, _)| *a);
+                            let results: Vec<ArmResult> = s.results.iter().map(|(_, r)| r.clone()).collect();
+                            let failures = failures(&plan, &s);
+                            let m = evaluator.as_ref().expect("evaluator");
+                            if let Err(e) =
+                                crate::report::write_results(&opts.run_dir, exp, (&results, &failures), m.as_ref())
+                            {
+                                s.fatal.get_or_insert(e);
+                            }
+                        }
+                        Err(e) => {
+                            let arm = &plan.arms[a];
+                            eprintln!("evaluating {} seed {} failed: {e}", arm.arm, arm.seed);
+                            s.eval_failed[a] = Some(e.to_string());
+                        }
                     }
                 }
             }
-        }
-        let frac = if s.total_work > 0.0 { (s.done_work / s.total_work).min(1.0) } else { 1.0 };
-        overall.set_position((frac * 1000.0) as u64);
-        if frac > 0.0 {
-            let eta = started.elapsed().as_secs_f64() * (1.0 - frac) / frac;
-            let eta = std::time::Duration::from_secs(eta as u64);
-            overall.set_message(format!("whole run: {} left (estimated)", indicatif::HumanDuration(eta)));
-        }
-        state.1.notify_all();
+            let frac = if s.total_work > 0.0 { (s.done_work / s.total_work).min(1.0) } else { 1.0 };
+            overall.set_position((frac * 1000.0) as u64);
+            if frac > 0.0 {
+                let eta = started.elapsed().as_secs_f64() * (1.0 - frac) / frac;
+                let eta = std::time::Duration::from_secs(eta as u64);
+                overall.set_message(format!("whole run: {} left (estimated)", indicatif::HumanDuration(eta)));
+            }
+            state.1.notify_all();
         }
     };
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1) {
-            scope.spawn(&worker);
+            scope.spawn(worker);
         }
     });
     overall.finish_and_clear();
@@ -374,7 +382,7 @@ fn failures(plan: &Plan, s: &Schedule) -> Vec<ArmFailure> {
 /// What a worker's task gave.
 enum Outcome {
     Trained(usize, Result<Trained, LabError>),
-    Evaluated(usize, Result<ArmResult, LabError>),
+    Evaluated(usize, Result<Box<ArmResult>, LabError>),
 }
 
 /// How a node came to be in the cache.
@@ -387,7 +395,13 @@ enum Trained {
 }
 
 /// Trains a node unless another process sharing the cache built it meanwhile (waiting for its lock).
-fn train_once(exp: &Experiment, (plan, cache): (&Plan, &Cache), node: &Node, label: &str, progress: bool) -> Result<Trained, LabError> {
+fn train_once(
+    exp: &Experiment,
+    (plan, cache): (&Plan, &Cache),
+    node: &Node,
+    label: &str,
+    progress: bool,
+) -> Result<Trained, LabError> {
     let key = &node.key;
     let _node_lock = cache.lock_node(key, &mut |pid| {
         eprintln!(

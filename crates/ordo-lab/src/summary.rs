@@ -6,8 +6,8 @@ use crate::answer::HypothesisResult;
 use crate::evaluation::{ArmResult, ProbeResult};
 use crate::plan::sha256_hex;
 pub use crate::results::{run_results, ArmFailure, RunResults};
-pub use ordo_eval::stats::fmt_estimate;
 use ordo_eval::catalogue::{Catalogue, UptakeRule, TRANSFER_PREFIX};
+pub use ordo_eval::stats::fmt_estimate;
 use ordo_eval::stats::{estimate, permutation_test, Comparison, Estimate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -235,4 +235,3 @@ pub fn summarize(run: &RunResults, catalogue: &Catalogue) -> Summary {
     let hypotheses = crate::answer::evaluate(run, catalogue);
     Summary { run: run.clone(), arms, comparisons, hypotheses, not_measurable }
 }
-

@@ -11,8 +11,12 @@ use common::{problems, TINY};
 
 fn run_text(text: &str, dir: &Path) -> RunSummary {
     let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap();
-    let opts =
-        RunOptions { run_dir: dir.join("runs").join(&exp.name), cache_dir: dir.join("runs/cache"), progress: false, jobs: 1 };
+    let opts = RunOptions {
+        run_dir: dir.join("runs").join(&exp.name),
+        cache_dir: dir.join("runs/cache"),
+        progress: false,
+        jobs: 1,
+    };
     ordo_lab::run(&exp, &opts).unwrap()
 }
 
@@ -265,15 +269,18 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     let dir = tempfile::tempdir().unwrap();
     let text = TINY.replace("gate = false", "gate = true, gate_prompts = 4, gate_min_clean_accuracy = 0.5");
     let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
-    let opts =
-        RunOptions { run_dir: dir.path().join("runs/tiny"), cache_dir: dir.path().join("runs/cache"), progress: false, jobs: 1 };
+    let opts = RunOptions {
+        run_dir: dir.path().join("runs/tiny"),
+        cache_dir: dir.path().join("runs/cache"),
+        progress: false,
+        jobs: 1,
+    };
     let out = ordo_lab::run(&exp, &opts).unwrap();
     // Arm b runs pref then rlvf, arm c rlvf then pref: both need an rlvf node that the gate refuses.
-    let failed: Vec<(String, u64, String)> = out.failed.iter().map(|f| (f.arm.clone(), f.seed, f.stage.clone())).collect();
-    let want: Vec<(String, u64, String)> = [("b", 1), ("c", 1), ("b", 2), ("c", 2)]
-        .iter()
-        .map(|(a, s)| (a.to_string(), *s, "rlvf".to_string()))
-        .collect();
+    let failed: Vec<(String, u64, String)> =
+        out.failed.iter().map(|f| (f.arm.clone(), f.seed, f.stage.clone())).collect();
+    let want: Vec<(String, u64, String)> =
+        [("b", 1), ("c", 1), ("b", 2), ("c", 2)].iter().map(|(a, s)| (a.to_string(), *s, "rlvf".to_string())).collect();
     let mut sorted = failed.clone();
     sorted.sort();
     let mut want_sorted = want.clone();
@@ -281,7 +288,11 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     assert_eq!(sorted, want_sorted);
     for f in &out.failed {
         assert!(f.reason.starts_with("stage `rlvf` (seed "), "{}", f.reason);
-        assert!(f.reason.contains("the base model is not ready for RL: clean accuracy 0.000 is below 0.500"), "{}", f.reason);
+        assert!(
+            f.reason.contains("the base model is not ready for RL: clean accuracy 0.000 is below 0.500"),
+            "{}",
+            f.reason
+        );
         assert!(f.reason.contains("pretrain longer"), "{}", f.reason);
     }
     // What finished before the gate stays cached; the refused nodes were not committed.
@@ -294,12 +305,16 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     // Arm a (pretrain, sft) was measured on both seeds; the failures are in results.json and the report.
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("runs/tiny/results.json")).unwrap()).unwrap();
-    let measured: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["arm"].as_str().unwrap()).collect();
+    let measured: Vec<&str> =
+        results["results"].as_array().unwrap().iter().map(|r| r["arm"].as_str().unwrap()).collect();
     assert_eq!(measured, vec!["a", "a"]);
     assert_eq!(results["failures"].as_array().unwrap().len(), 4);
     let report = std::fs::read_to_string(dir.path().join("runs/tiny/report.md")).unwrap();
     assert!(report.contains("## Arm-seeds not measured"), "{report}");
-    assert!(report.contains("- b seed 1: stage `rlvf` failed: stage `rlvf` (seed 1): the base model is not ready"), "{report}");
+    assert!(
+        report.contains("- b seed 1: stage `rlvf` failed: stage `rlvf` (seed 1): the base model is not ready"),
+        "{report}"
+    );
 }
 
 /// The gate checks the model an arm's RL starts from; an RL stage that continues from another, gated,

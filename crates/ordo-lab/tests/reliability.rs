@@ -518,15 +518,23 @@ fn bad_hypotheses_are_rejected_with_their_field() {
         assert_problem(&with(h), want);
     }
     // A stage twice in an arm must be named by position.
-    let twice = common::TINY.replace("c = [\"pretrain\", \"rlvf\", \"pref\"]", "c = [\"pretrain\", \"pref\", \"rlvf\", \"pref\"]");
+    let twice = common::TINY
+        .replace("c = [\"pretrain\", \"rlvf\", \"pref\"]", "c = [\"pretrain\", \"pref\", \"rlvf\", \"pref\"]");
     let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rate\"\na = \"c@pref\"\nb = \"a\"\nexpect = \"a > b\"\n";
-    assert_problem(&format!("{twice}\n{h}"), "stage \"pref\" appears 2 times in arm c; name the boundary by position: c@2 or c@4");
+    assert_problem(
+        &format!("{twice}\n{h}"),
+        "stage \"pref\" appears 2 times in arm c; name the boundary by position: c@2 or c@4",
+    );
     // The metric is checked against the world's catalogue when the run starts, before any training.
     let dir = tempfile::tempdir().unwrap();
-    let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rat\"\na = \"b\"\nb = \"a\"\nexpect = \"a > b\"\n";
+    let h =
+        "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"hack_rat\"\na = \"b\"\nb = \"a\"\nexpect = \"a > b\"\n";
     let err = run_text(&with(h), dir.path()).unwrap_err().to_string();
     assert!(err.contains("hypotheses[0].metric: unknown metric \"hack_rat\""), "{err}");
-    assert!(!dir.path().join("runs/cache").exists() || std::fs::read_dir(dir.path().join("runs/cache")).unwrap().count() == 0);
+    assert!(
+        !dir.path().join("runs/cache").exists()
+            || std::fs::read_dir(dir.path().join("runs/cache")).unwrap().count() == 0
+    );
     // A probe figure is read from the final model only.
     let h = "[[hypotheses]]\nid = \"H1\"\nclaim = \"x\"\nmetric = \"steps_to_halve\"\na = \"b@pref\"\nb = \"a\"\nexpect = \"a > b\"\n";
     let err = run_text(&with(h), dir.path()).unwrap_err().to_string();

@@ -83,7 +83,8 @@ fn a_run_writes_a_report_whose_numbers_are_summary_json() {
     let dir = tempfile::tempdir().unwrap();
     let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
     let run_dir = dir.path().join("runs/tiny-report");
-    let opts = RunOptions { run_dir: run_dir.clone(), cache_dir: dir.path().join("runs/cache"), progress: false, jobs: 1 };
+    let opts =
+        RunOptions { run_dir: run_dir.clone(), cache_dir: dir.path().join("runs/cache"), progress: false, jobs: 1 };
     ordo_lab::run(&exp, &opts).unwrap();
 
     let summary: Summary = serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
@@ -306,14 +307,20 @@ expect = "a > b"
     let md = ordo_lab::markdown::markdown(&s, &*world());
     let answer = md.find("## The answer").expect("the answer section");
     assert!(answer < md.find("## Arms").unwrap(), "the answer comes first");
-    assert!(md.contains("| H1 | a hacks more than b | `hack_rate` | a | b | a > b | 0.900 (3) | 0.200 (3) | +0.700 ["), "{md}");
+    assert!(
+        md.contains("| H1 | a hacks more than b | `hack_rate` | a | b | a > b | 0.900 (3) | 0.200 (3) | +0.700 ["),
+        "{md}"
+    );
     assert!(md.contains("**not enough seeds** |") && !md.contains("**supported**"), "{md}");
     assert!(md.contains("2 hypotheses were tested on up to 3 seeds per arm"), "{md}");
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["hypotheses"][0]["verdict"], "not_enough_seeds");
     assert_eq!(json["hypotheses"][1]["a"][0]["boundary"], serde_json::json!(null), "rl is the final boundary");
     let html = ordo_lab::html::html(&s, &*world());
-    assert!(html.contains("<h2>The answer</h2>") && html.contains("H1 hack_rate: a − b +0.700"), "plots per hypothesis");
+    assert!(
+        html.contains("<h2>The answer</h2>") && html.contains("H1 hack_rate: a − b +0.700"),
+        "plots per hypothesis"
+    );
 }
 
 #[test]

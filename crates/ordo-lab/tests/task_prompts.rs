@@ -52,8 +52,12 @@ rl = { kind = "grpo", prompts = "prompts.jsonl", rewards = [{ name = "answer_mat
 a = ["rl"]
 "#;
     let exp = ordo_lab::spec::parse(spec, "task.toml", dir.path()).unwrap();
-    let opts =
-        RunOptions { run_dir: dir.path().join("runs/task"), cache_dir: dir.path().join("runs/cache"), progress: false, jobs: 1 };
+    let opts = RunOptions {
+        run_dir: dir.path().join("runs/task"),
+        cache_dir: dir.path().join("runs/cache"),
+        progress: false,
+        jobs: 1,
+    };
     let summary = ordo_lab::run(&exp, &opts).unwrap();
     assert_eq!(summary.trained.len(), 1);
     let metrics =

@@ -141,7 +141,12 @@ fn print_summary(path: &Path) -> Result<()> {
     for h in &s.hypotheses {
         let d = h.test.difference.map_or("n/m".into(), |d| format!("{d:+.3}"));
         let p = h.decision.p_holm.map_or("n/m".into(), |p| format!("{p:.3}"));
-        println!("{:<5} {:<28} {}: a - b {d}, Holm p {p}", h.hypothesis.id, h.decision.verdict.word(), h.hypothesis.metric);
+        println!(
+            "{:<5} {:<28} {}: a - b {d}, Holm p {p}",
+            h.hypothesis.id,
+            h.decision.verdict.word(),
+            h.hypothesis.metric
+        );
     }
     Ok(())
 }
