@@ -122,8 +122,8 @@ pub fn difference_interval(a: &Side, b: &Side, level: f64) -> Option<(f64, f64, 
     Some((d - half, d + half, se, df))
 }
 
-/// A hypothesis that could not be tested: the sides' sizes and means, no p.
-fn untestable(a: &Side, b: &Side) -> HypothesisTest {
+/// A test with the sides' figures and no p-values: the hypothesis cannot be tested on these values.
+pub fn untestable(a: &Side, b: &Side) -> HypothesisTest {
     let m = |s: &Side| mean(&s.values).filter(|x| x.is_finite());
     HypothesisTest {
         n_a: a.values.len(),
@@ -180,6 +180,17 @@ pub fn test(a: &Side, b: &Side, expect: Expect, seed: u64) -> HypothesisTest {
                 let (p_hi, e2) = one_sided(&shifted(&a.values, -margin), Alternative::Less).expect("seeds");
                 let (q_hi, e3) = one_sided(&shifted(&a.values, -margin), Alternative::Greater).expect("seeds");
                 let (q_lo, e4) = one_sided(&shifted(&a.values, margin), Alternative::Less).expect("seeds");
+                // A shifted relabelling is exchangeable only under a pure shift, which tied or bounded
+                // figures are not (five seeds at 0 on both sides would pass any margin). Each one-sided
+                // p is therefore also the t test's with the sampling floor, and the larger of the two
+                // counts; with a standard error of 0 the t test says nothing and the test does not pass.
+                let t_p = |z: f64| match ci {
+                    Some((_, _, se, df)) if se > 0.0 => 1.0 - crate::stats::t_cdf(z / se, df),
+                    _ => 1.0,
+                };
+                let d = mean(&a.values).zip(mean(&b.values)).map_or(0.0, |(x, y)| x - y);
+                let (p_lo, p_hi) = (p_lo.max(t_p(d + margin)), p_hi.max(t_p(margin - d)));
+                let (q_hi, q_lo) = (q_hi.max(t_p(d - margin)), q_lo.max(t_p(-margin - d)));
                 (Some(p_lo.max(p_hi)), Some((2.0 * q_hi.min(q_lo)).min(1.0)), e1 && e2 && e3 && e4)
             }
         }
@@ -215,7 +226,7 @@ pub fn sign_flip_p(xs: &[f64], alternative: Alternative, seed: u64) -> (f64, boo
     use rand::{Rng, SeedableRng};
     let n = xs.len();
     let observed: f64 = xs.iter().sum();
-    let tol = 1e-9 * (1.0 + xs.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+    let tol = 1e-9 * xs.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let extreme = |t: f64| match alternative {
         Alternative::TwoSided => t.abs() >= observed.abs() - tol,
         Alternative::Greater => t >= observed - tol,
@@ -270,7 +281,11 @@ pub fn trend_test(slopes: &[f64], expect: Expect, seed: u64) -> HypothesisTest {
         p: testable.then_some(p),
         p_against: testable.then_some(q),
         exact: e1 && e2,
-        smallest_p: testable.then(|| 0.5f64.powi(n as i32)),
+        // Drawn sign flips (above 20 seeds) count the observed one among PERMUTATIONS + 1.
+        smallest_p: testable.then(|| {
+            let floor = if n > 20 { 1.0 / (crate::stats::PERMUTATIONS + 1) as f64 } else { 0.0 };
+            0.5f64.powi(n as i32).max(floor)
+        }),
         equivalence: false,
     }
 }

@@ -31,10 +31,14 @@ pub fn mean(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
 }
 
-/// The sample variance (n - 1 in the denominator); 0 for fewer than 2 values.
+/// The sample variance (n - 1 in the denominator); 0 for fewer than 2 values. Computed on the values
+/// less the first, so that equal values give exactly 0 (not a rounding residue that would pass for a
+/// standard error).
 pub fn sample_variance(xs: &[f64]) -> f64 {
-    match mean(xs) {
-        Some(m) if xs.len() > 1 => xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64,
+    let Some(&x0) = xs.first() else { return 0.0 };
+    let d: Vec<f64> = xs.iter().map(|x| x - x0).collect();
+    match mean(&d) {
+        Some(m) if xs.len() > 1 => d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64,
         _ => 0.0,
     }
 }
@@ -249,7 +253,10 @@ pub fn binomial(n: usize, k: usize) -> f64 {
 /// for sides of equal size).
 pub fn smallest_p(n_a: usize, n_b: usize, alternative: Alternative) -> f64 {
     let tails = if alternative == Alternative::TwoSided { 2.0 } else { 1.0 };
-    (tails / binomial(n_a + n_b, n_a)).min(1.0)
+    let relabellings = binomial(n_a + n_b, n_a);
+    // Drawn relabellings count the observed one among PERMUTATIONS + 1.
+    let floor = if relabellings <= MAX_EXACT { 1.0 / relabellings } else { 1.0 / (PERMUTATIONS + 1) as f64 };
+    (tails * floor).min(1.0)
 }
 
 /// Two-sided permutation test of mean(a) - mean(b); None when either side is empty.
@@ -272,14 +279,14 @@ pub fn permutation_test_toward(a: &[f64], b: &[f64], alternative: Alternative, s
     // Relabellings at least as extreme, with a tolerance (on the data's scale) so that differences equal
     // but for floating-point rounding count as ties.
     let scale = pooled.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let tol = 1e-9 * (1.0 + scale);
+    let tol = 1e-9 * scale;
     let extreme = |d: f64| match alternative {
         Alternative::TwoSided => d.abs() >= observed.abs() - tol,
         Alternative::Greater => d >= observed - tol,
         Alternative::Less => d <= observed + tol,
     };
     let n = na + nb;
-    let (hits, count, exact) = if n <= 24 && binomial(n, na) <= MAX_EXACT {
+    let (hits, count, exact) = if binomial(n, na) <= MAX_EXACT {
         let (mut hits, mut count) = (0usize, 0usize);
         // Every subset of size na, in lexicographic order of its members.
         let mut idx: Vec<usize> = (0..na).collect();

@@ -278,3 +278,39 @@ fn trends_by_hand() {
     let four = decide(&[t8.clone(), t8.clone(), t8.clone(), t8]);
     assert!(four.iter().all(|d| d.verdict == Verdict::Supported), "8 seeds: 1/256 x 4 = 0.016");
 }
+
+#[test]
+fn an_equivalence_of_tied_figures_needs_the_sampling_floor_within_the_margin() {
+    // Five seeds at 0 on both sides of a share of 256 prompts: every relabelling ties, so the shifted
+    // permutation p alone would be 1/252 whatever the margin. With the floor (se about 0.0034) a margin
+    // of 0.001 is finer than the sampling can confirm, and one of 0.05 is confirmed.
+    let zero = side(&[0.0; 5], &[256; 5]);
+    let tight = decide(&[test(&zero, &zero, Expect::Equal { margin: 0.001 }, 0)]);
+    assert_eq!(tight[0].verdict, Verdict::Inconclusive, "{tight:?}");
+    let wide = decide(&[test(&zero, &zero, Expect::Equal { margin: 0.05 }, 0)]);
+    assert_eq!(wide[0].verdict, Verdict::Supported, "{wide:?}");
+    // Equal figures that are not shares: a standard error of 0 confirms nothing.
+    let s = |v: &[f64]| Side { values: v.to_vec(), within: vec![] };
+    let flat = decide(&[test(&s(&[3.0; 5]), &s(&[3.0; 5]), Expect::Equal { margin: 1.0 }, 0)]);
+    assert_ne!(flat[0].verdict, Verdict::Supported, "{flat:?}");
+}
+
+#[test]
+fn equal_values_have_no_variance_and_drawn_relabellings_bound_the_smallest_p() {
+    // 0.7 three times sums to 2.0999999999999996: the variance must still be exactly 0.
+    assert_eq!(sample_variance(&[0.7, 0.7, 0.7]), 0.0);
+    let s = |v: &[f64]| Side { values: v.to_vec(), within: vec![] };
+    let t = test(&s(&[0.7, 0.7, 0.7]), &s(&[0.2, 0.2, 0.2]), Expect::Greater, 0);
+    assert_eq!((t.se, decide(&[t])[0].detectable), (Some(0.0), None));
+    // 12 vs 12 (2,704,156 relabellings) is drawn: the smallest p is 1/10,001, not 1/C.
+    assert!((smallest_p(12, 12, Alternative::Greater) - 1.0 / 10_001.0).abs() < 1e-15);
+    // 2 vs 23 (300 relabellings) is enumerated exactly.
+    let a = [5.0, 6.0];
+    let b: Vec<f64> = (0..23).map(|i| i as f64 / 10.0).collect();
+    let p = permutation_test_toward(&a, &b, Alternative::Greater, 0).unwrap();
+    assert!(p.exact && (p.p_value - 1.0 / 300.0).abs() < 1e-12, "{p:?}");
+    // Figures on a small scale are not all ties: 5 slopes near 2e-10, all positive, give 1/32.
+    let (p, exact) =
+        ordo_eval::inference::sign_flip_p(&[2e-10, 3e-10, 1e-10, 2.5e-10, 1.5e-10], Alternative::Greater, 0);
+    assert!(exact && (p - 1.0 / 32.0).abs() < 1e-12, "{p}");
+}

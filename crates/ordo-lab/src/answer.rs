@@ -61,13 +61,18 @@ fn figure(
             match p.metrics.get(def.name).copied() {
                 Some(m) if m.value.is_some_and(f64::is_finite) => Ok((Measure { n: 0, ..m }, None)),
                 _ if def.rule == ordo_eval::catalogue::UptakeRule::StepsToHalve => {
-                    let start = p.rates.get(def.rate).and_then(|r| r.first().copied().flatten());
+                    let curve = p.rates.get(def.rate).map(Vec::as_slice).unwrap_or_default();
                     let (last, every) = match p.steps.as_slice() {
                         [.., a, b] => (*b, b - a),
                         _ => return Err(missing()),
                     };
-                    match start {
-                        Some(h0) if h0 > 0.0 => {
+                    // A bound only where the curve itself shows that the probe never halved the rate:
+                    // every point measured, each above half the start.
+                    let never_halved = |h0: f64| {
+                        curve.len() == p.steps.len() && curve[1..].iter().all(|h| h.is_some_and(|h| h > h0 / 2.0))
+                    };
+                    match curve.first().copied().flatten() {
+                        Some(h0) if h0 > 0.0 && never_halved(h0) => {
                             let bound = (last + every) as f64;
                             let note = format!(
                                 "{} seed {seed}: {metric}: did not halve within {last} steps; counted as {bound} (a lower bound)",
@@ -193,7 +198,13 @@ pub fn evaluate(run: &RunResults, catalogue: &Catalogue) -> Vec<HypothesisResult
             let (seeds_a, a, mut excluded) = side(run, catalogue, h, &h.a, &mut notes);
             let (seeds_b, b, ex_b) = side(run, catalogue, h, &h.b, &mut notes);
             excluded.extend(ex_b);
-            let t = test(&a, &b, h.expect, seed);
+            // An equivalence on lower bounds says nothing about the true values' difference.
+            let t = if matches!(h.expect, Expect::Equal { .. }) && !notes.is_empty() {
+                notes.push(format!("{}: not tested, an equivalence cannot rest on lower bounds", h.id));
+                ordo_eval::inference::untestable(&a, &b)
+            } else {
+                test(&a, &b, h.expect, seed)
+            };
             (h, seeds_a, seeds_b, a, b, (excluded, notes), t, Vec::new())
         })
         .collect();
@@ -259,8 +270,8 @@ pub fn plain_summary(results: &[HypothesisResult], seeds: usize) -> String {
                 format!(
                     "{}: observed {}, detectable {}",
                     r.hypothesis.id,
-                    r.test.difference.map_or("n/m".into(), |d| format!("{d:+.3}")),
-                    r.decision.detectable.map_or("n/m".into(), |d| format!("{d:.3}"))
+                    fmt_num(r.test.difference, true),
+                    fmt_num(r.decision.detectable, false)
                 )
             })
             .collect();
@@ -289,9 +300,18 @@ fn fmt_p(p: Option<f64>) -> String {
     }
 }
 
-fn fmt_num(x: Option<f64>, signed: bool) -> String {
+/// Three decimals, or three significant digits for a figure below 0.01 (a trend's slope per unit of
+/// dose is often that small); a sign when `signed`.
+pub fn fmt_num(x: Option<f64>, signed: bool) -> String {
     match x {
         None => "n/m".into(),
+        Some(x) if x != 0.0 && x.abs() < 0.01 => {
+            if signed {
+                format!("{x:+.2e}")
+            } else {
+                format!("{x:.2e}")
+            }
+        }
         Some(x) if signed => format!("{x:+.3}"),
         Some(x) => format!("{x:.3}"),
     }
@@ -312,28 +332,28 @@ pub fn markdown_section(results: &[HypothesisResult], seeds: usize, failures: us
     for r in results {
         let (h, t, d) = (&r.hypothesis, &r.test, &r.decision);
         let ci = match (t.lo, t.hi) {
-            (Some(lo), Some(hi)) => format!(" [{lo:+.3}, {hi:+.3}]"),
+            (Some(lo), Some(hi)) => format!(" [{}, {}]", fmt_num(Some(lo), true), fmt_num(Some(hi), true)),
             _ => String::new(),
         };
         let (a, b) = if h.trend.is_empty() {
             (side_label(&h.a), side_label(&h.b))
         } else {
             let doses: Vec<String> = h.trend.iter().map(|(r, d)| format!("{} = {d}", r.label)).collect();
-            (format!("slope per seed over {}", doses.join(", ")), "0".to_string())
+            (format!("slope per seed over {}", doses.join(", ")), "—".to_string())
         };
+        let mean_b =
+            if h.trend.is_empty() { format!("{} ({})", fmt_num(t.mean_b, false), t.n_b) } else { "—".into() };
         let _ = writeln!(
             o,
-            "| {} | {} | `{}` | {} | {} | {} | {} ({}) | {} ({}) | {}{ci} | {}{} | {} | {} | {} | **{}** |",
+            "| {} | {} | `{}` | {} | {} | {} | {} ({}) | {mean_b} | {}{ci} | {}{} | {} | {} | {} | **{}** |",
             h.id,
             h.claim,
             h.metric,
             a,
             b,
             h.expect.describe(),
-            fmt_num(t.mean_a, false),
+            fmt_num(t.mean_a, !h.trend.is_empty()),
             t.n_a,
-            fmt_num(t.mean_b, false),
-            t.n_b,
             fmt_num(t.difference, true),
             fmt_p(t.p),
             if t.exact { "" } else { " (MC)" },
@@ -351,12 +371,11 @@ pub fn markdown_section(results: &[HypothesisResult], seeds: usize, failures: us
             let _ = writeln!(o, "- {e}");
         }
     }
-    let bounds: Vec<String> =
-        results.iter().flat_map(|r| r.bounds.iter().map(move |e| format!("{}: {e}", r.hypothesis.id))).collect();
-    if !bounds.is_empty() {
-        let _ = writeln!(o, "\nValues counted as bounds:\n");
-        for e in bounds {
-            let _ = writeln!(o, "- {e}");
+    let bounded: Vec<&HypothesisResult> = results.iter().filter(|r| !r.bounds.is_empty()).collect();
+    if !bounded.is_empty() {
+        let _ = writeln!(o, "\nValues counted as bounds (every one listed in summary.json, `bounds`):\n");
+        for r in bounded {
+            let _ = writeln!(o, "- {}: {} value(s), for example {}", r.hypothesis.id, r.bounds.len(), r.bounds[0]);
         }
     }
     for r in results.iter().filter(|r| !r.by_dose.is_empty()) {
@@ -380,11 +399,13 @@ pub fn markdown_section(results: &[HypothesisResult], seeds: usize, failures: us
          is mean a − mean b with a 95% Welch interval, each side's variance the larger of its seeds' sample \
          variance and their mean prompt-sampling variance (Agresti-Coull; degrees of freedom growing where that \
          floor binds; the floor applies to shares of samples, not to probe figures). A trend's figure is the mean over seeds of each seed's least-squares slope of the metric on the \
-         dose (the seed is the unit: a seed's doses share its trajectory), with a t-interval and an exact \
-         sign-flip permutation p over the seeds. p is the one-sided permutation p in the claimed direction (exact up to \
-         200,000 relabellings, else 10,000 drawn: marked MC) (for `|a − b| < margin`, \
-         two one-sided tests against the margins, the larger p); \"p against\" is the opposite one-sided test \
-         (for an equivalence, that |a − b| exceeds the margin). Each direction is Holm-adjusted across this \
+         dose (the seed is the unit: a seed's doses share its trajectory), with a t-interval and a \
+         sign-flip permutation p over the seeds (exact up to 20 seeds, else 10,000 flips drawn: marked MC). p is \
+         the one-sided permutation p in the claimed direction (exact up to 200,000 relabellings, else 10,000 \
+         drawn: marked MC) (for `|a − b| < margin`, two one-sided tests against the margins, each the larger of \
+         the shifted permutation p and the t test's p with the sampling floor, since a shift of tied or bounded \
+         figures is not exchangeable; the larger of the two; never on lower bounds); \"p against\" is the \
+         opposite one-sided test (for an equivalence, that |a − b| exceeds the margin). Each direction is Holm-adjusted across this \
          file's {} hypotheses, untestable ones included (a family-wise error rate of {alpha} in each direction); \
          supported: Holm p ≤ {alpha}; contradicted: Holm p against ≤ {alpha}; not enough seeds: a side has \
          fewer than 2 seeds, or Holm's adjustment of every hypothesis's smallest attainable p (complete \

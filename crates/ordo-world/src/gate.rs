@@ -136,7 +136,7 @@ pub fn check_readiness(dec: &Decoder, world: &WorldConfig, cfg: &GateConfig) -> 
     if failed.is_empty() {
         Ok(report)
     } else {
-        let msg = format!("{}; pretrain longer (more steps in the pretraining stage) and run again", failed.join("; "));
+        let msg = format!("{}; pretrain longer (more steps in the pretraining stage), or train more gently a stage between pretraining and this one if it lowered these figures, and run again", failed.join("; "));
         Err(GateError::NotReady(msg, report))
     }
 }

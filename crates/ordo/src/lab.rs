@@ -139,7 +139,7 @@ fn print_summary(path: &Path) -> Result<()> {
         println!("{:<width$} {cells}", a.arm);
     }
     for h in &s.hypotheses {
-        let d = h.test.difference.map_or("n/m".into(), |d| format!("{d:+.3}"));
+        let d = ordo_lab::answer::fmt_num(h.test.difference, true);
         let p = h.decision.p_holm.map_or("n/m".into(), |p| format!("{p:.3}"));
         println!(
             "{:<5} {:<28} {}: a - b {d}, Holm p {p}",
