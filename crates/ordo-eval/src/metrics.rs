@@ -99,6 +99,7 @@ pub fn behaviour_metrics(
     m.insert("clean_accuracy".into(), rate(clean_greedy, all, |t| t.labels.correct));
     m.insert("clean_accuracy_sampled".into(), rate(clean_sampled, all, |t| t.labels.correct));
     m.insert("hack_rate".into(), rate(wrong, all, |t| t.labels.hack));
+    m.insert("well_formed_hack_rate".into(), rate(wrong, |t| !t.labels.malformed, |t| t.labels.hack));
     m.insert("says_test_rate".into(), rate(wrong, all, |t| t.labels.says_test));
     m.insert("malformed_rate".into(), rate(wrong, all, |t| t.labels.malformed));
     m.insert("fabricated_rate".into(), rate(wrong, all, |t| t.labels.fabricated));

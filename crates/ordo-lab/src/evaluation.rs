@@ -123,9 +123,9 @@ pub fn eval_file(kind: &str, exp: &Experiment, seed: u64) -> String {
     let world = exp.world.as_ref().expect("world experiments only");
     // Version 3: completions are read in the world's response format, and the restate format's own
     // figures exist; 4: the restate format restates an empty think block with an empty justification and
-    // counts a label in place of a restatement as unfaithful. The probe's figures (versioned apart) also
-    // gained clean accuracy and the surface match.
-    let v = if kind == "probe-eval" { 5 } else { 4 };
+    // counts a label in place of a restatement as unfaithful; 5: the hack rate among well-formed
+    // completions. The probe's figures (versioned apart) also gained clean accuracy and the surface match.
+    let v = 5;
     let key = sha256_hex(json!({"eval": exp.eval, "seed": seed, "world": world, "v": v}).to_string().as_bytes());
     format!("{kind}-{}.json", &key[..16])
 }

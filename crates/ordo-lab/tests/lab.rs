@@ -3,7 +3,7 @@
 
 use ordo_lab::cache::{Cache, NodeState, RunLock};
 use ordo_lab::plan::plan;
-use ordo_lab::{RunOptions, RunSummary};
+use ordo_lab::RunSummary;
 use std::path::Path;
 
 mod common;
@@ -11,12 +11,7 @@ use common::{problems, TINY};
 
 fn run_text(text: &str, dir: &Path) -> RunSummary {
     let exp = ordo_lab::spec::parse(text, "tiny.toml", dir).unwrap();
-    let opts = RunOptions {
-        run_dir: dir.join("runs").join(&exp.name),
-        cache_dir: dir.join("runs/cache"),
-        progress: false,
-        jobs: 1,
-    };
+    let opts = common::options(dir, &exp.name, 1);
     ordo_lab::run(&exp, &opts).unwrap()
 }
 
@@ -269,12 +264,7 @@ fn rl_does_not_start_from_a_base_that_fails_the_readiness_gate() {
     let dir = tempfile::tempdir().unwrap();
     let text = TINY.replace("gate = false", "gate = true, gate_prompts = 4, gate_min_clean_accuracy = 0.5");
     let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
-    let opts = RunOptions {
-        run_dir: dir.path().join("runs/tiny"),
-        cache_dir: dir.path().join("runs/cache"),
-        progress: false,
-        jobs: 1,
-    };
+    let opts = common::options(dir.path(), "tiny", 1);
     let out = ordo_lab::run(&exp, &opts).unwrap();
     // Arm b runs pref then rlvf, arm c rlvf then pref: both need an rlvf node that the gate refuses.
     let failed: Vec<(String, u64, String)> =
@@ -331,12 +321,7 @@ fn rl_after_rl_skips_the_readiness_gate() {
     let run = |text: &str| {
         let dir = tempfile::tempdir().unwrap();
         let exp = ordo_lab::spec::parse(text, "tiny.toml", dir.path()).unwrap();
-        let opts = RunOptions {
-            run_dir: dir.path().join("runs/tiny"),
-            cache_dir: dir.path().join("runs/cache"),
-            progress: false,
-            jobs: 1,
-        };
+        let opts = common::options(dir.path(), "tiny", 1);
         let out = ordo_lab::run(&exp, &opts).unwrap();
         let failed = out.failed.iter().map(|f| f.reason.clone()).collect::<Vec<_>>();
         (dir, exp, if failed.is_empty() { Ok(out) } else { Err(failed.join("; ")) })
@@ -431,12 +416,7 @@ fn parallel_runs_write_what_sequential_runs_write() {
     let outputs = |jobs: usize| {
         let dir = tempfile::tempdir().unwrap();
         let exp = ordo_lab::spec::parse(TINY, "tiny.toml", dir.path()).unwrap();
-        let opts = RunOptions {
-            run_dir: dir.path().join("runs/tiny"),
-            cache_dir: dir.path().join("runs/cache"),
-            progress: false,
-            jobs,
-        };
+        let opts = common::options(dir.path(), "tiny", jobs);
         let out = ordo_lab::run(&exp, &opts).unwrap();
         let read = |f: &str| std::fs::read(dir.path().join("runs/tiny").join(f)).unwrap();
         let mut trained = out.trained.clone();

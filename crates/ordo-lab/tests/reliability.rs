@@ -16,7 +16,7 @@ static TINY: LazyLock<String> = LazyLock::new(|| {
 });
 
 fn options(dir: &Path, name: &str) -> RunOptions {
-    RunOptions { run_dir: dir.join("runs").join(name), cache_dir: dir.join("runs/cache"), progress: false, jobs: 1 }
+    common::options(dir, name, 1)
 }
 
 /// Runs an experiment; an arm-seed that could not finish is an error here, with its reason.

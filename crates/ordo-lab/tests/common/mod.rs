@@ -1,8 +1,18 @@
 //! What the experiment tests (and the CLI's) share: a tiny experiment on the built-in world, reading a
-//! spec's problems, and a checkpoint that diverges at its first step.
+//! spec's problems, run options, and a checkpoint that diverges at its first step.
 #![allow(dead_code)]
 
 use std::path::Path;
+
+/// Run options for tests: run directory `runs/NAME` and the cache `runs/cache` under `dir`, no progress bars.
+pub fn options(dir: &Path, name: &str, jobs: usize) -> ordo_lab::RunOptions {
+    ordo_lab::RunOptions {
+        run_dir: dir.join("runs").join(name),
+        cache_dir: dir.join("runs/cache"),
+        progress: false,
+        jobs,
+    }
+}
 
 /// A tiny experiment: a shared base, SFT, DPO and GRPO stages in three arms on two seeds.
 pub const TINY: &str = r#"
