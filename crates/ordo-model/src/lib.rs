@@ -13,6 +13,7 @@ pub mod flops;
 pub mod gguf;
 pub mod kernels;
 mod logprobs;
+pub mod lora;
 mod norm;
 pub mod ops;
 pub mod params;
