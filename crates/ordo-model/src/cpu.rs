@@ -11,8 +11,11 @@ use crate::attention::Mask;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kernels::{exp_in_place, gemm_into, matmul_t, matmul_t_new, rotate_half_in_place, Operand, SMALL_ROWS};
+use crate::lora::{Columns, LowRank};
 use crate::norm::{CpuNorm, NormTensors};
+use crate::tensors::Slot;
 use candle_core::{DType, Tensor};
+use rand::SeedableRng;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -26,6 +29,35 @@ pub(crate) struct Weight {
     w: Vec<f32>,
     out: usize,
     transposed: OnceLock<(Vec<f32>, usize)>,
+    /// LoRA adapters on this weight's rows (a stacked projection may have one per part).
+    pub(crate) adapters: Vec<Adapted>,
+}
+
+/// A LoRA adapter on part of a (stacked) weight: the HF slot it adapts and the first output column
+/// it adds to.
+#[derive(Debug, Clone)]
+pub(crate) struct Adapted {
+    pub(crate) slot: Slot,
+    pub(crate) at: usize,
+    pub(crate) low_rank: LowRank,
+}
+
+/// The LoRA dropout of a training pass: its probability and the pass's seed; each adapter's mask is
+/// drawn from the seed, its layer and its slot, so the backward pass draws it again rather than
+/// keeping it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Dropout {
+    pub(crate) p: f64,
+    pub(crate) seed: u64,
+}
+
+impl Dropout {
+    /// The multipliers of adapter `slot` in layer `layer` over `len` inputs.
+    pub(crate) fn mask(&self, layer: usize, slot: Slot, len: usize) -> Option<Vec<f32>> {
+        let slot_index = crate::lora::TARGETS.iter().position(|(_, s)| *s == slot).unwrap_or(usize::MAX) as u64;
+        let stream = self.seed ^ ((layer as u64) << 32 | slot_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        crate::lora::dropout_mask(self.p, len, &mut rand_chacha::ChaCha8Rng::seed_from_u64(stream))
+    }
 }
 
 /// How a pass multiplies by its weights: every way gives the same values, bit for bit.
@@ -41,16 +73,44 @@ pub(crate) enum Products {
 impl Weight {
     /// `w` holds `out` rows.
     pub(crate) fn new(w: Vec<f32>, out: usize) -> Self {
-        Weight { w, out, transposed: OnceLock::new() }
+        Weight { w, out, transposed: OnceLock::new(), adapters: Vec::new() }
+    }
+
+    /// Rows of the (stacked) weight: the width of its products.
+    pub(crate) fn out(&self) -> usize {
+        self.out
     }
 
     fn inner(&self) -> usize {
         self.w.len() / self.out.max(1)
     }
 
-    /// `y[m, out] (+)= x[m, in] · Wᵀ` (`accumulate` adds to `y`): [`matmul_t`], or with
-    /// [`Products::KeptTranspose`] gemm on the kept transpose from [`SMALL_ROWS`] rows.
+    /// `y[m, out] (+)= x[m, in] · Wᵀ` (`accumulate` adds to `y`) plus each adapter's low-rank path,
+    /// without dropout: [`matmul_t`], or with [`Products::KeptTranspose`] gemm on the kept transpose
+    /// from [`SMALL_ROWS`] rows.
     pub(crate) fn apply(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, products: Products) {
+        self.apply_with(x, m, y, accumulate, products, None);
+    }
+
+    /// [`Weight::apply`] with the adapters' inputs dropped out as `dropout` draws for layer `layer`.
+    pub(crate) fn apply_with(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        accumulate: bool,
+        products: Products,
+        dropout: Option<(Dropout, usize)>,
+    ) {
+        self.apply_base(x, m, y, accumulate, products);
+        for ad in &self.adapters {
+            let mask = dropout.and_then(|(d, layer)| d.mask(layer, ad.slot, x.len()));
+            ad.low_rank.forward_add(x, m, mask, y, Columns { stride: self.out, at: ad.at });
+        }
+    }
+
+    /// The base weight's product alone.
+    fn apply_base(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, products: Products) {
         let inner = self.inner();
         if m < SMALL_ROWS || products == Products::Packed {
             return matmul_t(x, m, inner, &self.w, self.out, y, accumulate);
@@ -68,18 +128,25 @@ impl Weight {
         gemm_into(Operand::plain(x, m, inner), Operand::padded(t, inner, self.out, *stride), y, accumulate);
     }
 
-    /// `y = x[m, in] · Wᵀ` in `y`'s storage when it is `m * out` long, else into a new vector.
-    pub(crate) fn product_into(&self, x: &[f32], m: usize, y: &mut Vec<f32>, products: Products) {
-        if y.len() == m * self.out {
-            self.apply(x, m, y, false, products);
-        } else {
-            *y = self.product(x, m, products);
+    /// `y = x[m, in] · Wᵀ` (with the adapters, as [`Weight::apply_with`]) in `y`'s storage when it is
+    /// `m * out` long, else into a new vector.
+    pub(crate) fn product_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut Vec<f32>,
+        products: Products,
+        dropout: Option<(Dropout, usize)>,
+    ) {
+        if y.len() != m * self.out {
+            *y = vec![0f32; m * self.out];
         }
+        self.apply_with(x, m, y, false, products, dropout);
     }
 
-    /// `x[m, in] · Wᵀ` into a new vector.
+    /// `x[m, in] · Wᵀ` (with the adapters, no dropout) into a new vector.
     pub(crate) fn product(&self, x: &[f32], m: usize, products: Products) -> Vec<f32> {
-        if products == Products::Packed {
+        if products == Products::Packed && self.adapters.is_empty() {
             return matmul_t_new(x, m, self.inner(), &self.w, self.out);
         }
         let mut y = vec![0f32; m * self.out];
@@ -150,6 +217,8 @@ pub struct CpuDecoder {
     pub(crate) cos: Vec<f32>,
     pub(crate) sin: Vec<f32>,
     pub(crate) max_position: usize,
+    /// The LoRA dropout of training passes (None: none).
+    pub(crate) dropout: Option<Dropout>,
 }
 
 /// The tensors one layer is built from, as the tensor decoder holds them.
@@ -165,6 +234,8 @@ pub(crate) struct LayerTensors<'a> {
     pub gate: &'a Tensor,
     pub up: &'a Tensor,
     pub down: &'a Tensor,
+    /// The layer's LoRA adapters by the slot they adapt.
+    pub lora: Vec<(Slot, LowRank)>,
 }
 
 /// The tensor's values as a flat f32 vector.
@@ -244,7 +315,7 @@ impl CpuDecoder {
                     (Some(q), Some(k), Some(v)) => Some(stack(&[q, k, v])?),
                     _ => None,
                 };
-                Ok(CpuLayer {
+                let mut layer = CpuLayer {
                     input_norm: l.input_norm.to_cpu()?,
                     qkv: Weight::new(stack(&[l.q.0, l.k.0, l.v.0])?, l.q.0.dim(0)? + l.k.0.dim(0)? + l.v.0.dim(0)?),
                     qkv_bias,
@@ -256,7 +327,22 @@ impl CpuDecoder {
                     gate_up: Weight::new(stack(&[l.gate, l.up])?, l.gate.dim(0)? + l.up.dim(0)?),
                     down: Weight::new(flat(l.down)?, l.down.dim(0)?),
                     mask: Mask::of(cfg, i),
-                })
+                };
+                let (qw, kvw) = (l.q.0.dim(0)?, l.k.0.dim(0)?);
+                for (slot, low_rank) in &l.lora {
+                    let (weight, at) = match slot {
+                        Slot::Q => (&mut layer.qkv, 0),
+                        Slot::K => (&mut layer.qkv, qw),
+                        Slot::V => (&mut layer.qkv, qw + kvw),
+                        Slot::O => (&mut layer.o, 0),
+                        Slot::Gate => (&mut layer.gate_up, 0),
+                        Slot::Up => (&mut layer.gate_up, l.gate.dim(0)?),
+                        Slot::Down => (&mut layer.down, 0),
+                        other => return Err(crate::error::ModelError::Input(format!("LoRA cannot adapt {other:?}"))),
+                    };
+                    weight.adapters.push(Adapted { slot: *slot, at, low_rank: low_rank.clone() });
+                }
+                Ok(layer)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(CpuDecoder {
@@ -275,6 +361,7 @@ impl CpuDecoder {
             cos: flat(cos)?,
             sin: flat(sin)?,
             max_position: cos.dim(0)?,
+            dropout: None,
         })
     }
 
@@ -318,9 +405,11 @@ impl CpuDecoder {
         let n = positions.len();
         let s = scratch;
         let x_in = keep.then(|| x.to_vec());
+        // LoRA dropout in training passes only (those keep activations).
+        let dropout = self.dropout.filter(|_| keep).map(|d| (d, l));
         sized(&mut s.h_attn, x.len());
         layer.input_norm.rows(x, &mut s.h_attn);
-        layer.qkv.product_into(&s.h_attn, n, &mut s.qkv, products);
+        layer.qkv.product_into(&s.h_attn, n, &mut s.qkv, products, dropout);
         if let Some(bias) = &layer.qkv_bias {
             add_bias_rows(&mut s.qkv, bias);
         }
@@ -333,20 +422,20 @@ impl CpuDecoder {
         sized(&mut s.attn, n * d.q_width());
         attend.attend(l, layer.mask, &s.qkv, &mut s.attn);
         // x += attn Wo^T (+ b)
-        layer.o.apply(&s.attn, n, x, true, products);
+        layer.o.apply_with(&s.attn, n, x, true, products, dropout);
         if let Some(bias) = &layer.o_bias {
             add_bias_rows(x, bias);
         }
         let x_mid = keep.then(|| x.to_vec());
         sized(&mut s.h_mlp, x.len());
         layer.post_norm.rows(x, &mut s.h_mlp);
-        layer.gate_up.product_into(&s.h_mlp, n, &mut s.gate_up, products);
+        layer.gate_up.product_into(&s.h_mlp, n, &mut s.gate_up, products, dropout);
         sized(&mut s.act, n * d.inter);
         s.act.par_chunks_mut(d.inter).zip(s.gate_up.par_chunks(2 * d.inter)).with_min_len(16).for_each(|(a, gu)| {
             let (g, u) = gu.split_at(d.inter);
             swiglu_into(g, u, a);
         });
-        layer.down.apply(&s.act, n, x, true, products);
+        layer.down.apply_with(&s.act, n, x, true, products, dropout);
         let (x_in, x_mid) = (x_in?, x_mid?);
         let take = std::mem::take;
         Some(BlockActivations {

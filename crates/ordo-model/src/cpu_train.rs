@@ -15,9 +15,12 @@
 
 use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;
-use crate::cpu::{swiglu_backward_into, Attend, BlockActivations, BlockBuffers, CpuDecoder, CpuLayer, Dims, Products};
+use crate::cpu::{
+    swiglu_backward_into, Attend, BlockActivations, BlockBuffers, CpuDecoder, CpuLayer, Dims, Dropout, Products, Weight,
+};
 use crate::error::{ModelError, Result};
 use crate::kernels::{product, rotate_half_in_place, Operand};
+use crate::lora::{peft_key, Columns, Factor};
 use crate::norm::{CpuNorm, NormGradients};
 use crate::tensors::{self, Slot};
 use crate::token_layout::TokenLayout;
@@ -86,6 +89,31 @@ pub(crate) struct LayerGradients {
     pub post_norm: NormGradients,
     pub gate_up: Vec<f32>,
     pub down: Vec<f32>,
+    /// Each LoRA adapter's gradients: the slot it adapts, its rank, `A`'s and `B`'s.
+    pub lora: Vec<(Slot, usize, Vec<f32>, Vec<f32>)>,
+}
+
+/// The backward passes of `weight`'s adapters, whose input was `x` (`m` rows) and whose output's
+/// gradient is `dy`: their gradients, each path's part of the input's gradient added into `dx`.
+fn adapters_backward(
+    weight: &Weight,
+    x: &[f32],
+    m: usize,
+    dy: &[f32],
+    dx: &mut [f32],
+    dropout: Option<(Dropout, usize)>,
+) -> Vec<(Slot, usize, Vec<f32>, Vec<f32>)> {
+    weight
+        .adapters
+        .iter()
+        .map(|ad| {
+            let mask = dropout.and_then(|(d, layer)| d.mask(layer, ad.slot, x.len()));
+            let tape = ad.low_rank.tape(x, m, mask);
+            let cols = Columns { stride: weight.out(), at: ad.at };
+            let (da, db) = ad.low_rank.backward(x, m, &tape, dy, cols, dx);
+            (ad.slot, ad.low_rank.rank, da, db)
+        })
+        .collect()
 }
 
 /// Gradients of every weight of a [`CpuDecoder`] (the embedding and the head kept apart, also when tied).
@@ -192,8 +220,8 @@ impl TrainTape {
         let lm_head = product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
         let (mut dx, norm) = dec.norm.rows_backward(&self.x_final, &d_normed);
         let mut layers = Vec::with_capacity(dec.layers.len());
-        for (layer, acts) in dec.layers.iter().zip(&self.layers).rev() {
-            let (dx_in, grads) = self.layer_backward(dec, layer, acts, dx);
+        for (l, (layer, acts)) in dec.layers.iter().zip(&self.layers).enumerate().rev() {
+            let (dx_in, grads) = self.layer_backward(dec, (l, layer), acts, dx);
             dx = dx_in;
             layers.push(grads);
         }
@@ -212,15 +240,17 @@ impl TrainTape {
     fn layer_backward(
         &self,
         dec: &CpuDecoder,
-        layer: &CpuLayer,
+        (l, layer): (usize, &CpuLayer),
         a: &LayerActivations,
         dx: Vec<f32>,
     ) -> (Vec<f32>, LayerGradients) {
         let (d, b) = (&dec.dims, &a.block);
         let n = self.layout.tokens();
         let (hid, inter) = (d.hidden, d.inter);
+        let dropout = dec.dropout.map(|p| (p, l));
         // MLP: x_out = x_mid + down(silu(gate) * up).
-        let d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
+        let mut d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
+        let mut lora = adapters_backward(&layer.down, &b.act, n, &dx, &mut d_act, dropout);
         let down = product(Operand::t(&dx, n, hid), Operand::plain(&b.act, n, inter));
         let mut d_gate_up = vec![0f32; n * 2 * inter];
         d_gate_up
@@ -233,7 +263,9 @@ impl TrainTape {
                 swiglu_backward_into(g, u, da, dg, du);
             });
         let gate_up = product(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&b.h_mlp, n, hid));
-        let d_h_mlp = product(Operand::plain(&d_gate_up, n, 2 * inter), Operand::plain(&layer.gate_up, 2 * inter, hid));
+        let mut d_h_mlp =
+            product(Operand::plain(&d_gate_up, n, 2 * inter), Operand::plain(&layer.gate_up, 2 * inter, hid));
+        lora.extend(adapters_backward(&layer.gate_up, &b.h_mlp, n, &d_gate_up, &mut d_h_mlp, dropout));
         let (d_mid_norm, post_norm) = layer.post_norm.rows_backward(&b.x_mid, &d_h_mlp);
         let d_mid = sum(&dx, &d_mid_norm);
         drop((dx, d_mid_norm, d_h_mlp, d_gate_up, d_act));
@@ -241,7 +273,8 @@ impl TrainTape {
         // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)) (+ o bias).
         let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
         let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&b.attn, n, d.q_width()));
-        let d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
+        let mut d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
+        lora.extend(adapters_backward(&layer.o, &b.attn, n, &d_mid, &mut d_attn, dropout));
         // A shared token's output gradient enters attention once (at its owner slot); the gradients of
         // its q, k and v add up over every slot that reads it.
         let (lay, w, hd) = (&self.layout, d.qkv_width(), d.head_dim);
@@ -255,11 +288,12 @@ impl TrainTape {
         let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
         let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
         let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&b.h_attn, n, hid));
-        let d_h_attn =
+        let mut d_h_attn =
             product(Operand::plain(&d_qkv, n, d.qkv_width()), Operand::plain(&layer.qkv, d.qkv_width(), hid));
+        lora.extend(adapters_backward(&layer.qkv, &b.h_attn, n, &d_qkv, &mut d_h_attn, dropout));
         let (d_in_norm, input_norm) = layer.input_norm.rows_backward(&b.x_in, &d_h_attn);
         let d_in = sum(&d_mid, &d_in_norm);
-        (d_in, LayerGradients { input_norm, qkv, qkv_bias, q_norm, k_norm, o, o_bias, post_norm, gate_up, down })
+        (d_in, LayerGradients { input_norm, qkv, qkv_bias, q_norm, k_norm, o, o_bias, post_norm, gate_up, down, lora })
     }
 
     /// The backward pass of the rotary embedding and the per-head q/k norm, in place on the
@@ -376,6 +410,10 @@ impl TrainPass {
             put(n(Slot::Gate), &g.gate_up[..d.inter * hid], Some(d.inter))?;
             put(n(Slot::Up), &g.gate_up[d.inter * hid..], Some(d.inter))?;
             put(n(Slot::Down), &g.down, Some(hid))?;
+            for (slot, rank, da, db) in &g.lora {
+                put(peft_key(l, *slot, Factor::A), da, Some(*rank))?;
+                put(peft_key(l, *slot, Factor::B), db, Some(db.len() / rank))?;
+            }
         }
         for (name, v) in grads.norm.named(None, Slot::Norm) {
             put(name, v, None)?;

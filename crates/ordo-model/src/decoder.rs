@@ -9,6 +9,7 @@ use crate::config::ModelConfig;
 use crate::cpu::{CpuDecoder, LayerTensors};
 use crate::cpu_train::TrainPass;
 use crate::error::{ModelError, Result};
+use crate::lora::{peft_key, Factor, LowRank};
 use crate::norm::NormTensors;
 use crate::ops::{self, OpPath};
 use crate::params::ParamStore;
@@ -22,21 +23,47 @@ use std::sync::{Arc, OnceLock};
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A LoRA adapter: `A` `[rank, in]`, `B` `[out, rank]` and the scale of its path.
+    lora: Option<(Tensor, Tensor, f64)>,
 }
 
 impl Linear {
-    /// The weight of slot `weight` in `layer` and, when `bias` is given, that bias.
+    /// The weight of slot `weight` in `layer`, when `bias` is given that bias, and the slot's LoRA
+    /// adapter when the store has one.
     fn load(p: &ParamStore, layer: usize, weight: Slot, bias: Option<Slot>) -> Result<Self> {
+        let lora = match p.lora() {
+            Some(c) if c.slots().contains(&weight) => Some((
+                p.tensor(&peft_key(layer, weight, Factor::A))?,
+                p.tensor(&peft_key(layer, weight, Factor::B))?,
+                c.alpha / c.rank as f64,
+            )),
+            _ => None,
+        };
         Ok(Linear {
             weight: p.tensor(&tensors::hf(Some(layer), weight))?,
             bias: match bias {
                 Some(b) => Some(p.tensor(&tensors::hf(Some(layer), b))?),
                 None => None,
             },
+            lora,
         })
     }
+
+    /// `x Wᵀ (+ b) + s (x Aᵀ) Bᵀ` (no LoRA dropout on this path: [`Decoder::with_lora_dropout`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
+        let y = ops::linear(x, &self.weight, self.bias.as_ref())?;
+        Ok(match &self.lora {
+            Some((a, b, scale)) => (y + (ops::linear(&ops::linear(x, a, None)?, b, None)? * *scale)?)?,
+            None => y,
+        })
+    }
+
+    /// The adapter as the CPU passes hold it.
+    fn low_rank(&self) -> Result<Option<LowRank>> {
+        let Some((a, b, scale)) = &self.lora else { return Ok(None) };
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };
+        let (rank, inner) = a.dims2()?;
+        Ok(Some(LowRank { a: flat(a)?, b: flat(b)?, rank, inner, out: b.dim(0)?, scale: *scale as f32 }))
     }
 }
 
@@ -193,6 +220,8 @@ pub struct Decoder {
     device: Device,
     /// The CPU weight view, built at first use (`None` inside: the decoder has no CPU path).
     cpu: CpuView,
+    /// LoRA dropout's probability (0 without adapters) and, once a training step sets it, its seed.
+    lora_dropout: (f64, Option<u64>),
 }
 
 impl Decoder {
@@ -236,7 +265,17 @@ impl Decoder {
             rope,
             device,
             cpu: CpuView::default(),
+            lora_dropout: (params.lora().map_or(0.0, |c| c.dropout), None),
         })
+    }
+
+    /// This decoder with LoRA dropout in its training passes, drawn from `seed` (one seed per
+    /// optimiser step: the masks of a step's forward and backward passes are the same). Without it,
+    /// or without adapters or dropout, training passes drop nothing. Call before the first pass.
+    pub fn with_lora_dropout(mut self, seed: u64) -> Self {
+        self.lora_dropout.1 = Some(seed);
+        self.cpu = CpuView::default();
+        self
     }
 
     /// The CPU sampling path ([`CpuDecoder`]) over this decoder's copy of the weights (see
@@ -254,6 +293,14 @@ impl Decoder {
     /// elsewhere [`Decoder::forward`] on [`OpPath::Differentiable`] in candle's graph.
     pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<TrainPass> {
         let Some(weights) = self.cpu_weights()? else {
+            if let (p, Some(_)) = self.lora_dropout {
+                if p > 0.0 {
+                    return Err(ModelError::Input(format!(
+                        "LoRA dropout ({p}) runs on the CPU path only; set the adapters' dropout to 0 on {:?}",
+                        self.device.location()
+                    )));
+                }
+            }
             return Ok(TrainPass::in_graph(self.forward(ids, mask, OpPath::Differentiable)?));
         };
         let (rows, valid) = rows_and_mask(ids, mask)?;
@@ -278,22 +325,40 @@ impl Decoder {
             let layers: Vec<LayerTensors<'_>> = self
                 .layers
                 .iter()
-                .map(|l| LayerTensors {
-                    input_norm: &l.input_norm,
-                    q: (&l.q.weight, l.q.bias.as_ref()),
-                    k: (&l.k.weight, l.k.bias.as_ref()),
-                    v: (&l.v.weight, l.v.bias.as_ref()),
-                    o: (&l.o.weight, l.o.bias.as_ref()),
-                    q_norm: l.q_norm.as_ref(),
-                    k_norm: l.k_norm.as_ref(),
-                    post_norm: &l.post_norm,
-                    gate: &l.gate.weight,
-                    up: &l.up.weight,
-                    down: &l.down.weight,
+                .map(|l| -> Result<LayerTensors<'_>> {
+                    Ok(LayerTensors {
+                        input_norm: &l.input_norm,
+                        q: (&l.q.weight, l.q.bias.as_ref()),
+                        k: (&l.k.weight, l.k.bias.as_ref()),
+                        v: (&l.v.weight, l.v.bias.as_ref()),
+                        o: (&l.o.weight, l.o.bias.as_ref()),
+                        q_norm: l.q_norm.as_ref(),
+                        k_norm: l.k_norm.as_ref(),
+                        post_norm: &l.post_norm,
+                        gate: &l.gate.weight,
+                        up: &l.up.weight,
+                        down: &l.down.weight,
+                        lora: [
+                            (Slot::Q, &l.q),
+                            (Slot::K, &l.k),
+                            (Slot::V, &l.v),
+                            (Slot::O, &l.o),
+                            (Slot::Gate, &l.gate),
+                            (Slot::Up, &l.up),
+                            (Slot::Down, &l.down),
+                        ]
+                        .into_iter()
+                        .filter_map(|(slot, lin)| lin.low_rank().transpose().map(|r| r.map(|lr| (slot, lr))))
+                        .collect::<Result<Vec<_>>>()?,
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>>>()?;
             let tables = (&self.rope.cos, &self.rope.sin);
-            Some(CpuDecoder::new(&self.cfg, &self.embed, &layers, &self.norm, &self.lm_head, tables)?)
+            let mut dec = CpuDecoder::new(&self.cfg, &self.embed, &layers, &self.norm, &self.lm_head, tables)?;
+            if let (p, Some(seed)) = self.lora_dropout {
+                dec.dropout = (p > 0.0).then_some(crate::cpu::Dropout { p, seed });
+            }
+            Some(dec)
         } else {
             None
         })

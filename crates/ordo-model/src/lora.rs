@@ -7,14 +7,12 @@
 //! and `s = alpha / rank`; `W` stays frozen, so the base model is the adapted one with its adapters
 //! off, and `W + s B A` is the merged weight.
 
-use crate::atomic;
 use crate::error::{ModelError, Result};
 use crate::kernels::{product, Operand};
 use crate::tensors::{self, Slot};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The modules LoRA can adapt, by their HF module name, and the slot of each one's weight.
 pub const TARGETS: &[(&str, Slot)] = &[
@@ -26,6 +24,15 @@ pub const TARGETS: &[(&str, Slot)] = &[
     ("up_proj", Slot::Up),
     ("down_proj", Slot::Down),
 ];
+
+/// The `[out, in]` shape of a layer's weight in a model of `cfg`.
+pub fn weight_shape(cfg: &crate::config::ModelConfig, slot: Slot) -> (usize, usize) {
+    let spec = tensors::LAYER.iter().find(|s| s.slot == slot).expect("a layer slot");
+    match (spec.shape)(cfg).as_slice() {
+        [out, inner] => (*out, *inner),
+        other => unreachable!("{slot:?} is a matrix, not {other:?}"),
+    }
+}
 
 /// PEFT's file of the adapter settings.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -157,15 +164,24 @@ impl LowRank {
         cols: Columns,
     ) -> LowRankTape {
         let Columns { stride, at } = cols;
-        let dropped = mask.as_ref().map(|k| x.iter().zip(k).map(|(v, k)| v * k).collect::<Vec<f32>>());
-        let xd = dropped.as_deref().unwrap_or(x);
-        let u = product(Operand::plain(xd, m, self.inner), Operand::t(&self.a, self.rank, self.inner));
-        let z = product(Operand::plain(&u, m, self.rank), Operand::t(&self.b, self.out, self.rank));
+        let tape = self.tape(x, m, mask);
+        let z = product(Operand::plain(&tape.u, m, self.rank), Operand::t(&self.b, self.out, self.rank));
         for (row, zr) in y.chunks_exact_mut(stride).zip(z.chunks_exact(self.out)) {
             for (v, &d) in row[at..at + self.out].iter_mut().zip(zr) {
                 *v += self.scale * d;
             }
         }
+        tape
+    }
+
+    /// What [`LowRank::forward_add`] keeps, computed again from its input and dropout multipliers (a
+    /// product of `m x in x rank`, against `m x in x out` for the base weight's).
+    pub fn tape(&self, x: &[f32], m: usize, mask: Option<Vec<f32>>) -> LowRankTape {
+        let dropped = mask.as_ref().map(|k| x.iter().zip(k).map(|(v, k)| v * k).collect::<Vec<f32>>());
+        let u = product(
+            Operand::plain(dropped.as_deref().unwrap_or(x), m, self.inner),
+            Operand::t(&self.a, self.rank, self.inner),
+        );
         LowRankTape { u, mask }
     }
 
@@ -250,131 +266,5 @@ impl Adapters {
     /// The adapter of a layer's weight, if that weight is adapted.
     pub fn get(&self, layer: usize, slot: Slot) -> Option<&LowRank> {
         self.adapters.iter().find(|a| a.layer == layer && a.slot == slot).map(|a| &a.low_rank)
-    }
-
-    /// Writes the adapter directory PEFT reads (`adapter_config.json`, `adapter_model.safetensors`
-    /// with PEFT's keys), atomically; `base_model` is recorded as `base_model_name_or_path`.
-    pub fn save_peft(&self, dir: &Path, base_model: &str, replace: bool) -> Result<()> {
-        atomic::check_output_dir(dir, replace)?;
-        let staging = atomic::staging_dir(dir)?;
-        let c = &self.config;
-        let config = serde_json::json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
-            "r": c.rank,
-            "lora_alpha": c.alpha,
-            "lora_dropout": c.dropout,
-            "target_modules": c.targets,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "use_rslora": false,
-            "use_dora": false,
-            "init_lora_weights": true,
-            "inference_mode": true,
-            "modules_to_save": null,
-            "layers_to_transform": null,
-        });
-        let text = serde_json::to_string_pretty(&config).map_err(|e| ModelError::Weights(e.to_string()))?;
-        atomic::write_file(&staging.join(CONFIG_FILE), text.as_bytes())?;
-        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .adapters
-            .iter()
-            .flat_map(|ad| {
-                let lr = &ad.low_rank;
-                [
-                    (peft_key(ad.layer, ad.slot, Factor::A), bytes(&lr.a), vec![lr.rank, lr.inner]),
-                    (peft_key(ad.layer, ad.slot, Factor::B), bytes(&lr.b), vec![lr.out, lr.rank]),
-                ]
-            })
-            .collect();
-        atomic::write_file(&staging.join(WEIGHTS_FILE), &crate::weights::f32_safetensors_bytes(&tensors)?)?;
-        atomic::commit_dir(&staging, dir, replace)
-    }
-
-    /// Reads a PEFT adapter directory for a model with `layers` layers whose adapted weights have
-    /// `shape(slot)` = `[out, in]`; any mismatch (settings ordo does not implement, a missing or
-    /// extra tensor, a wrong shape) is an error naming the file and what was expected.
-    pub fn load_peft(dir: &Path, layers: usize, shape: impl Fn(Slot) -> (usize, usize)) -> Result<Self> {
-        let cfg_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", cfg_path.display())))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Weights(format!("{}: not JSON: {e}", cfg_path.display())))?;
-        let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-        let bad = |msg: String| ModelError::Weights(format!("{}: {msg}", cfg_path.display()));
-        if field("peft_type").and_then(|x| x.as_str()) != Some("LORA") {
-            return Err(bad("`peft_type` must be \"LORA\"".into()));
-        }
-        for (k, want) in [("use_rslora", false), ("use_dora", false), ("fan_in_fan_out", false)] {
-            if field(k).and_then(|x| x.as_bool()).unwrap_or(false) != want {
-                return Err(bad(format!("`{k}` = true is not supported")));
-            }
-        }
-        if field("bias").and_then(|x| x.as_str()).unwrap_or("none") != "none" {
-            return Err(bad("`bias` must be \"none\" (adapters with bias terms are not supported)".into()));
-        }
-        for k in ["modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern"] {
-            if field(k).is_some_and(|x| {
-                !(x.as_array().is_some_and(Vec::is_empty) || x.as_object().is_some_and(|o| o.is_empty()))
-            }) {
-                return Err(bad(format!("`{k}` is not supported")));
-            }
-        }
-        let targets = match field("target_modules") {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|t| t.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("`target_modules` must be a list of module names".into()))?,
-            _ => return Err(bad("`target_modules` must be a list of module names".into())),
-        };
-        let config = LoraConfig {
-            rank: field("r").and_then(|x| x.as_u64()).ok_or_else(|| bad("`r` must be a positive integer".into()))?
-                as usize,
-            alpha: field("lora_alpha")
-                .and_then(|x| x.as_f64())
-                .ok_or_else(|| bad("`lora_alpha` must be a number".into()))?,
-            dropout: field("lora_dropout").and_then(|x| x.as_f64()).unwrap_or(0.0),
-            targets,
-        };
-        config.check(&cfg_path.display().to_string())?;
-        let w_path = dir.join(WEIGHTS_FILE);
-        let mut tensors = candle_core::safetensors::load(&w_path, &candle_core::Device::Cpu)
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", w_path.display())))?;
-        let mut take = |key: &str, dims: [usize; 2]| -> Result<Vec<f32>> {
-            let t = tensors
-                .remove(key)
-                .ok_or_else(|| ModelError::Weights(format!("{}: tensor `{key}` is missing", w_path.display())))?;
-            if t.dims() != dims {
-                return Err(ModelError::Weights(format!(
-                    "{}: tensor `{key}` has shape {:?}, expected {dims:?}",
-                    w_path.display(),
-                    t.dims()
-                )));
-            }
-            Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-        };
-        let mut adapters = Vec::new();
-        for layer in 0..layers {
-            for slot in config.slots() {
-                let (out, inner) = shape(slot);
-                let a = take(&peft_key(layer, slot, Factor::A), [config.rank, inner])?;
-                let b = take(&peft_key(layer, slot, Factor::B), [out, config.rank])?;
-                adapters.push(Adapter {
-                    layer,
-                    slot,
-                    low_rank: LowRank { a, b, rank: config.rank, inner, out, scale: config.scale() },
-                });
-            }
-        }
-        if let Some(extra) = tensors.keys().next() {
-            return Err(ModelError::Weights(format!(
-                "{}: tensor `{extra}` is not an adapter of this model's {layers} layers and targets",
-                w_path.display()
-            )));
-        }
-        Ok(Adapters { config, adapters })
     }
 }

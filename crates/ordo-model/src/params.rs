@@ -2,6 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::{peft_key, weight_shape, Adapter, Adapters, Factor, LoraConfig, LowRank};
 use crate::tensors::Init;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -13,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct ParamStore {
     params: BTreeMap<String, Var>,
     frozen: BTreeSet<String>,
+    /// The settings of the LoRA adapters among `params` (PEFT's keys), if it has any.
+    lora: Option<LoraConfig>,
 }
 
 impl ParamStore {
@@ -88,7 +91,7 @@ impl ParamStore {
         for (n, v) in &self.params {
             params.insert(n.clone(), Var::from_tensor(&v.as_tensor().copy()?)?);
         }
-        Ok(ParamStore { params, frozen: self.frozen.clone() })
+        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone() })
     }
 
     /// The same parameters converted to `dtype` (ordo trains in f32; f64 serves gradient checks).
@@ -97,7 +100,87 @@ impl ParamStore {
         for (n, v) in &self.params {
             params.insert(n.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?);
         }
-        Ok(ParamStore { params, frozen: self.frozen.clone() })
+        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone() })
+    }
+
+    /// Adds LoRA adapters (PEFT's initialisation, drawn from `seed`) on every layer's `lora.targets`
+    /// of a model of `cfg`, under PEFT's keys, and freezes every other parameter: from here on the
+    /// adapters are what trains.
+    pub fn add_lora(&mut self, cfg: &ModelConfig, lora: &LoraConfig, seed: u64) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(ModelError::Input("the model already has LoRA adapters".into()));
+        }
+        let device = self.params.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
+        let adapters = Adapters::init(lora, cfg.num_hidden_layers, |slot| weight_shape(cfg, slot), seed)?;
+        self.freeze_where(|_| true);
+        for ad in &adapters.adapters {
+            let lr = &ad.low_rank;
+            self.insert(
+                peft_key(ad.layer, ad.slot, Factor::A),
+                Tensor::from_slice(&lr.a, (lr.rank, lr.inner), &device)?,
+            )?;
+            self.insert(
+                peft_key(ad.layer, ad.slot, Factor::B),
+                Tensor::from_slice(&lr.b, (lr.out, lr.rank), &device)?,
+            )?;
+        }
+        self.lora = Some(lora.clone());
+        Ok(())
+    }
+
+    /// The LoRA settings of this store's adapters, if it has any.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// The base model: the same parameters (shared, not copied) without the adapters, as a frozen
+    /// reference sees them.
+    pub fn base(&self) -> ParamStore {
+        let adapter = |n: &str| n.starts_with("base_model.model.") && n.contains(".lora_");
+        ParamStore {
+            params: self.params.iter().filter(|(n, _)| !adapter(n)).map(|(n, v)| (n.clone(), v.clone())).collect(),
+            frozen: self.frozen.iter().filter(|n| !adapter(n)).cloned().collect(),
+            lora: None,
+        }
+    }
+
+    /// The base model with the adapters merged into its weights (`W + s B A`) and no adapters: the
+    /// full checkpoint of the adapted model. Without adapters, a copy.
+    pub fn merged(&self, cfg: &ModelConfig) -> Result<ParamStore> {
+        let mut out = self.base().deep_clone()?;
+        out.unfreeze_all();
+        if let Some(adapters) = self.adapters(cfg)? {
+            for ad in &adapters.adapters {
+                let name = crate::tensors::hf(Some(ad.layer), ad.slot);
+                let var =
+                    out.var(&name).ok_or_else(|| ModelError::Weights(format!("parameter `{name}` is missing")))?;
+                let t = var.as_tensor();
+                let mut w = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                ad.low_rank.merge_into(&mut w);
+                var.set(&Tensor::from_vec(w, t.dims(), t.device())?.to_dtype(t.dtype())?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The adapters' current values (None without adapters).
+    pub fn adapters(&self, cfg: &ModelConfig) -> Result<Option<Adapters>> {
+        let Some(config) = &self.lora else { return Ok(None) };
+        let read = |k: String| -> Result<Vec<f32>> {
+            let v =
+                self.params.get(&k).ok_or_else(|| ModelError::Weights(format!("adapter tensor `{k}` is missing")))?;
+            Ok(v.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        };
+        let mut adapters = Vec::new();
+        for layer in 0..cfg.num_hidden_layers {
+            for slot in config.slots() {
+                let (out, inner) = weight_shape(cfg, slot);
+                let (a, b) = (read(peft_key(layer, slot, Factor::A))?, read(peft_key(layer, slot, Factor::B))?);
+                let low_rank = LowRank { a, b, rank: config.rank, inner, out, scale: config.scale() };
+                adapters.push(Adapter { layer, slot, low_rank });
+            }
+        }
+        Ok(Some(Adapters { config: config.clone(), adapters }))
     }
 
     /// Total number of scalar parameters.
@@ -130,7 +213,16 @@ impl ParamStore {
 
     /// Checks that the store holds exactly the parameters `cfg` needs, with the right shapes.
     pub fn check_against(&self, cfg: &ModelConfig, origin: &str) -> Result<()> {
-        let expected = cfg.parameter_shapes();
+        let mut expected = cfg.parameter_shapes();
+        if let Some(lora) = &self.lora {
+            for layer in 0..cfg.num_hidden_layers {
+                for slot in lora.slots() {
+                    let (out, inner) = weight_shape(cfg, slot);
+                    expected.push((peft_key(layer, slot, Factor::A), vec![lora.rank, inner]));
+                    expected.push((peft_key(layer, slot, Factor::B), vec![out, lora.rank]));
+                }
+            }
+        }
         let mut problems = Vec::new();
         for (name, shape) in &expected {
             match self.params.get(name) {

@@ -1,9 +1,12 @@
-//! HF checkpoint directories: `config.json` + `model.safetensors` (or shards with an index), in and out.
+//! HF checkpoint directories (`config.json` + `model.safetensors`, or shards with an index) and PEFT
+//! LoRA adapter directories (`adapter_config.json` + `adapter_model.safetensors`), in and out.
 
 use crate::atomic;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::{peft_key, Adapter, Adapters, Factor, LoraConfig, LowRank, CONFIG_FILE, WEIGHTS_FILE};
 use crate::params::ParamStore;
+use crate::tensors::Slot;
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};
@@ -116,7 +119,7 @@ pub fn load_hf_params(dir: &Path, device: &Device) -> Result<(ModelConfig, Param
     for (name, t) in raw.tensors {
         // Buffers some exporters include that are not parameters.
         if crate::tensors::is_buffer(&name)
-            || (config.tie_word_embeddings && name == crate::tensors::hf(None, crate::tensors::Slot::LmHead))
+            || (config.tie_word_embeddings && name == crate::tensors::hf(None, Slot::LmHead))
         {
             continue;
         }
@@ -167,6 +170,13 @@ pub fn save_hf_dir(
     tokenizer: Option<&TextTokenizer>,
     max_shard_bytes: usize,
 ) -> Result<()> {
+    if params.lora().is_some() {
+        return Err(ModelError::Input(format!(
+            "{}: the model has LoRA adapters, which an HF checkpoint has no place for: write them with \
+             `save_peft_dir`, or merge them first (`ParamStore::merged`)",
+            dir.display()
+        )));
+    }
     params.check_against(config, "saving")?;
     atomic::check_output_dir(dir, true)?;
     let staging = atomic::staging_dir(dir)?;
@@ -211,4 +221,129 @@ pub fn save_hf_dir(
         tok.save_to_dir(&staging)?;
     }
     atomic::commit_dir(&staging, dir, true)
+}
+
+/// Writes a model's LoRA adapters as the directory PEFT reads (`adapter_config.json`, `adapter_model.safetensors`
+/// with PEFT's keys), atomically; `base_model` is recorded as `base_model_name_or_path`.
+pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: &str, replace: bool) -> Result<()> {
+    atomic::check_output_dir(dir, replace)?;
+    let staging = atomic::staging_dir(dir)?;
+    let c = &adapters.config;
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": c.rank,
+        "lora_alpha": c.alpha,
+        "lora_dropout": c.dropout,
+        "target_modules": c.targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "use_rslora": false,
+        "use_dora": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+    });
+    let text = serde_json::to_string_pretty(&config).map_err(|e| ModelError::Weights(e.to_string()))?;
+    atomic::write_file(&staging.join(CONFIG_FILE), text.as_bytes())?;
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = adapters
+        .adapters
+        .iter()
+        .flat_map(|ad| {
+            let lr = &ad.low_rank;
+            [
+                (peft_key(ad.layer, ad.slot, Factor::A), bytes(&lr.a), vec![lr.rank, lr.inner]),
+                (peft_key(ad.layer, ad.slot, Factor::B), bytes(&lr.b), vec![lr.out, lr.rank]),
+            ]
+        })
+        .collect();
+    atomic::write_file(&staging.join(WEIGHTS_FILE), &f32_safetensors_bytes(&tensors)?)?;
+    atomic::commit_dir(&staging, dir, replace)
+}
+
+/// Reads a PEFT LoRA adapter directory for a model with `layers` layers whose adapted weights have
+/// `shape(slot)` = `[out, in]`; any mismatch (settings ordo does not implement, a missing or
+/// extra tensor, a wrong shape) is an error naming the file and what was expected.
+pub fn load_peft_dir(dir: &Path, layers: usize, shape: impl Fn(Slot) -> (usize, usize)) -> Result<Adapters> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Weights(format!("{}: {e}", cfg_path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Weights(format!("{}: not JSON: {e}", cfg_path.display())))?;
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let bad = |msg: String| ModelError::Weights(format!("{}: {msg}", cfg_path.display()));
+    if field("peft_type").and_then(|x| x.as_str()) != Some("LORA") {
+        return Err(bad("`peft_type` must be \"LORA\"".into()));
+    }
+    for (k, want) in [("use_rslora", false), ("use_dora", false), ("fan_in_fan_out", false)] {
+        if field(k).and_then(|x| x.as_bool()).unwrap_or(false) != want {
+            return Err(bad(format!("`{k}` = true is not supported")));
+        }
+    }
+    if field("bias").and_then(|x| x.as_str()).unwrap_or("none") != "none" {
+        return Err(bad("`bias` must be \"none\" (adapters with bias terms are not supported)".into()));
+    }
+    for k in ["modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern"] {
+        if field(k)
+            .is_some_and(|x| !(x.as_array().is_some_and(Vec::is_empty) || x.as_object().is_some_and(|o| o.is_empty())))
+        {
+            return Err(bad(format!("`{k}` is not supported")));
+        }
+    }
+    let targets = match field("target_modules") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| t.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("`target_modules` must be a list of module names".into()))?,
+        _ => return Err(bad("`target_modules` must be a list of module names".into())),
+    };
+    let config = LoraConfig {
+        rank: field("r").and_then(|x| x.as_u64()).ok_or_else(|| bad("`r` must be a positive integer".into()))? as usize,
+        alpha: field("lora_alpha")
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| bad("`lora_alpha` must be a number".into()))?,
+        dropout: field("lora_dropout").and_then(|x| x.as_f64()).unwrap_or(0.0),
+        targets,
+    };
+    config.check(&cfg_path.display().to_string())?;
+    let w_path = dir.join(WEIGHTS_FILE);
+    let mut tensors = candle_core::safetensors::load(&w_path, &Device::Cpu)
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", w_path.display())))?;
+    let mut take = |key: &str, dims: [usize; 2]| -> Result<Vec<f32>> {
+        let t = tensors
+            .remove(key)
+            .ok_or_else(|| ModelError::Weights(format!("{}: tensor `{key}` is missing", w_path.display())))?;
+        if t.dims() != dims {
+            return Err(ModelError::Weights(format!(
+                "{}: tensor `{key}` has shape {:?}, expected {dims:?}",
+                w_path.display(),
+                t.dims()
+            )));
+        }
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let mut adapters = Vec::new();
+    for layer in 0..layers {
+        for slot in config.slots() {
+            let (out, inner) = shape(slot);
+            let a = take(&peft_key(layer, slot, Factor::A), [config.rank, inner])?;
+            let b = take(&peft_key(layer, slot, Factor::B), [out, config.rank])?;
+            adapters.push(Adapter {
+                layer,
+                slot,
+                low_rank: LowRank { a, b, rank: config.rank, inner, out, scale: config.scale() },
+            });
+        }
+    }
+    if let Some(extra) = tensors.keys().next() {
+        return Err(ModelError::Weights(format!(
+            "{}: tensor `{extra}` is not an adapter of this model's {layers} layers and targets",
+            w_path.display()
+        )));
+    }
+    Ok(Adapters { config, adapters })
 }

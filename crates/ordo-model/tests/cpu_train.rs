@@ -148,3 +148,103 @@ fn training_pass_takes_a_batch_of_padding_only() {
     assert_eq!(grads.len(), params.len());
     assert!(grads.iter().all(|(_, g)| max_abs(g) == 0.0));
 }
+
+/// `params` with LoRA adapters (`lora`, seed 3) whose B is set to deterministic non-zero values (at
+/// PEFT's initialisation B is 0 and A's gradients vanish).
+fn with_lora(cfg: &ModelConfig, params: &ParamStore, lora: &ordo_model::lora::LoraConfig) -> ParamStore {
+    let mut p = params.clone();
+    p.add_lora(cfg, lora, 3).unwrap();
+    for (i, (name, var)) in p.iter().filter(|(n, _)| n.contains(".lora_B.")).enumerate() {
+        let n = var.elem_count();
+        let v: Vec<f32> = (0..n).map(|j| (((i * 7919 + j) as f32 * 0.618_034).fract() - 0.5) * 0.2).collect();
+        var.set(&Tensor::from_vec(v, var.dims(), &DEV).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    p
+}
+
+fn all_targets(dropout: f64) -> ordo_model::lora::LoraConfig {
+    let targets = ordo_model::lora::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    ordo_model::lora::LoraConfig { rank: 4, alpha: 8.0, dropout, targets }
+}
+
+/// LoRA adapters on every target module: the training pass's gradients of A and B equal the composed
+/// path's (where autograd differentiates `x Wᵀ + s (x Aᵀ) Bᵀ`), only the adapters train, the adapted
+/// model's logits are the merged model's, and the base model (adapters off) is the model before them.
+#[test]
+fn training_pass_with_lora_equals_composed_path_and_the_merged_model() {
+    for name in FAMILIES {
+        let m = ordo_model::load(&hf_fixture(name), &DEV).unwrap();
+        let (rows, mask) = padded_batch(m.config.vocab_size as u32);
+        let params = with_lora(&m.config, &m.params, &all_targets(0.0));
+        check(&m.config, &params, &rows, &mask, &format!("{name} with LoRA"));
+        let trainable = params.trainable();
+        assert_eq!(trainable.len(), 2 * 7 * m.config.num_hidden_layers, "{name}: A and B of 7 modules per layer");
+        assert!(trainable.iter().all(|(n, _)| n.contains(".lora_")), "{name}: only the adapters train");
+        let (ids, mask) = (ids_tensor(&rows, &DEV).unwrap(), Tensor::new(mask.clone(), &DEV).unwrap());
+        let logits =
+            |p: &ParamStore| Decoder::new(&m.config, p).unwrap().forward(&ids, Some(&mask), OpPath::Inference).unwrap();
+        let merged = params.merged(&m.config).unwrap();
+        assert!(merged.lora().is_none() && merged.len() == m.params.len());
+        let err = max_abs_diff(&logits(&params), &logits(&merged));
+        assert!(err < 1e-4, "{name}: adapted and merged logits differ by {err}");
+        assert!(max_abs_diff(&logits(&params), &logits(&m.params)) > 1e-3, "{name}: the adapters change the model");
+        assert_eq!(max_abs_diff(&logits(&params.base()), &logits(&m.params)), 0.0, "{name}: base = adapters off");
+        // An HF checkpoint has no place for adapters: saving one is refused, saving the merged model works.
+        let tmp = tempfile::tempdir().unwrap();
+        let err = ordo_model::weights::save_hf_dir(&tmp.path().join("x"), &m.config, &params, None, usize::MAX);
+        assert!(err.unwrap_err().to_string().contains("LoRA adapters"));
+        ordo_model::weights::save_hf_dir(&tmp.path().join("merged"), &m.config, &merged, None, usize::MAX).unwrap();
+    }
+}
+
+/// LoRA dropout: drawn once per optimiser step from its seed (the same seed, the same logits and
+/// gradients; another seed, other logits), absent from inference passes, and differentiated with the
+/// masks its forward pass drew (central differences of the loss in A agree with the gradient).
+#[test]
+fn lora_dropout_is_drawn_per_step_and_differentiated_with_its_masks() {
+    let m = ordo_model::load(&hf_fixture("llama-tiny"), &DEV).unwrap();
+    let (rows, mask) = padded_batch(m.config.vocab_size as u32);
+    let (ids, mask) = (ids_tensor(&rows, &DEV).unwrap(), Tensor::new(mask, &DEV).unwrap());
+    let real = mask.to_dtype(DType::F32).unwrap();
+    let params = with_lora(&m.config, &m.params, &all_targets(0.3));
+    let train = |p: &ParamStore, seed: Option<u64>| {
+        let dec = Decoder::new(&m.config, p).unwrap();
+        let dec = match seed {
+            Some(s) => dec.with_lora_dropout(s),
+            None => dec,
+        };
+        dec.forward_train(&ids, Some(&mask)).unwrap()
+    };
+    let loss_of =
+        |p: &ParamStore, seed| probe_loss(&train(p, Some(seed)).logits, &real).to_scalar::<f32>().unwrap() as f64;
+    let (a, b, c, none) =
+        (train(&params, Some(1)), train(&params, Some(1)), train(&params, Some(2)), train(&params, None));
+    assert_eq!(max_abs_diff(&a.logits, &b.logits), 0.0, "the same seed drops the same inputs");
+    assert!(max_abs_diff(&a.logits, &c.logits) > 1e-4, "another seed drops others");
+    assert!(max_abs_diff(&a.logits, &none.logits) > 1e-4, "dropout acts on training passes");
+    let inference = Decoder::new(&m.config, &params).unwrap().with_lora_dropout(1);
+    let eval = inference.forward(&ids, Some(&mask), OpPath::Inference).unwrap();
+    assert_eq!(max_abs_diff(&eval, &none.logits), 0.0, "inference drops nothing");
+    let grads: HashMap<String, Tensor> =
+        a.parameter_gradients(&probe_loss(&a.logits, &real).backward().unwrap()).unwrap().into_iter().collect();
+    for key in [
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight",
+    ] {
+        let g = grads[key].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // The entry with the largest gradient, perturbed both ways.
+        let (i, &gi) = g.iter().enumerate().max_by(|x, y| x.1.abs().total_cmp(&y.1.abs())).unwrap();
+        let var = params.var(key).unwrap();
+        let start = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-2f32;
+        let at = |delta: f32| {
+            let mut v = start.clone();
+            v[i] += delta;
+            var.set(&Tensor::from_vec(v, var.dims(), &DEV).unwrap()).unwrap();
+            loss_of(&params, 1)
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        var.set(&Tensor::from_vec(start, var.dims(), &DEV).unwrap()).unwrap();
+        assert!((fd - gi as f64).abs() < 2e-2 * (1.0 + fd.abs()), "{key}[{i}]: gradient {gi}, central difference {fd}");
+    }
+}

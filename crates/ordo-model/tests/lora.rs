@@ -5,6 +5,7 @@
 use ordo_model::kernels::matmul_t;
 use ordo_model::lora::*;
 use ordo_model::tensors::Slot;
+use ordo_model::weights::{load_peft_dir, save_peft_dir};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -154,27 +155,27 @@ fn the_peft_directory_round_trips_and_refuses_what_it_cannot_read() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("adapter");
-    ads.save_peft(&dir, "HuggingFaceTB/SmolLM2-135M-Instruct", false).unwrap();
+    save_peft_dir(&ads, &dir, "HuggingFaceTB/SmolLM2-135M-Instruct", false).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(json["peft_type"], "LORA");
     assert_eq!(json["r"], 4);
     assert_eq!(json["target_modules"], serde_json::json!(["q_proj", "v_proj", "up_proj"]));
-    assert_eq!(Adapters::load_peft(&dir, 2, shape).unwrap(), ads);
+    assert_eq!(load_peft_dir(&dir, 2, shape).unwrap(), ads);
     // An existing directory is replaced only when asked.
-    assert!(ads.save_peft(&dir, "base", false).is_err());
-    ads.save_peft(&dir, "base", true).unwrap();
+    assert!(save_peft_dir(&ads, &dir, "base", false).is_err());
+    save_peft_dir(&ads, &dir, "base", true).unwrap();
     // A model with fewer layers finds tensors it has no place for; one with other shapes, wrong shapes.
-    let err = Adapters::load_peft(&dir, 1, shape).unwrap_err().to_string();
+    let err = load_peft_dir(&dir, 1, shape).unwrap_err().to_string();
     assert!(err.contains("adapter_model.safetensors") && err.contains("layers.1."), "{err}");
-    let err = Adapters::load_peft(&dir, 2, |_| (8, 16)).unwrap_err().to_string();
+    let err = load_peft_dir(&dir, 2, |_| (8, 16)).unwrap_err().to_string();
     assert!(err.contains("has shape") && err.contains("expected [8, 4]"), "{err}");
     // Settings ordo does not implement are refused by name.
     let edit = |k: &str, v: serde_json::Value| {
         let mut j = json.clone();
         j[k] = v;
         std::fs::write(dir.join(CONFIG_FILE), j.to_string()).unwrap();
-        Adapters::load_peft(&dir, 2, shape).unwrap_err().to_string()
+        load_peft_dir(&dir, 2, shape).unwrap_err().to_string()
     };
     assert!(edit("use_dora", true.into()).contains("`use_dora` = true is not supported"));
     assert!(edit("bias", "all".into()).contains("`bias` must be \"none\""));
