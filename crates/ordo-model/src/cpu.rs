@@ -219,6 +219,8 @@ pub struct CpuDecoder {
     pub(crate) max_position: usize,
     /// The LoRA dropout of training passes (None: none).
     pub(crate) dropout: Option<Dropout>,
+    /// Whether the backward pass computes the base weights' gradients (not when only adapters train).
+    pub(crate) base_gradients: bool,
 }
 
 /// The tensors one layer is built from, as the tensor decoder holds them.
@@ -362,6 +364,7 @@ impl CpuDecoder {
             sin: flat(sin)?,
             max_position: cos.dim(0)?,
             dropout: None,
+            base_gradients: true,
         })
     }
 

@@ -93,6 +93,15 @@ pub(crate) struct LayerGradients {
     pub lora: Vec<(Slot, usize, Vec<f32>, Vec<f32>)>,
 }
 
+/// A base weight's gradient `a · b`, or nothing when only adapters train (nothing reads it then).
+fn base_gradient(dec: &CpuDecoder, a: Operand<'_>, b: Operand<'_>) -> Vec<f32> {
+    if dec.base_gradients {
+        product(a, b)
+    } else {
+        Vec::new()
+    }
+}
+
 /// The backward passes of `weight`'s adapters, whose input was `x` (`m` rows) and whose output's
 /// gradient is `dy`: their gradients, each path's part of the input's gradient added into `dx`.
 fn adapters_backward(
@@ -217,7 +226,7 @@ impl TrainTape {
         let dlogits = &self.layout.gather_sum(dlogits, d.vocab)[..];
         let n = self.layout.tokens();
         let d_normed = product(Operand::plain(dlogits, n, d.vocab), Operand::plain(&dec.lm_head, d.vocab, d.hidden));
-        let lm_head = product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
+        let lm_head = base_gradient(dec, Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
         let (mut dx, norm) = dec.norm.rows_backward(&self.x_final, &d_normed);
         let mut layers = Vec::with_capacity(dec.layers.len());
         for (l, (layer, acts)) in dec.layers.iter().zip(&self.layers).enumerate().rev() {
@@ -251,7 +260,8 @@ impl TrainTape {
         // MLP: x_out = x_mid + down(silu(gate) * up).
         let mut d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
         let mut lora = adapters_backward(&layer.down, &b.act, n, &dx, &mut d_act, dropout);
-        let down = product(Operand::t(&dx, n, hid), Operand::plain(&b.act, n, inter));
+        let base = |a: Operand<'_>, b: Operand<'_>| base_gradient(dec, a, b);
+        let down = base(Operand::t(&dx, n, hid), Operand::plain(&b.act, n, inter));
         let mut d_gate_up = vec![0f32; n * 2 * inter];
         d_gate_up
             .par_chunks_mut(2 * inter)
@@ -262,7 +272,7 @@ impl TrainTape {
                 let (dg, du) = dgu.split_at_mut(inter);
                 swiglu_backward_into(g, u, da, dg, du);
             });
-        let gate_up = product(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&b.h_mlp, n, hid));
+        let gate_up = base(Operand::t(&d_gate_up, n, 2 * inter), Operand::plain(&b.h_mlp, n, hid));
         let mut d_h_mlp =
             product(Operand::plain(&d_gate_up, n, 2 * inter), Operand::plain(&layer.gate_up, 2 * inter, hid));
         lora.extend(adapters_backward(&layer.gate_up, &b.h_mlp, n, &d_gate_up, &mut d_h_mlp, dropout));
@@ -272,7 +282,7 @@ impl TrainTape {
 
         // Attention: x_mid = x_in + o(attention(rope(norm(q)), rope(norm(k)), v)) (+ o bias).
         let o_bias = layer.o_bias.as_ref().map(|_| column_sums(&d_mid, hid));
-        let o = product(Operand::t(&d_mid, n, hid), Operand::plain(&b.attn, n, d.q_width()));
+        let o = base(Operand::t(&d_mid, n, hid), Operand::plain(&b.attn, n, d.q_width()));
         let mut d_attn = product(Operand::plain(&d_mid, n, hid), Operand::plain(&layer.o, hid, d.q_width()));
         lora.extend(adapters_backward(&layer.o, &b.attn, n, &d_mid, &mut d_attn, dropout));
         // A shared token's output gradient enters attention once (at its owner slot); the gradients of
@@ -287,7 +297,7 @@ impl TrainTape {
         lay.heads_to_tokens(&dv, d.kv_heads, hd, &mut d_qkv, w, d.q_width() + d.kv_width(), true);
         let (q_norm, k_norm) = self.unrotate_and_unnorm(dec, layer, a, &mut d_qkv);
         let qkv_bias = layer.qkv_bias.as_ref().map(|_| column_sums(&d_qkv, d.qkv_width()));
-        let qkv = product(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&b.h_attn, n, hid));
+        let qkv = base(Operand::t(&d_qkv, n, d.qkv_width()), Operand::plain(&b.h_attn, n, hid));
         let mut d_h_attn =
             product(Operand::plain(&d_qkv, n, d.qkv_width()), Operand::plain(&layer.qkv, d.qkv_width(), hid));
         lora.extend(adapters_backward(&layer.qkv, &b.h_attn, n, &d_qkv, &mut d_h_attn, dropout));
@@ -382,6 +392,16 @@ impl TrainPass {
             Ok(())
         };
         let (qw, kvw, hid) = (d.q_width(), d.kv_width(), d.hidden);
+        if !dec.base_gradients {
+            // Only the adapters train.
+            for (l, g) in grads.layers.iter().enumerate() {
+                for (slot, rank, da, db) in &g.lora {
+                    put(peft_key(l, *slot, Factor::A), da, Some(*rank))?;
+                    put(peft_key(l, *slot, Factor::B), db, Some(db.len() / rank))?;
+                }
+            }
+            return Ok(out);
+        }
         for (l, g) in grads.layers.iter().enumerate() {
             let n = |slot| tensors::hf(Some(l), slot);
             for (name, v) in g.input_norm.named(Some(l), Slot::InputNorm) {

@@ -222,6 +222,9 @@ pub struct Decoder {
     cpu: CpuView,
     /// LoRA dropout's probability (0 without adapters) and, once a training step sets it, its seed.
     lora_dropout: (f64, Option<u64>),
+    /// Whether the store has adapters and nothing else trains (the CPU backward pass then computes
+    /// no base weight's gradient).
+    only_adapters_train: bool,
 }
 
 impl Decoder {
@@ -266,6 +269,8 @@ impl Decoder {
             device,
             cpu: CpuView::default(),
             lora_dropout: (params.lora().map_or(0.0, |c| c.dropout), None),
+            only_adapters_train: params.lora().is_some()
+                && params.trainable().iter().all(|(n, _)| n.starts_with("base_model.model.") && n.contains(".lora_")),
         })
     }
 
@@ -358,6 +363,7 @@ impl Decoder {
             if let (p, Some(seed)) = self.lora_dropout {
                 dec.dropout = (p > 0.0).then_some(crate::cpu::Dropout { p, seed });
             }
+            dec.base_gradients = !self.only_adapters_train;
             Some(dec)
         } else {
             None

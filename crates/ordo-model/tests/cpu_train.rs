@@ -41,7 +41,9 @@ fn check(cfg: &ModelConfig, params: &ParamStore, rows: &[Vec<u32>], mask: &[Vec<
     let got: HashMap<String, Tensor> =
         pass.parameter_gradients(&probe_loss(&pass.logits, &real).backward().unwrap()).unwrap().into_iter().collect();
 
-    assert_eq!(got.len(), params.len(), "{what}: one gradient per parameter");
+    // One gradient per parameter; with adapters, one per adapter matrix (the base is frozen).
+    let expected = if params.lora().is_some() { params.trainable().len() } else { params.len() };
+    assert_eq!(got.len(), expected, "{what}: one gradient per trained parameter");
     for (name, w) in &want {
         let g = got.get(name).unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
         assert_eq!(g.dims(), w.dims(), "{what}: shape of {name}'s gradient");
