@@ -123,7 +123,7 @@ pub fn bench_stages(
     let loss = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
     let mut log = StepLogger::new("dpo", steps + 1, None, false)?;
     let reference = policy.frozen_copy()?;
-    let settings = DpoSettings { preference: loss, optim: optim(8) };
+    let settings = DpoSettings { preference: loss, optim: optim(8), lora: None };
     train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &settings, 0, 0, &mut log, None)?;
     let dpo_s = median(&step_seconds(&log));
     peak_rss[1] = peak_rss_bytes();

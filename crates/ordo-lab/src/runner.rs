@@ -537,7 +537,15 @@ fn run_node(
     let (tok_ref, config_ref) = (&tok, policy.config.clone());
     let mut snap = |p: &ParamStore, step: usize| -> ordo_train::Result<()> {
         let dir = snap_dir.join(snapshot_name(step).trim_start_matches("snapshots/"));
-        Ok(ordo_model::weights::save_hf_dir(&dir, &config_ref, p, Some(tok_ref), usize::MAX)?)
+        // A snapshot is a full model: with LoRA adapters, the merged one.
+        let merged = p.lora().map(|_| p.merged(&config_ref)).transpose()?;
+        Ok(ordo_model::weights::save_hf_dir(
+            &dir,
+            &config_ref,
+            merged.as_ref().unwrap_or(p),
+            Some(tok_ref),
+            usize::MAX,
+        )?)
     };
     let snapshot: Option<(usize, SnapshotFn)> =
         (node.snapshot_every > 0).then_some((node.snapshot_every, &mut snap as _));
@@ -574,7 +582,14 @@ fn run_node(
     }
     // A stage whose last update left non-finite weights diverged too: no node is committed.
     policy.params.check_finite(&format!("stage `{}` (seed {}): the trained model", node.stage, node.seed))?;
-    ordo_model::weights::save_hf_dir(&staging.join("model"), &policy.config, &policy.params, Some(&tok), usize::MAX)?;
+    // The node's model is a full HF checkpoint (with LoRA, the merged model), and its adapters are
+    // also written in PEFT's layout beside it.
+    let model = policy.checkpoint_params().map_err(stages::stage_error(node))?;
+    ordo_model::weights::save_hf_dir(&staging.join("model"), &policy.config, &model, Some(&tok), usize::MAX)?;
+    if let Some(adapters) = policy.params.adapters(&policy.config)? {
+        let base = format!("ordo node {}", node.parent.as_deref().unwrap_or("(the experiment's start model)"));
+        ordo_model::weights::save_peft_dir(&adapters, &staging.join("adapter"), &base, false)?;
+    }
     let manifest = json!({
         "key": node.key,
         "parent": node.parent,

@@ -245,4 +245,13 @@ impl SettingsReader for Fields<'_, '_> {
     fn boolean(&mut self, key: &'static str, default: bool) -> bool {
         self.reader.boolean(self.errs, key, default)
     }
+    fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
+        let v = self.reader.raw(key)?;
+        let list =
+            v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>());
+        if list.is_none() {
+            self.reader.bad(self.errs, key, "a list of strings", v);
+        }
+        list
+    }
 }

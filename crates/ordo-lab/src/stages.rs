@@ -73,6 +73,15 @@ impl<'a> StageCx<'a, '_> {
     }
 }
 
+/// Adds the stage's LoRA adapters (if it has any) to the start model, drawn from the node's seed:
+/// before the stage takes its reference (the base, then shared) and applies a step checkpoint's values.
+fn add_lora(cx: &StageCx, policy: &mut Policy, lora: Option<&ordo_model::lora::LoraConfig>) -> Result<(), LabError> {
+    let Some(lora) = lora else { return Ok(()) };
+    let seed = crate::plan::data_seed(&format!("{}/lora", cx.node.stage), cx.node.seed);
+    let config = policy.config.clone();
+    policy.params.add_lora(&config, lora, seed).map_err(|e| stage_error(cx.node)(e.into()))
+}
+
 /// A training error of `node`'s stage as the run's error.
 pub(crate) fn stage_error(node: &Node) -> impl Fn(TrainError) -> LabError + '_ {
     move |source| LabError::Stage { stage: node.stage.clone(), seed: node.seed, source: Box::new(source) }
@@ -117,6 +126,7 @@ pub(crate) fn sft(cx: &mut StageCx, policy: &mut Policy, data: &DataSource, s: &
         .map(|e| tokenize_sft(e, cx.tok, cx.eos, s.max_len))
         .collect::<Result<Vec<_>, _>>()
         .map_err(cx.err())?;
+    add_lora(cx, policy, s.lora.as_ref())?;
     cx.apply(&policy.params)?;
     let (seed, pad) = (cx.node.seed, cx.pad);
     ordo_train::lm::train_lm(policy, &seqs, &s.optim, seed, pad, cx.logger, Some(&mut *cx.ck)).map_err(cx.err())?;
@@ -143,7 +153,9 @@ pub(crate) fn reward_model(
 /// `dpo`: preference pairs against a frozen copy of the start model.
 pub(crate) fn dpo(cx: &mut StageCx, policy: &mut Policy, data: &DataSource, s: &DpoSettings) -> Result<(), LabError> {
     let pairs = preference_data(cx, data)?;
-    // The reference is the stage's start model, copied before resumed parameters are applied.
+    add_lora(cx, policy, s.lora.as_ref())?;
+    // The reference is the stage's start model (with adapters, the base), taken before resumed
+    // parameters are applied.
     let reference = policy.frozen_copy().map_err(cx.err())?;
     cx.apply(&policy.params)?;
     let (seed, pad) = (cx.node.seed, cx.pad);
@@ -184,6 +196,7 @@ pub(crate) fn grpo(
             .collect::<Result<Vec<_>, LabError>>()?;
         prompt_sets.push(PromptSet { name: format!("set{i}"), prompts, proportion: set.proportion.clone(), rewards });
     }
+    add_lora(cx, policy, s.lora.as_ref())?;
     let reference = policy.frozen_copy().map_err(cx.err())?;
     cx.apply(&policy.params)?;
     let cot = s.cot.clone().unwrap_or_else(|| cx.world.map_or_else(CotFormat::default, |w| w.cot()));

@@ -268,7 +268,7 @@ impl Decoder {
             rope,
             device,
             cpu: CpuView::default(),
-            lora_dropout: (params.lora().map_or(0.0, |c| c.dropout), None),
+            lora_dropout: (params.lora().map_or(0.0, |c| c.dropout), params.lora_dropout_seed()),
             only_adapters_train: params.lora().is_some()
                 && params.trainable().iter().all(|(n, _)| n.starts_with("base_model.model.") && n.contains(".lora_")),
         })

@@ -16,6 +16,9 @@ pub struct ParamStore {
     frozen: BTreeSet<String>,
     /// The settings of the LoRA adapters among `params` (PEFT's keys), if it has any.
     lora: Option<LoraConfig>,
+    /// The seed of the current optimiser step's LoRA dropout, which decoders built over the store
+    /// draw their training passes' masks from (see [`crate::Decoder::with_lora_dropout`]).
+    lora_dropout_seed: Option<u64>,
 }
 
 impl ParamStore {
@@ -91,7 +94,7 @@ impl ParamStore {
         for (n, v) in &self.params {
             params.insert(n.clone(), Var::from_tensor(&v.as_tensor().copy()?)?);
         }
-        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone() })
+        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone(), lora_dropout_seed: None })
     }
 
     /// The same parameters converted to `dtype` (ordo trains in f32; f64 serves gradient checks).
@@ -100,7 +103,7 @@ impl ParamStore {
         for (n, v) in &self.params {
             params.insert(n.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?);
         }
-        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone() })
+        Ok(ParamStore { params, frozen: self.frozen.clone(), lora: self.lora.clone(), lora_dropout_seed: None })
     }
 
     /// Adds LoRA adapters (PEFT's initialisation, drawn from `seed`) on every layer's `lora.targets`
@@ -128,6 +131,17 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Sets the seed of this optimiser step's LoRA dropout (one per step: a step's passes draw the
+    /// same masks, the next step other ones).
+    pub fn set_lora_dropout_seed(&mut self, seed: u64) {
+        self.lora_dropout_seed = Some(seed);
+    }
+
+    /// The current step's LoRA dropout seed, if one was set.
+    pub fn lora_dropout_seed(&self) -> Option<u64> {
+        self.lora_dropout_seed
+    }
+
     /// The LoRA settings of this store's adapters, if it has any.
     pub fn lora(&self) -> Option<&LoraConfig> {
         self.lora.as_ref()
@@ -141,6 +155,7 @@ impl ParamStore {
             params: self.params.iter().filter(|(n, _)| !adapter(n)).map(|(n, v)| (n.clone(), v.clone())).collect(),
             frozen: self.frozen.iter().filter(|n| !adapter(n)).cloned().collect(),
             lora: None,
+            lora_dropout_seed: None,
         }
     }
 

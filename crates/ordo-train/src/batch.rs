@@ -33,12 +33,23 @@ impl Policy {
         Ok(Policy { config: self.config.clone(), params: self.params.deep_clone()? })
     }
 
-    /// A frozen deep copy, e.g. the reference model of DPO or GRPO.
+    /// A frozen copy, e.g. the reference model of DPO or GRPO: with LoRA adapters, the base model
+    /// itself (adapters off; the base is frozen, so it is shared, not copied), else a deep copy.
     pub fn frozen_copy(&self) -> Result<Policy> {
-        let mut params = self.params.deep_clone()?;
+        let mut params = if self.params.lora().is_some() { self.params.base() } else { self.params.deep_clone()? };
         params.freeze_where(|_| true);
         Ok(Policy { config: self.config.clone(), params })
     }
+
+    /// The parameters a checkpoint of this model holds: the merged weights when it has LoRA adapters.
+    pub fn checkpoint_params(&self) -> Result<ParamStore> {
+        Ok(if self.params.lora().is_some() { self.params.merged(&self.config)? } else { self.params.clone() })
+    }
+}
+
+/// The seed of step `step`'s LoRA dropout in a stage seeded with `seed`.
+pub fn lora_dropout_seed(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_add(0x632B_E59B_D9B4_E019)
 }
 
 /// Right-padded rows: `ids` [batch, len] (u32), `attention` [batch, len] (1 = token) and

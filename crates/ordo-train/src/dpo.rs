@@ -20,6 +20,9 @@ pub struct DpoSettings {
     #[serde(flatten)]
     pub preference: PreferenceLossConfig,
     pub optim: OptimConfig,
+    /// LoRA adapters to train instead of the whole model (None: full fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<ordo_model::lora::LoraConfig>,
 }
 
 impl Default for DpoSettings {
@@ -33,6 +36,7 @@ impl Default for DpoSettings {
                 length_normalize: false,
             },
             optim: OptimConfig::default().with_batch_and_lr(16, 1e-4),
+            lora: None,
         }
     }
 }
@@ -50,6 +54,7 @@ impl DpoSettings {
         DpoSettings {
             preference: PreferenceLossConfig { loss, beta, simpo_gamma, length_normalize },
             optim: OptimConfig::read(r, &d.optim),
+            lora: crate::settings::read_lora(r),
         }
     }
 }
@@ -109,6 +114,7 @@ pub fn train_dpo(
     let (mut opt, mut orders, _, start) =
         start_state(optim, vec![DataOrder::new(data.len(), seed)], &mut ckpt, logger)?;
     for step in start..optim.steps {
+        policy.params.set_lora_dropout_seed(crate::batch::lora_dropout_seed(seed, step));
         let started = Instant::now();
         let idx = orders[0].take(optim.batch_size);
         let dec = policy.decoder()?;

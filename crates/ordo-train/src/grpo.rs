@@ -95,6 +95,9 @@ pub struct GrpoSettings {
     /// Think-block delimiters, when the stage sets them (None: the world's, else `<think>` `</think>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cot: Option<CotFormat>,
+    /// LoRA adapters to train instead of the whole model (None: full fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<ordo_model::lora::LoraConfig>,
 }
 
 impl Default for GrpoSettings {
@@ -115,6 +118,7 @@ impl Default for GrpoSettings {
             aggregation: Aggregation::SequenceMean,
             optim: OptimConfig::default().with_batch_and_lr(16, 1e-4),
             cot: None,
+            lora: None,
         }
     }
 }
@@ -165,6 +169,7 @@ impl GrpoSettings {
         let clip_high = r.number_where("clip_high", d.clip_high, "a number in [0, 10]", &|x| (0.0..=10.0).contains(&x));
         let kl_coef = r.number_where("kl_coef", d.kl_coef, "a number in [0, 100]", &|x| (0.0..=100.0).contains(&x));
         let optim = OptimConfig::read(r, &d.optim);
+        let lora = crate::settings::read_lora(r);
         GrpoSettings {
             group_size,
             max_new_tokens,
@@ -179,6 +184,7 @@ impl GrpoSettings {
             aggregation,
             optim,
             cot,
+            lora,
         }
     }
 
@@ -373,6 +379,7 @@ pub fn train_grpo(
     let g = s.group_size;
 
     for step in start..s.optim.steps {
+        policy.params.set_lora_dropout_seed(crate::batch::lora_dropout_seed(seed, step));
         let started = Instant::now();
         // 1. Prompts from each set, in this step's proportions, each repeated G times (groups are contiguous).
         if scheduled {

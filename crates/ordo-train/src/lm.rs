@@ -44,12 +44,15 @@ pub struct SftSettings {
     /// Longest example in tokens (prompt and completion); longer ones are cut at the end.
     pub max_len: usize,
     pub optim: OptimConfig,
+    /// LoRA adapters to train instead of the whole model (None: full fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<ordo_model::lora::LoraConfig>,
 }
 
 impl Default for SftSettings {
     /// 256 tokens, batch 16, lr 1e-4.
     fn default() -> Self {
-        SftSettings { max_len: 256, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4) }
+        SftSettings { max_len: 256, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4), lora: None }
     }
 }
 
@@ -58,7 +61,7 @@ impl SftSettings {
     pub fn read(r: &mut dyn SettingsReader) -> Self {
         let d = Self::default();
         let max_len = r.count_max("max_len", Some(d.max_len), MAX_SEQUENCE);
-        SftSettings { max_len, optim: OptimConfig::read(r, &d.optim) }
+        SftSettings { max_len, optim: OptimConfig::read(r, &d.optim), lora: crate::settings::read_lora(r) }
     }
 }
 
@@ -120,6 +123,7 @@ pub fn train_lm(
     }
     let (mut opt, mut orders, _, start) = start_state(cfg, vec![DataOrder::new(data.len(), seed)], &mut ckpt, logger)?;
     for step in start..cfg.steps {
+        policy.params.set_lora_dropout_seed(crate::batch::lora_dropout_seed(seed, step));
         let started = Instant::now();
         let idx = orders[0].take(cfg.batch_size);
         let (grads, loss_sum) = lm_gradients(policy, data, &idx, cfg.micro_batch_size, pad)?;

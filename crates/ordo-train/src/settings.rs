@@ -24,6 +24,8 @@ pub trait SettingsReader {
     fn count(&mut self, key: &'static str, default: Option<usize>) -> usize;
     /// true or false, or `default` when absent.
     fn boolean(&mut self, key: &'static str, default: bool) -> bool;
+    /// A list of strings, or None when absent.
+    fn strings(&mut self, key: &'static str) -> Option<Vec<String>>;
 
     /// A number that must satisfy `ok`; `expected` describes the accepted range in the problem.
     fn number_where(&mut self, key: &'static str, default: f64, expected: &str, ok: &dyn Fn(f64) -> bool) -> f64 {
@@ -69,4 +71,30 @@ pub fn choice<T: Copy>(r: &mut dyn SettingsReader, key: &'static str, options: &
             default
         }
     }
+}
+
+/// A stage's LoRA adapters: `lora_rank` (its presence turns them on), `lora_alpha` (PEFT's default 8),
+/// `lora_dropout` (default 0) and `lora_targets` (HF module names; default every linear layer of the
+/// blocks, PEFT's `all-linear`). None without `lora_rank`.
+pub fn read_lora(r: &mut dyn SettingsReader) -> Option<ordo_model::lora::LoraConfig> {
+    if !r.has("lora_rank") {
+        for key in ["lora_alpha", "lora_dropout", "lora_targets"] {
+            if r.has(key) {
+                let at = r.at(key);
+                r.problem(format!("{at}: LoRA settings need `lora_rank` (the adapters' rank) in the same table"));
+            }
+        }
+        return None;
+    }
+    let all = || ordo_model::lora::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    let lora = ordo_model::lora::LoraConfig {
+        rank: r.count("lora_rank", None),
+        alpha: r.number("lora_alpha", 8.0),
+        dropout: r.number("lora_dropout", 0.0),
+        targets: r.strings("lora_targets").unwrap_or_else(all),
+    };
+    if let Err(e) = lora.check(r.path()) {
+        r.problem(e.to_string());
+    }
+    Some(lora)
 }

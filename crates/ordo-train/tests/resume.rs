@@ -102,6 +102,7 @@ fn grpo_with_mixed_sets_resumes_bit_identically() {
             aggregation: Aggregation::TokenMean,
             optim: OptimConfig { steps: 5, batch_size: 3, micro_batch_size: 3, lr: 1e-2, ..Default::default() },
             cot: None,
+            lora: None,
         },
         stop_tokens: vec![1],
         cot: CotFormat::default(),

@@ -93,6 +93,7 @@ fn grpo_cfg(steps: usize, mu: usize) -> GrpoConfig {
                 max_grad_norm: 1.0,
             },
             cot: None,
+            lora: None,
         },
         stop_tokens: vec![1],
         cot: CotFormat::default(),

@@ -150,7 +150,7 @@ fn dpo_raises_margin_and_accuracy_on_held_out_pairs() {
         p.params = policy.params.deep_clone().unwrap();
         let cfg = PreferenceLossConfig { loss, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
         let mut log = quiet(40);
-        let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3) };
+        let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3), lora: None };
         train_dpo(&mut p, &reference, &train, &settings, 0, PAD, &mut log, None).unwrap();
         let (margin, acc) = evaluate_pairs(&p, &reference, &held_out, 0.1, PAD).unwrap();
         assert!(margin > 0.1 && acc > 0.9, "{loss:?}: held-out margin {margin}, accuracy {acc}");
@@ -158,7 +158,7 @@ fn dpo_raises_margin_and_accuracy_on_held_out_pairs() {
     // SimPO needs no reference and learns too.
     let cfg = PreferenceLossConfig { loss: PreferenceLoss::Simpo, beta: 2.0, simpo_gamma: 0.5, length_normalize: true };
     let mut log = quiet(40);
-    let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3) };
+    let settings = DpoSettings { preference: cfg, optim: optim(40, 8, 3e-3), lora: None };
     train_dpo(&mut policy, &reference, &train, &settings, 0, PAD, &mut log, None).unwrap();
     let (_, acc) = evaluate_pairs(&policy, &reference, &held_out, 0.1, PAD).unwrap();
     assert!(acc > 0.9, "SimPO held-out accuracy {acc}");
