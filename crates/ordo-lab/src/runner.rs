@@ -587,8 +587,9 @@ fn run_node(
     let model = policy.checkpoint_params().map_err(stages::stage_error(node))?;
     ordo_model::weights::save_hf_dir(&staging.join("model"), &policy.config, &model, Some(&tok), usize::MAX)?;
     if let Some(adapters) = policy.params.adapters(&policy.config)? {
-        let base = format!("ordo node {}", node.parent.as_deref().unwrap_or("(the experiment's start model)"));
-        ordo_model::weights::save_peft_dir(&adapters, &staging.join("adapter"), &base, false)?;
+        // The base model, relative to the adapter directory: the parent node's model.
+        let base = node.parent.as_deref().map(|p| format!("../../{p}/model"));
+        ordo_model::weights::save_peft_dir(&adapters, &staging.join("adapter"), base.as_deref(), false)?;
     }
     let manifest = json!({
         "key": node.key,

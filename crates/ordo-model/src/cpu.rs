@@ -52,6 +52,12 @@ pub(crate) struct Dropout {
 }
 
 impl Dropout {
+    /// The dropout of the `pass`-th training pass with this step's seed: each pass of a step (a
+    /// micro-batch) draws its own masks, as independent dropout would.
+    pub(crate) fn for_pass(self, pass: u64) -> Dropout {
+        Dropout { seed: self.seed ^ pass.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03), ..self }
+    }
+
     /// The multipliers of adapter `slot` in layer `layer` over `len` inputs.
     pub(crate) fn mask(&self, layer: usize, slot: Slot, len: usize) -> Option<Vec<f32>> {
         let slot_index = crate::lora::TARGETS.iter().position(|(_, s)| *s == slot).unwrap_or(usize::MAX) as u64;
@@ -221,6 +227,8 @@ pub struct CpuDecoder {
     pub(crate) dropout: Option<Dropout>,
     /// Whether the backward pass computes the base weights' gradients (not when only adapters train).
     pub(crate) base_gradients: bool,
+    /// Training passes so far (their LoRA dropout masks differ).
+    pub(crate) passes: PassCounter,
 }
 
 /// The tensors one layer is built from, as the tensor decoder holds them.
@@ -258,6 +266,32 @@ fn stack(parts: &[&Tensor]) -> Result<Vec<f32>> {
 /// the rotary embedding) to its token-major attention output `[tokens, heads * head_dim]`.
 pub(crate) trait Attend {
     fn attend(&mut self, layer: usize, mask: Mask, qkv: &[f32], out: &mut [f32]);
+}
+
+/// What a block pass keeps: nothing (evaluation, decoding), or a training pass's activations, with
+/// that pass's LoRA dropout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keep {
+    Nothing,
+    Training(Option<Dropout>),
+}
+
+/// Counts a decoder's training passes (each draws its own LoRA dropout masks); a clone continues
+/// from the same count.
+#[derive(Debug, Default)]
+pub(crate) struct PassCounter(std::sync::atomic::AtomicU64);
+
+impl PassCounter {
+    /// The next pass's number.
+    pub(crate) fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for PassCounter {
+    fn clone(&self) -> Self {
+        PassCounter(std::sync::atomic::AtomicU64::new(self.0.load(std::sync::atomic::Ordering::Relaxed)))
+    }
 }
 
 /// A block's working buffers (see [`BlockActivations`] for what each holds), reused from block to
@@ -365,6 +399,7 @@ impl CpuDecoder {
             max_position: cos.dim(0)?,
             dropout: None,
             base_gradients: true,
+            passes: PassCounter::default(),
         })
     }
 
@@ -401,15 +436,17 @@ impl CpuDecoder {
         attend: &mut dyn Attend,
         products: Products,
         scratch: &mut BlockBuffers,
-        keep: bool,
+        pass: Keep,
     ) -> Option<BlockActivations> {
+        let (keep, dropout) = match pass {
+            Keep::Nothing => (false, None),
+            Keep::Training(d) => (true, d.map(|d| (d, l))),
+        };
         let d = self.dims;
         let layer = &self.layers[l];
         let n = positions.len();
         let s = scratch;
         let x_in = keep.then(|| x.to_vec());
-        // LoRA dropout in training passes only (those keep activations).
-        let dropout = self.dropout.filter(|_| keep).map(|d| (d, l));
         sized(&mut s.h_attn, x.len());
         layer.input_norm.rows(x, &mut s.h_attn);
         layer.qkv.product_into(&s.h_attn, n, &mut s.qkv, products, dropout);

@@ -4,7 +4,7 @@
 //! (`Decoder::forward`) on every model family.
 
 use crate::attention::{cached_attention, CachedDims, Mask};
-use crate::cpu::{Attend, BlockBuffers, CpuDecoder, Products};
+use crate::cpu::{Attend, BlockBuffers, CpuDecoder, Keep, Products};
 use crate::error::{ModelError, Result};
 
 /// Keys and values of every row's earlier tokens (no padding: each row has its own length).
@@ -120,7 +120,7 @@ impl CpuDecoder {
         let mut attention = CacheAttention { cache, tokens: &tokens, dims };
         let mut scratch = BlockBuffers::default();
         for l in 0..self.layers.len() {
-            self.block(l, &mut x, &positions, &mut attention, Products::KeptTranspose, &mut scratch, false);
+            self.block(l, &mut x, &positions, &mut attention, Products::KeptTranspose, &mut scratch, Keep::Nothing);
         }
         for &(row, new) in feed {
             cache.lens[row] += new.len();

@@ -16,7 +16,8 @@
 use crate::attention::{AttnDims, GridAttention, Mask};
 use crate::config::ModelConfig;
 use crate::cpu::{
-    swiglu_backward_into, Attend, BlockActivations, BlockBuffers, CpuDecoder, CpuLayer, Dims, Dropout, Products, Weight,
+    swiglu_backward_into, Attend, BlockActivations, BlockBuffers, CpuDecoder, CpuLayer, Dims, Dropout, Keep, Products,
+    Weight,
 };
 use crate::error::{ModelError, Result};
 use crate::kernels::{product, rotate_half_in_place, Operand};
@@ -75,6 +76,8 @@ pub struct TrainTape {
     /// The residual stream after the last layer, and after the final norm.
     x_final: Vec<f32>,
     normed: Vec<f32>,
+    /// The pass's LoRA dropout (its backward pass draws the same masks).
+    dropout: Option<Dropout>,
 }
 
 /// Gradients of one layer's weights, in [`CpuLayer`]'s stacked layout.
@@ -196,15 +199,18 @@ impl CpuDecoder {
         let mut batch = BatchAttention { layout: &layout, attention: &attention, dims: d, keep, kept: Vec::new() };
         let mut blocks = Vec::with_capacity(if keep { self.layers.len() } else { 0 });
         let mut scratch = BlockBuffers::default();
+        // A training pass draws its own LoRA dropout masks; the tape keeps which, for the backward pass.
+        let dropout = if keep { self.dropout.map(|d| d.for_pass(self.passes.next())) } else { None };
+        let pass = if keep { Keep::Training(dropout) } else { Keep::Nothing };
         for l in 0..self.layers.len() {
-            blocks.extend(self.block(l, &mut x, &layout.positions, &mut batch, Products::Packed, &mut scratch, keep));
+            blocks.extend(self.block(l, &mut x, &layout.positions, &mut batch, Products::Packed, &mut scratch, pass));
         }
         let layers =
             blocks.into_iter().zip(batch.kept).map(|(block, [q, k, v])| LayerActivations { block, q, k, v }).collect();
         let mut normed = vec![0f32; x.len()];
         self.norm.rows(&x, &mut normed);
         let logits = layout.scatter(&self.lm_head.product(&normed, n, Products::Packed), d.vocab);
-        let tape = TrainTape { layout, attention, layers, x_final: x, normed };
+        let tape = TrainTape { layout, attention, layers, x_final: x, normed, dropout };
         Ok((logits, tape))
     }
 }
@@ -235,10 +241,15 @@ impl TrainTape {
             layers.push(grads);
         }
         layers.reverse();
-        let mut embed = vec![0f32; dec.embed.len()];
-        for (g, &id) in dx.chunks_exact(d.hidden).zip(&self.layout.ids) {
-            for (e, v) in embed[id as usize * d.hidden..(id as usize + 1) * d.hidden].iter_mut().zip(g) {
-                *e += v;
+        // The embedding's gradient: each token's row gathers its input's gradient (none when only
+        // adapters train).
+        let mut embed = Vec::new();
+        if dec.base_gradients {
+            embed = vec![0f32; dec.embed.len()];
+            for (g, &id) in dx.chunks_exact(d.hidden).zip(&self.layout.ids) {
+                for (e, v) in embed[id as usize * d.hidden..(id as usize + 1) * d.hidden].iter_mut().zip(g) {
+                    *e += v;
+                }
             }
         }
         Ok(DecoderGradients { embed, layers, norm, lm_head })
@@ -256,7 +267,7 @@ impl TrainTape {
         let (d, b) = (&dec.dims, &a.block);
         let n = self.layout.tokens();
         let (hid, inter) = (d.hidden, d.inter);
-        let dropout = dec.dropout.map(|p| (p, l));
+        let dropout = self.dropout.map(|p| (p, l));
         // MLP: x_out = x_mid + down(silu(gate) * up).
         let mut d_act = product(Operand::plain(&dx, n, hid), Operand::plain(&layer.down, hid, inter));
         let mut lora = adapters_backward(&layer.down, &b.act, n, &dx, &mut d_act, dropout);

@@ -34,6 +34,9 @@ pub fn weight_shape(cfg: &crate::config::ModelConfig, slot: Slot) -> (usize, usi
     }
 }
 
+/// The largest rank the settings accept (a model's own widths bound it further: [`Adapters::init`]).
+pub const MAX_RANK: usize = 4096;
+
 /// PEFT's file of the adapter settings.
 pub const CONFIG_FILE: &str = "adapter_config.json";
 /// PEFT's file of the adapter weights.
@@ -59,8 +62,8 @@ impl LoraConfig {
     /// distinct modules; `what` names the settings in the error (a file and field).
     pub fn check(&self, what: &str) -> Result<()> {
         let bad = |msg: String| Err(ModelError::Input(format!("{what}: {msg}")));
-        if self.rank == 0 {
-            return bad("rank must be at least 1".into());
+        if self.rank == 0 || self.rank > MAX_RANK {
+            return bad(format!("rank must be between 1 and {MAX_RANK}, got {}", self.rank));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return bad(format!("alpha must be a positive number, got {}", self.alpha));
@@ -257,9 +260,16 @@ impl Adapters {
             .flat_map(|layer| config.slots().into_iter().map(move |slot| (layer, slot)))
             .map(|(layer, slot)| {
                 let (out, inner) = shape(slot);
-                Adapter { layer, slot, low_rank: LowRank::init(config.rank, inner, out, config.scale(), &mut rng) }
+                if config.rank > out.min(inner) {
+                    return Err(ModelError::Input(format!(
+                        "LoRA rank {} exceeds the {out} x {inner} weight it adapts ({slot:?}): a rank above the \
+                         smaller side adds nothing",
+                        config.rank
+                    )));
+                }
+                Ok(Adapter { layer, slot, low_rank: LowRank::init(config.rank, inner, out, config.scale(), &mut rng) })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Adapters { config: config.clone(), adapters })
     }
 

@@ -224,8 +224,9 @@ pub fn save_hf_dir(
 }
 
 /// Writes a model's LoRA adapters as the directory PEFT reads (`adapter_config.json`, `adapter_model.safetensors`
-/// with PEFT's keys), atomically; `base_model` is recorded as `base_model_name_or_path`.
-pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: &str, replace: bool) -> Result<()> {
+/// with PEFT's keys), atomically; `base_model` is recorded as `base_model_name_or_path` (null when
+/// None: PEFT then needs the base model passed to `PeftModel.from_pretrained`).
+pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: Option<&str>, replace: bool) -> Result<()> {
     atomic::check_output_dir(dir, replace)?;
     let staging = atomic::staging_dir(dir)?;
     let c = &adapters.config;

@@ -224,6 +224,12 @@ fn lora_dropout_is_drawn_per_step_and_differentiated_with_its_masks() {
     assert_eq!(max_abs_diff(&a.logits, &b.logits), 0.0, "the same seed drops the same inputs");
     assert!(max_abs_diff(&a.logits, &c.logits) > 1e-4, "another seed drops others");
     assert!(max_abs_diff(&a.logits, &none.logits) > 1e-4, "dropout acts on training passes");
+    // Two passes of one step (micro-batches) draw their own masks.
+    let dec = Decoder::new(&m.config, &params).unwrap().with_lora_dropout(1);
+    let (first, second) =
+        (dec.forward_train(&ids, Some(&mask)).unwrap(), dec.forward_train(&ids, Some(&mask)).unwrap());
+    assert_eq!(max_abs_diff(&first.logits, &a.logits), 0.0, "a decoder's first pass is the seed's");
+    assert!(max_abs_diff(&first.logits, &second.logits) > 1e-4, "a second pass drops other inputs");
     let inference = Decoder::new(&m.config, &params).unwrap().with_lora_dropout(1);
     let eval = inference.forward(&ids, Some(&mask), OpPath::Inference).unwrap();
     assert_eq!(max_abs_diff(&eval, &none.logits), 0.0, "inference drops nothing");

@@ -130,10 +130,14 @@ fn initialisation_keys_and_settings_follow_peft() {
     assert!(down.a.iter().all(|v| v.abs() <= bound) && down.a.iter().any(|v| v.abs() > bound / 2.0));
     assert_eq!(ads, Adapters::init(&c, 2, shape, 11).unwrap());
     assert_ne!(ads, Adapters::init(&c, 2, shape, 12).unwrap());
+    let wide = LoraConfig { rank: 17, ..c.clone() };
+    let err = Adapters::init(&wide, 2, shape, 11).unwrap_err().to_string();
+    assert!(err.contains("LoRA rank 17 exceeds the 32 x 16 weight"), "{err}");
     assert_eq!(peft_key(3, Slot::Q, Factor::A), "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight");
     assert_eq!(peft_key(0, Slot::Down, Factor::B), "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
     for (bad, says) in [
-        (LoraConfig { rank: 0, ..config(&["q_proj"]) }, "rank must be at least 1"),
+        (LoraConfig { rank: 0, ..config(&["q_proj"]) }, "rank must be between 1 and 4096"),
+        (LoraConfig { rank: 1 << 30, ..config(&["q_proj"]) }, "rank must be between 1 and 4096"),
         (LoraConfig { alpha: -1.0, ..config(&["q_proj"]) }, "alpha must be a positive number"),
         (LoraConfig { dropout: 1.0, ..config(&["q_proj"]) }, "dropout must be in [0, 1)"),
         (config(&["qproj"]), "unknown target module `qproj` (expected one of q_proj"),
@@ -155,7 +159,7 @@ fn the_peft_directory_round_trips_and_refuses_what_it_cannot_read() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("adapter");
-    save_peft_dir(&ads, &dir, "HuggingFaceTB/SmolLM2-135M-Instruct", false).unwrap();
+    save_peft_dir(&ads, &dir, Some("HuggingFaceTB/SmolLM2-135M-Instruct"), false).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(json["peft_type"], "LORA");
@@ -163,8 +167,8 @@ fn the_peft_directory_round_trips_and_refuses_what_it_cannot_read() {
     assert_eq!(json["target_modules"], serde_json::json!(["q_proj", "v_proj", "up_proj"]));
     assert_eq!(load_peft_dir(&dir, 2, shape).unwrap(), ads);
     // An existing directory is replaced only when asked.
-    assert!(save_peft_dir(&ads, &dir, "base", false).is_err());
-    save_peft_dir(&ads, &dir, "base", true).unwrap();
+    assert!(save_peft_dir(&ads, &dir, Some("base"), false).is_err());
+    save_peft_dir(&ads, &dir, None, true).unwrap();
     // A model with fewer layers finds tensors it has no place for; one with other shapes, wrong shapes.
     let err = load_peft_dir(&dir, 1, shape).unwrap_err().to_string();
     assert!(err.contains("adapter_model.safetensors") && err.contains("layers.1."), "{err}");
