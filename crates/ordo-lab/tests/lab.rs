@@ -221,8 +221,8 @@ fn the_documented_example_and_the_shipped_examples_parse() {
     let mut parsed = 0;
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         let path = entry.unwrap().path();
-        // The SmolLM2 example needs a downloaded checkpoint: its own (ignored) test below.
-        if path.extension().is_some_and(|e| e == "toml") && !path.ends_with(SMOLLM2_EXAMPLE) {
+        // The SmolLM2 examples need a downloaded checkpoint: their own (ignored) test below.
+        if path.extension().is_some_and(|e| e == "toml") && !SMOLLM2_EXAMPLES.iter().any(|x| path.ends_with(x)) {
             ordo_lab::load(&path).unwrap_or_else(|e| panic!("{e}"));
             parsed += 1;
         }
@@ -230,14 +230,16 @@ fn the_documented_example_and_the_shipped_examples_parse() {
     assert!(parsed >= 3, "only {parsed} examples found");
 }
 
-/// The example that starts from the SmolLM2 GGUF `scripts/fetch-smollm2.sh` downloads.
-const SMOLLM2_EXAMPLE: &str = "smollm2-arith.toml";
+/// The examples that start from the SmolLM2 GGUF `scripts/fetch-smollm2.sh` downloads.
+const SMOLLM2_EXAMPLES: &[&str] = &["smollm2-arith.toml", "smollm2-lora.toml"];
 
 #[test]
 #[ignore = "needs the SmolLM2 GGUF: scripts/fetch-smollm2.sh"]
-fn the_smollm2_example_parses() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(SMOLLM2_EXAMPLE);
-    ordo_lab::load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/fetch-smollm2.sh first)"));
+fn the_smollm2_examples_parse() {
+    for example in SMOLLM2_EXAMPLES {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(example);
+        ordo_lab::load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/fetch-smollm2.sh first)"));
+    }
 }
 
 #[test]
