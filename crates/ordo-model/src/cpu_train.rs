@@ -403,14 +403,14 @@ impl TrainPass {
             Ok(())
         };
         let (qw, kvw, hid) = (d.q_width(), d.kv_width(), d.hidden);
+        for (l, g) in grads.layers.iter().enumerate() {
+            for (slot, rank, da, db) in &g.lora {
+                put(peft_key(l, *slot, Factor::A), da, Some(*rank))?;
+                put(peft_key(l, *slot, Factor::B), db, Some(db.len() / rank))?;
+            }
+        }
         if !dec.base_gradients {
             // Only the adapters train.
-            for (l, g) in grads.layers.iter().enumerate() {
-                for (slot, rank, da, db) in &g.lora {
-                    put(peft_key(l, *slot, Factor::A), da, Some(*rank))?;
-                    put(peft_key(l, *slot, Factor::B), db, Some(db.len() / rank))?;
-                }
-            }
             return Ok(out);
         }
         for (l, g) in grads.layers.iter().enumerate() {
@@ -441,10 +441,6 @@ impl TrainPass {
             put(n(Slot::Gate), &g.gate_up[..d.inter * hid], Some(d.inter))?;
             put(n(Slot::Up), &g.gate_up[d.inter * hid..], Some(d.inter))?;
             put(n(Slot::Down), &g.down, Some(hid))?;
-            for (slot, rank, da, db) in &g.lora {
-                put(peft_key(l, *slot, Factor::A), da, Some(*rank))?;
-                put(peft_key(l, *slot, Factor::B), db, Some(db.len() / rank))?;
-            }
         }
         for (name, v) in grads.norm.named(None, Slot::Norm) {
             put(name, v, None)?;
