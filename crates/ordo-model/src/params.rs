@@ -110,11 +110,25 @@ impl ParamStore {
     /// of a model of `cfg`, under PEFT's keys, and freezes every other parameter: from here on the
     /// adapters are what trains.
     pub fn add_lora(&mut self, cfg: &ModelConfig, lora: &LoraConfig, seed: u64) -> Result<()> {
+        let adapters = Adapters::init(lora, cfg.num_hidden_layers, |slot| weight_shape(cfg, slot), seed)?;
+        self.attach_lora(cfg, &adapters)
+    }
+
+    /// Puts `adapters` (fresh, or read from a PEFT directory) among the parameters under PEFT's keys
+    /// and freezes every other parameter; their shapes must be those of `cfg`'s weights.
+    pub fn attach_lora(&mut self, cfg: &ModelConfig, adapters: &Adapters) -> Result<()> {
         if self.lora.is_some() {
             return Err(ModelError::Input("the model already has LoRA adapters".into()));
         }
+        if let Some(ad) = adapters.adapters.iter().find(|ad| {
+            ad.layer >= cfg.num_hidden_layers || (ad.low_rank.out, ad.low_rank.inner) != weight_shape(cfg, ad.slot)
+        }) {
+            return Err(ModelError::Input(format!(
+                "the adapter of layer {} {:?} ({} x {}) does not fit this model",
+                ad.layer, ad.slot, ad.low_rank.out, ad.low_rank.inner
+            )));
+        }
         let device = self.params.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
-        let adapters = Adapters::init(lora, cfg.num_hidden_layers, |slot| weight_shape(cfg, slot), seed)?;
         self.freeze_where(|_| true);
         for ad in &adapters.adapters {
             let lr = &ad.low_rank;
@@ -127,12 +141,12 @@ impl ParamStore {
                 Tensor::from_slice(&lr.b, (lr.out, lr.rank), &device)?,
             )?;
         }
-        self.lora = Some(lora.clone());
+        self.lora = Some(adapters.config.clone());
         Ok(())
     }
 
-    /// Sets the seed of this optimiser step's LoRA dropout (one per step: a step's passes draw the
-    /// same masks, the next step other ones).
+    /// Sets the seed of this optimiser step's LoRA dropout (one per step; each training pass of the
+    /// step draws its own masks from it).
     pub fn set_lora_dropout_seed(&mut self, seed: u64) {
         self.lora_dropout_seed = Some(seed);
     }

@@ -136,6 +136,22 @@ enum ModelCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Merges a LoRA adapter directory in PEFT's layout (adapter_config.json + adapter_model.safetensors)
+    /// into its base model and writes the full HF checkpoint.
+    MergeLora {
+        /// The base model: HF directory or .gguf.
+        #[arg(long)]
+        base: PathBuf,
+        /// The adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The HF directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing directory at `--out`.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,6 +280,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Logits { model, ids, out, force }) => {
             model_logits(&model, &ids, &out, force, &device)
         }
+        Command::Model(ModelCommand::MergeLora { base, adapter, out, force }) => {
+            merge_lora(&base, &adapter, &out, force, &device)
+        }
         Command::Generate(args) => generate(args, &device),
         Command::Bench(BenchCommand::Engine { steps }) => bench_engine(steps, &device),
         Command::Bench(BenchCommand::Stages { steps }) => bench_stages(steps, &device),
@@ -301,6 +320,29 @@ fn model_logits(path: &Path, ids: &[u32], out: &Path, force: bool, device: &Devi
     ordo_model::weights::write_f32_safetensors(out, &[("logits", &logits)])?;
     let (n, v) = logits.dims2()?;
     println!("wrote logits [{n}, {v}] to {}", out.display());
+    Ok(())
+}
+
+fn merge_lora(base: &Path, adapter: &Path, out: &Path, force: bool, device: &Device) -> Result<()> {
+    if !force && std::fs::symlink_metadata(out).is_ok() {
+        bail!("--out {}: exists; pass --force to replace it", out.display());
+    }
+    let mut m = ordo_model::load(base, device)?;
+    let cfg = m.config.clone();
+    let adapters = ordo_model::weights::load_peft_dir(adapter, cfg.num_hidden_layers, |s| {
+        ordo_model::lora::weight_shape(&cfg, s)
+    })?;
+    m.params.attach_lora(&cfg, &adapters).with_context(|| format!("--adapter {}", adapter.display()))?;
+    let merged = m.params.merged(&cfg)?;
+    ordo_model::weights::save_hf_dir(out, &cfg, &merged, m.tokenizer.as_ref(), usize::MAX)?;
+    println!(
+        "merged {} adapters (rank {}; {}) into {}: wrote {}",
+        adapters.adapters.len(),
+        adapters.config.rank,
+        adapters.config.targets.join(", "),
+        base.display(),
+        out.display()
+    );
     Ok(())
 }
 

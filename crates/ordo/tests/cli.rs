@@ -178,3 +178,59 @@ fn report_and_transcripts_explain_a_missing_or_bad_run_directory() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown filter \"hacks\""), "{err}");
 }
+
+/// `ordo model merge-lora`: a PEFT adapter directory merged into its base gives a checkpoint whose
+/// logits are the adapted model's; an existing `--out` needs `--force`, and a broken adapter
+/// directory is an error naming its file.
+#[test]
+fn merge_lora_writes_the_adapted_model_as_a_checkpoint() {
+    use ordo_model::lora::{weight_shape, Adapters, LoraConfig};
+    use ordo_model::{Decoder, Device, OpPath};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fixture("llama-tiny");
+    let m = ordo_model::load(&base, &Device::Cpu).unwrap();
+    let cfg = &m.config;
+    let lora = LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: vec!["q_proj".into(), "down_proj".into()] };
+    let mut ads = Adapters::init(&lora, cfg.num_hidden_layers, |s| weight_shape(cfg, s), 5).unwrap();
+    for ad in &mut ads.adapters {
+        ad.low_rank.b.iter_mut().enumerate().for_each(|(j, v)| *v = ((j % 7) as f32 - 3.0) * 0.05);
+    }
+    let adapter = tmp.path().join("adapter");
+    ordo_model::weights::save_peft_dir(&ads, &adapter, None, false).unwrap();
+    let out = tmp.path().join("merged");
+    let args = |force: bool| {
+        let mut a = vec!["model", "merge-lora", "--base", base.to_str().unwrap()];
+        a.extend(["--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        if force {
+            a.push("--force");
+        }
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let run = |force| {
+        let a = args(force);
+        ordo(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, stdout, err) = run(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains(&format!("merged {} adapters (rank 2; q_proj, down_proj)", 2 * cfg.num_hidden_layers)),
+        "{stdout}"
+    );
+    let ids = ordo_model::decoder::ids_tensor(&[vec![1, 5, 9, 3, 7]], &Device::Cpu).unwrap();
+    let logits = |c: &ordo_model::ModelConfig, p: &ordo_model::ParamStore| -> Vec<f32> {
+        let t = Decoder::new(c, p).unwrap().forward(&ids, None, OpPath::Inference).unwrap();
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let mut adapted = m.params.clone();
+    adapted.attach_lora(cfg, &ads).unwrap();
+    let merged = ordo_model::load(&out, &Device::Cpu).unwrap();
+    let (want, got, plain) = (logits(cfg, &adapted), logits(&merged.config, &merged.params), logits(cfg, &m.params));
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(diff(&want, &got) < 1e-4, "merged checkpoint and adapted model differ by {}", diff(&want, &got));
+    assert!(diff(&plain, &got) > 1e-4, "the adapters change the model");
+    let (code, _, err) = run(false);
+    assert!(code != 0 && err.contains("pass --force"), "{err}");
+    std::fs::remove_file(adapter.join("adapter_config.json")).unwrap();
+    let (code, _, err) = run(true);
+    assert!(code != 0 && err.contains("adapter_config.json"), "{err}");
+}
