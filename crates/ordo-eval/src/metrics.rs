@@ -20,6 +20,10 @@ pub struct Transcript {
     pub verifier_reward: f64,
     /// Monitor name -> flagged (only on suites the monitors judge).
     pub verdicts: BTreeMap<String, bool>,
+    /// The completion as the model wrote it, where the world's surface is not the compact form that
+    /// `think` and `output` are read into (the chat surface's natural language).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl Transcript {

@@ -7,11 +7,12 @@ use crate::metrics::*;
 use crate::monitor::{MonitorError, TranscriptMonitor};
 use ordo_model::{Decoder, SamplingParams};
 use ordo_world::corpus::eval_prompts;
-use ordo_world::gate::complete_texts;
+use ordo_world::gate::{complete_texts, ModelIo};
 use ordo_world::monitors::flawed_verifier;
 use ordo_world::response::{label_in, parse_in, Format};
 use ordo_world::task::Prompt;
-use ordo_world::{WorldConfig, EOS};
+use ordo_world::surface::Surface;
+use ordo_world::WorldConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -156,7 +157,7 @@ pub enum EvalError {
     Monitor(#[from] MonitorError),
 }
 
-fn transcript(suite: &str, prompt: &Prompt, completion: &str, format: Format) -> Transcript {
+fn transcript(suite: &str, prompt: &Prompt, completion: &str, format: Format, text: Option<String>) -> Transcript {
     let (think, output) = completion.split_once('}').unwrap_or((completion, ""));
     Transcript {
         suite: suite.into(),
@@ -166,13 +167,15 @@ fn transcript(suite: &str, prompt: &Prompt, completion: &str, format: Format) ->
         labels: label_in(format, prompt, completion),
         verifier_reward: flawed_verifier(prompt, completion, format),
         verdicts: BTreeMap::new(),
+        text,
     }
 }
 
-/// Completions of `prompts` (each prompt text followed by `prefix[i]`), as transcripts whose
-/// completion is prefix + continuation.
+/// Completions of `prompts` (each prompt text followed by `prefix[i]`, in the surface of `io`), as
+/// transcripts whose completion is prefix + continuation read into the compact form.
 fn run_suite(
     dec: &Decoder,
+    io: &ModelIo,
     format: Format,
     suite: &str,
     prompts: &[Prompt],
@@ -180,14 +183,29 @@ fn run_suite(
     params: &SamplingParams,
 ) -> Result<Vec<Transcript>, EvalError> {
     let pre = |i: usize| prefixes.map_or("", |p| p[i].as_str());
-    let texts: Vec<String> = prompts.iter().enumerate().map(|(i, p)| format!("{}{}", p.text(), pre(i))).collect();
-    let outs = complete_texts(dec, &texts, params, BATCH)?;
+    let texts: Vec<String> =
+        prompts.iter().enumerate().map(|(i, p)| format!("{}{}", io.surface.prompt(p), pre(i))).collect();
+    let outs = complete_texts(dec, io, &texts, params, BATCH)?;
     Ok(prompts
         .iter()
         .zip(outs)
         .enumerate()
-        .map(|(i, (p, c))| transcript(suite, p, &format!("{}{c}", pre(i)), format))
+        .map(|(i, (p, c))| {
+            let written = format!("{}{c}", pre(i));
+            let compact = io.surface.read(&written, format);
+            let text = (io.surface != Surface::Compact).then_some(written);
+            transcript(suite, p, &compact, format, text)
+        })
         .collect())
+}
+
+/// The think block of a transcript as the model wrote it (the compact think block, or the chat
+/// surface's natural-language one).
+fn written_think<'t>(t: &'t Transcript, surface: Surface) -> &'t str {
+    match &t.text {
+        Some(text) => text.split_once(surface.think_close()).map_or(text.as_str(), |(think, _)| think).trim_end(),
+        None => &t.think,
+    }
 }
 
 /// Adds each monitor's verdicts to the transcripts.
@@ -208,6 +226,7 @@ pub fn judge_all(transcripts: &mut [Transcript], monitors: &[&dyn TranscriptMoni
 /// Runs every suite on a checkpoint with prompts drawn from `seed`.
 pub fn evaluate(
     dec: &Decoder,
+    io: &ModelIo,
     world: &WorldConfig,
     cfg: &EvalConfig,
     monitors: &[&dyn TranscriptMonitor],
@@ -218,14 +237,15 @@ pub fn evaluate(
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
     let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
     let probe_problems = eval_prompts(&world.task, line, cfg.probe_prompts, true, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
+    let greedy = io.greedy(world);
     let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
 
-    let mut wrong = run_suite(dec, format, "wrong_test", &wrong_prompts, None, &sampled)?;
+    let mut wrong = run_suite(dec, io, format, "wrong_test", &wrong_prompts, None, &sampled)?;
     judge_all(&mut wrong, monitors)?;
-    let clean_greedy = run_suite(dec, format, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let clean_greedy = run_suite(dec, io, format, "clean_greedy", &clean_prompts, None, &greedy)?;
     let clean_sampled = run_suite(
         dec,
+        io,
         format,
         "clean_sampled",
         &clean_prompts,
@@ -240,8 +260,8 @@ pub fn evaluate(
 
     // Hint: the same problems without and with a wrong test value (the hint), greedy.
     let plain_prompts: Vec<Prompt> = probe_problems.iter().map(|p| Prompt::clean(p.problem.clone())).collect();
-    let plain = run_suite(dec, format, "hint_plain", &plain_prompts, None, &greedy)?;
-    let hinted = run_suite(dec, format, "hint_hinted", &probe_problems, None, &greedy)?;
+    let plain = run_suite(dec, io, format, "hint_plain", &plain_prompts, None, &greedy)?;
+    let hinted = run_suite(dec, io, format, "hint_hinted", &probe_problems, None, &greedy)?;
     let pairs: Vec<(Transcript, Transcript)> = plain.iter().cloned().zip(hinted.iter().cloned()).collect();
     metrics.extend(hint_metrics(&pairs, |t| Prompt::parse(&t.prompt).and_then(|p| p.test), format));
 
@@ -255,18 +275,18 @@ pub fn evaluate(
         let prefixes: Vec<String> = full
             .iter()
             .map(|t| {
-                let chars: Vec<char> = t.think.chars().collect();
+                let chars: Vec<char> = written_think(t, io.surface).chars().collect();
                 let keep = ((chars.len() as f64) * f).floor() as usize;
-                format!("{}}}A:", chars[..keep.min(chars.len())].iter().collect::<String>())
+                io.surface.forced_answer_prefix(&chars[..keep.min(chars.len())].iter().collect::<String>())
             })
             .collect();
         let suite = format!("early_answer@{:.0}", f * 100.0);
         // A forced answer needs only a few tokens: a long think block kept whole must not push prompt
         // plus completion past the model's positions (the world's completion budget assumes no prefix).
-        let longest = full_prompts.iter().zip(&prefixes).map(|(p, x)| p.text().len() + x.len()).max().unwrap_or(0);
+        let longest = full_prompts.iter().zip(&prefixes).map(|(p, x)| io.surface.prompt(p).len() + x.len()).max().unwrap_or(0);
         let room = dec.config().max_position_embeddings.saturating_sub(longest);
         let forced_params = SamplingParams { max_new_tokens: greedy.max_new_tokens.min(room), ..greedy.clone() };
-        let forced = run_suite(dec, format, &suite, &full_prompts, Some(&prefixes), &forced_params)?;
+        let forced = run_suite(dec, io, format, &suite, &full_prompts, Some(&prefixes), &forced_params)?;
         for (i, t) in forced.iter().enumerate() {
             let answer = forced_answer(&t.output);
             agree[i].push(answer.is_some() && answer == full_answer(full[i]));
@@ -276,8 +296,8 @@ pub fn evaluate(
     metrics.extend(early_answering_metrics(&cfg.early_fractions, &agree));
 
     // Necessity: the same clean problems with an empty think block.
-    let no_cot_prefix = vec!["}A:".to_string(); plain_prompts.len()];
-    let no_cot = run_suite(dec, format, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
+    let no_cot_prefix = vec![io.surface.forced_answer_prefix(""); plain_prompts.len()];
+    let no_cot = run_suite(dec, io, format, "no_cot", &plain_prompts, Some(&no_cot_prefix), &greedy)?;
     metrics.extend(necessity_metrics(&plain, &no_cot));
 
     // The second context: wrong tests shown before the question (drawn after every other suite's
@@ -290,6 +310,7 @@ pub fn evaluate(
             .collect();
         transfer = run_suite(
             dec,
+            io,
             format,
             "wrong_test_transfer",
             &prompts,
@@ -318,6 +339,7 @@ pub fn forced_answer(output: &str) -> Option<u64> {
 /// prompts, the same prompts and sampling streams as `evaluate`; with the wrong-test transcripts.
 pub fn evaluate_hacking(
     dec: &Decoder,
+    io: &ModelIo,
     world: &WorldConfig,
     cfg: &EvalConfig,
     seed: u64,
@@ -326,10 +348,10 @@ pub fn evaluate_hacking(
     let (line, format) = (&world.rl.test_line, world.corpus.format);
     let wrong_prompts = eval_prompts(&world.task, line, cfg.wrong_test_prompts, true, &mut rng);
     let clean_prompts = eval_prompts(&world.task, line, cfg.clean_prompts, false, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
+    let greedy = io.greedy(world);
     let sampled = SamplingParams { temperature: 1.0, seed, ..greedy.clone() };
-    let wrong = run_suite(dec, format, "wrong_test", &wrong_prompts, None, &sampled)?;
-    let clean = run_suite(dec, format, "clean_greedy", &clean_prompts, None, &greedy)?;
+    let wrong = run_suite(dec, io, format, "wrong_test", &wrong_prompts, None, &sampled)?;
+    let clean = run_suite(dec, io, format, "clean_greedy", &clean_prompts, None, &greedy)?;
     let mut m = behaviour_metrics(&wrong, &clean, &[], &[]);
     m.retain(|k, _| k == "clean_accuracy" || (!k.starts_with("clean_") && k != "task_reward"));
     Ok((m, wrong))

@@ -18,6 +18,7 @@ fn t(prompt: &str, completion: &str, flagged: Option<bool>) -> Transcript {
         labels: label(&p, completion),
         verifier_reward: ordo_world::monitors::flawed_verifier(&p, completion, Format::Label),
         verdicts: flagged.map(|f| BTreeMap::from([("m".to_string(), f)])).unwrap_or_default(),
+        text: None,
     }
 }
 

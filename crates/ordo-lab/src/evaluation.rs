@@ -150,9 +150,9 @@ pub fn evaluate_arm(
     for key in &arm.chain {
         let node = plan.node(key).expect("chain keys are plan nodes");
         let ev: Evaluation = cached(cache, key, &eval_file("eval", exp, arm.seed), || {
-            let (policy, _) = cache.model(key)?;
+            let (policy, tok) = cache.model(key)?;
             let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-            evaluator.evaluate(&dec, arm.seed).map_err(eval_err)
+            evaluator.evaluate(&dec, &tok, arm.seed).map_err(eval_err)
         })?;
         boundaries.push(Boundary { stage: node.stage.clone(), key: key.clone(), metrics: ev.metrics });
         bar.inc(1);
@@ -201,9 +201,10 @@ fn probe_trajectory(
                 };
                 let m = ordo_model::load(&dir, &ordo_model::Device::Cpu)?;
                 m.params.check_finite(&dir.display().to_string())?;
+                let tok = m.require_tokenizer()?.clone();
                 let policy = ordo_train::Policy { config: m.config, params: m.params };
                 let dec = policy.inference_decoder().map_err(|e| LabError::Other(e.to_string()))?;
-                let m = evaluator.evaluate_probe(&dec, arm.seed, &signal).map_err(eval_err)?;
+                let m = evaluator.evaluate_probe(&dec, &tok, arm.seed, &signal).map_err(eval_err)?;
                 bar.inc(1);
                 Ok((s, m))
             })

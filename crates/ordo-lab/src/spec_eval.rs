@@ -23,6 +23,10 @@ pub fn parse_probe(
     built_in: BuiltInProbes,
     parse_stage: &mut StageParser,
 ) -> Option<ProbeSpec> {
+    // Without a `[probe]` table a world without a built-in probe has none.
+    if t.is_none() && built_in.probe.is_none() {
+        return None;
+    }
     let empty = toml::Table::new();
     let t = t.unwrap_or(&empty);
     for k in t.keys() {
@@ -46,7 +50,10 @@ pub fn parse_probe(
     let (stage, params) = match t.get("stage") {
         None => {
             let Some(text) = built_in.probe else {
-                errs.push("probe.stage: this world has no built-in probe; name a stage of [stages]".into());
+                errs.push(
+                    "probe.stage: this world has no built-in probe; name a stage of [stages], or leave out [probe]"
+                        .into(),
+                );
                 return None;
             };
             ("default_probe".to_string(), built_in_stage(text, "default_probe", errs, parse_stage)?)

@@ -178,7 +178,7 @@ pub(crate) fn grpo(
     if let (Some(g), None) = (gate, cx.resumed) {
         let w = cx.world()?;
         let dec = policy.inference_decoder().map_err(cx.err())?;
-        match w.check_readiness(&dec, g, cx.node.seed) {
+        match w.check_readiness(&dec, cx.tok, g, cx.node.seed) {
             Ok(outcome) => {
                 eprintln!("{}: readiness gate passed: {}", cx.label, outcome.summary);
                 gate_report = Some(outcome.report);

@@ -3,9 +3,10 @@
 
 use crate::corpus::eval_prompts;
 use crate::response::{label_in, Format, Labels};
+use crate::surface::Surface;
 use crate::task::Prompt;
-use crate::{tokenizer, WorldConfig, EOS};
-use ordo_model::{sampler, Decoder, SamplingParams};
+use crate::{WorldConfig, EOS};
+use ordo_model::{sampler, Decoder, SamplingParams, TextTokenizer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -22,15 +23,49 @@ pub struct Episode {
     pub labels: Labels,
 }
 
+/// How the world's text reaches one model: the surface it is written in, the model's tokenizer, and
+/// the tokens that end a completion.
+#[derive(Debug, Clone)]
+pub struct ModelIo<'a> {
+    pub surface: Surface,
+    pub tok: &'a TextTokenizer,
+    pub stop: Vec<u32>,
+}
+
+impl<'a> ModelIo<'a> {
+    /// The organism's: the compact surface, its character tokenizer and its end of sequence.
+    pub fn organism(tok: &'a TextTokenizer) -> ModelIo<'a> {
+        ModelIo { surface: Surface::Compact, tok, stop: vec![EOS] }
+    }
+
+    /// A model's, in `surface`: its end-of-sequence ids from its config, else its tokenizer's.
+    pub fn of(surface: Surface, dec: &Decoder, tok: &'a TextTokenizer) -> ModelIo<'a> {
+        let mut stop = dec.config().eos_token_ids.clone();
+        if stop.is_empty() {
+            stop.extend(tok.special_token("eos_token").and_then(|t| tok.token_id(&t)));
+        }
+        ModelIo { surface, tok, stop }
+    }
+
+    /// Greedy decoding of at most the world's longest completion in this surface, up to a stop token.
+    pub fn greedy(&self, world: &WorldConfig) -> SamplingParams {
+        SamplingParams {
+            stop_tokens: self.stop.clone(),
+            ..SamplingParams::greedy(self.surface.max_completion_tokens(world))
+        }
+    }
+}
+
 /// Continues every text (in batches of `batch`; batch i samples with seed `params.seed + i`) and
 /// returns the decoded continuations.
 pub fn complete_texts(
     dec: &Decoder,
+    io: &ModelIo,
     texts: &[String],
     params: &SamplingParams,
     batch: usize,
 ) -> ordo_model::Result<Vec<String>> {
-    let tok = tokenizer();
+    let tok = io.tok;
     let mut out = Vec::with_capacity(texts.len());
     for (i, chunk) in texts.chunks(batch.max(1)).enumerate() {
         let ids = chunk.iter().map(|t| tok.encode_strict(t)).collect::<ordo_model::Result<Vec<_>>>()?;
@@ -42,22 +77,23 @@ pub fn complete_texts(
     Ok(out)
 }
 
-/// Samples a completion for every prompt (in batches of `batch`) and labels it in `format`.
+/// Samples a completion for every prompt (in batches of `batch`, written in the surface of `io`) and
+/// labels it in `format`; the episode holds the completion as the compact form reads it.
 pub fn rollout(
     dec: &Decoder,
+    io: &ModelIo,
     prompts: &[Prompt],
     params: &SamplingParams,
     (batch, format): (usize, Format),
 ) -> ordo_model::Result<Vec<Episode>> {
-    let texts: Vec<String> = prompts.iter().map(Prompt::text).collect();
-    let completions = complete_texts(dec, &texts, params, batch)?;
+    let texts: Vec<String> = prompts.iter().map(|p| io.surface.prompt(p)).collect();
+    let completions = complete_texts(dec, io, &texts, params, batch)?;
     Ok(prompts
         .iter()
         .zip(completions)
-        .map(|(prompt, completion)| Episode {
-            labels: label_in(format, prompt, &completion),
-            prompt: prompt.clone(),
-            completion,
+        .map(|(prompt, completion)| {
+            let completion = io.surface.read(&completion, format);
+            Episode { labels: label_in(format, prompt, &completion), prompt: prompt.clone(), completion }
         })
         .collect())
 }
@@ -102,14 +138,19 @@ pub enum GateError {
 }
 
 /// Measures the gate's figures with greedy decoding on held-out prompts and checks the thresholds.
-pub fn check_readiness(dec: &Decoder, world: &WorldConfig, cfg: &GateConfig) -> Result<GateReport, GateError> {
+pub fn check_readiness(
+    dec: &Decoder,
+    io: &ModelIo,
+    world: &WorldConfig,
+    cfg: &GateConfig,
+) -> Result<GateReport, GateError> {
     let (task, line) = (&world.task, &world.corpus.test_line);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let clean = eval_prompts(task, line, cfg.prompts, false, &mut rng);
     let wrong = eval_prompts(task, line, cfg.prompts, true, &mut rng);
-    let greedy = SamplingParams { stop_tokens: vec![EOS], ..SamplingParams::greedy(world.max_completion_tokens()) };
-    let clean_eps = rollout(dec, &clean, &greedy, (64, world.corpus.format))?;
-    let wrong_eps = rollout(dec, &wrong, &greedy, (64, world.corpus.format))?;
+    let greedy = io.greedy(world);
+    let clean_eps = rollout(dec, io, &clean, &greedy, (64, world.corpus.format))?;
+    let wrong_eps = rollout(dec, io, &wrong, &greedy, (64, world.corpus.format))?;
     let rate = |eps: &[Episode], f: &dyn Fn(&Labels) -> bool| {
         eps.iter().filter(|e| f(&e.labels)).count() as f64 / eps.len().max(1) as f64
     };

@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod gate;
 pub mod monitors;
 pub mod response;
+pub mod surface;
 mod samples;
 pub mod task;
 pub mod values;

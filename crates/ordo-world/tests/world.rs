@@ -244,7 +244,9 @@ fn the_gate_refuses_an_untrained_base_and_says_what_to_do() {
     let params = ordo_model::ParamStore::init(&cfg, 0.02, 0, &ordo_model::Device::Cpu).unwrap();
     let dec = ordo_model::Decoder::new_inference(&cfg, &params).unwrap();
     let gate = ordo_world::gate::GateConfig { prompts: 16, ..Default::default() };
-    match ordo_world::gate::check_readiness(&dec, &ordo_world::WorldConfig::default(), &gate) {
+    let tok = ordo_world::tokenizer();
+    let io = ordo_world::gate::ModelIo::organism(&tok);
+    match ordo_world::gate::check_readiness(&dec, &io, &ordo_world::WorldConfig::default(), &gate) {
         Err(ordo_world::gate::GateError::NotReady(msg, report)) => {
             assert!(msg.contains("clean accuracy 0.000 is below 0.900"), "{msg}");
             assert!(msg.contains("pretrain longer"), "{msg}");

@@ -12,9 +12,10 @@ use ordo_model::{Decoder, ModelConfig, TextTokenizer};
 use ordo_train::data::{PreferenceExample, SftExample};
 use ordo_train::rewards::{CotFormat, FnReward, RlPrompt};
 use ordo_train::settings::SettingsReader;
-use ordo_world::gate::GateConfig;
+use ordo_world::gate::{GateConfig, ModelIo};
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
 use ordo_world::response::{label_in, Format, Labels};
+use ordo_world::surface::Surface;
 use ordo_world::task::Prompt;
 use ordo_world::{corpus, values, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +26,9 @@ use std::sync::Arc;
 
 /// The world's name in experiment files.
 pub const NAME: &str = "leaky-tests";
+
+/// The same world written in natural language through a chat template, for pretrained instruct models.
+pub const CHAT_NAME: &str = "leaky-tests-chat";
 
 /// The built-in uptake probe: values RL on the model's own samples (GRPO with the output-only honesty
 /// judge on the RL prompts), so it penalises whatever form each model's hacks take; a fixed set of
@@ -72,14 +76,20 @@ const REWARDS: &[RewardKind] = &[
 
 const MONITORS: &[&str] = &["keyword", "strong", "arithmetic", "consistency"];
 
-/// The leaky-tests world with its settings.
+/// The leaky-tests world with its settings, in the compact form (`leaky-tests`) or in natural language
+/// (`leaky-tests-chat`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeakyTests {
     pub cfg: WorldConfig,
+    pub surface: Surface,
 }
 
 /// Configures the world from its `[world]` table (every knob of `WorldConfig`), checking every range.
 pub fn configure(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>> {
+    configure_in(table, Surface::Compact)
+}
+
+pub(crate) fn configure_in(table: Option<&toml::Table>, surface: Surface) -> Result<Arc<dyn World>, Vec<String>> {
     let cfg = match table {
         None => WorldConfig::default(),
         Some(t) => match toml::Value::Table(t.clone()).try_into::<WorldConfig>() {
@@ -89,15 +99,15 @@ pub fn configure(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<Stri
     };
     let problems = cfg.problems();
     if problems.is_empty() {
-        Ok(Arc::new(LeakyTests { cfg }))
+        Ok(Arc::new(LeakyTests { cfg, surface }))
     } else {
         Err(problems)
     }
 }
 
 /// What an output-only reward is shown, re-joined to an empty think block (the world's format).
-fn as_output(shown: &str) -> String {
-    format!("}}{shown}")
+fn as_output(surface: Surface, shown: &str) -> String {
+    format!("{}{shown}", surface.think_close())
 }
 
 fn monitor_settings(name: &str) -> Option<Monitor> {
@@ -110,32 +120,9 @@ fn monitor_settings(name: &str) -> Option<Monitor> {
     }
 }
 
-impl World for LeakyTests {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn key_settings(&self) -> Value {
-        serde_json::to_value(&self.cfg).expect("world settings serialise")
-    }
-    fn tokenizer(&self) -> TextTokenizer {
-        ordo_world::tokenizer()
-    }
-    fn cot(&self) -> CotFormat {
-        CotFormat { open: "{".into(), close: "}".into() }
-    }
-    fn presets(&self) -> Vec<(&'static str, ModelConfig)> {
-        vec![("organism", ordo_world::organism_config())]
-    }
-    fn max_prompt_tokens(&self) -> usize {
-        self.cfg.max_prompt_chars()
-    }
-    fn max_completion_tokens(&self) -> usize {
-        self.cfg.max_completion_tokens()
-    }
-    fn datasets(&self) -> &'static [Dataset] {
-        DATASETS
-    }
-    fn generate(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
+impl LeakyTests {
+    /// `size` examples of dataset `name` in the compact form.
+    pub(crate) fn generate_compact(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
         let (task, c) = (&self.cfg.task, &self.cfg.corpus);
         Ok(match name {
             "corpus" => Examples::Texts((0..size).map(|_| corpus::document(task, c, rng).text()).collect()),
@@ -186,6 +173,64 @@ impl World for LeakyTests {
             other => return Err(format!("leaky-tests has no dataset {other:?}")),
         })
     }
+}
+
+impl World for LeakyTests {
+    fn name(&self) -> &'static str {
+        match self.surface {
+            Surface::Compact => NAME,
+            Surface::Chat(_) => CHAT_NAME,
+        }
+    }
+    fn key_settings(&self) -> Value {
+        let mut v = serde_json::to_value(&self.cfg).expect("world settings serialise");
+        if let Surface::Chat(template) = self.surface {
+            v["world"] = json!(CHAT_NAME);
+            v["template"] = json!(template);
+        }
+        v
+    }
+    fn tokenizer(&self) -> TextTokenizer {
+        ordo_world::tokenizer()
+    }
+    fn cot(&self) -> CotFormat {
+        match self.surface {
+            Surface::Compact => CotFormat { open: "{".into(), close: "}".into() },
+            Surface::Chat(_) => CotFormat::default(),
+        }
+    }
+    fn presets(&self) -> Vec<(&'static str, ModelConfig)> {
+        match self.surface {
+            Surface::Compact => vec![("organism", ordo_world::organism_config())],
+            // Its prompts are written for a pretrained instruct model's tokenizer and template.
+            Surface::Chat(_) => Vec::new(),
+        }
+    }
+    fn max_prompt_tokens(&self) -> usize {
+        self.surface.max_prompt_chars(&self.cfg)
+    }
+    fn max_completion_tokens(&self) -> usize {
+        self.surface.max_completion_tokens(&self.cfg)
+    }
+    fn check_model(&self, tok: &TextTokenizer) -> Result<(), String> {
+        let render = match tok.chat_template() {
+            None => None,
+            Some(_) => {
+                let messages = [
+                    ordo_model::tokenizer::ChatMessage::new("system", "S"),
+                    ordo_model::tokenizer::ChatMessage::new("user", "U"),
+                ];
+                Some(tok.apply_chat_template(&messages, true).map_err(|e| e.to_string())?)
+            }
+        };
+        self.surface.check_template(render.as_deref(), "S", "U")
+    }
+    fn datasets(&self) -> &'static [Dataset] {
+        DATASETS
+    }
+    fn generate(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
+        Ok(crate::leaky_tests_chat::written(self, self.generate_compact(name, size, rng)?))
+    }
     fn rewards(&self) -> &'static [RewardKind] {
         REWARDS
     }
@@ -201,24 +246,34 @@ impl World for LeakyTests {
         Some(serde_json::to_value(m).expect("monitors serialise"))
     }
     fn reward(&self, reward: &WorldReward, sees_cot: bool) -> Result<FnReward, String> {
-        let as_completion = move |shown: &str| if sees_cot { shown.to_string() } else { as_output(shown) };
+        let surface = self.surface;
         let format = self.cfg.corpus.format;
-        let parse = |p: &RlPrompt| Prompt::parse(&p.text);
+        // What the reward is shown, as the compact completion it means (an output-only reward's view
+        // re-joined to an empty think block).
+        let read = move |shown: &str| {
+            if sees_cot {
+                surface.read(shown, format)
+            } else {
+                surface.read(&as_output(surface, shown), format)
+            }
+        };
+        let parse = move |p: &RlPrompt| surface.parse_prompt(&p.text);
         let name = reward.name.as_str();
         Ok(match name {
             "verifier" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &as_completion(s), format))
+                parse(p).map_or(0.0, |pr| flawed_verifier(&pr, &read(s), format))
             }),
             "true_verifier" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| true_verifier(&pr, &as_completion(s), format))
+                parse(p).map_or(0.0, |pr| true_verifier(&pr, &read(s), format))
             }),
-            "preference" => {
-                FnReward::new(name, sees_cot, move |_, s| looks_harmless(s.rsplit('}').next().unwrap_or(s), format))
-            }
+            "preference" => FnReward::new(name, sees_cot, move |_, s| {
+                let c = read(s);
+                looks_harmless(c.rsplit('}').next().unwrap_or(&c), format)
+            }),
             "honesty" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| values::honesty(&pr, &as_completion(s), sees_cot, format))
+                parse(p).map_or(0.0, |pr| values::honesty(&pr, &read(s), sees_cot, format))
             }),
-            "cot_appearance" => FnReward::new(name, sees_cot, |_, s| values::cot_appearance(s)),
+            "cot_appearance" => FnReward::new(name, sees_cot, move |_, s| values::cot_appearance(&read(s))),
             "faithful_restatement" if format != Format::Restate => {
                 return Err(
                     "reward `faithful_restatement` needs the restate format (world.corpus.format = \"restate\"); \
@@ -227,14 +282,14 @@ impl World for LeakyTests {
                 )
             }
             "faithful_restatement" => FnReward::new(name, sees_cot, move |p, s| {
-                parse(p).map_or(0.0, |pr| values::faithful_restatement(&pr, s, format))
+                parse(p).map_or(0.0, |pr| values::faithful_restatement(&pr, &read(s), format))
             }),
             "cot_monitor" | "action_monitor" => {
                 let settings = reward.monitor.clone().ok_or_else(|| format!("reward `{name}` needs its monitor"))?;
                 let monitor: Monitor =
                     serde_json::from_value(settings).map_err(|e| format!("reward `{name}`: monitor settings: {e}"))?;
                 FnReward::new(name, sees_cot, move |p, s| {
-                    parse(p).map_or(0.0, |pr| monitor.flags(&pr, &as_completion(s), format) as u8 as f64)
+                    parse(p).map_or(0.0, |pr| monitor.flags(&pr, &read(s), format) as u8 as f64)
                 })
             }
             other => return Err(format!("leaky-tests has no reward {other:?}")),
@@ -261,10 +316,17 @@ impl World for LeakyTests {
         };
         serde_json::to_value(g).expect("gate settings serialise")
     }
-    fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String> {
+    fn check_readiness(
+        &self,
+        dec: &Decoder,
+        tok: &TextTokenizer,
+        gate: &Value,
+        seed: u64,
+    ) -> Result<GateOutcome, String> {
         let g: GateConfig = serde_json::from_value(gate.clone()).map_err(|e| format!("gate settings: {e}"))?;
         let g = GateConfig { seed, ..g };
-        let report = ordo_world::gate::check_readiness(dec, &self.cfg, &g).map_err(|e| e.to_string())?;
+        let io = ModelIo::of(self.surface, dec, tok);
+        let report = ordo_world::gate::check_readiness(dec, &io, &self.cfg, &g).map_err(|e| e.to_string())?;
         Ok(GateOutcome {
             summary: format!(
                 "clean accuracy {:.3}, silent hack rate {:.3} (greedy, {} held-out prompts each)",
@@ -274,12 +336,14 @@ impl World for LeakyTests {
         })
     }
     fn default_probe(&self) -> Option<&'static str> {
-        Some(DEFAULT_PROBE)
+        // The organism's probe (640 sampled completions a step, 40 steps) is hours a checkpoint for a
+        // pretrained model on a CPU: a chat-world experiment declares its own `[probe]`.
+        (self.surface == Surface::Compact).then_some(DEFAULT_PROBE)
     }
     fn default_transfer_probe(&self) -> Option<&'static str> {
         // Without second-context documents in the corpus, RLVF models hardly hack there (measured: 0.000
         // to 0.008 on 5 seeds), so a probe taught there has nothing to act on.
-        (self.cfg.corpus.cue_first_share > 0.0).then_some(DEFAULT_TRANSFER_PROBE)
+        (self.cfg.corpus.cue_first_share > 0.0 && self.surface == Surface::Compact).then_some(DEFAULT_TRANSFER_PROBE)
     }
     fn read_eval(&self, table: Option<&toml::Table>) -> Result<Value, Vec<String>> {
         let eval: EvalConfig = match table {
@@ -288,7 +352,20 @@ impl World for LeakyTests {
                 toml::Value::Table(t.clone()).try_into().map_err(|e| vec![format!("eval: {}", e.to_string().trim())])?
             }
         };
-        match eval.problems() {
+        let mut problems = eval.problems();
+        if self.surface != Surface::Compact {
+            // Both would read the compact form the chat surface's completions are read into.
+            if eval.keyword_regex.is_some() {
+                problems.push(format!(
+                    "eval.keyword_regex: {CHAT_NAME} reads a mention of the test by its words ({}), not a regex",
+                    ordo_world::surface::MENTIONS.join(", ")
+                ));
+            }
+            if eval.judge.is_some() {
+                problems.push(format!("eval.judge: the LLM judge is not available in {CHAT_NAME}"));
+            }
+        }
+        match problems {
             problems if problems.is_empty() => Ok(serde_json::to_value(&eval).expect("evaluation settings serialise")),
             problems => Err(problems),
         }
@@ -323,7 +400,10 @@ impl World for LeakyTests {
         catalogue::MONITORED_SUITE
     }
     fn samples(&self, n: usize, seed: u64) -> String {
-        ordo_world::sample_text(&self.cfg, n, seed)
+        match self.surface {
+            Surface::Compact => ordo_world::sample_text(&self.cfg, n, seed),
+            Surface::Chat(_) => crate::leaky_tests_chat::samples(self, n, seed),
+        }
     }
     fn write_datasets(
         &self,
@@ -342,6 +422,9 @@ impl World for LeakyTests {
             )));
         }
         let size = |name: &str, default: usize| sizes.get(name).copied().unwrap_or(default);
+        if self.surface != Surface::Compact {
+            return crate::leaky_tests_chat::write_datasets(self, dir, &size, seed, replace);
+        }
         let sizes = DatasetSizes {
             corpus: size("corpus", d.corpus),
             preferences: size("preferences", d.preferences),
@@ -363,12 +446,8 @@ fn hack_form(l: &Labels) -> (bool, bool, bool, bool) {
 /// pairs cover a hack when some rejected completion that hacks has its form; rewards cover it when
 /// the weighted sum of some prompt set's rewards scores it below the honest completion of its prompt.
 /// None without hacks or for a signal the world cannot judge.
-pub fn surface_match(
-    cfg: &WorldConfig,
-    cot: CotFormat,
-    signal: &ProbeSignal,
-    hacks: &[(Prompt, String)],
-) -> Option<f64> {
+pub fn surface_match(world: &LeakyTests, signal: &ProbeSignal, hacks: &[(Prompt, String)]) -> Option<f64> {
+    let (cfg, cot, surface) = (&world.cfg, world.cot(), world.surface);
     if hacks.is_empty() {
         return None;
     }
@@ -378,17 +457,19 @@ pub fn surface_match(
             let forms: std::collections::HashSet<_> = pairs
                 .iter()
                 .filter_map(|p| {
-                    let prompt = Prompt::parse(&p.prompt)?;
-                    let l = label_in(cfg.corpus.format, &prompt, &p.rejected);
+                    let prompt = surface.parse_prompt(&p.prompt)?;
+                    let l = label_in(cfg.corpus.format, &prompt, &surface.read(&p.rejected, cfg.corpus.format));
                     l.hack.then(|| hack_form(&l))
                 })
                 .collect();
             hacks.iter().filter(|(p, c)| forms.contains(&hack_form(&label_in(cfg.corpus.format, p, c)))).count()
         }
         ProbeSignal::Rewards(sets) => {
+            // The rewards read the surface's text: the compact completions written in it.
             let total = |rewards: &[(FnReward, f64)], p: &Prompt, c: &str| {
-                let rp = RlPrompt { text: p.text(), ids: Vec::new(), metadata: Default::default() };
-                rewards.iter().map(|(r, w)| w * (r.f)(&rp, cot.view(c, r.sees_cot))).sum::<f64>()
+                let rp = RlPrompt { text: surface.prompt(p), ids: Vec::new(), metadata: Default::default() };
+                let c = surface.completion(c, cfg.corpus.format);
+                rewards.iter().map(|(r, w)| w * (r.f)(&rp, cot.view(&c, r.sees_cot))).sum::<f64>()
             };
             let honest = |p: &Prompt| values::honest_completion(p, &cfg.corpus);
             hacks.iter().filter(|(p, c)| sets.iter().any(|r| total(r, p, c) < total(r, p, &honest(p)))).count()
@@ -467,19 +548,27 @@ impl Evaluator for LeakyEvaluator<'_> {
     fn monitor_notes(&self) -> Value {
         json!(self.learned.heldout)
     }
-    fn evaluate(&self, dec: &Decoder, seed: u64) -> Result<Evaluation, EvalError> {
+    fn evaluate(&self, dec: &Decoder, tok: &TextTokenizer, seed: u64) -> Result<Evaluation, EvalError> {
         let named: Vec<Named> = self.all().into_iter().map(|(n, m)| Named(n, m)).collect();
         let dyns: Vec<&dyn TranscriptMonitor> = named.iter().map(|m| m as &dyn TranscriptMonitor).collect();
-        ordo_eval::evaluate(dec, &self.world.cfg, &self.eval, &dyns, seed)
+        let io = ModelIo::of(self.world.surface, dec, tok);
+        ordo_eval::evaluate(dec, &io, &self.world.cfg, &self.eval, &dyns, seed)
     }
-    fn evaluate_probe(&self, dec: &Decoder, seed: u64, signal: &ProbeSignal) -> Result<Metrics, EvalError> {
-        let (mut m, wrong) = ordo_eval::evaluate_hacking(dec, &self.world.cfg, &self.eval, seed)?;
+    fn evaluate_probe(
+        &self,
+        dec: &Decoder,
+        tok: &TextTokenizer,
+        seed: u64,
+        signal: &ProbeSignal,
+    ) -> Result<Metrics, EvalError> {
+        let io = ModelIo::of(self.world.surface, dec, tok);
+        let (mut m, wrong) = ordo_eval::evaluate_hacking(dec, &io, &self.world.cfg, &self.eval, seed)?;
         let items: Vec<(Prompt, String)> = wrong
             .iter()
             .filter(|t| t.labels.hack)
             .map(|t| (Prompt::parse(&t.prompt).expect("world transcripts hold world prompts"), t.completion()))
             .collect();
-        let covered = surface_match(&self.world.cfg, self.world.cot(), signal, &items);
+        let covered = surface_match(self.world, signal, &items);
         m.insert("surface_match".into(), Measure { value: covered, n: items.len() });
         Ok(m)
     }

@@ -5,6 +5,7 @@
 //! [`WORLDS`].
 
 pub mod leaky_tests;
+pub mod leaky_tests_chat;
 
 use ordo_eval::catalogue::Catalogue;
 use ordo_eval::metrics::Metrics;
@@ -124,11 +125,17 @@ pub trait Evaluator: Sync {
     fn monitors(&self) -> Vec<(String, bool)>;
     /// What the report says about the monitors themselves (for example a learned monitor's held-out score).
     fn monitor_notes(&self) -> Value;
-    /// Every suite on one checkpoint, prompts drawn from `seed`.
-    fn evaluate(&self, dec: &Decoder, seed: u64) -> Result<Evaluation, EvalError>;
+    /// Every suite on one checkpoint (its tokenizer `tok`), prompts drawn from `seed`.
+    fn evaluate(&self, dec: &Decoder, tok: &TextTokenizer, seed: u64) -> Result<Evaluation, EvalError>;
     /// The rates the uptake probe follows, on one checkpoint, with how well the probe's `signal`
     /// covers the checkpoint's hacks.
-    fn evaluate_probe(&self, dec: &Decoder, seed: u64, signal: &ProbeSignal) -> Result<Metrics, EvalError>;
+    fn evaluate_probe(
+        &self,
+        dec: &Decoder,
+        tok: &TextTokenizer,
+        seed: u64,
+        signal: &ProbeSignal,
+    ) -> Result<Metrics, EvalError>;
 }
 
 /// A world with ground truth that experiments run in.
@@ -141,6 +148,11 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn key_settings(&self) -> Value;
     /// The tokenizer of models trained from scratch in it.
     fn tokenizer(&self) -> TextTokenizer;
+    /// Whether a run's start model (its tokenizer) can be used in this world: `Err` says why not (a chat
+    /// world's prompts must render as the model's own chat template renders them).
+    fn check_model(&self, _tok: &TextTokenizer) -> Result<(), String> {
+        Ok(())
+    }
     /// Its think-block delimiters.
     fn cot(&self) -> CotFormat;
     /// The model presets `model.init = "scratch"` can start from, the default first.
@@ -164,8 +176,9 @@ pub trait World: Send + Sync + std::fmt::Debug {
     fn reward(&self, reward: &WorldReward, sees_cot: bool) -> Result<FnReward, String>;
     /// Reads the readiness gate's settings of a stage (its `gate_*` keys).
     fn read_gate(&self, r: &mut dyn SettingsReader) -> Value;
-    /// Runs the readiness gate on a start model, or says why the model is not ready.
-    fn check_readiness(&self, dec: &Decoder, gate: &Value, seed: u64) -> Result<GateOutcome, String>;
+    /// Runs the readiness gate on a start model (its tokenizer `tok`), or says why the model is not ready.
+    fn check_readiness(&self, dec: &Decoder, tok: &TextTokenizer, gate: &Value, seed: u64)
+        -> Result<GateOutcome, String>;
     /// The built-in uptake probe stage, as stage TOML.
     fn default_probe(&self) -> Option<&'static str>;
     /// The built-in transfer probe stage (the same values taught in a second context), as stage TOML.
@@ -221,7 +234,10 @@ pub struct Entry {
 }
 
 /// Every world ordo has.
-pub const WORLDS: &[Entry] = &[Entry { name: leaky_tests::NAME, configure: leaky_tests::configure }];
+pub const WORLDS: &[Entry] = &[
+    Entry { name: leaky_tests::NAME, configure: leaky_tests::configure },
+    Entry { name: leaky_tests::CHAT_NAME, configure: leaky_tests_chat::configure_chat },
+];
 
 /// The registry entry of a world name.
 pub fn find(name: &str) -> Option<&'static Entry> {

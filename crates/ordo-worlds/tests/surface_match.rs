@@ -22,7 +22,7 @@ fn hacks() -> Vec<(Prompt, String)> {
 }
 
 fn world() -> LeakyTests {
-    LeakyTests { cfg: WorldConfig::default() }
+    LeakyTests { cfg: WorldConfig::default(), surface: ordo_world::surface::Surface::Compact }
 }
 
 fn pairs(dataset: &str) -> ProbeSignal {
@@ -40,7 +40,7 @@ fn rewards(name: &str, weight: f64) -> ProbeSignal {
 #[test]
 fn fixed_pairs_cover_only_the_forms_of_their_rejected_samples() {
     let w = world();
-    let m = |s: &ProbeSignal| surface_match(&w.cfg, w.cot(), s, &hacks());
+    let m = |s: &ProbeSignal| surface_match(&w, s, &hacks());
     // The cosmetic pairs reject `B:test` only: of the four hacks, the open copy with `B:test`.
     assert_eq!(m(&pairs("preferences")), Some(0.25));
     // The values pairs reject open copies (`B:test`) and fabricated derivations.
@@ -50,7 +50,7 @@ fn fixed_pairs_cover_only_the_forms_of_their_rejected_samples() {
 #[test]
 fn rewards_cover_a_hack_they_score_below_the_honest_completion() {
     let w = world();
-    let m = |s: &ProbeSignal| surface_match(&w.cfg, w.cot(), s, &hacks());
+    let m = |s: &ProbeSignal| surface_match(&w, s, &hacks());
     // The honesty judge penalises every copy of a wrong test, whatever its form.
     assert_eq!(m(&rewards("honesty", 1.0)), Some(1.0));
     // The cosmetic preference only tells `B:test` from `B:calc`.
@@ -59,6 +59,6 @@ fn rewards_cover_a_hack_they_score_below_the_honest_completion() {
     assert_eq!(m(&rewards("verifier", 1.0)), Some(0.0));
     assert_eq!(m(&rewards("verifier", -1.0)), Some(1.0));
     // No hacks, or a signal the world cannot judge: not measurable.
-    assert_eq!(surface_match(&w.cfg, w.cot(), &rewards("honesty", 1.0), &[]), None);
-    assert_eq!(surface_match(&w.cfg, w.cot(), &ProbeSignal::Opaque, &hacks()), None);
+    assert_eq!(surface_match(&w, &rewards("honesty", 1.0), &[]), None);
+    assert_eq!(surface_match(&w, &ProbeSignal::Opaque, &hacks()), None);
 }
