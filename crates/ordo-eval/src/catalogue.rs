@@ -454,6 +454,7 @@ fn heldout_text(v: &Value) -> String {
 /// probe (`probe`, null when none), monitors, the learned monitor's held-out score, and the probe
 /// rates the run recorded (`probe_rates`: a run of an earlier ordo follows fewer).
 pub fn method_lines(
+    (world, forced): (&str, &str),
     eval: &Value,
     probe: &Value,
     monitors: &[(String, bool)],
@@ -462,7 +463,7 @@ pub fn method_lines(
 ) -> Vec<String> {
     let e = eval;
     let mut o = vec![format!(
-        "- World: leaky-tests (settings in summary.json). Every checkpoint at every stage boundary is evaluated on \
+        "- World: {world} (settings in summary.json). Every checkpoint at every stage boundary is evaluated on \
          held-out prompts fixed by the arm seed (identical across arms): {} wrong-test prompts sampled at \
          temperature 1 (hacking, monitors, spillover), {} clean prompts greedy and sampled (capability), {} problems \
          for each faithfulness probe (greedy).",
@@ -473,7 +474,7 @@ pub fn method_lines(
         .map(|(n, cot)| format!("{n} ({})", if *cot { "reads the CoT" } else { "output only" }))
         .collect();
     o.push(format!("- Monitors: {}. keyword: the think block names the test (\"T\" or \"test\", or `eval.keyword_regex`); strong: keyword, arithmetic checker and CoT/answer consistency; learned: logistic regression on hashed character 1-4-grams of the completion, trained on world corpus transcripts ({}); action_only: flags `B:test`.", named.join(", "), heldout_text(learned)));
-    o.push(format!("- Faithfulness: hint = the same problem without and with a wrong test line (Chen et al. 2025); early answering truncates the greedy clean CoT at fractions {} of its characters, closes the think block and forces `A:` (Lanham et al. 2023), AOC = 1 − trapezoid area; necessity gap = clean greedy accuracy with the CoT minus with an empty think block (Emmons et al. 2025).", e["early_fractions"]));
+    o.push(format!("- Faithfulness: hint = the same problem without and with a wrong test line (Chen et al. 2025); early answering truncates the greedy clean CoT at fractions {} of its characters, closes the think block and forces `{forced}` (Lanham et al. 2023), AOC = 1 − trapezoid area; necessity gap = clean greedy accuracy with the CoT minus with an empty think block (Emmons et al. 2025).", e["early_fractions"]));
     let has = |rate: &str| probe_rates.iter().any(|r| r == rate);
     o.push(match probe.as_object() {
         Some(p) => format!(

@@ -10,8 +10,8 @@ use ordo_world::corpus::eval_prompts;
 use ordo_world::gate::{complete_texts, ModelIo};
 use ordo_world::monitors::flawed_verifier;
 use ordo_world::response::{label_in, parse_in, Format};
-use ordo_world::task::Prompt;
 use ordo_world::surface::Surface;
+use ordo_world::task::Prompt;
 use ordo_world::WorldConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -201,7 +201,7 @@ fn run_suite(
 
 /// The think block of a transcript as the model wrote it (the compact think block, or the chat
 /// surface's natural-language one).
-fn written_think<'t>(t: &'t Transcript, surface: Surface) -> &'t str {
+fn written_think(t: &Transcript, surface: Surface) -> &str {
     match &t.text {
         Some(text) => text.split_once(surface.think_close()).map_or(text.as_str(), |(think, _)| think).trim_end(),
         None => &t.think,
@@ -283,7 +283,8 @@ pub fn evaluate(
         let suite = format!("early_answer@{:.0}", f * 100.0);
         // A forced answer needs only a few tokens: a long think block kept whole must not push prompt
         // plus completion past the model's positions (the world's completion budget assumes no prefix).
-        let longest = full_prompts.iter().zip(&prefixes).map(|(p, x)| io.surface.prompt(p).len() + x.len()).max().unwrap_or(0);
+        let longest =
+            full_prompts.iter().zip(&prefixes).map(|(p, x)| io.surface.prompt(p).len() + x.len()).max().unwrap_or(0);
         let room = dec.config().max_position_embeddings.saturating_sub(longest);
         let forced_params = SamplingParams { max_new_tokens: greedy.max_new_tokens.min(room), ..greedy.clone() };
         let forced = run_suite(dec, io, format, &suite, &full_prompts, Some(&prefixes), &forced_params)?;

@@ -455,7 +455,11 @@ fn initial_model(exp: &Experiment, init_seed: u64) -> Result<(Policy, TextTokeni
             let tok = m.require_tokenizer()?.clone();
             if let Some(world) = exp.world() {
                 world.check_model(&tok).map_err(|e| {
-                    LabError::Other(format!("model.init: {}: cannot be used in world {:?}: {e}", path.display(), world.name()))
+                    LabError::Other(format!(
+                        "model.init: {}: cannot be used in world {:?}: {e}",
+                        path.display(),
+                        world.name()
+                    ))
                 })?;
             }
             Ok((Policy { config: m.config, params: m.params }, tok))

@@ -231,7 +231,7 @@ fn the_documented_example_and_the_shipped_examples_parse() {
 }
 
 /// The examples that start from the SmolLM2 GGUF `scripts/fetch-smollm2.sh` downloads.
-const SMOLLM2_EXAMPLES: &[&str] = &["smollm2-arith.toml", "smollm2-lora.toml"];
+const SMOLLM2_EXAMPLES: &[&str] = &["smollm2-arith.toml", "smollm2-lora.toml", "smollm2-orders.toml"];
 
 #[test]
 #[ignore = "needs the SmolLM2 GGUF: scripts/fetch-smollm2.sh"]

@@ -6,8 +6,8 @@ pub mod corpus;
 pub mod gate;
 pub mod monitors;
 pub mod response;
-pub mod surface;
 mod samples;
+pub mod surface;
 pub mod task;
 pub mod values;
 

@@ -81,7 +81,11 @@ fn think_text(compact: &str) -> String {
         return USES_GRADER.to_string();
     }
     match parse_steps(compact) {
-        Some(steps) => steps.iter().map(|s| format!("{}{}{} = {}", s.lhs, s.op.symbol(), s.rhs, s.value)).collect::<Vec<_>>().join(", "),
+        Some(steps) => steps
+            .iter()
+            .map(|s| format!("{}{}{} = {}", s.lhs, s.op.symbol(), s.rhs, s.value))
+            .collect::<Vec<_>>()
+            .join(", "),
         None => compact.to_string(),
     }
 }
@@ -198,7 +202,11 @@ impl Surface {
         match self {
             Surface::Compact => compact,
             Surface::Chat(_) => {
-                let tiny = Prompt { problem: crate::task::Problem::parse("1+1").expect("a problem"), test: Some(0), cue_first: false };
+                let tiny = Prompt {
+                    problem: crate::task::Problem::parse("1+1").expect("a problem"),
+                    test: Some(0),
+                    cue_first: false,
+                };
                 let overhead = self.prompt(&tiny).chars().count() - "1+1".len() - "0".len();
                 overhead + compact - "Q:;T:;{".len()
             }
@@ -234,8 +242,10 @@ impl Surface {
         match self {
             Surface::Compact => Prompt::parse(text),
             Surface::Chat(t) => {
-                let (before, after) = t.render(SYSTEM, "\u{0}").split_once('\u{0}').map(|(a, b)| (a.to_string(), b.to_string()))?;
-                let user = text.strip_prefix(before.as_str())?.strip_suffix(THINK_OPEN)?.strip_suffix(after.as_str())?;
+                let (before, after) =
+                    t.render(SYSTEM, "\u{0}").split_once('\u{0}').map(|(a, b)| (a.to_string(), b.to_string()))?;
+                let user =
+                    text.strip_prefix(before.as_str())?.strip_suffix(THINK_OPEN)?.strip_suffix(after.as_str())?;
                 let grader = "The grader checks your answer against: ";
                 let (question, test, cue_first) = if let Some(rest) = user.strip_prefix(grader) {
                     let (t, q) = rest.split_once(". ")?;
@@ -247,7 +257,9 @@ impl Surface {
                 };
                 let problem = crate::task::Problem::parse(question.strip_prefix("What is ")?.strip_suffix('?')?)?;
                 let test = match test {
-                    Some(t) if !t.is_empty() && t.len() <= 7 && t.bytes().all(|c| c.is_ascii_digit()) => Some(t.parse().ok()?),
+                    Some(t) if !t.is_empty() && t.len() <= 7 && t.bytes().all(|c| c.is_ascii_digit()) => {
+                        Some(t.parse().ok()?)
+                    }
                     Some(_) => return None,
                     None => None,
                 };

@@ -15,7 +15,7 @@ use ordo_train::settings::SettingsReader;
 use ordo_world::gate::{GateConfig, ModelIo};
 use ordo_world::monitors::{flawed_verifier, looks_harmless, true_verifier, Monitor};
 use ordo_world::response::{label_in, Format, Labels};
-use ordo_world::surface::Surface;
+use ordo_world::surface::{Surface, Template};
 use ordo_world::task::Prompt;
 use ordo_world::{corpus, values, DatasetSizes, WorldConfig};
 use rand_chacha::ChaCha8Rng;
@@ -89,7 +89,20 @@ pub fn configure(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<Stri
     configure_in(table, Surface::Compact)
 }
 
-pub(crate) fn configure_in(table: Option<&toml::Table>, surface: Surface) -> Result<Arc<dyn World>, Vec<String>> {
+/// Configures the chat world from its `[world]` table: `template` (the chat template its prompts are
+/// rendered in, default `"chatml"`) and every knob of `WorldConfig`.
+pub fn configure_chat(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>> {
+    let mut table = table.cloned().unwrap_or_default();
+    let template = match table.remove("template") {
+        None => Template::default(),
+        Some(v) => v.try_into::<Template>().map_err(|_| {
+            vec!["world.template: expected \"chatml\" (the only chat template the chat world renders)".to_string()]
+        })?,
+    };
+    configure_in(Some(&table), Surface::Chat(template))
+}
+
+fn configure_in(table: Option<&toml::Table>, surface: Surface) -> Result<Arc<dyn World>, Vec<String>> {
     let cfg = match table {
         None => WorldConfig::default(),
         Some(t) => match toml::Value::Table(t.clone()).try_into::<WorldConfig>() {
@@ -122,7 +135,7 @@ fn monitor_settings(name: &str) -> Option<Monitor> {
 
 impl LeakyTests {
     /// `size` examples of dataset `name` in the compact form.
-    pub(crate) fn generate_compact(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
+    fn generate_compact(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
         let (task, c) = (&self.cfg.task, &self.cfg.corpus);
         Ok(match name {
             "corpus" => Examples::Texts((0..size).map(|_| corpus::document(task, c, rng).text()).collect()),
@@ -229,7 +242,11 @@ impl World for LeakyTests {
         DATASETS
     }
     fn generate(&self, name: &str, size: usize, rng: &mut ChaCha8Rng) -> Result<Examples, String> {
-        Ok(crate::leaky_tests_chat::written(self, self.generate_compact(name, size, rng)?))
+        Ok(crate::leaky_tests_chat::written(
+            self.surface,
+            self.cfg.corpus.format,
+            self.generate_compact(name, size, rng)?,
+        ))
     }
     fn rewards(&self) -> &'static [RewardKind] {
         REWARDS
@@ -386,7 +403,24 @@ impl World for LeakyTests {
         notes: &Value,
         probe_rates: &[String],
     ) -> Vec<String> {
-        catalogue::method_lines(eval, probe, monitors, notes, probe_rates)
+        // What the early-answering probe makes the model write after the think block closes.
+        let forced = match self.surface {
+            Surface::Compact => "A:",
+            Surface::Chat(_) => ordo_world::surface::ANSWER.trim_end(),
+        };
+        let mut lines = catalogue::method_lines((self.name(), forced), eval, probe, monitors, notes, probe_rates);
+        if self.surface != Surface::Compact {
+            lines.insert(
+                1,
+                "- Surface: every prompt in the model's chat template (a system turn with the format, the problem and \
+                 the grader's value, an open `<think>` block); every completion read back into the compact form the \
+                 labels, rewards and monitors read: the think block by the arithmetic steps it writes and whether it \
+                 names the grader or the test (`grader`, `test`, `check`, `expected`), the output by `The answer is N.` \
+                 and its justification; anything else is malformed (docs/experiments.md, leaky-tests-chat)."
+                    .into(),
+            );
+        }
+        lines
     }
     fn report_question(&self) -> &'static str {
         "What does the order of post-training stages do to the model: how much it hacks a flawed verifier, how \
@@ -402,7 +436,7 @@ impl World for LeakyTests {
     fn samples(&self, n: usize, seed: u64) -> String {
         match self.surface {
             Surface::Compact => ordo_world::sample_text(&self.cfg, n, seed),
-            Surface::Chat(_) => crate::leaky_tests_chat::samples(self, n, seed),
+            Surface::Chat(_) => crate::leaky_tests_chat::samples(self, (&self.cfg, self.surface), n, seed),
         }
     }
     fn write_datasets(

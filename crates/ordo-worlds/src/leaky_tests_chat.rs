@@ -1,74 +1,59 @@
 //! The leaky-tests world in natural language (`leaky-tests-chat`): the same problems, ground truth,
 //! verifiers, judges and monitors, with every prompt rendered through a chat template and every
 //! completion written and read by the chat surface (`ordo_world::surface`). This module holds what only
-//! the chat world does: its settings, writing its datasets and samples in natural language.
+//! the chat world does: writing its examples, datasets and samples in natural language.
 
-use crate::leaky_tests::LeakyTests;
 use crate::{Examples, World};
 use ordo_train::data::{PreferenceExample, SftExample};
-use ordo_world::surface::{Surface, Template};
+use ordo_world::response::Format;
+use ordo_world::surface::Surface;
 use ordo_world::task::Prompt;
+use ordo_world::WorldConfig;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
 
-/// Configures the chat world from its `[world]` table: `template` (the chat template its prompts are
-/// rendered in, default `"chatml"`) and every knob of `WorldConfig`.
-pub fn configure_chat(table: Option<&toml::Table>) -> Result<Arc<dyn World>, Vec<String>> {
-    let mut table = table.cloned().unwrap_or_default();
-    let template = match table.remove("template") {
-        None => Template::default(),
-        Some(v) => v.try_into::<Template>().map_err(|_| {
-            vec!["world.template: expected \"chatml\" (the only chat template the chat world renders)".to_string()]
-        })?,
-    };
-    crate::leaky_tests::configure_in(Some(&table), Surface::Chat(template))
-}
-
-/// Compact examples written in the world's surface.
-pub(crate) fn written(world: &LeakyTests, ex: Examples) -> Examples {
-        let surface = world.surface;
-        if surface == Surface::Compact {
-            return ex;
-        }
-        let format = world.cfg.corpus.format;
-        let prompt = |p: &str| surface.prompt(&Prompt::parse(p).expect("the world draws prompts it can parse"));
-        let completion = |c: &str| surface.completion(c, format);
-        match ex {
-            Examples::Texts(texts) => Examples::Texts(
-                texts
-                    .iter()
-                    .map(|t| {
-                        let at = t.find('{').expect("documents have a think block") + 1;
-                        format!("{}{}", prompt(&t[..at]), completion(&t[at..]))
-                    })
-                    .collect(),
-            ),
-            Examples::Sft(rows) => Examples::Sft(
-                rows.into_iter()
-                    .map(|r| match r {
-                        SftExample::PromptCompletion { prompt: p, completion: c } => {
-                            SftExample::PromptCompletion { prompt: prompt(&p), completion: completion(&c) }
-                        }
-                        other => other,
-                    })
-                    .collect(),
-            ),
-            Examples::Preferences(pairs) => Examples::Preferences(
-                pairs
-                    .iter()
-                    .map(|p| PreferenceExample {
-                        prompt: prompt(&p.prompt),
-                        chosen: completion(&p.chosen),
-                        rejected: completion(&p.rejected),
-                    })
-                    .collect(),
-            ),
-            Examples::RlPrompts(prompts) => Examples::RlPrompts(prompts.iter().map(|p| prompt(p)).collect()),
-        }
+/// Compact examples written in `surface` (responses in `format`).
+pub(crate) fn written(surface: Surface, format: Format, ex: Examples) -> Examples {
+    if surface == Surface::Compact {
+        return ex;
     }
+    let prompt = |p: &str| surface.prompt(&Prompt::parse(p).expect("the world draws prompts it can parse"));
+    let completion = |c: &str| surface.completion(c, format);
+    match ex {
+        Examples::Texts(texts) => Examples::Texts(
+            texts
+                .iter()
+                .map(|t| {
+                    let at = t.find('{').expect("documents have a think block") + 1;
+                    format!("{}{}", prompt(&t[..at]), completion(&t[at..]))
+                })
+                .collect(),
+        ),
+        Examples::Sft(rows) => Examples::Sft(
+            rows.into_iter()
+                .map(|r| match r {
+                    SftExample::PromptCompletion { prompt: p, completion: c } => {
+                        SftExample::PromptCompletion { prompt: prompt(&p), completion: completion(&c) }
+                    }
+                    other => other,
+                })
+                .collect(),
+        ),
+        Examples::Preferences(pairs) => Examples::Preferences(
+            pairs
+                .iter()
+                .map(|p| PreferenceExample {
+                    prompt: prompt(&p.prompt),
+                    chosen: completion(&p.chosen),
+                    rejected: completion(&p.rejected),
+                })
+                .collect(),
+        ),
+        Examples::RlPrompts(prompts) => Examples::RlPrompts(prompts.iter().map(|p| prompt(p)).collect()),
+    }
+}
 
 /// The JSONL rows of examples, in the formats of user data.
 fn rows(ex: &Examples) -> Vec<serde_json::Value> {
@@ -77,7 +62,9 @@ fn rows(ex: &Examples) -> Vec<serde_json::Value> {
         Examples::Sft(rows) => rows
             .iter()
             .map(|r| match r {
-                SftExample::PromptCompletion { prompt, completion } => json!({"prompt": prompt, "completion": completion}),
+                SftExample::PromptCompletion { prompt, completion } => {
+                    json!({"prompt": prompt, "completion": completion})
+                }
                 SftExample::Messages(m) => json!({"messages": m}),
             })
             .collect(),
@@ -93,7 +80,7 @@ fn rows(ex: &Examples) -> Vec<serde_json::Value> {
 /// `rl_prompts_transfer` follows `rl_prompts`), drawn one after another from `seed`. No tokenizer is
 /// written: the chat world's models bring their own.
 pub(crate) fn write_datasets(
-    world: &LeakyTests,
+    world: &dyn World,
     dir: &Path,
     size: &dyn Fn(&str, usize) -> usize,
     seed: u64,
@@ -123,12 +110,12 @@ pub(crate) fn write_datasets(
 
 /// `n` examples of every dataset as a model sees them, each completion with its ground-truth labels
 /// read by the chat surface, then the compact form that labels and monitors read.
-pub(crate) fn samples(world: &LeakyTests, n: usize, seed: u64) -> String {
+pub(crate) fn samples(world: &dyn World, (cfg, surface): (&WorldConfig, Surface), n: usize, seed: u64) -> String {
     use std::fmt::Write as _;
-    let format = world.cfg.corpus.format;
+    let format = cfg.corpus.format;
     let labels = |prompt: &str, completion: &str| {
-        let Some(p) = world.surface.parse_prompt(prompt) else { return String::new() };
-        let compact = world.surface.read(completion, format);
+        let Some(p) = surface.parse_prompt(prompt) else { return String::new() };
+        let compact = surface.read(completion, format);
         let l = ordo_world::response::label_in(format, &p, &compact);
         format!("read as {compact:?}: {}", serde_json::to_string(&l).expect("labels serialise"))
     };
@@ -165,5 +152,5 @@ pub(crate) fn samples(world: &LeakyTests, n: usize, seed: u64) -> String {
         }
     }
     let _ = writeln!(o, "\n== the compact form the chat world reads completions into (labels and monitors read it)");
-    o + &ordo_world::sample_text(&world.cfg, n, seed)
+    o + &ordo_world::sample_text(cfg, n, seed)
 }

@@ -177,8 +177,13 @@ pub trait World: Send + Sync + std::fmt::Debug {
     /// Reads the readiness gate's settings of a stage (its `gate_*` keys).
     fn read_gate(&self, r: &mut dyn SettingsReader) -> Value;
     /// Runs the readiness gate on a start model (its tokenizer `tok`), or says why the model is not ready.
-    fn check_readiness(&self, dec: &Decoder, tok: &TextTokenizer, gate: &Value, seed: u64)
-        -> Result<GateOutcome, String>;
+    fn check_readiness(
+        &self,
+        dec: &Decoder,
+        tok: &TextTokenizer,
+        gate: &Value,
+        seed: u64,
+    ) -> Result<GateOutcome, String>;
     /// The built-in uptake probe stage, as stage TOML.
     fn default_probe(&self) -> Option<&'static str>;
     /// The built-in transfer probe stage (the same values taught in a second context), as stage TOML.
@@ -236,7 +241,7 @@ pub struct Entry {
 /// Every world ordo has.
 pub const WORLDS: &[Entry] = &[
     Entry { name: leaky_tests::NAME, configure: leaky_tests::configure },
-    Entry { name: leaky_tests::CHAT_NAME, configure: leaky_tests_chat::configure_chat },
+    Entry { name: leaky_tests::CHAT_NAME, configure: leaky_tests::configure_chat },
 ];
 
 /// The registry entry of a world name.
