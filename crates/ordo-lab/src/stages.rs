@@ -143,10 +143,27 @@ pub(crate) fn reward_model(
     let pairs = preference_data(cx, data)?;
     let seed = cx.node.seed;
     let mut rm = ordo_train::reward_model::reward_model_from(policy, s.init_std, seed).map_err(cx.err())?;
+    if let Some(lora) = &s.lora {
+        let lora_seed = crate::plan::data_seed(&format!("{}/lora", cx.node.stage), seed);
+        ordo_train::reward_model::add_lora(&mut rm, lora, lora_seed).map_err(cx.err())?;
+    }
     cx.apply(&rm.params)?;
     ordo_train::reward_model::train_reward_model(&mut rm, &pairs, &s.optim, seed, cx.pad, cx.logger, Some(&mut *cx.ck))
         .map_err(cx.err())?;
-    ordo_model::weights::save_hf_dir(&cx.staging.join("rm"), &rm.config, &rm.params, Some(cx.tok), usize::MAX)?;
+    // The reward model RL loads is whole (adapters merged); its adapters and head are kept beside it in
+    // PEFT's layout, over the node's model (the policy the reward model started from).
+    let merged = rm.params.merged(&rm.config)?;
+    ordo_model::weights::save_hf_dir(&cx.staging.join("rm"), &rm.config, &merged, Some(cx.tok), usize::MAX)?;
+    if let Some(adapters) = rm.params.adapters(&rm.config)? {
+        let score = rm.params.var("score.weight").expect("a reward model has its head").as_tensor();
+        ordo_model::weights::save_peft_reward_dir(
+            &adapters,
+            score,
+            &cx.staging.join("rm-adapter"),
+            Some("../model"),
+            false,
+        )?;
+    }
     Ok(())
 }
 

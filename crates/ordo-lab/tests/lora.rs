@@ -90,8 +90,52 @@ fn bad_lora_settings_name_their_key() {
         let found = problems(&text);
         assert!(found.iter().any(|p| p.contains(says)), "{extra}: {found:?}");
     }
-    // The reward model's stage has no LoRA yet: the key is unknown there.
-    let rm = TINY
-        .replace(SFT, r#"sft      = { kind = "reward_model", size = 16, steps = 1, batch_size = 4, lora_rank = 4 }"#);
-    assert!(problems(&rm).iter().any(|p| p.contains("stages.sft.lora_rank: unknown key")), "{:?}", problems(&rm));
+}
+
+#[test]
+fn a_lora_reward_model_trains_its_adapters_and_head_and_saves_both_layouts() {
+    let text = TINY.replace("seeds = [1, 2]", "seeds = [1]").replace(
+        SFT,
+        r#"sft      = { kind = "reward_model", size = 16, steps = 3, batch_size = 4, lr = 1e-2, lora_rank = 2, lora_targets = ["v_proj"] }"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let exp = ordo_lab::spec::parse(&text, "tiny.toml", dir.path()).unwrap();
+    let out = ordo_lab::run(&exp, &options(dir.path(), "tiny", 1)).unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let plan = ordo_lab::plan::plan(&exp);
+    let node = plan.nodes.iter().find(|n| n.stage == "sft").unwrap();
+    let nd = dir.path().join("runs/cache").join(&node.key);
+    let base = ordo_model::load(&nd.join("model"), &Device::Cpu).unwrap();
+    let rm = ordo_model::load(&nd.join("rm"), &Device::Cpu).unwrap();
+    // PEFT's sequence-classification layout: the adapters under their keys, the head whole.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(nd.join("rm-adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["task_type"], "SEQ_CLS");
+    assert_eq!(config["modules_to_save"], serde_json::json!(["score"]));
+    assert_eq!(config["base_model_name_or_path"], "../model");
+    let saved = candle_core::safetensors::load(nd.join("rm-adapter/adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let head = &saved["base_model.model.score.weight"];
+    assert_eq!(values(head), values(rm.params.var("score.weight").unwrap().as_tensor()));
+    let cfg = &rm.config;
+    assert_eq!(saved.len(), 2 * cfg.num_hidden_layers + 1, "v_proj's A and B in every layer, and the head");
+    // The whole reward model is the start policy's weights with the adapters merged into v_proj only
+    // (W + alpha/r B A, alpha 8 and r 2).
+    let merged_delta = |name: &str| {
+        let layer = name.strip_prefix("model.layers.")?.split('.').next()?.to_string();
+        name.ends_with("self_attn.v_proj.weight").then(|| {
+            let key = |f: &str| format!("base_model.model.model.layers.{layer}.self_attn.v_proj.lora_{f}.weight");
+            let (a, b) = (&saved[&key("A")], &saved[&key("B")]);
+            assert!(values(b).iter().any(|&v| v != 0.0), "layer {layer}: B trained");
+            (b.matmul(a).unwrap() * 4.0).unwrap()
+        })
+    };
+    for (name, var) in rm.params.iter().filter(|(n, _)| n.as_str() != "score.weight") {
+        let start = base.params.var(name).unwrap().as_tensor();
+        let want = match merged_delta(name) {
+            Some(delta) => (start + delta).unwrap(),
+            None => start.clone(),
+        };
+        let diff = (var.as_tensor() - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{name}: differs by {diff}");
+    }
 }

@@ -227,6 +227,9 @@ pub struct CpuDecoder {
     pub(crate) dropout: Option<Dropout>,
     /// Whether the backward pass computes the base weights' gradients (not when only adapters train).
     pub(crate) base_gradients: bool,
+    /// Whether it computes the output head's gradient without the base weights' (a reward model's
+    /// head trained beside its adapters).
+    pub(crate) head_gradient: bool,
     /// Training passes so far (their LoRA dropout masks differ).
     pub(crate) passes: PassCounter,
 }
@@ -399,6 +402,7 @@ impl CpuDecoder {
             max_position: cos.dim(0)?,
             dropout: None,
             base_gradients: true,
+            head_gradient: false,
             passes: PassCounter::default(),
         })
     }

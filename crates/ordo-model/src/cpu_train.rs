@@ -232,7 +232,11 @@ impl TrainTape {
         let dlogits = &self.layout.gather_sum(dlogits, d.vocab)[..];
         let n = self.layout.tokens();
         let d_normed = product(Operand::plain(dlogits, n, d.vocab), Operand::plain(&dec.lm_head, d.vocab, d.hidden));
-        let lm_head = base_gradient(dec, Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden));
+        let lm_head = if dec.head_gradient {
+            product(Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden))
+        } else {
+            base_gradient(dec, Operand::t(dlogits, n, d.vocab), Operand::plain(&self.normed, n, d.hidden))
+        };
         let (mut dx, norm) = dec.norm.rows_backward(&self.x_final, &d_normed);
         let mut layers = Vec::with_capacity(dec.layers.len());
         for (l, (layer, acts)) in dec.layers.iter().zip(&self.layers).enumerate().rev() {
@@ -410,7 +414,10 @@ impl TrainPass {
             }
         }
         if !dec.base_gradients {
-            // Only the adapters train.
+            // Only the adapters train, and a reward model's head when it does.
+            if dec.head_gradient && cfg.score_labels.is_some() {
+                put(tensors::hf(None, Slot::Score), &grads.lm_head, Some(d.vocab))?;
+            }
             return Ok(out);
         }
         for (l, g) in grads.layers.iter().enumerate() {

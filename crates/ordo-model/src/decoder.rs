@@ -222,9 +222,11 @@ pub struct Decoder {
     cpu: CpuView,
     /// LoRA dropout's probability (0 without adapters) and, once a training step sets it, its seed.
     lora_dropout: (f64, Option<u64>),
-    /// Whether the store has adapters and nothing else trains (the CPU backward pass then computes
-    /// no base weight's gradient).
+    /// Whether the store has adapters and nothing else trains but a reward model's head (the CPU
+    /// backward pass then computes no base weight's gradient).
     only_adapters_train: bool,
+    /// Whether a reward model's `score` head trains.
+    head_trains: bool,
 }
 
 impl Decoder {
@@ -254,6 +256,7 @@ impl Decoder {
             })
             .collect::<Result<Vec<_>>>()?;
         let rope = RopeTables::new(cfg, &device, embed.dtype())?;
+        let score = tensors::hf(None, Slot::Score);
         let lm_head = match cfg.score_labels {
             Some(_) => params.tensor(&tensors::hf(None, Slot::Score))?,
             None if cfg.tie_word_embeddings => embed.clone(),
@@ -270,7 +273,11 @@ impl Decoder {
             cpu: CpuView::default(),
             lora_dropout: (params.lora().map_or(0.0, |c| c.dropout), params.lora_dropout_seed()),
             only_adapters_train: params.lora().is_some()
-                && params.trainable().iter().all(|(n, _)| n.starts_with("base_model.model.") && n.contains(".lora_")),
+                && params.trainable().iter().all(|(n, _)| {
+                    (n.starts_with("base_model.model.") && n.contains(".lora_"))
+                        || (cfg.score_labels.is_some() && n.as_str() == score)
+                }),
+            head_trains: cfg.score_labels.is_some() && !params.is_frozen(&score),
         })
     }
 
@@ -364,6 +371,7 @@ impl Decoder {
                 dec.dropout = (p > 0.0).then_some(crate::cpu::Dropout { p, seed });
             }
             dec.base_gradients = !self.only_adapters_train;
+            dec.head_gradient = self.head_trains;
             Some(dec)
         } else {
             None

@@ -73,6 +73,13 @@ impl ParamStore {
         n
     }
 
+    /// Makes one parameter trainable again (a reward model's head beside its LoRA adapters, as PEFT's
+    /// `modules_to_save`); false when the store has no parameter of that name.
+    pub fn unfreeze(&mut self, name: &str) -> bool {
+        self.frozen.remove(name);
+        self.params.contains_key(name)
+    }
+
     /// Makes every parameter trainable again.
     pub fn unfreeze_all(&mut self) {
         self.frozen.clear();

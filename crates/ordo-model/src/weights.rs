@@ -227,12 +227,35 @@ pub fn save_hf_dir(
 /// with PEFT's keys), atomically; `base_model` is recorded as `base_model_name_or_path` (null when
 /// None: PEFT then needs the base model passed to `PeftModel.from_pretrained`).
 pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: Option<&str>, replace: bool) -> Result<()> {
+    save_peft(adapters, None, dir, base_model, replace)
+}
+
+/// Writes a reward model's LoRA adapters as a PEFT sequence-classification directory: the adapters as
+/// [`save_peft_dir`] writes them, and the `score` head, trained whole, as PEFT's `modules_to_save`
+/// (`base_model.model.score.weight`, [labels, hidden]; `task_type` `SEQ_CLS`).
+pub fn save_peft_reward_dir(
+    adapters: &Adapters,
+    score: &Tensor,
+    dir: &Path,
+    base_model: Option<&str>,
+    replace: bool,
+) -> Result<()> {
+    save_peft(adapters, Some(score), dir, base_model, replace)
+}
+
+fn save_peft(
+    adapters: &Adapters,
+    score: Option<&Tensor>,
+    dir: &Path,
+    base_model: Option<&str>,
+    replace: bool,
+) -> Result<()> {
     atomic::check_output_dir(dir, replace)?;
     let staging = atomic::staging_dir(dir)?;
     let c = &adapters.config;
     let config = serde_json::json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": if score.is_some() { "SEQ_CLS" } else { "CAUSAL_LM" },
         "base_model_name_or_path": base_model,
         "r": c.rank,
         "lora_alpha": c.alpha,
@@ -244,13 +267,13 @@ pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: Option<&str>, 
         "use_dora": false,
         "init_lora_weights": true,
         "inference_mode": true,
-        "modules_to_save": null,
+        "modules_to_save": score.map(|_| ["score"]),
         "layers_to_transform": null,
     });
     let text = serde_json::to_string_pretty(&config).map_err(|e| ModelError::Weights(e.to_string()))?;
     atomic::write_file(&staging.join(CONFIG_FILE), text.as_bytes())?;
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = adapters
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = adapters
         .adapters
         .iter()
         .flat_map(|ad| {
@@ -261,6 +284,10 @@ pub fn save_peft_dir(adapters: &Adapters, dir: &Path, base_model: Option<&str>, 
             ]
         })
         .collect();
+    if let Some(score) = score {
+        let values = score.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        tensors.push(("base_model.model.score.weight".into(), bytes(&values), score.dims().to_vec()));
+    }
     atomic::write_file(&staging.join(WEIGHTS_FILE), &f32_safetensors_bytes(&tensors)?)?;
     atomic::commit_dir(&staging, dir, replace)
 }

@@ -199,6 +199,23 @@ fn training_pass_with_lora_equals_composed_path_and_the_merged_model() {
     }
 }
 
+/// A reward model with LoRA adapters and its head trained whole (PEFT's `modules_to_save`): the
+/// training pass gives the adapters' and the head's gradients as the composed path does, and no base
+/// weight's.
+#[test]
+fn a_lora_classifier_trains_its_adapters_and_its_head() {
+    let extra = serde_json::json!({ "architectures": ["LlamaForSequenceClassification"], "num_labels": 1 });
+    let cfg = switches_config("llama", &extra);
+    let params = ParamStore::init(&cfg, 0.3, 5, &DEV).unwrap();
+    let mut params = with_lora(&cfg, &params, &all_targets(0.0));
+    assert!(params.unfreeze("score.weight"));
+    let (rows, mask) = padded_batch(50);
+    check(&cfg, &params, &rows, &mask, "LoRA classifier with its head");
+    let trainable: Vec<String> = params.trainable().iter().map(|(n, _)| n.to_string()).collect();
+    assert!(trainable.contains(&"score.weight".to_string()));
+    assert_eq!(trainable.len(), 2 * 7 * cfg.num_hidden_layers + 1);
+}
+
 /// LoRA dropout: drawn once per optimiser step from its seed (the same seed, the same logits and
 /// gradients; another seed, other logits), absent from inference passes, and differentiated with the
 /// masks its forward pass drew (central differences of the loss in A agree with the gradient).

@@ -19,12 +19,16 @@ pub struct RewardModelSettings {
     /// Standard deviation of the fresh scalar head's initial weights.
     pub init_std: f64,
     pub optim: OptimConfig,
+    /// LoRA adapters on the backbone, the head trained whole (PEFT's `modules_to_save`); None: every
+    /// weight trains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<ordo_model::lora::LoraConfig>,
 }
 
 impl Default for RewardModelSettings {
     /// Head std 0.02, batch 16, lr 1e-4.
     fn default() -> Self {
-        RewardModelSettings { init_std: 0.02, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4) }
+        RewardModelSettings { init_std: 0.02, optim: OptimConfig::default().with_batch_and_lr(16, 1e-4), lora: None }
     }
 }
 
@@ -33,7 +37,7 @@ impl RewardModelSettings {
     pub fn read(r: &mut dyn SettingsReader) -> Self {
         let d = Self::default();
         let init_std = r.number_where("init_std", d.init_std, "a number in (0, 1]", &|x| x > 0.0 && x <= 1.0);
-        RewardModelSettings { init_std, optim: OptimConfig::read(r, &d.optim) }
+        RewardModelSettings { init_std, optim: OptimConfig::read(r, &d.optim), lora: crate::settings::read_lora(r) }
     }
 }
 
@@ -98,6 +102,15 @@ fn halves(s: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((s.narrow(0, 0, n)?, s.narrow(0, n, n)?))
 }
 
+/// Puts LoRA adapters (drawn from `seed`) on a reward model's backbone and keeps its head trainable:
+/// the adapters and the head are what trains (PEFT's LoRA with `modules_to_save = ["score"]`).
+pub fn add_lora(rm: &mut Policy, lora: &ordo_model::lora::LoraConfig, seed: u64) -> Result<()> {
+    let config = rm.config.clone();
+    rm.params.add_lora(&config, lora, seed)?;
+    rm.params.unfreeze("score.weight");
+    Ok(())
+}
+
 /// Trains a reward model on preference pairs with the Bradley-Terry loss.
 pub fn train_reward_model(
     rm: &mut Policy,
@@ -114,6 +127,7 @@ pub fn train_reward_model(
     for step in start..optim.steps {
         let started = Instant::now();
         let idx = orders[0].take(optim.batch_size);
+        rm.params.set_lora_dropout_seed(crate::batch::lora_dropout_seed(seed, step));
         let dec = rm.decoder()?;
         let mut grads = Gradients::default();
         let (mut loss_sum, mut acc) = (0.0, 0.0);
