@@ -1,10 +1,12 @@
-//! `ordo bench stages`: seconds per step of SFT, DPO and GRPO on the bench model, against each step's
-//! FLOP floor at the sgemm rate measured in the same run, and each stage's peak memory against its need.
+//! `ordo bench stages` and `ordo bench real`: seconds per step of SFT, DPO and GRPO (on the bench model,
+//! or on a real checkpoint with and without LoRA), against each step's FLOP floor at the sgemm rate
+//! measured in the same run, and each stage's peak memory against its need.
 
 use crate::measure::{median, peak_rss_bytes, reset_peak_rss, Sgemm};
 use candle_core::Device;
-use ordo_model::flops::{forward_flops, sampling_flops, step_memory_bytes, training_step_flops};
-use ordo_model::{ModelConfig, ParamStore};
+use ordo_model::flops::{adapter_params, forward_flops, lora_training_flops, sampling_flops, step_memory_bytes};
+use ordo_model::lora::LoraConfig;
+use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
 use ordo_train::batch::Policy;
 use ordo_train::data::{TokenizedPair, TokenizedSequence};
 use ordo_train::dpo::{train_dpo, DpoSettings};
@@ -16,22 +18,75 @@ use ordo_train::trainer::{OptimConfig, StepLogger};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Seconds per step of each stage on the bench model (medians, after one warm-up step).
+/// The step shapes a stages benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shapes {
+    /// SFT: rows x tokens, the first `sft_prompt` of each masked out of the loss.
+    pub sft_rows: usize,
+    pub sft_len: usize,
+    pub sft_prompt: usize,
+    /// DPO: pairs, each a shared prompt and two answers of these lengths.
+    pub dpo_pairs: usize,
+    pub dpo_prompt: usize,
+    pub dpo_answer: usize,
+    /// GRPO: prompts x samples each, prompts of `grpo_prompt` tokens, up to `grpo_new` new tokens.
+    pub grpo_prompts: usize,
+    pub grpo_group: usize,
+    pub grpo_prompt: usize,
+    pub grpo_new: usize,
+}
+
+impl Shapes {
+    /// `ordo bench stages`: SFT 16 x 128, DPO 8 pairs x 128 per side, GRPO 8 prompts x 8 samples x 64.
+    pub fn bench() -> Shapes {
+        Shapes {
+            sft_rows: 16,
+            sft_len: 128,
+            sft_prompt: 32,
+            dpo_pairs: 8,
+            dpo_prompt: 64,
+            dpo_answer: 64,
+            grpo_prompts: 8,
+            grpo_group: 8,
+            grpo_prompt: 16,
+            grpo_new: 64,
+        }
+    }
+
+    /// `ordo bench real`: the shapes TRL was timed at on SmolLM2-135M (issue 21): SFT 8 x 128, DPO 4
+    /// pairs x 128 per side, GRPO 4 prompts x 8 samples x 64 new tokens (32-token prompts).
+    pub fn real() -> Shapes {
+        Shapes { sft_rows: 8, dpo_pairs: 4, grpo_prompts: 4, grpo_prompt: 32, ..Shapes::bench() }
+    }
+
+    /// Each stage's shape in words, for the printed table.
+    fn describe(&self) -> [String; 3] {
+        [
+            format!("sft   {} x {} tokens", self.sft_rows, self.sft_len),
+            format!("dpo   {} pairs x {} tokens per side", self.dpo_pairs, self.dpo_prompt + self.dpo_answer),
+            format!("grpo  {} prompts x {} samples x {} new tokens", self.grpo_prompts, self.grpo_group, self.grpo_new),
+        ]
+    }
+}
+
+/// Seconds per step of each stage (medians, after one warm-up step).
 #[derive(Debug, Clone)]
 pub struct StagesBench {
     pub steps: usize,
-    /// SFT: 16 sequences x 128 tokens.
+    pub shapes: Shapes,
+    /// The adapters trained instead of every weight, if any.
+    pub lora: Option<LoraConfig>,
     pub sft_s: f64,
-    /// DPO: 8 pairs x 128 tokens per side, reference forward included.
+    /// DPO, reference forward included.
     pub dpo_s: f64,
-    /// GRPO: 8 prompts x 8 samples x 64 new tokens (sampling, rewards, reference, update).
+    /// GRPO (sampling, rewards, reference, update).
     pub grpo_s: f64,
     /// Peak resident memory of each stage (SFT, DPO, GRPO), when the platform reports it (Linux).
     pub peak_rss: [Option<u64>; 3],
     /// What each stage's step needs at least (bytes): see `step_memory_bytes`.
     pub needed: [f64; 3],
-    /// Multiply-add FLOPs of each stage's step as ordo computes it (shared prefixes once, no padding):
-    /// see `stage_step_flops`.
+    /// Multiply-add FLOPs of each stage's step as ordo computes it (shared prefixes once, no padding;
+    /// with LoRA no frozen weight's gradient): see `stage_step_flops`.
     pub flops: [f64; 3],
     /// The sgemm rate (GFLOP/s) measured before each stage and after the last. A step's floor is its
     /// FLOPs at the fastest of these: the least time this machine could take for them in this run.
@@ -44,24 +99,40 @@ pub struct StagesBench {
     pub grpo_phase_flops: [f64; 3],
 }
 
-/// Multiply-add FLOPs of the bench GRPO step's sampling, reference forward and update, as ordo computes
-/// them, with samples `completion_length` tokens long: 64 rows sampled from 8 distinct 16-token prompts;
-/// then the prompts once and each sample's tokens, forward (reference) and forward and backward (update).
-pub fn grpo_phase_flops(cfg: &ModelConfig, completion_length: f64) -> [f64; 3] {
-    let len = completion_length.round() as usize;
-    let forward = forward_flops(cfg, 8 * 16 + 64 * len, 64, 16 + len);
-    [sampling_flops(cfg, 8, 64, 16, len), forward, 3.0 * forward]
+/// A training pass's multiply-add FLOPs on a forward pass of `forward_flops(tokens, rows, seq)`: 3x
+/// forward, or with LoRA the adapters' step without the frozen weights' gradients.
+fn training_flops(cfg: &ModelConfig, lora: Option<&LoraConfig>, tokens: usize, rows: usize, seq: usize) -> f64 {
+    match lora {
+        None => 3.0 * forward_flops(cfg, tokens, rows, seq),
+        Some(l) => lora_training_flops(cfg, l, tokens, rows, seq),
+    }
 }
 
-/// Multiply-add FLOPs of each bench stage's step (SFT, DPO, GRPO) as ordo computes it, with GRPO's
-/// samples `completion_length` tokens long: SFT trains 16 x 128 tokens; DPO trains the 8 pairs' shared
-/// 64-token prompts once and their 2 x 8 64-token answers (policy forward and backward, reference
-/// forward); GRPO samples 64 rows from 8 distinct 16-token prompts, then runs the reference forward
-/// and the policy's forward and backward on the prompts once and each sample's tokens.
-pub fn stage_step_flops(cfg: &ModelConfig, completion_length: f64) -> [f64; 3] {
-    let sft = training_step_flops(cfg, 16, 128);
-    let dpo = 4.0 * forward_flops(cfg, 8 * 64 + 16 * 64, 16, 128);
-    [sft, dpo, grpo_phase_flops(cfg, completion_length).iter().sum()]
+/// Multiply-add FLOPs of a GRPO step's sampling, reference forward and update, as ordo computes them,
+/// with samples `completion_length` tokens long: the rows sampled from the distinct prompts (with LoRA
+/// each new token also through the adapters); then the prompts once and each sample's tokens, forward
+/// (the reference: the base) and forward and backward (the update).
+pub fn grpo_phase_flops(cfg: &ModelConfig, s: &Shapes, lora: Option<&LoraConfig>, completion_length: f64) -> [f64; 3] {
+    let len = completion_length.round() as usize;
+    let rows = s.grpo_prompts * s.grpo_group;
+    let tokens = s.grpo_prompts * s.grpo_prompt + rows * len;
+    let adapters = lora.map_or(0.0, |l| 2.0 * adapter_params(cfg, l) * (rows * len) as f64);
+    [
+        sampling_flops(cfg, s.grpo_prompts, rows, s.grpo_prompt, len) + adapters,
+        forward_flops(cfg, tokens, rows, s.grpo_prompt + len),
+        training_flops(cfg, lora, tokens, rows, s.grpo_prompt + len),
+    ]
+}
+
+/// Multiply-add FLOPs of each stage's step (SFT, DPO, GRPO) as ordo computes it, with GRPO's samples
+/// `completion_length` tokens long: SFT trains its rows; DPO trains the pairs' shared prompts once and
+/// their two answers (policy forward and backward, reference forward); GRPO is its phases.
+pub fn stage_step_flops(cfg: &ModelConfig, s: &Shapes, lora: Option<&LoraConfig>, completion_length: f64) -> [f64; 3] {
+    let sft = training_flops(cfg, lora, s.sft_rows * s.sft_len, s.sft_rows, s.sft_len);
+    let (pairs, side) = (s.dpo_pairs, s.dpo_prompt + s.dpo_answer);
+    let dpo_tokens = pairs * s.dpo_prompt + 2 * pairs * s.dpo_answer;
+    let dpo = training_flops(cfg, lora, dpo_tokens, 2 * pairs, side) + forward_flops(cfg, dpo_tokens, 2 * pairs, side);
+    [sft, dpo, grpo_phase_flops(cfg, s, lora, completion_length).iter().sum()]
 }
 
 /// Per-step seconds (after the first) from a logger's cumulative `seconds` field.
@@ -70,19 +141,23 @@ fn step_seconds(log: &StepLogger) -> Vec<f64> {
     t.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-/// Times `steps` steps (plus one warm-up) of SFT, DPO and GRPO on the bench model.
+/// Times `steps` steps (plus one warm-up) of SFT, DPO and GRPO at `shapes` on a model (each stage on
+/// its own copy; with `lora`, adapters drawn from seed 0 train on a frozen base, and the reference is
+/// the base), decoding GRPO's samples with `tok` (None: a tokenizer of one character per id).
 ///
 /// Before each stage's peak is reset, `release_memory` asks the global allocator to hand the memory
 /// it keeps for reuse back to the system (the binary's mimalloc: `mi_collect`); otherwise a stage's
 /// peak starts at what the previous stage left resident and measures that stage, not its own.
 pub fn bench_stages(
+    (config, params): (&ModelConfig, &ParamStore),
+    tok: Option<&TextTokenizer>,
+    (shapes, lora): (&Shapes, Option<&LoraConfig>),
     steps: usize,
-    device: &Device,
     progress: &mut dyn FnMut(&str),
     release_memory: &mut dyn FnMut(),
 ) -> ordo_train::Result<StagesBench> {
-    let cfg = ModelConfig::bench();
-    let policy = Policy { config: cfg.clone(), params: ParamStore::init(&cfg, 0.02, 0, device)? };
+    let policy = Policy { config: config.clone(), params: params.clone() };
+    let (cfg, device, s) = (policy.config.clone(), policy.device(), shapes);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(2..cfg.vocab_size as u32)).collect() };
     let optim = |batch: usize| OptimConfig {
@@ -92,25 +167,33 @@ pub fn bench_stages(
         lr: 1e-4,
         ..Default::default()
     };
+    // Each stage trains its own copy of the model, with adapters when LoRA is benchmarked.
+    let stage_policy = || -> ordo_train::Result<Policy> {
+        let mut p = policy.clone_deep()?;
+        if let Some(l) = lora {
+            p.params.add_lora(&cfg, l, 0)?;
+        }
+        Ok(p)
+    };
 
     let mut peak_rss = [None; 3];
     // The sgemm rate before each stage and after the last; its operands are freed before the peak is reset.
     let mut sgemm_gflops = [0.0; 4];
-    let sgemm = || Sgemm::new(2048, device)?.gflops(2);
+    let sgemm = || Sgemm::new(2048, &device)?.gflops(2);
     sgemm_gflops[0] = sgemm()?;
     release_memory();
     reset_peak_rss();
     progress("sft");
-    let sft: Vec<TokenizedSequence> = (0..16)
+    let sft: Vec<TokenizedSequence> = (0..s.sft_rows)
         .map(|_| {
-            let ids = tokens(128);
-            let mut loss_mask = vec![0u8; 32];
-            loss_mask.extend(vec![1u8; 96]);
+            let ids = tokens(s.sft_len);
+            let mut loss_mask = vec![0u8; s.sft_prompt];
+            loss_mask.extend(vec![1u8; s.sft_len - s.sft_prompt]);
             TokenizedSequence { ids, loss_mask }
         })
         .collect();
     let mut log = StepLogger::new("sft", steps + 1, None, false)?;
-    train_lm(&mut policy.clone_deep()?, &sft, &optim(16), 0, 0, &mut log, None)?;
+    train_lm(&mut stage_policy()?, &sft, &optim(s.sft_rows), 0, 0, &mut log, None)?;
     let sft_s = median(&step_seconds(&log));
     peak_rss[0] = peak_rss_bytes();
     sgemm_gflops[1] = sgemm()?;
@@ -118,13 +201,20 @@ pub fn bench_stages(
     reset_peak_rss();
 
     progress("dpo");
-    let pairs: Vec<TokenizedPair> =
-        (0..8).map(|_| TokenizedPair { prompt: tokens(64), chosen: tokens(64), rejected: tokens(64) }).collect();
+    let pairs: Vec<TokenizedPair> = (0..s.dpo_pairs)
+        .map(|_| TokenizedPair {
+            prompt: tokens(s.dpo_prompt),
+            chosen: tokens(s.dpo_answer),
+            rejected: tokens(s.dpo_answer),
+        })
+        .collect();
     let loss = PreferenceLossConfig { loss: PreferenceLoss::Dpo, beta: 0.1, simpo_gamma: 0.0, length_normalize: false };
     let mut log = StepLogger::new("dpo", steps + 1, None, false)?;
-    let reference = policy.frozen_copy()?;
-    let settings = DpoSettings { preference: loss, optim: optim(8), lora: None };
-    train_dpo(&mut policy.clone_deep()?, &reference, &pairs, &settings, 0, 0, &mut log, None)?;
+    let mut dpo_policy = stage_policy()?;
+    let reference = dpo_policy.frozen_copy()?;
+    let settings = DpoSettings { preference: loss, optim: optim(s.dpo_pairs), lora: lora.cloned() };
+    train_dpo(&mut dpo_policy, &reference, &pairs, &settings, 0, 0, &mut log, None)?;
+    drop((dpo_policy, reference));
     let dpo_s = median(&step_seconds(&log));
     peak_rss[1] = peak_rss_bytes();
     sgemm_gflops[2] = sgemm()?;
@@ -132,12 +222,19 @@ pub fn bench_stages(
     reset_peak_rss();
 
     progress("grpo");
-    // A tokenizer with one character per id, so completions decode to text the reward can read.
+    // Without the model's tokenizer, one character per id, so completions decode to text the reward reads.
     let alphabet: String = (0..cfg.vocab_size as u32 - 2).filter_map(|i| char::from_u32(0x100 + i)).collect();
-    let tok = ordo_model::tokenizer::char_tokenizer(&alphabet, &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>"))?;
-    let prompts: Vec<RlPrompt> = (0..8)
+    let own;
+    let tok = match tok {
+        Some(t) => t,
+        None => {
+            own = ordo_model::tokenizer::char_tokenizer(&alphabet, &["<pad>", "<eos>"], Some("<eos>"), Some("<pad>"))?;
+            &own
+        }
+    };
+    let prompts: Vec<RlPrompt> = (0..s.grpo_prompts)
         .map(|_| {
-            let ids = tokens(16);
+            let ids = tokens(s.grpo_prompt);
             RlPrompt { text: tok.decode(&ids, false).unwrap_or_default(), ids, metadata: Default::default() }
         })
         .collect();
@@ -150,12 +247,20 @@ pub fn bench_stages(
         rewards: vec![WeightedReward { source: Box::new(reward), weight: 1.0.into(), target: Default::default() }],
     }];
     let grpo = GrpoConfig {
-        settings: GrpoSettings { group_size: 8, max_new_tokens: 64, optim: optim(8), ..Default::default() },
+        settings: GrpoSettings {
+            group_size: s.grpo_group,
+            max_new_tokens: s.grpo_new,
+            optim: optim(s.grpo_prompts),
+            lora: lora.cloned(),
+            ..Default::default()
+        },
         stop_tokens: vec![],
         cot: CotFormat::default(),
     };
     let mut log = StepLogger::new("grpo", steps + 1, None, false)?;
-    train_grpo(&mut policy.clone_deep()?, &reference, &sets, &tok, &grpo, 0, 0, &mut log, None)?;
+    let mut grpo_policy = stage_policy()?;
+    let reference = grpo_policy.frozen_copy()?;
+    train_grpo(&mut grpo_policy, &reference, &sets, tok, &grpo, 0, 0, &mut log, None)?;
     let grpo_s = median(&step_seconds(&log));
     peak_rss[2] = peak_rss_bytes();
     sgemm_gflops[3] = sgemm()?;
@@ -163,18 +268,30 @@ pub fn bench_stages(
     let logged = |key: &str| median(&log.history.iter().skip(1).filter_map(|m| m[key].as_f64()).collect::<Vec<_>>());
     let grpo_completion_length = logged("completion_length");
     let grpo_phase_s = ["seconds/sampling", "seconds/reference", "seconds/update"].map(logged);
-    let grpo_phase_flops = grpo_phase_flops(&cfg, grpo_completion_length);
-    // Computed positions: SFT's 16 random rows share nothing; a DPO pair's two sides share their
-    // 64-token prompt (8 x 64 + 16 x 64); a GRPO group's 8 samples share their 16-token prompt and
-    // (random 64-token completions) almost never more: 8 x 16 + 64 x 64.
+    let grpo_phase_flops = grpo_phase_flops(&cfg, s, lora, grpo_completion_length);
+    // Computed positions: SFT's random rows share nothing; a DPO pair's two sides share their prompt; a
+    // GRPO group's samples share their prompt and (random completions) almost never more.
+    let rows = s.grpo_prompts * s.grpo_group;
     let needed = [
-        step_memory_bytes(&cfg, 16 * 128, 16 * 128, false),
-        step_memory_bytes(&cfg, 8 * 64 + 16 * 64, 16 * 128, true),
-        step_memory_bytes(&cfg, 8 * 16 + 64 * 64, 64 * 80, true),
+        step_memory_bytes(&cfg, s.sft_rows * s.sft_len, s.sft_rows * s.sft_len, false),
+        step_memory_bytes(
+            &cfg,
+            s.dpo_pairs * (s.dpo_prompt + 2 * s.dpo_answer),
+            2 * s.dpo_pairs * (s.dpo_prompt + s.dpo_answer),
+            true,
+        ),
+        step_memory_bytes(
+            &cfg,
+            s.grpo_prompts * s.grpo_prompt + rows * s.grpo_new,
+            rows * (s.grpo_prompt + s.grpo_new),
+            true,
+        ),
     ];
-    let flops = stage_step_flops(&cfg, grpo_completion_length);
+    let flops = stage_step_flops(&cfg, s, lora, grpo_completion_length);
     Ok(StagesBench {
         steps,
+        shapes: *s,
+        lora: lora.cloned(),
         sft_s,
         dpo_s,
         grpo_s,
@@ -190,8 +307,12 @@ pub fn bench_stages(
 
 /// Prints a run's figures: each stage's seconds, FLOPs, floor and ratio to it, GRPO's phases, and each
 /// stage's peak memory against its need.
-pub fn print(b: &StagesBench, device: &Device) {
-    println!("ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512; f32, {device:?})");
+pub fn print(b: &StagesBench, model: &str, device: &Device) {
+    let how = match &b.lora {
+        None => "every weight trains".to_string(),
+        Some(l) => format!("LoRA rank {} on {} (no frozen weight's gradient)", l.rank, l.targets.join(", ")),
+    };
+    println!("{model}; f32, {device:?}; {how}");
     let sgemm = b.sgemm_gflops.iter().cloned().fold(0.0, f64::max);
     let slowest = b.sgemm_gflops.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(
@@ -203,8 +324,7 @@ pub fn print(b: &StagesBench, device: &Device) {
     );
     println!("(2048^3 f32 matmul, measured before each stage and after the last; slowest {slowest:.1}):");
     println!("                                                 seconds    GFLOP    floor     of floor");
-    let shapes =
-        ["sft   16 x 128 tokens", "dpo   8 pairs x 128 tokens per side", "grpo  8 prompts x 8 samples x 64 new tokens"];
+    let shapes = b.shapes.describe();
     let seconds = [b.sft_s, b.dpo_s, b.grpo_s];
     let floors: Vec<f64> = b.flops.iter().map(|f| f / (sgemm * 1e9)).collect();
     for k in 0..3 {

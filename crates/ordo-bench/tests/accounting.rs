@@ -1,7 +1,7 @@
 //! Accounting of `ordo bench`: the peak-RSS probe, the bytes a step needs and the FLOPs it does.
 
 use ordo_bench::measure::{peak_rss_bytes, reset_peak_rss};
-use ordo_bench::stages::{grpo_phase_flops, stage_step_flops};
+use ordo_bench::stages::{grpo_phase_flops, stage_step_flops, Shapes};
 use ordo_model::flops::{forward_flops, sampling_flops, step_memory_bytes, training_step_flops};
 use ordo_model::ModelConfig;
 
@@ -57,12 +57,40 @@ fn flops_by_hand() {
     assert_eq!(sampling_flops(&cfg, 1, 2, 1, 2), forward_flops(&cfg, 1, 1, 1) + decode(2.0) + decode(3.0));
     // The stages: SFT is the bench step; DPO trains 8 x 64 + 16 x 64 positions on a 16 x 128 grid, four
     // forward passes' worth (policy forward and backward, reference forward); GRPO is its phases.
-    let [sft, dpo, grpo] = stage_step_flops(&cfg, 64.0);
+    let [sft, dpo, grpo] = stage_step_flops(&cfg, &Shapes::bench(), None, 64.0);
     assert_eq!(sft, training_step_flops(&cfg, 16, 128));
     assert_eq!(dpo, 4.0 * (1536.0 * 2.0 * params + 2048.0 * attention(128.0)));
-    let [sampling, reference, update] = grpo_phase_flops(&cfg, 64.0);
+    let [sampling, reference, update] = grpo_phase_flops(&cfg, &Shapes::bench(), None, 64.0);
     assert_eq!(reference, (8.0 * 16.0 + 64.0 * 64.0) * 2.0 * params + 64.0 * 80.0 * attention(80.0));
     assert_eq!(update, 3.0 * reference);
     assert_eq!(sampling, sampling_flops(&cfg, 8, 64, 16, 64));
     assert_eq!(grpo, sampling + reference + update);
+}
+
+#[test]
+fn lora_flops_by_hand() {
+    use ordo_model::flops::{adapter_params, lora_training_flops};
+    let cfg = ModelConfig::bench();
+    let params = 4_325_376.0;
+    let attention = |keys: f64| 2.0 * 2.0 * 16.0 * 64.0 * keys;
+    // Rank 2 on q_proj (256 x 256) and down_proj (256 x 1024): 2 x (256 + 256) + 2 x (256 + 1024) per layer.
+    let lora = ordo_model::lora::LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "down_proj".into()],
+    };
+    let adapters = 4.0 * (2.0 * 512.0 + 2.0 * 1280.0);
+    assert_eq!(adapter_params(&cfg, &lora), adapters);
+    // One token: the forward (2 per weight), the input's gradient (2 per weight), no weight gradient, and
+    // the adapters' forward and backward (6 per adapter weight); attention forward and backward.
+    let want = 2.0 * params + 2.0 * params + 3.0 * attention(1.0) + 6.0 * adapters;
+    assert_eq!(lora_training_flops(&cfg, &lora, 1, 1, 1), want);
+    // The stages with LoRA: SFT is that step on 8 x 128 tokens (the real shapes); DPO adds the base's forward.
+    let s = Shapes::real();
+    let [sft, dpo, _] = stage_step_flops(&cfg, &s, Some(&lora), 64.0);
+    assert_eq!(sft, lora_training_flops(&cfg, &lora, 1024, 8, 128));
+    let dpo_tokens = 4 * 64 + 8 * 64;
+    assert_eq!(dpo, lora_training_flops(&cfg, &lora, dpo_tokens, 8, 128) + forward_flops(&cfg, dpo_tokens, 8, 128));
+    assert!(sft < stage_step_flops(&cfg, &s, None, 64.0)[0], "LoRA skips the frozen weights' gradients");
 }

@@ -37,6 +37,34 @@ pub fn training_step_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
     3.0 * forward_flops(cfg, batch * seq, batch, seq)
 }
 
+/// Weights of `lora`'s adapters on a model of `cfg`: rank x (in + out) for every adapted weight.
+pub fn adapter_params(cfg: &ModelConfig, lora: &crate::lora::LoraConfig) -> f64 {
+    let per_layer: usize = lora
+        .slots()
+        .into_iter()
+        .map(|slot| {
+            let (out, inner) = crate::lora::weight_shape(cfg, slot);
+            lora.rank * (out + inner)
+        })
+        .sum();
+    (per_layer * cfg.num_hidden_layers) as f64
+}
+
+/// Multiply-add FLOPs of one training step of `lora`'s adapters on a forward pass of
+/// [`forward_flops`]`(tokens, rows, seq)`: the forward and backward passes without the frozen weights'
+/// gradients (3x forward less the base weights' 2 x tokens x weights), and the adapters' own forward
+/// (2 per weight and token) and backward (A's and B's gradients and the input's, 4 per weight and token).
+pub fn lora_training_flops(
+    cfg: &ModelConfig,
+    lora: &crate::lora::LoraConfig,
+    tokens: usize,
+    rows: usize,
+    seq: usize,
+) -> f64 {
+    3.0 * forward_flops(cfg, tokens, rows, seq) - 2.0 * tokens as f64 * matmul_params(cfg)
+        + 6.0 * tokens as f64 * adapter_params(cfg, lora)
+}
+
 /// Multiply-add FLOPs of sampling `new_tokens` tokens in each of `rows` rows whose prompts have
 /// `prompt_len` tokens, `distinct_prompts` of them (prefilled once each): per new token the per-token
 /// work and attention over the cached keys its mask sees.

@@ -206,6 +206,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         steps: usize,
     },
+    /// Seconds per step of SFT, DPO and GRPO on a real checkpoint, every weight trained and then LoRA,
+    /// each against its FLOP floor, with peak memory (the shapes TRL was timed at: scripts/trl_bench.py).
+    Real {
+        /// HF checkpoint directory or .gguf file (e.g. target/assets/SmolLM2-135M-Instruct.Q4_1.gguf).
+        #[arg(long)]
+        model: PathBuf,
+        /// Timed steps of each stage (after one warm-up step).
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// The LoRA rank of the second pass (alpha twice the rank, on every linear layer of the blocks).
+        #[arg(long, default_value_t = 16)]
+        lora_rank: usize,
+    },
 }
 
 fn main() {
@@ -286,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate(args, &device),
         Command::Bench(BenchCommand::Engine { steps }) => bench_engine(steps, &device),
         Command::Bench(BenchCommand::Stages { steps }) => bench_stages(steps, &device),
+        Command::Bench(BenchCommand::Real { model, steps, lora_rank }) => bench_real(&model, steps, lora_rank, &device),
         Command::World { world, command } => {
             let entry = ordo_worlds::find(&world)
                 .with_context(|| format!("--world {world}: unknown world (ordo has {})", ordo_worlds::names()))?;
@@ -415,7 +429,54 @@ fn bench_stages(steps: usize, device: &Device) -> Result<()> {
     }
     // SAFETY: mi_collect only returns the global allocator's free pages to the system.
     let mut release = || unsafe { libmimalloc_sys::mi_collect(true) };
-    let b = ordo_bench::stages::bench_stages(steps, device, &mut |msg| eprintln!("  {msg}"), &mut release)?;
-    ordo_bench::stages::print(&b, device);
+    let cfg = ordo_model::ModelConfig::bench();
+    let params = ordo_model::ParamStore::init(&cfg, 0.02, 0, device)?;
+    let shapes = ordo_bench::stages::Shapes::bench();
+    let b = ordo_bench::stages::bench_stages(
+        (&cfg, &params),
+        None,
+        (&shapes, None),
+        steps,
+        &mut |msg| eprintln!("  {msg}"),
+        &mut release,
+    )?;
+    let model = "ordo bench stages (bench model: d_model 256, 4 layers, 4 heads, MLP 1024, vocab 512)";
+    ordo_bench::stages::print(&b, model, device);
+    Ok(())
+}
+
+fn bench_real(path: &Path, steps: usize, lora_rank: usize, device: &Device) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let m = ordo_model::load(path, device)?;
+    let tok = m.require_tokenizer()?.clone();
+    let c = &m.config;
+    let model = format!(
+        "ordo bench real ({}: {} parameters, d_model {}, {} layers, vocab {})",
+        path.display(),
+        c.parameter_count(),
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.vocab_size
+    );
+    let targets = ordo_model::lora::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    let lora = ordo_model::lora::LoraConfig { rank: lora_rank, alpha: 2.0 * lora_rank as f64, dropout: 0.0, targets };
+    lora.check("--lora-rank")?;
+    let shapes = ordo_bench::stages::Shapes::real();
+    // SAFETY: mi_collect only returns the global allocator's free pages to the system.
+    let mut release = || unsafe { libmimalloc_sys::mi_collect(true) };
+    for adapters in [None, Some(&lora)] {
+        let b = ordo_bench::stages::bench_stages(
+            (&m.config, &m.params),
+            Some(&tok),
+            (&shapes, adapters),
+            steps,
+            &mut |msg| eprintln!("  {msg}"),
+            &mut release,
+        )?;
+        ordo_bench::stages::print(&b, &model, device);
+        println!();
+    }
     Ok(())
 }
