@@ -44,6 +44,12 @@ impl<'a> ModelIo<'a> {
         if stop.is_empty() {
             stop.extend(tok.special_token("eos_token").and_then(|t| tok.token_id(&t)));
         }
+        // A chat turn ends at its template's end-of-turn token, whatever the config calls the end.
+        if let Some(end) = surface.end_of_turn().and_then(|t| tok.token_id(t)) {
+            if !stop.contains(&end) {
+                stop.push(end);
+            }
+        }
         ModelIo { surface, tok, stop }
     }
 
