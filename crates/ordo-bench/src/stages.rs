@@ -4,7 +4,9 @@
 
 use crate::measure::{median, peak_rss_bytes, reset_peak_rss, Sgemm};
 use candle_core::Device;
-use ordo_model::flops::{adapter_params, forward_flops, lora_training_flops, sampling_flops, step_memory_bytes};
+use ordo_model::flops::{
+    adapter_params, forward_flops, lora_step_memory_bytes, lora_training_flops, sampling_flops, step_memory_bytes,
+};
 use ordo_model::lora::LoraConfig;
 use ordo_model::{ModelConfig, ParamStore, TextTokenizer};
 use ordo_train::batch::Policy;
@@ -272,20 +274,14 @@ pub fn bench_stages(
     // Computed positions: SFT's random rows share nothing; a DPO pair's two sides share their prompt; a
     // GRPO group's samples share their prompt and (random completions) almost never more.
     let rows = s.grpo_prompts * s.grpo_group;
+    let need = |computed: usize, slots: usize, reference: bool| match lora {
+        None => step_memory_bytes(&cfg, computed, slots, reference),
+        Some(l) => lora_step_memory_bytes(&cfg, l, computed, slots),
+    };
     let needed = [
-        step_memory_bytes(&cfg, s.sft_rows * s.sft_len, s.sft_rows * s.sft_len, false),
-        step_memory_bytes(
-            &cfg,
-            s.dpo_pairs * (s.dpo_prompt + 2 * s.dpo_answer),
-            2 * s.dpo_pairs * (s.dpo_prompt + s.dpo_answer),
-            true,
-        ),
-        step_memory_bytes(
-            &cfg,
-            s.grpo_prompts * s.grpo_prompt + rows * s.grpo_new,
-            rows * (s.grpo_prompt + s.grpo_new),
-            true,
-        ),
+        need(s.sft_rows * s.sft_len, s.sft_rows * s.sft_len, false),
+        need(s.dpo_pairs * (s.dpo_prompt + 2 * s.dpo_answer), 2 * s.dpo_pairs * (s.dpo_prompt + s.dpo_answer), true),
+        need(s.grpo_prompts * s.grpo_prompt + rows * s.grpo_new, rows * (s.grpo_prompt + s.grpo_new), true),
     ];
     let flops = stage_step_flops(&cfg, s, lora, grpo_completion_length);
     Ok(StagesBench {
@@ -355,7 +351,8 @@ pub fn print(b: &StagesBench, model: &str, device: &Device) {
     println!(
         "peak resident memory per stage (whole process, peak reset before each stage) against what its step needs"
     );
-    println!("(parameters + gradients + AdamW moments + reference + activations, f32; see ordo_model::flops::step_memory_bytes):");
+    println!("(parameters + gradients + AdamW moments + reference + activations, f32; with LoRA the base once and the");
+    println!("adapters' state; see ordo_model::flops::step_memory_bytes and lora_step_memory_bytes):");
     for (name, (rss, need)) in ["sft ", "dpo ", "grpo"].iter().zip(b.peak_rss.iter().zip(b.needed)) {
         match rss {
             Some(r) => println!(

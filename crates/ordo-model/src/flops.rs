@@ -92,9 +92,20 @@ pub fn sampling_flops(
 /// plus 2 x vocab per slot for the logits and their gradient.
 pub fn step_memory_bytes(cfg: &ModelConfig, computed: usize, slots: usize, reference: bool) -> f64 {
     let p = cfg.parameter_count() as f64;
-    let state = p * 4.0 * if reference { 5.0 } else { 4.0 };
+    p * 4.0 * if reference { 5.0 } else { 4.0 } + activation_bytes(cfg, computed, slots)
+}
+
+/// [`step_memory_bytes`] of a step that trains `lora`'s adapters: the base's parameters once (the
+/// reference, when there is one, is the base itself), the adapters with their gradients and AdamW's
+/// two moments, and the same activations.
+pub fn lora_step_memory_bytes(cfg: &ModelConfig, lora: &crate::lora::LoraConfig, computed: usize, slots: usize) -> f64 {
+    cfg.parameter_count() as f64 * 4.0 + adapter_params(cfg, lora) * 4.0 * 4.0 + activation_bytes(cfg, computed, slots)
+}
+
+/// The activations' bytes of [`step_memory_bytes`].
+fn activation_bytes(cfg: &ModelConfig, computed: usize, slots: usize) -> f64 {
     let (h, i, layers) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.num_hidden_layers as f64);
     let per_computed = (7.0 * h + 4.0 * i) * layers;
     let per_slot = 3.0 * h * layers + 2.0 * cfg.vocab_size as f64;
-    state + (computed as f64 * per_computed + slots as f64 * per_slot) * 4.0
+    (computed as f64 * per_computed + slots as f64 * per_slot) * 4.0
 }

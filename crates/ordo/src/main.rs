@@ -476,7 +476,10 @@ fn bench_real(path: &Path, steps: usize, lora_rank: usize, device: &Device) -> R
             &mut release,
         )?;
         ordo_bench::stages::print(&b, &model, device);
-        println!();
+        println!(
+            "(the checkpoint as loaded stays resident beside each stage's own copy: {:.1} MiB of every peak above)\n",
+            c.parameter_count() as f64 * 4.0 / 1048576.0
+        );
     }
     Ok(())
 }
