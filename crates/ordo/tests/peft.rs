@@ -1,5 +1,6 @@
 //! ordo's LoRA adapter directories against PEFT itself, both ways (scripts/peft_check.py): PEFT loads
-//! what ordo saved and computes ordo's logits; ordo loads what PEFT saved and computes PEFT's logits.
+//! what ordo saved (a causal LM's adapters, and a reward model's adapters with its head) and computes
+//! ordo's logits and score; ordo loads what PEFT saved and computes PEFT's logits.
 //! Needs a Python with torch, transformers and peft, named by `ORDO_PEFT_PYTHON` (README, Tests).
 
 use ordo_model::lora::{weight_shape, Adapters, LoraConfig};
@@ -49,6 +50,18 @@ fn peft_round_trip() {
     let ours = logits(cfg, &adapted, &ids);
     std::fs::write(work.path().join("ids.json"), serde_json::to_vec(&ids).unwrap()).unwrap();
     std::fs::write(work.path().join("ordo-logits.json"), serde_json::to_vec(&ours).unwrap()).unwrap();
+
+    // A reward model: the same adapters on its backbone, its head trained whole (PEFT's modules_to_save).
+    let policy = ordo_train::Policy { config: cfg.clone(), params: m.params.clone() };
+    let mut rm = ordo_train::reward_model::reward_model_from(&policy, 0.5, 3).unwrap();
+    rm.params.attach_lora(&rm.config, &ads).unwrap();
+    assert!(rm.params.unfreeze("score.weight"));
+    let head = rm.params.var("score.weight").unwrap().as_tensor().clone();
+    let rm_dir = work.path().join("ordo-rm-adapter");
+    ordo_model::weights::save_peft_reward_dir(&ads, &head, &rm_dir, Some(base.to_str().unwrap()), false).unwrap();
+    let scores = logits(&rm.config, &rm.params, &ids);
+    std::fs::write(work.path().join("ordo-rm-score.json"), serde_json::to_vec(scores.last().unwrap()).unwrap())
+        .unwrap();
 
     let out = std::process::Command::new(&python)
         .arg(root.join("scripts/peft_check.py"))
