@@ -95,6 +95,6 @@ fn lora_flops_by_hand() {
     assert!(sft < stage_step_flops(&cfg, &s, None, 64.0)[0], "LoRA skips the frozen weights' gradients");
     // Memory with LoRA: the base once (f32), the adapters with gradients and two moments, activations.
     let p = cfg.parameter_count() as f64;
-    let activations = ordo_model::flops::step_memory_bytes(&cfg, 3, 4, false) - 16.0 * p;
+    let activations = step_memory_bytes(&cfg, 3, 4, false) - 16.0 * p;
     assert_eq!(ordo_model::flops::lora_step_memory_bytes(&cfg, &lora, 3, 4), 4.0 * p + 16.0 * adapters + activations);
 }
