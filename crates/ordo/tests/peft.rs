@@ -82,6 +82,7 @@ fn peft_round_trip() {
     let mut from_peft = m.params.clone();
     from_peft.attach_lora(cfg, &read).unwrap();
     let diff = max_diff(&logits(cfg, &from_peft, &ids), &theirs);
+    eprintln!("peft -> ordo: logits differ by {diff:.2e}");
     assert!(diff < 1e-4, "ordo's logits with PEFT's adapters differ from PEFT's by {diff}");
     assert!(max_diff(&logits(cfg, &m.params, &ids), &theirs) > 1e-3, "PEFT's adapters change the model");
 }
