@@ -457,6 +457,13 @@ impl World for LeakyTests {
         }
         let size = |name: &str, default: usize| sizes.get(name).copied().unwrap_or(default);
         if self.surface != Surface::Compact {
+            // Its models bring their own tokenizer, and it writes no evaluation files to size.
+            if sizes.contains_key("eval") {
+                return Err(ordo_model::ModelError::Input(format!(
+                    "--size eval=...: {CHAT_NAME} writes no evaluation prompt files; it sizes corpus, preferences \
+                     and rl_prompts"
+                )));
+            }
             return crate::leaky_tests_chat::write_datasets(self, dir, &size, seed, replace);
         }
         let sizes = DatasetSizes {
