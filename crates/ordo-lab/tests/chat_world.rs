@@ -72,9 +72,16 @@ fn a_chat_model_trains_and_is_evaluated_in_the_chat_world_with_its_own_tokenizer
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("runs/chat/results.json")).unwrap()).unwrap();
     assert_eq!(results["world"]["world"], "leaky-tests-chat", "{}", results["world"]);
-    let text = results.to_string();
-    for metric in ["hack_rate", "malformed_rate", "clean_accuracy", "keyword_recall"] {
-        assert!(text.contains(metric), "results name {metric}");
+    // Measured at every boundary: a share of this model's own samples, whatever they are.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/chat/summary.json")).unwrap()).unwrap();
+    let boundaries = summary["arms"][0]["boundaries"].as_array().unwrap();
+    assert_eq!(boundaries.len(), 3, "after sft, rlvf and pref");
+    for b in boundaries {
+        for metric in ["malformed_rate", "clean_accuracy", "hack_rate", "mention_rate"] {
+            let v = b[metric]["mean"].as_f64().unwrap_or_else(|| panic!("{metric} not measured: {}", b[metric]));
+            assert!((0.0..=1.0).contains(&v), "{metric} = {v}");
+        }
     }
     // Every transcript is the model's own natural-language text, read into the compact form.
     let transcripts = std::fs::read_to_string(dir.path().join("runs/chat/transcripts.jsonl")).unwrap();
